@@ -1,0 +1,138 @@
+//! `/v1/keys`: create, list and revoke API keys. Account-wide keys only.
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
+use super::{AppState, List, time};
+use crate::domain::account::ApiKey;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A key as listed: never the key itself.
+#[derive(Serialize, ToSchema)]
+pub struct KeyView {
+    /// `key_…`
+    pub id: String,
+    /// Label.
+    pub name: String,
+    /// Set when the key is scoped to one bot.
+    pub bot_id: Option<String>,
+    /// The key's first characters.
+    pub prefix: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, when revoked.
+    pub revoked_at: Option<String>,
+}
+
+impl From<ApiKey> for KeyView {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            bot_id: k.bot_id,
+            prefix: k.prefix,
+            created_at: time(k.created_at),
+            revoked_at: k.revoked_at.map(time),
+        }
+    }
+}
+
+/// A key just created: the only time `key` is shown.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    /// The key; store it now, it cannot be shown again.
+    pub key: String,
+    /// The key's record.
+    #[serde(flatten)]
+    pub record: KeyView,
+}
+
+/// `POST /v1/keys` body.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// Label (default `api`).
+    pub name: Option<String>,
+    /// Scope the key to one bot of the account.
+    pub bot_id: Option<String>,
+}
+
+/// Creates a key, account-wide or scoped to one bot.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, body = CreatedKey), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    let p = auth.account_wide()?;
+    let name = body.name.unwrap_or_else(|| "api".into());
+    if name.trim().is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "field `name`: 1 to 100 characters, no control characters",
+        ));
+    }
+    let (row, key) = state
+        .store
+        .create_key(
+            &p.account_id,
+            body.bot_id.as_deref(),
+            name.trim(),
+            &state.pepper,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key,
+            record: row.into(),
+        }),
+    ))
+}
+
+/// Lists the account's keys, oldest first.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(PageQuery),
+    responses((status = 200, body = List<KeyView>), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<List<KeyView>>> {
+    let p = auth.account_wide()?;
+    let page = state.store.list_keys(&p.account_id, q.parse()?).await?;
+    Ok(Json(List::from_page(page, KeyView::from)))
+}
+
+/// Revokes a key at once.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
+    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<KeyView>> {
+    let p = auth.account_wide()?;
+    let key = state
+        .store
+        .revoke_key(&p.account_id, &id)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => {
+                ApiError::not_found(format!("key {id:?} not found"))
+            }
+            other => other.into(),
+        })?;
+    Ok(Json(key.into()))
+}
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/keys", get(list_keys).post(create_key))
+        .route("/v1/keys/{id}", delete(revoke_key))
+}

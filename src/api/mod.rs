@@ -1,0 +1,164 @@
+//! The JSON HTTP API (v1), one module per resource.
+//!
+//! Conventions every route follows:
+//!
+//! * errors are `{"error": {"code", "message"}}` with the right status
+//!   ([`error`]); bad input is a 4xx that says what to fix;
+//! * `Authorization: Bearer <key>`; a missing or invalid key is 401, a key
+//!   that may not see a thing gets 403 or 404, never another account's data;
+//! * lists are `{"data": [...], "next_cursor": ...}` paged by
+//!   `?limit=&cursor=`;
+//! * every response carries `x-request-id`; `/openapi.json` describes it all.
+
+pub mod bots;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod keys;
+pub mod metrics;
+pub mod openapi;
+
+use crate::auth::Pepper;
+use crate::store::{Page, Store};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, header};
+use error::ApiError;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::ToSchema;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The key-hash pepper.
+    pub pepper: Pepper,
+    /// Request counters for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// Settings the router needs beyond the state.
+#[derive(Clone, Debug)]
+pub struct RouterOptions {
+    /// Largest request body, bytes.
+    pub body_limit: usize,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(Clone, Copy)]
+struct MakeId;
+
+impl MakeRequestId for MakeId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        crate::domain::ids::new_id("req")
+            .parse()
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState, options: &RouterOptions) -> Router {
+    let v1 = Router::new().merge(bots::routes()).merge(keys::routes());
+    Router::new()
+        .merge(v1)
+        .merge(health::routes())
+        .merge(openapi::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(options.body_limit))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeId))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                axum::response::IntoResponse::into_response(ApiError::internal("handler panicked"))
+            },
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see /openapi.json for the API")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see /openapi.json",
+    )
+}
+
+/// A page of items on the wire.
+#[derive(Serialize, ToSchema)]
+pub struct List<T> {
+    /// The items.
+    pub data: Vec<T>,
+    /// Pass as `cursor` to get the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> List<T> {
+    /// Converts a store page, mapping each item.
+    pub fn from_page<U>(page: Page<U>, f: impl Fn(U) -> T) -> Self {
+        Self {
+            data: page.items.into_iter().map(f).collect(),
+            next_cursor: page.next_cursor.as_deref().map(extract::encode_cursor),
+        }
+    }
+}
+
+/// Unix milliseconds as RFC 3339 UTC with milliseconds, e.g.
+/// `2024-06-18T23:22:36.560Z`.
+pub fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
+/// requests finish (up to `grace`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = &mut server => r,
+        _ = async { let _ = rx.await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
+            Ok(())
+        }
+    }
+}

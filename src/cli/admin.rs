@@ -1,0 +1,149 @@
+//! `botwire accounts …` and `botwire keys …`: administration from the shell.
+
+use crate::config::Config;
+use crate::store::PageRequest;
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+/// `botwire accounts`
+#[derive(Subcommand, Debug)]
+pub enum AccountsCommand {
+    /// Create an account; its admin key is printed alone on the last line.
+    Create {
+        /// Display name.
+        name: String,
+    },
+}
+
+/// `botwire keys`
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key; it is printed alone on the last line.
+    Create {
+        /// Scope the key to one bot.
+        #[arg(long)]
+        bot: Option<String>,
+        /// A label for the key.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// The account (default: the first one; created on a fresh database).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        /// The account (default: the first one).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        /// The key's id (`key_…`).
+        id: String,
+        /// The account (default: the first one).
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+/// Runs an accounts subcommand.
+pub async fn accounts(cmd: AccountsCommand, config: &Config) -> anyhow::Result<()> {
+    let store = super::open_store(config).await?;
+    let pepper = super::pepper(config, &store).await?;
+    match cmd {
+        AccountsCommand::Create { name } => {
+            if name.trim().is_empty() {
+                bail!("the account name must not be empty");
+            }
+            let (account, key) = store.create_account(name.trim(), &pepper).await?;
+            eprintln!(
+                "created account {} ({}); its admin key follows — it is shown only once",
+                account.id, account.name
+            );
+            println!("{key}");
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn account_id(store: &crate::store::Store, given: Option<String>) -> anyhow::Result<String> {
+    match given {
+        Some(id) => Ok(store
+            .get_account(&id)
+            .await
+            .with_context(|| format!("account {id:?} not found"))?
+            .id),
+        None => Ok(store
+            .first_account()
+            .await?
+            .context("no account yet: run `botwire serve` once or `botwire accounts create NAME`")?
+            .id),
+    }
+}
+
+/// Runs a keys subcommand.
+pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
+    let store = super::open_store(config).await?;
+    let pepper = super::pepper(config, &store).await?;
+    match cmd {
+        KeysCommand::Create { bot, name, account } => {
+            if account.is_none()
+                && let Some((acc, _)) = store.bootstrap(&pepper).await?
+            {
+                eprintln!("created the first account ({})", acc.id);
+            }
+            let account = account_id(&store, account).await?;
+            let (row, key) = store
+                .create_key(&account, bot.as_deref(), &name, &pepper)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the key: {e}"))?;
+            match &row.bot_id {
+                Some(b) => eprintln!("created key {} scoped to bot {b}; shown only once:", row.id),
+                None => eprintln!("created account-wide key {}; shown only once:", row.id),
+            }
+            println!("{key}");
+        }
+        KeysCommand::List { account } => {
+            let account = account_id(&store, account).await?;
+            let mut after = None;
+            println!(
+                "{:<32} {:<12} {:<20} {:<12} STATE",
+                "ID", "PREFIX", "NAME", "BOT"
+            );
+            loop {
+                let page = store
+                    .list_keys(&account, PageRequest { limit: 200, after })
+                    .await?;
+                for k in &page.items {
+                    println!(
+                        "{:<32} {:<12} {:<20} {:<12} {}",
+                        k.id,
+                        k.prefix,
+                        k.name,
+                        k.bot_id.as_deref().unwrap_or("-"),
+                        if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "live"
+                        }
+                    );
+                }
+                match page.next_cursor {
+                    Some(c) => after = Some(c),
+                    None => break,
+                }
+            }
+        }
+        KeysCommand::Revoke { id, account } => {
+            let account = account_id(&store, account).await?;
+            let key = store
+                .revoke_key(&account, &id)
+                .await
+                .with_context(|| format!("key {id:?} not found in account {account}"))?;
+            eprintln!("revoked key {} ({})", key.id, key.name);
+        }
+    }
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! `botwire bench`: throughput measurements of the running system's parts.
+//!
+//! `bench store` measures acknowledged durable writes per second on SQLite
+//! with many concurrent writers, through the group-commit writer and through
+//! the same writer limited to one write per commit (the classic way), so the
+//! difference is the group commit alone. Each write is a single-row INSERT
+//! whose caller is answered only after its commit (with fsync) returns.
+
+use crate::store::{Store, sqlite::Sqlite};
+use clap::Subcommand;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// `botwire bench`
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Durable writes/s with concurrent writers: group commit vs one commit per write.
+    Store {
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Folder for the scratch database (on the disk you want to measure).
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
+}
+
+/// Runs a bench subcommand.
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Store {
+            writers,
+            seconds,
+            dir,
+        } => {
+            let duration = Duration::from_secs_f64(seconds.max(0.5));
+            eprintln!(
+                "bench store: {writers} concurrent writers, {:.1} s per run, SQLite in {} (synchronous=FULL)",
+                duration.as_secs_f64(),
+                dir.display()
+            );
+            let single = measure(&dir, writers, duration, 1).await?;
+            report("one commit per write", &single);
+            let group = measure(&dir, writers, duration, crate::store::writer::MAX_BATCH).await?;
+            report("group commit", &group);
+            println!(
+                "group commit: {:.0} acknowledged durable writes/s; one commit per write: {:.0}/s ({:.1}x)",
+                group.rate,
+                single.rate,
+                group.rate / single.rate.max(1.0)
+            );
+            Ok(())
+        }
+    }
+}
+
+/// What one measurement saw.
+pub struct StoreBench {
+    /// Acknowledged writes per second.
+    pub rate: f64,
+    /// Writes acknowledged.
+    pub writes: u64,
+    /// Commits (fsyncs) they took.
+    pub commits: u64,
+    /// p50 / p99 acknowledgement latency, microseconds.
+    pub p50_us: u64,
+    /// p99 latency.
+    pub p99_us: u64,
+}
+
+fn report(label: &str, b: &StoreBench) {
+    eprintln!(
+        "  {label:<22} {:>9.0} writes/s  ({} writes in {} commits, {:.1} per commit; ack p50 {:.2} ms, p99 {:.2} ms)",
+        b.rate,
+        b.writes,
+        b.commits,
+        b.writes as f64 / b.commits.max(1) as f64,
+        b.p50_us as f64 / 1000.0,
+        b.p99_us as f64 / 1000.0
+    );
+}
+
+/// Runs `writers` tasks inserting rows for `duration` through a store whose
+/// transactions take at most `max_batch` writes.
+pub async fn measure(
+    dir: &std::path::Path,
+    writers: usize,
+    duration: Duration,
+    max_batch: usize,
+) -> anyhow::Result<StoreBench> {
+    let path = dir.join(format!(
+        "botwire-bench-{}.db",
+        crate::domain::ids::new_id("b")
+    ));
+    let path_s = path.display().to_string();
+    let store = Store::open_with(Arc::new(Sqlite::new(&path_s)?), max_batch).await?;
+    store
+        .write(|c| {
+            c.batch("CREATE TABLE IF NOT EXISTS bench_writes (id TEXT PRIMARY KEY, writer BIGINT NOT NULL, body TEXT NOT NULL, at BIGINT NOT NULL)")
+        })
+        .await?;
+    let before = store.writer_stats();
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (store, stop, count) = (store.clone(), stop.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let id = crate::domain::ids::new_id("w");
+                store
+                    .write(move |c| {
+                        c.execute(
+                            "INSERT INTO bench_writes (id, writer, body, at) VALUES ($1, $2, $3, $4)",
+                            &[id.into(), (w as i64).into(), "{\"hello\":\"world\"}".into(), crate::store::now_ms().into()],
+                        )
+                    })
+                    .await?;
+                latencies.push(t.elapsed().as_micros() as u64);
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = store.writer_stats();
+    let stored = store
+        .read(|c| {
+            c.query_one("SELECT COUNT(*) FROM bench_writes", &[])?
+                .int(0)
+        })
+        .await?;
+    store.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path_s}{suffix}"));
+    }
+    let writes = count.load(Ordering::Relaxed);
+    anyhow::ensure!(
+        stored as u64 == writes,
+        "{writes} writes acknowledged but {stored} rows stored"
+    );
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(StoreBench {
+        rate: writes as f64 / elapsed,
+        writes,
+        commits: after.commits - before.commits,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    })
+}

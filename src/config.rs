@@ -1,0 +1,316 @@
+//! Configuration, in layers: commented defaults (built in, printed by
+//! `botwire config`) → an optional TOML file (`--config`) → `BOTWIRE_*`
+//! environment variables → command-line flags. Later layers win.
+//!
+//! Secrets (the key-hash pepper) are wrapped so they never reach `Debug`
+//! output or logs.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::Path;
+
+/// The defaults, with a comment for every key. `botwire config` prints this.
+pub const DEFAULTS: &str = include_str!("config_defaults.toml");
+
+/// A string that must not be printed.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// The secret itself: call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether no secret was set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("\"***\"")
+        }
+    }
+}
+
+/// Everything botwire can be configured with.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// `sqlite://FILE` or `postgres://…`.
+    pub database: String,
+    /// CIDRs outbound calls may reach despite the SSRF guard.
+    pub allow_nets: Vec<String>,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// `all`, `api` or `worker`.
+    pub role: String,
+    /// Pepper for API key hashes; generated and kept in the database if empty.
+    pub secret_key: SecretString,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// Outbound delivery settings.
+    pub delivery: DeliveryConfig,
+}
+
+/// Outbound delivery settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Per-request timeout, e.g. `15s`.
+    pub timeout: String,
+    /// Delays between attempts, e.g. `5s,5m,30m`.
+    pub retry_schedule: String,
+    /// Disable an endpoint failing without success for this long, e.g. `5d`.
+    pub disable_after: String,
+}
+
+/// Values given on the command line; `None` leaves the lower layers alone.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--database`
+    pub database: Option<String>,
+    /// `--allow-net` (repeatable)
+    pub allow_nets: Vec<String>,
+    /// `--log-format`
+    pub log_format: Option<String>,
+    /// `--role`
+    pub role: Option<String>,
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TOML that does not parse or names unknown keys.
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// Which layer.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Builds the configuration from all layers.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = parse(DEFAULTS, "defaults")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let layer = parse(&text, &path.display().to_string())?;
+            merge(&mut table, layer);
+        }
+        let mut config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: file.map_or("defaults".into(), |p| p.display().to_string()),
+                    message: e.to_string(),
+                })?;
+        config.apply_env(env)?;
+        config.apply_flags(flags);
+        config.check()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let set = |target: &mut String, name: &str| {
+            if let Some(v) = env(name) {
+                *target = v;
+            }
+        };
+        set(&mut self.listen, "BOTWIRE_LISTEN");
+        set(&mut self.database, "BOTWIRE_DATABASE");
+        set(&mut self.log_format, "BOTWIRE_LOG_FORMAT");
+        set(&mut self.role, "BOTWIRE_ROLE");
+        set(&mut self.delivery.timeout, "BOTWIRE_DELIVERY_TIMEOUT");
+        set(
+            &mut self.delivery.retry_schedule,
+            "BOTWIRE_DELIVERY_RETRY_SCHEDULE",
+        );
+        set(
+            &mut self.delivery.disable_after,
+            "BOTWIRE_DELIVERY_DISABLE_AFTER",
+        );
+        if let Some(v) = env("BOTWIRE_SECRET_KEY") {
+            self.secret_key = SecretString(v);
+        }
+        if let Some(v) = env("BOTWIRE_ALLOW_NETS") {
+            self.allow_nets = v
+                .split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(v) = env("BOTWIRE_BODY_LIMIT_BYTES") {
+            self.body_limit_bytes = v.parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "BOTWIRE_BODY_LIMIT_BYTES must be a number, got {v:?}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn apply_flags(&mut self, flags: &Overrides) {
+        if let Some(v) = &flags.listen {
+            self.listen = v.clone();
+        }
+        if let Some(v) = &flags.database {
+            self.database = v.clone();
+        }
+        if let Some(v) = &flags.log_format {
+            self.log_format = v.clone();
+        }
+        if let Some(v) = &flags.role {
+            self.role = v.clone();
+        }
+        if !flags.allow_nets.is_empty() {
+            self.allow_nets = flags.allow_nets.clone();
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid(format!(
+                "log_format must be \"text\" or \"json\", got {:?}",
+                self.log_format
+            )));
+        }
+        if !matches!(self.role.as_str(), "all" | "api" | "worker") {
+            return Err(ConfigError::Invalid(format!(
+                "role must be \"all\", \"api\" or \"worker\", got {:?}",
+                self.role
+            )));
+        }
+        for net in &self.allow_nets {
+            parse_net(net).map_err(ConfigError::Invalid)?;
+        }
+        if self.body_limit_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "body_limit_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `10.0.0.0/8`, `::1/128` or a bare address into (address, prefix).
+pub fn parse_net(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("allow_nets entry {s:?} is not an IP address or CIDR"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("allow_nets entry {s:?} has a bad prefix length"))?,
+    };
+    Ok((ip, len))
+}
+
+fn parse(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn merge(base: &mut toml::Table, layer: toml::Table) {
+    for (key, value) in layer {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(l)) => merge(b, l),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_parse_and_layers_override_in_order() {
+        let c = Config::load(None, no_env, &Overrides::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.database, "sqlite://botwire.db");
+
+        let dir = std::env::temp_dir().join(format!("bw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:1\"\ndatabase = \"sqlite://file.db\"\n[delivery]\ntimeout = \"3s\"\n",
+        )
+        .unwrap();
+        let env = |k: &str| (k == "BOTWIRE_DATABASE").then(|| "sqlite://env.db".to_owned());
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        let c = Config::load(Some(&file), env, &flags).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9", "flag beats file");
+        assert_eq!(c.database, "sqlite://env.db", "env beats file");
+        assert_eq!(c.delivery.timeout, "3s", "file beats defaults");
+        assert_eq!(c.delivery.retry_schedule, "5s,5m,30m,2h,5h,10h,14h,20h,24h");
+    }
+
+    #[test]
+    fn bad_values_are_explained_and_secrets_hidden() {
+        let dir = std::env::temp_dir().join(format!("bw-config2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "listne = \"x\"\n").unwrap();
+        let err = Config::load(Some(&file), no_env, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+
+        let env = |k: &str| (k == "BOTWIRE_ALLOW_NETS").then(|| "10.0.0.0/33".to_owned());
+        let err = Config::load(None, env, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+
+        let env = |k: &str| (k == "BOTWIRE_SECRET_KEY").then(|| "hunter2".to_owned());
+        let c = Config::load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(c.secret_key.expose(), "hunter2");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

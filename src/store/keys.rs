@@ -1,0 +1,159 @@
+//! API keys as stored: a keyed hash, a recognisable prefix, an optional bot
+//! scope, and a revocation time.
+
+use super::{Conn, Page, PageRequest, Result, Row, Store, StoreError, now_ms};
+use crate::auth::{NewKey, Pepper, generate_key};
+use crate::domain::account::{ApiKey, Principal};
+use crate::domain::ids::new_id;
+
+const COLUMNS: &str = "id, account_id, bot_id, name, prefix, created_at, revoked_at";
+
+fn key_from(row: &Row) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: row.text(0)?,
+        account_id: row.text(1)?,
+        bot_id: row.opt_text(2)?,
+        name: row.text(3)?,
+        prefix: row.text(4)?,
+        created_at: row.int(5)?,
+        revoked_at: row.opt_int(6)?,
+    })
+}
+
+/// Inserts a key row for `key` (whose plaintext is never stored).
+pub(super) fn insert_key(
+    c: &mut dyn Conn,
+    account_id: &str,
+    bot_id: Option<&str>,
+    name: &str,
+    pepper: &Pepper,
+    key: &NewKey,
+) -> Result<ApiKey> {
+    let row = ApiKey {
+        id: new_id("key"),
+        account_id: account_id.to_owned(),
+        bot_id: bot_id.map(str::to_owned),
+        name: name.to_owned(),
+        prefix: key.prefix.clone(),
+        created_at: now_ms(),
+        revoked_at: None,
+    };
+    c.execute(
+        "INSERT INTO api_keys (id, account_id, bot_id, name, prefix, hash, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            (&row.id).into(),
+            account_id.into(),
+            bot_id.into(),
+            name.into(),
+            (&row.prefix).into(),
+            pepper.hash(&key.plaintext).into(),
+            row.created_at.into(),
+        ],
+    )?;
+    Ok(row)
+}
+
+impl Store {
+    /// Creates a key; returns its row and its plaintext (shown once).
+    ///
+    /// A bot-scoped key needs the bot to exist in the account.
+    pub async fn create_key(
+        &self,
+        account_id: &str,
+        bot_id: Option<&str>,
+        name: &str,
+        pepper: &Pepper,
+    ) -> Result<(ApiKey, String)> {
+        let key = generate_key();
+        let plaintext = key.plaintext.clone();
+        let (account_id, bot_id, name, pepper) = (
+            account_id.to_owned(),
+            bot_id.map(str::to_owned),
+            name.to_owned(),
+            pepper.clone(),
+        );
+        let row = self
+            .write(move |c| {
+                if let Some(bot) = &bot_id {
+                    c.query_opt(
+                        "SELECT id FROM bots WHERE account_id = $1 AND id = $2",
+                        &[(&account_id).into(), bot.into()],
+                    )?
+                    .ok_or_else(|| StoreError::Invalid(format!("bot {bot:?} does not exist")))?;
+                }
+                insert_key(c, &account_id, bot_id.as_deref(), &name, &pepper, &key)
+            })
+            .await?;
+        Ok((row, plaintext))
+    }
+
+    /// Keys of an account, oldest first.
+    pub async fn list_keys(&self, account_id: &str, page: PageRequest) -> Result<Page<ApiKey>> {
+        let account_id = account_id.to_owned();
+        let limit = page.limit as i64 + 1;
+        let after = page.after.clone().unwrap_or_default();
+        let items = self
+            .read(move |c| {
+                c.query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM api_keys WHERE account_id = $1 AND id > $2
+                         ORDER BY id LIMIT $3"
+                    ),
+                    &[account_id.into(), after.into(), limit.into()],
+                )?
+                .iter()
+                .map(key_from)
+                .collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        Ok(page.finish(items, |k| k.id.clone()))
+    }
+
+    /// Revokes a key of the account; revoking twice is harmless.
+    pub async fn revoke_key(&self, account_id: &str, key_id: &str) -> Result<ApiKey> {
+        let (account_id, key_id) = (account_id.to_owned(), key_id.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE api_keys SET revoked_at = $1
+                 WHERE account_id = $2 AND id = $3 AND revoked_at IS NULL",
+                &[now_ms().into(), (&account_id).into(), (&key_id).into()],
+            )?;
+            key_from(&c.query_one(
+                &format!("SELECT {COLUMNS} FROM api_keys WHERE account_id = $1 AND id = $2"),
+                &[account_id.into(), key_id.into()],
+            )?)
+        })
+        .await
+    }
+
+    /// The principal a presented key stands for, if it is live.
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+        pepper: &Pepper,
+    ) -> Result<Option<Principal>> {
+        let hash = pepper.hash(presented);
+        let presented = presented.to_owned();
+        let pepper = pepper.clone();
+        self.read(move |c| {
+            let Some(row) = c.query_opt(
+                "SELECT id, account_id, bot_id, hash FROM api_keys
+                 WHERE hash = $1 AND revoked_at IS NULL",
+                &[hash.into()],
+            )?
+            else {
+                return Ok(None);
+            };
+            if !pepper.verify(&presented, &row.text(3)?) {
+                return Ok(None);
+            }
+            Ok(Some(Principal {
+                key_id: row.text(0)?,
+                account_id: row.text(1)?,
+                bot_id: row.opt_text(2)?,
+            }))
+        })
+        .await
+    }
+}

@@ -1,0 +1,380 @@
+//! The store: durable state behind one [`Backend`] trait, with a SQLite and a
+//! PostgreSQL implementation.
+//!
+//! # Shape
+//!
+//! Each backend ([`sqlite`], [`postgres`]) owns its connections, its SQL
+//! dialect quirks and its migrations, and exposes plain synchronous
+//! connections through [`Conn`]. The resource modules ([`accounts`],
+//! [`keys`], [`bots`], …) hold the queries, written once in the SQL both
+//! backends speak (`$1` placeholders, `BIGINT` epoch milliseconds, ids and
+//! JSON as `TEXT`), and the conformance suite in `tests/` runs the same
+//! operations against both backends.
+//!
+//! # Writes: group commit
+//!
+//! Every write goes through [`writer`]: one thread owns the write connection,
+//! drains whatever writes are queued, applies each in its own savepoint inside
+//! one transaction, commits once (one fsync for the whole batch) and only then
+//! answers each caller. An acknowledged write is therefore durable, and
+//! concurrent writers share the cost of the commit. A write that fails rolls
+//! back to its savepoint without disturbing its batch-mates.
+//!
+//! # Reads
+//!
+//! Reads run on a small pool of read connections on the blocking thread pool;
+//! they see every acknowledged write.
+
+pub mod accounts;
+pub mod bots;
+pub mod keys;
+pub mod migrate;
+mod pool;
+pub mod postgres;
+pub mod sqlite;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use pool::ReadPool;
+pub use writer::Writer;
+
+/// What went wrong in the store. Client errors (`NotFound`, `Conflict`,
+/// `Invalid`) are the caller's to explain; the rest are operational.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row asked for does not exist (or belongs to someone else).
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule refused the write; the text names what clashed.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The request cannot be carried out as asked.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The database could not be reached or refused to work.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database answered something this code did not expect.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// Shorthand for store results.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A parameter or column value, the small common ground of both backends.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// A 64-bit integer (`BIGINT`; also booleans on SQLite).
+    Int(i64),
+    /// Text (`TEXT`).
+    Text(String),
+    /// A boolean (`BOOLEAN` on PostgreSQL, an integer on SQLite).
+    Bool(bool),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(v.clone())
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// One result row, materialised so resource code is backend-agnostic.
+#[derive(Clone, Debug)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    fn at(&self, i: usize) -> Result<&Value> {
+        self.0
+            .get(i)
+            .ok_or_else(|| StoreError::Database(format!("column {i} missing")))
+    }
+
+    /// A non-null text column.
+    pub fn text(&self, i: usize) -> Result<String> {
+        match self.at(i)? {
+            Value::Text(s) => Ok(s.clone()),
+            other => Err(StoreError::Database(format!(
+                "column {i}: expected text, got {other:?}"
+            ))),
+        }
+    }
+
+    /// A nullable text column.
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            _ => self.text(i).map(Some),
+        }
+    }
+
+    /// A non-null integer column.
+    pub fn int(&self, i: usize) -> Result<i64> {
+        match self.at(i)? {
+            Value::Int(v) => Ok(*v),
+            Value::Bool(b) => Ok(i64::from(*b)),
+            other => Err(StoreError::Database(format!(
+                "column {i}: expected integer, got {other:?}"
+            ))),
+        }
+    }
+
+    /// A nullable integer column.
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            _ => self.int(i).map(Some),
+        }
+    }
+
+    /// A boolean column (an integer on SQLite).
+    pub fn bool(&self, i: usize) -> Result<bool> {
+        match self.at(i)? {
+            Value::Bool(b) => Ok(*b),
+            Value::Int(v) => Ok(*v != 0),
+            other => Err(StoreError::Database(format!(
+                "column {i}: expected boolean, got {other:?}"
+            ))),
+        }
+    }
+
+    /// A JSON column stored as text.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, i: usize) -> Result<T> {
+        let text = self.text(i)?;
+        serde_json::from_str(&text)
+            .map_err(|e| StoreError::Database(format!("column {i}: bad JSON: {e}")))
+    }
+}
+
+/// A synchronous connection of either backend.
+///
+/// SQL uses `$1`-style placeholders; the SQLite backend rewrites them.
+pub trait Conn: Send {
+    /// Runs a statement, returning the number of rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64>;
+    /// Runs a query, returning every row.
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>>;
+    /// Runs several `;`-separated statements without parameters.
+    fn batch(&mut self, sql: &str) -> Result<()>;
+
+    /// The first row of a query, if any.
+    fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+    /// Exactly one row, or `NotFound`.
+    fn query_one(&mut self, sql: &str, params: &[Value]) -> Result<Row> {
+        self.query_opt(sql, params)?.ok_or(StoreError::NotFound)
+    }
+}
+
+/// Which database a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// One file, one machine.
+    Sqlite,
+    /// A server several botwire processes can share.
+    Postgres,
+}
+
+/// A database backend: opens connections and knows its migrations.
+pub trait Backend: Send + Sync + 'static {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+    /// Opens the connection the group-commit writer will own.
+    fn open_writer(&self) -> Result<Box<dyn Conn>>;
+    /// Opens a connection for the read pool.
+    fn open_reader(&self) -> Result<Box<dyn Conn>>;
+    /// The statement that opens a write transaction.
+    fn begin_sql(&self) -> &'static str;
+    /// This backend's migrations, in order: (version, name, SQL).
+    fn migrations(&self) -> &'static [(i64, &'static str, &'static str)];
+    /// How many read connections to keep.
+    fn read_pool_size(&self) -> usize;
+}
+
+/// Opens the backend a URL names: `sqlite://path` or `postgres://…`.
+pub fn backend_for_url(url: &str) -> Result<Arc<dyn Backend>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(sqlite::Sqlite::new(path)?));
+    }
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        return Ok(Arc::new(sqlite::Sqlite::new(path)?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(postgres::Postgres::new(url)?));
+    }
+    Err(StoreError::Invalid(format!(
+        "database URL must start with sqlite:// or postgres://, got {:?}",
+        url.split(':').next().unwrap_or("")
+    )))
+}
+
+/// The store: a group-commit writer and a read pool over one backend.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    writer: Arc<Writer>,
+    readers: Arc<ReadPool>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({:?})", self.backend.kind())
+    }
+}
+
+impl Store {
+    /// Opens the database a URL names, runs pending migrations and starts the
+    /// writer.
+    pub async fn open(url: &str) -> Result<Self> {
+        let backend = backend_for_url(url)?;
+        Self::open_backend(backend).await
+    }
+
+    /// Opens a store over an already-built backend.
+    pub async fn open_backend(backend: Arc<dyn Backend>) -> Result<Self> {
+        Self::open_with(backend, writer::MAX_BATCH).await
+    }
+
+    /// Opens a store whose transactions take at most `max_batch` writes
+    /// (1 = one commit per write, the baseline the benchmark compares with).
+    pub async fn open_with(backend: Arc<dyn Backend>, max_batch: usize) -> Result<Self> {
+        let b = backend.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<Writer> {
+            let mut conn = b.open_writer()?;
+            migrate::run(&mut *conn, &*b)?;
+            Ok(Writer::start(conn, b.begin_sql(), max_batch))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("writer start-up failed: {e}")))??;
+        let readers = ReadPool::new(backend.clone());
+        Ok(Self {
+            backend,
+            writer: Arc::new(writer),
+            readers: Arc::new(readers),
+        })
+    }
+
+    /// Which backend this store runs on.
+    pub fn kind(&self) -> BackendKind {
+        self.backend.kind()
+    }
+
+    /// Runs `f` inside the next group commit; answers once that commit is
+    /// durable. An `Err` from `f` rolls back `f`'s own changes only.
+    pub async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> Result<R> + Send + 'static,
+    {
+        self.writer.submit(f).await
+    }
+
+    /// Runs `f` on a read connection.
+    pub async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> Result<R> + Send + 'static,
+    {
+        self.readers.run(f).await
+    }
+
+    /// Waits for queued writes to commit and stops the writer thread.
+    pub async fn close(&self) {
+        self.writer.close().await;
+    }
+
+    /// A cheap liveness check: one read round trip.
+    pub async fn ping(&self) -> Result<()> {
+        self.read(|c| c.query("SELECT 1", &[]).map(|_| ())).await
+    }
+
+    /// How long the writer has waited, on average, per batch (diagnostics).
+    pub fn writer_stats(&self) -> writer::WriterStats {
+        self.writer.stats()
+    }
+}
+
+/// A page of results and the cursor for the next one.
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Pass back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Paging parameters, already validated.
+#[derive(Clone, Debug)]
+pub struct PageRequest {
+    /// At most this many items (1..=200).
+    pub limit: usize,
+    /// Continue after this sort key, exclusive.
+    pub after: Option<String>,
+}
+
+impl PageRequest {
+    /// Splits `limit + 1` fetched rows into a page and its cursor.
+    pub fn finish<T>(&self, mut items: Vec<T>, key: impl Fn(&T) -> String) -> Page<T> {
+        let next_cursor = if items.len() > self.limit {
+            items.truncate(self.limit);
+            items.last().map(key)
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the store's one time format.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// How long to wait for a busy database before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The writer's counters as (metric name, help, value) for `/metrics`.
+pub fn writer_stats_fields(s: &writer::WriterStats) -> [(&'static str, &'static str, u64); 2] {
+    [
+        (
+            "botwire_store_commits_total",
+            "Transactions committed by the group-commit writer.",
+            s.commits,
+        ),
+        (
+            "botwire_store_writes_total",
+            "Writes applied by the group-commit writer.",
+            s.writes,
+        ),
+    ]
+}

@@ -1,0 +1,75 @@
+//! The read pool: a few read connections used from the blocking thread pool.
+//!
+//! Connections are opened lazily, up to the backend's pool size, and a
+//! connection whose query failed for an operational reason is dropped rather
+//! than returned, so a broken connection heals by reconnecting.
+
+use super::{Backend, Conn, Result, StoreError};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+/// A bounded pool of read connections.
+pub struct ReadPool {
+    backend: Arc<dyn Backend>,
+    idle: Mutex<Vec<Box<dyn Conn>>>,
+    permits: Arc<Semaphore>,
+}
+
+impl ReadPool {
+    /// A pool for `backend`, sized by the backend.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        let size = backend.read_pool_size().max(1);
+        Self {
+            backend,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(size)),
+        }
+    }
+
+    /// Runs `f` on a pooled connection.
+    pub async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Conn) -> Result<R> + Send + 'static,
+    {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("read pool closed".into()))?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let existing = pool.idle.lock().expect("pool lock").pop();
+            let mut conn = match existing {
+                Some(c) => c,
+                None => pool.backend.open_reader()?,
+            };
+            let result = f(&mut *conn);
+            if !matches!(
+                result,
+                Err(StoreError::Unavailable(_)) | Err(StoreError::Database(_))
+            ) {
+                pool.idle.lock().expect("pool lock").push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+    }
+}
+
+impl Drop for ReadPool {
+    fn drop(&mut self) {
+        // The synchronous PostgreSQL client blocks when it closes, which is
+        // not allowed on an async runtime thread: close idle connections on
+        // a thread of their own.
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        if !idle.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("botwire-pool-close".into())
+                .spawn(move || drop(idle));
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The SQLite backend: one file, WAL, one writer.
+//!
+//! Durability: `synchronous = FULL`, so a commit is on disk when it returns
+//! (the group-commit writer makes that affordable). Readers use their own
+//! connections and see every committed write (WAL). `busy_timeout` covers
+//! the moments a checkpoint holds the file.
+
+use super::{Backend, BackendKind, Conn, Result, Row, StoreError, Value};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+
+/// Migrations for SQLite, in order.
+static MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+
+/// A SQLite database file.
+pub struct Sqlite {
+    path: String,
+}
+
+impl Sqlite {
+    /// A backend for the file at `path` (created on first use).
+    pub fn new(path: &str) -> Result<Self> {
+        if path.is_empty() {
+            return Err(StoreError::Invalid(
+                "sqlite:// URL needs a file path, e.g. sqlite://botwire.db".into(),
+            ));
+        }
+        let path = path.split('?').next().unwrap_or(path).to_owned();
+        if let Some(dir) = std::path::Path::new(&path).parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            return Err(StoreError::Unavailable(format!(
+                "folder {} does not exist",
+                dir.display()
+            )));
+        }
+        Ok(Self { path })
+    }
+
+    fn open(&self, writer: bool) -> Result<Box<dyn Conn>> {
+        let conn = rusqlite::Connection::open(&self.path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", self.path)))?;
+        conn.busy_timeout(super::BUSY_TIMEOUT).map_err(map_err)?;
+        conn.set_prepared_statement_cache_capacity(256);
+        let mut c = SqliteConn { conn };
+        if writer {
+            c.batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA wal_autocheckpoint = 4000;",
+            )?;
+        } else {
+            c.batch("PRAGMA foreign_keys = ON; PRAGMA query_only = ON;")?;
+        }
+        Ok(Box::new(c))
+    }
+}
+
+impl Backend for Sqlite {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Sqlite
+    }
+    fn open_writer(&self) -> Result<Box<dyn Conn>> {
+        self.open(true)
+    }
+    fn open_reader(&self) -> Result<Box<dyn Conn>> {
+        self.open(false)
+    }
+    fn begin_sql(&self) -> &'static str {
+        // Take the write lock up front: read-then-write inside a batch must
+        // not fail half-way with SQLITE_BUSY.
+        "BEGIN IMMEDIATE"
+    }
+    fn migrations(&self) -> &'static [(i64, &'static str, &'static str)] {
+        MIGRATIONS
+    }
+    fn read_pool_size(&self) -> usize {
+        8
+    }
+}
+
+/// A SQLite connection behind [`Conn`].
+struct SqliteConn {
+    conn: rusqlite::Connection,
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Int(v) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
+            Value::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*b))),
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
+    }
+}
+
+/// Rewrites `$1` placeholders to SQLite's `?1`.
+fn dialect(sql: &str) -> std::borrow::Cow<'_, str> {
+    if sql.contains('$') {
+        std::borrow::Cow::Owned(sql.replace('$', "?"))
+    } else {
+        std::borrow::Cow::Borrowed(sql)
+    }
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg) => match f.code {
+            rusqlite::ErrorCode::ConstraintViolation => {
+                StoreError::Conflict(msg.clone().unwrap_or_else(|| e.to_string()))
+            }
+            rusqlite::ErrorCode::DatabaseBusy
+            | rusqlite::ErrorCode::DatabaseLocked
+            | rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::DiskFull
+            | rusqlite::ErrorCode::SystemIoFailure => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Database(e.to_string()),
+        },
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+impl Conn for SqliteConn {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        let mut stmt = self.conn.prepare_cached(&dialect(sql)).map_err(map_err)?;
+        let n = stmt
+            .execute(rusqlite::params_from_iter(params.iter()))
+            .map_err(map_err)?;
+        Ok(n as u64)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let mut stmt = self.conn.prepare_cached(&dialect(sql)).map_err(map_err)?;
+        let width = stmt.column_count();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params.iter()))
+            .map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(map_err)? {
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                values.push(match row.get_ref(i).map_err(map_err)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(v) => Value::Int(v),
+                    ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Real(f) => Value::Int(f as i64),
+                    ValueRef::Blob(b) => Value::Text(String::from_utf8_lossy(b).into_owned()),
+                });
+            }
+            out.push(Row(values));
+        }
+        Ok(out)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        self.conn.execute_batch(sql).map_err(map_err)
+    }
+}

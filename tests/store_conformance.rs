@@ -1,0 +1,323 @@
+//! The store conformance suite: the same operations and guarantees, checked
+//! on SQLite and on PostgreSQL.
+
+mod common;
+
+use botwire::auth::Pepper;
+use botwire::domain::bot::{BotId, BotType};
+use botwire::store::bots::BotPatch;
+use botwire::store::{PageRequest, Store, StoreError};
+use common::{Db, test_db};
+
+async fn suite(kind: Db) {
+    let Some(db) = test_db(kind) else { return };
+    let store = Store::open(&db.url).await.expect("open");
+    let pepper = Pepper::new(b"pepper".to_vec());
+
+    accounts_and_keys(&store, &pepper).await;
+    bots(&store, &pepper).await;
+    group_commit(&store).await;
+    failed_write_spares_its_batch(&store).await;
+    migrations_are_idempotent(&store, &db.url).await;
+    store.close().await;
+}
+
+async fn accounts_and_keys(store: &Store, pepper: &Pepper) {
+    let (account, admin) = store
+        .bootstrap(pepper)
+        .await
+        .unwrap()
+        .expect("first account");
+    assert!(
+        store.bootstrap(pepper).await.unwrap().is_none(),
+        "bootstrap runs once"
+    );
+    assert_eq!(store.first_account().await.unwrap().unwrap().id, account.id);
+
+    let p = store
+        .authenticate(&admin, pepper)
+        .await
+        .unwrap()
+        .expect("admin key works");
+    assert_eq!(p.account_id, account.id);
+    assert!(p.bot_id.is_none());
+    let wrong_pepper = Pepper::new(b"other".to_vec());
+    assert!(
+        store
+            .authenticate(&admin, &wrong_pepper)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let (row, key) = store
+        .create_key(&account.id, None, "ci", pepper)
+        .await
+        .unwrap();
+    assert!(store.authenticate(&key, pepper).await.unwrap().is_some());
+    let revoked = store.revoke_key(&account.id, &row.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(
+        store.authenticate(&key, pepper).await.unwrap().is_none(),
+        "revoked at once"
+    );
+
+    // A key for a bot that does not exist is refused.
+    let err = store
+        .create_key(&account.id, Some("nope"), "x", pepper)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+
+    // Keys of another account are invisible.
+    let (other, _) = store.create_account("other", pepper).await.unwrap();
+    assert!(matches!(
+        store.revoke_key(&other.id, &row.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let page = store
+        .list_keys(
+            &account.id,
+            PageRequest {
+                limit: 1,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    let next = page.next_cursor.clone().expect("second page");
+    let page2 = store
+        .list_keys(
+            &account.id,
+            PageRequest {
+                limit: 10,
+                after: Some(next),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page2.items.len(), 1);
+    assert!(page2.next_cursor.is_none());
+    assert_ne!(page.items[0].id, page2.items[0].id);
+}
+
+async fn bots(store: &Store, pepper: &Pepper) {
+    let account = store.first_account().await.unwrap().unwrap();
+    let (other, _) = store.create_account("third", pepper).await.unwrap();
+    let id = BotId::parse("eli").unwrap();
+    let bot = store
+        .create_bot(&account.id, id.clone(), "Eli", BotType::DataCollection)
+        .await
+        .unwrap();
+    assert_eq!(bot.flow_version, 0);
+    let dup = store
+        .create_bot(&account.id, id.clone(), "Again", BotType::Support)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(dup, StoreError::Conflict(ref m) if m.contains("eli")),
+        "{dup:?}"
+    );
+    // The same id in another account is another bot.
+    store
+        .create_bot(&other.id, id.clone(), "Theirs", BotType::Support)
+        .await
+        .unwrap();
+    assert_eq!(store.get_bot(&account.id, "eli").await.unwrap().name, "Eli");
+    assert_eq!(
+        store.get_bot(&other.id, "eli").await.unwrap().name,
+        "Theirs"
+    );
+
+    for n in 0..5 {
+        store
+            .create_bot(
+                &account.id,
+                BotId::parse(&format!("b{n}")).unwrap(),
+                "b",
+                BotType::Support,
+            )
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_bots(&account.id, None, PageRequest { limit: 2, after })
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|b| b.id.to_string()));
+        match page.next_cursor {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["b0", "b1", "b2", "b3", "b4", "eli"]);
+    let only = store
+        .list_bots(
+            &account.id,
+            Some("b3"),
+            PageRequest {
+                limit: 50,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(only.items.len(), 1);
+
+    let patched = store
+        .update_bot(
+            &account.id,
+            "eli",
+            BotPatch {
+                name: Some("EliPackage".into()),
+                bot_type: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.name, "EliPackage");
+    assert_eq!(patched.bot_type, BotType::DataCollection);
+    assert!(matches!(
+        store.update_bot(&other.id, "b1", BotPatch::default()).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let (_, scoped) = store
+        .create_key(&account.id, Some("b4"), "b4", pepper)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .authenticate(&scoped, pepper)
+            .await
+            .unwrap()
+            .unwrap()
+            .bot_id
+            .as_deref(),
+        Some("b4")
+    );
+    store.delete_bot(&account.id, "b4").await.unwrap();
+    assert!(matches!(
+        store.get_bot(&account.id, "b4").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store.authenticate(&scoped, pepper).await.unwrap().is_none(),
+        "a deleted bot's keys stop working"
+    );
+    assert!(matches!(
+        store.delete_bot(&account.id, "b4").await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn group_commit(store: &Store) {
+    store
+        .write(|c| c.batch("CREATE TABLE gc_probe (id BIGINT PRIMARY KEY, v TEXT NOT NULL)"))
+        .await
+        .unwrap();
+    let before = store.writer_stats();
+    let mut tasks = Vec::new();
+    for i in 0..400i64 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.write(move |c| {
+                c.execute(
+                    "INSERT INTO gc_probe (id, v) VALUES ($1, $2)",
+                    &[i.into(), "x".into()],
+                )
+            })
+            .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 1);
+    }
+    let after = store.writer_stats();
+    let n = store
+        .read(|c| c.query_one("SELECT COUNT(*) FROM gc_probe", &[])?.int(0))
+        .await
+        .unwrap();
+    assert_eq!(n, 400, "every acknowledged write is readable");
+    assert_eq!(after.writes - before.writes, 400);
+    assert!(
+        after.commits - before.commits < 400,
+        "concurrent writes shared commits ({} commits for 400 writes)",
+        after.commits - before.commits
+    );
+}
+
+async fn failed_write_spares_its_batch(store: &Store) {
+    let mut tasks = Vec::new();
+    for i in 0..50i64 {
+        let s = store.clone();
+        // Every tenth write clashes with an existing row.
+        let id = if i % 10 == 0 { 0 } else { 1000 + i };
+        tasks.push(tokio::spawn(async move {
+            s.write(move |c| {
+                c.execute(
+                    "INSERT INTO gc_probe (id, v) VALUES ($1, $2)",
+                    &[id.into(), "y".into()],
+                )?;
+                c.execute(
+                    "INSERT INTO gc_probe (id, v) VALUES ($1, $2)",
+                    &[(id + 100_000).into(), "z".into()],
+                )
+            })
+            .await
+        }));
+    }
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(conflicts, 5);
+    let (ok_rows, orphan) = store
+        .read(|c| {
+            let ok = c
+                .query_one("SELECT COUNT(*) FROM gc_probe WHERE v = 'y'", &[])?
+                .int(0)?;
+            let orphan = c
+                .query_one("SELECT COUNT(*) FROM gc_probe WHERE id = 100000", &[])?
+                .int(0)?;
+            Ok((ok, orphan))
+        })
+        .await
+        .unwrap();
+    assert_eq!(ok_rows, 45, "the 45 good writes landed");
+    assert_eq!(orphan, 0, "a failed write left none of its own changes");
+}
+
+async fn migrations_are_idempotent(store: &Store, url: &str) {
+    let again = Store::open(url)
+        .await
+        .expect("reopen runs no migration twice");
+    let versions = again
+        .read(|c| {
+            c.query_one("SELECT COUNT(*) FROM schema_migrations", &[])?
+                .int(0)
+        })
+        .await
+        .unwrap();
+    assert!(versions >= 1);
+    assert!(store.first_account().await.unwrap().is_some());
+    again.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_sqlite() {
+    suite(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_postgres() {
+    suite(Db::Postgres).await;
+}
