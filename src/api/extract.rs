@@ -38,6 +38,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             ));
         }
         let bytes = read_body(req, state).await?;
+        // Every body of this API is an object; say so rather than let a
+        // sequence be read as a struct's fields.
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') | None => {}
+            Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() => {}
+            Some(_) => {
+                return Err(ApiError::unprocessable(
+                    "request body must be a JSON object",
+                ));
+            }
+        }
         parse_json(&bytes).map(ApiJson)
     }
 }

@@ -1,0 +1,473 @@
+//! The HTTP API over a real server and database: authentication and scope
+//! on every route, bad input on every body, and snapshots of the answers.
+
+mod common;
+
+use common::{App, Db, spawn_app};
+use serde_json::{Value, json};
+
+/// Every authenticated route, with a body where it takes one. `{bot}` is
+/// the victim bot, `{key}` one of its account's keys.
+fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
+    vec![
+        ("GET", "/v1/bots", None),
+        (
+            "POST",
+            "/v1/bots",
+            Some(json!({"name": "n", "type": "support"})),
+        ),
+        ("GET", "/v1/bots/{bot}", None),
+        ("PATCH", "/v1/bots/{bot}", Some(json!({"name": "stolen"}))),
+        ("DELETE", "/v1/bots/{bot}", None),
+        ("GET", "/v1/keys", None),
+        ("POST", "/v1/keys", Some(json!({"name": "x"}))),
+        ("DELETE", "/v1/keys/{key}", None),
+    ]
+}
+
+async fn app() -> App {
+    spawn_app(Db::Sqlite).await.expect("sqlite always runs")
+}
+
+#[tokio::test]
+async fn every_route_needs_a_key_and_respects_its_scope() {
+    let app = app().await;
+    app.create_bot("victim", "data_collection").await;
+    app.create_bot("mine", "support").await;
+    let keys = app.admin("GET", "/v1/keys", None).await;
+    let victim_key_id = keys.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let other = app.other_account_key().await;
+    let scoped = app.bot_key("mine").await;
+
+    for (method, template, body) in routes() {
+        let path = template
+            .replace("{bot}", "victim")
+            .replace("{key}", &victim_key_id);
+
+        let r = app.call(method, &path, None, body.clone()).await;
+        assert_eq!(r.status, 401, "{method} {path} without a key: {}", r.body);
+        assert_eq!(r.body["error"]["code"], "unauthorized");
+
+        let r = app
+            .call(
+                method,
+                &path,
+                Some("bw_not-a-real-key-but-the-right-length-xxxxxx"),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(r.status, 401, "{method} {path} with a bad key: {}", r.body);
+
+        let r = app.call(method, &path, Some(&other), body.clone()).await;
+        // An error may echo the name asked for; a success must not hold the victim's data.
+        let leaked = r.status < 300
+            && (r.body.to_string().contains("victim")
+                || r.body.to_string().contains(&victim_key_id));
+        assert!(
+            matches!(r.status, 403 | 404) || (r.status < 300 && !leaked && !template.contains('{')),
+            "{method} {path} with another account's key: {} {}",
+            r.status,
+            r.body
+        );
+        assert!(
+            !leaked,
+            "{method} {path} leaked data to another account: {}",
+            r.body
+        );
+
+        let r = app.call(method, &path, Some(&scoped), body.clone()).await;
+        let leaked = r.status < 300
+            && (r.body.to_string().contains("\"victim\"")
+                || r.body.to_string().contains(&victim_key_id));
+        assert!(
+            matches!(r.status, 403 | 404)
+                || (r.status == 200 && !leaked && method == "GET" && template == "/v1/bots"),
+            "{method} {path} with a key scoped to another bot: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    // Nothing of the victim changed.
+    let r = app.admin("GET", "/v1/bots/victim", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["name"], "victim");
+    let r = app.admin("GET", "/v1/keys", None).await;
+    assert!(r.body["data"][0]["revoked_at"].is_null());
+}
+
+#[tokio::test]
+async fn a_bot_scoped_key_sees_and_changes_only_its_bot() {
+    let app = app().await;
+    app.create_bot("mine", "support").await;
+    app.create_bot("theirs", "support").await;
+    let scoped = app.bot_key("mine").await;
+    let r = app.call("GET", "/v1/bots", Some(&scoped), None).await;
+    assert_eq!(r.status, 200);
+    let ids: Vec<_> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("mine")]);
+    let r = app
+        .call(
+            "PATCH",
+            "/v1/bots/mine",
+            Some(&scoped),
+            Some(json!({"name": "Mine"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["name"], "Mine");
+    let r = app
+        .call("DELETE", "/v1/bots/mine", Some(&scoped), None)
+        .await;
+    assert_eq!(r.status, 403, "deleting needs an account-wide key");
+}
+
+#[tokio::test]
+async fn revoked_keys_stop_at_once() {
+    let app = app().await;
+    let r = app
+        .admin("POST", "/v1/keys", Some(json!({"name": "temp"})))
+        .await;
+    assert_eq!(r.status, 201);
+    let key = r.body["key"].as_str().unwrap().to_owned();
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.call("GET", "/v1/bots", Some(&key), None).await.status,
+        200
+    );
+    let r = app.admin("DELETE", &format!("/v1/keys/{id}"), None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body["revoked_at"].is_string());
+    assert_eq!(
+        app.call("GET", "/v1/bots", Some(&key), None).await.status,
+        401
+    );
+    assert_eq!(
+        app.admin("DELETE", "/v1/keys/key_nope", None).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_that_says_what_to_fix() {
+    let app = app().await;
+    let key = app.admin_key.clone();
+    let cases: Vec<(&str, &str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "POST",
+            "/v1/bots",
+            "application/json",
+            b"{\"name\":".to_vec(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "POST",
+            "/v1/bots",
+            "application/json",
+            b"[1,2]".to_vec(),
+            422,
+            "request body",
+        ),
+        (
+            "POST",
+            "/v1/bots",
+            "application/json",
+            br#"{"name": 5, "type": "support"}"#.to_vec(),
+            422,
+            "field `name`",
+        ),
+        (
+            "POST",
+            "/v1/bots",
+            "application/json",
+            br#"{"name": "a", "type": "faq"}"#.to_vec(),
+            422,
+            "data_collection",
+        ),
+        (
+            "POST",
+            "/v1/bots",
+            "application/json",
+            br#"{"name": "a"}"#.to_vec(),
+            422,
+            "type",
+        ),
+        (
+            "POST",
+            "/v1/bots",
+            "application/json",
+            br#"{"name": "a", "type": "support", "colour": 1}"#.to_vec(),
+            422,
+            "colour",
+        ),
+        (
+            "POST",
+            "/v1/bots",
+            "application/json",
+            br#"{"id": "Bad Id", "name": "a", "type": "support"}"#.to_vec(),
+            422,
+            "field `id`",
+        ),
+        (
+            "POST",
+            "/v1/bots",
+            "application/json",
+            br#"{"id": "", "name": "a", "type": "support"}"#.to_vec(),
+            422,
+            "field `id`",
+        ),
+        (
+            "POST",
+            "/v1/bots",
+            "application/json",
+            br#"{"name": "  ", "type": "support"}"#.to_vec(),
+            422,
+            "field `name`",
+        ),
+        (
+            "POST",
+            "/v1/bots",
+            "application/json",
+            br#"{"name": "a\u0007", "type": "support"}"#.to_vec(),
+            422,
+            "control",
+        ),
+        (
+            "POST",
+            "/v1/bots",
+            "text/plain",
+            br#"{"name": "a", "type": "support"}"#.to_vec(),
+            415,
+            "application/json",
+        ),
+        (
+            "POST",
+            "/v1/bots",
+            "application/json",
+            vec![b' '; 70 * 1024],
+            413,
+            "larger",
+        ),
+        (
+            "POST",
+            "/v1/keys",
+            "application/json",
+            br#"{"bot_id": "ghost"}"#.to_vec(),
+            422,
+            "ghost",
+        ),
+        (
+            "POST",
+            "/v1/keys",
+            "application/json",
+            br#"{"name": ""}"#.to_vec(),
+            422,
+            "field `name`",
+        ),
+        (
+            "PATCH",
+            "/v1/bots/ghost",
+            "application/json",
+            br#"{"name": "x"}"#.to_vec(),
+            404,
+            "ghost",
+        ),
+        (
+            "GET",
+            "/v1/bots?limit=0",
+            "application/json",
+            vec![],
+            400,
+            "limit",
+        ),
+        (
+            "GET",
+            "/v1/bots?limit=abc",
+            "application/json",
+            vec![],
+            400,
+            "limit",
+        ),
+        (
+            "GET",
+            "/v1/bots?cursor=!!!",
+            "application/json",
+            vec![],
+            400,
+            "cursor",
+        ),
+        (
+            "GET",
+            "/v1/nothing-here",
+            "application/json",
+            vec![],
+            404,
+            "openapi",
+        ),
+        ("PUT", "/v1/bots", "application/json", vec![], 405, "method"),
+    ];
+    for (method, path, ct, body, status, hint) in cases {
+        let r = app.raw(method, path, Some(&key), ct, body).await;
+        assert_eq!(r.status, status, "{method} {path}: {}", r.body);
+        let message = r.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(hint),
+            "{method} {path}: message {message:?} should mention {hint:?}"
+        );
+        assert!(r.body["error"]["code"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn bots_crud_and_paging() {
+    let app = app().await;
+    let created = app
+        .admin(
+            "POST",
+            "/v1/bots",
+            Some(json!({"id": "elipackage", "name": "EliPackage", "type": "data_collection"})),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    insta::assert_json_snapshot!("bot_created", created.body, {
+        ".created_at" => "[time]", ".updated_at" => "[time]"
+    });
+    let dup = app
+        .admin(
+            "POST",
+            "/v1/bots",
+            Some(json!({"id": "elipackage", "name": "Again", "type": "support"})),
+        )
+        .await;
+    assert_eq!(dup.status, 409);
+    insta::assert_json_snapshot!("bot_duplicate", dup.body);
+
+    let generated = app
+        .admin(
+            "POST",
+            "/v1/bots",
+            Some(json!({"name": "No id", "type": "support"})),
+        )
+        .await;
+    assert_eq!(generated.status, 201);
+    assert!(generated.body["id"].as_str().unwrap().starts_with("bot-"));
+
+    let r = app
+        .admin(
+            "PATCH",
+            "/v1/bots/elipackage",
+            Some(json!({"type": "appointment"})),
+        )
+        .await;
+    assert_eq!(r.body["type"], "appointment");
+    assert_eq!(r.body["name"], "EliPackage");
+
+    for n in 0..4 {
+        app.create_bot(&format!("p{n}"), "support").await;
+    }
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/bots?limit=2&cursor={c}"),
+            None => "/v1/bots?limit=2".to_owned(),
+        };
+        let r = app.admin("GET", &path, None).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body["data"].as_array().unwrap().len() <= 2);
+        ids.extend(
+            r.body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["id"].as_str().unwrap().to_owned()),
+        );
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), 6);
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+
+    assert_eq!(app.admin("DELETE", "/v1/bots/p0", None).await.status, 204);
+    assert_eq!(app.admin("GET", "/v1/bots/p0", None).await.status, 404);
+}
+
+#[tokio::test]
+async fn keys_are_shown_once() {
+    let app = app().await;
+    app.create_bot("eli", "data_collection").await;
+    let r = app
+        .admin(
+            "POST",
+            "/v1/keys",
+            Some(json!({"name": "partner", "bot_id": "eli"})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let key = r.body["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("bw_") && key.len() == 46);
+    insta::assert_json_snapshot!("key_created", r.body, {
+        ".id" => "[id]", ".key" => "[key]", ".prefix" => "[prefix]", ".created_at" => "[time]"
+    });
+    let list = app.admin("GET", "/v1/keys", None).await;
+    assert!(
+        !list.body.to_string().contains(&key),
+        "a listed key never shows the key"
+    );
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn health_metrics_request_ids_and_the_openapi_document() {
+    let app = app().await;
+    let r = app.call("GET", "/healthz", None, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["status"], "ok");
+
+    app.admin("GET", "/v1/bots", None).await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            "botwire_http_requests_total{method=\"GET\",route=\"/v1/bots\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("botwire_store_commits_total"));
+
+    let resp = app
+        .client
+        .get(format!("{}/v1/bots", app.base))
+        .send()
+        .await
+        .unwrap();
+    let id = resp
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(id.starts_with("req_"), "{id}");
+
+    let doc = app.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(doc.status, 200);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(doc.body, botwire::api::openapi::document());
+    insta::assert_json_snapshot!("openapi", doc.body, { ".info.version" => "[version]" });
+}
