@@ -9,6 +9,7 @@
 //!   PostgreSQL implementation, one group-commit writer in front of both.
 //! * [`delivery`] — getting events to the endpoints that subscribed to them.
 //! * [`api`] — the JSON HTTP API, one module per resource.
+//! * [`runtime`] — runs chat turns and imports bots; between the API and the store.
 //! * [`cli`] — the `botwire` command line.
 //! * [`config`] — layered configuration: defaults, file, environment, flags.
 //! * [`auth`] — API keys: generation, keyed hashing, scopes.
@@ -20,4 +21,5 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod runtime;
 pub mod store;

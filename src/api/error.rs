@@ -21,6 +21,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong and what to do about it.
     pub message: String,
+    /// Structured detail, e.g. one entry per flow validation error.
+    pub details: Option<serde_json::Value>,
 }
 
 /// The error body.
@@ -37,6 +39,9 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable explanation.
     pub message: String,
+    /// Structured detail when there is some (e.g. flow errors by node and field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -46,6 +51,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
     }
     /// 400: the request is malformed.
@@ -83,6 +89,30 @@ impl ApiError {
     }
 }
 
+impl From<crate::runtime::RuntimeError> for ApiError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        use crate::runtime::RuntimeError;
+        match e {
+            RuntimeError::Store(s) => s.into(),
+            RuntimeError::Invalid(m) => ApiError::unprocessable(m),
+            RuntimeError::NotReady(m) => ApiError::new(StatusCode::CONFLICT, "not_ready", m),
+            RuntimeError::Flow(errors) => {
+                let details = errors
+                    .iter()
+                    .map(|e| serde_json::json!({"node": e.node, "field": e.field, "message": e.message}))
+                    .collect();
+                let mut err = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_flow",
+                    crate::domain::flow::join_errors(&errors),
+                );
+                err.details = Some(serde_json::Value::Array(details));
+                err
+            }
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -108,6 +138,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
+                details: self.details,
             },
         };
         (self.status, Json(body)).into_response()

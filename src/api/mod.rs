@@ -10,9 +10,13 @@
 //!   `?limit=&cursor=`;
 //! * every response carries `x-request-id`; `/openapi.json` describes it all.
 
+pub mod appointments;
 pub mod bots;
+pub mod chat;
 pub mod error;
+pub mod events;
 pub mod extract;
+pub mod flows;
 pub mod health;
 pub mod keys;
 pub mod metrics;
@@ -43,6 +47,8 @@ pub struct AppState {
     pub pepper: Pepper,
     /// Request counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Runs chat turns (and caches bot definitions).
+    pub chat: crate::runtime::chat::Chat,
 }
 
 /// Settings the router needs beyond the state.
@@ -68,7 +74,13 @@ impl MakeRequestId for MakeId {
 
 /// The whole HTTP application.
 pub fn router(state: AppState, options: &RouterOptions) -> Router {
-    let v1 = Router::new().merge(bots::routes()).merge(keys::routes());
+    let v1 = Router::new()
+        .merge(bots::routes())
+        .merge(keys::routes())
+        .merge(flows::routes())
+        .merge(chat::routes())
+        .merge(events::routes())
+        .merge(appointments::routes());
     Router::new()
         .merge(v1)
         .merge(health::routes())

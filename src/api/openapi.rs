@@ -22,9 +22,26 @@ use utoipa::{Modify, OpenApi};
         super::keys::create_key,
         super::keys::list_keys,
         super::keys::revoke_key,
+        super::flows::put_flow,
+        super::flows::get_flow,
+        super::flows::get_settings,
+        super::flows::put_settings,
+        super::flows::import_bot,
+        super::flows::export_bot,
+        super::chat::chat,
+        super::chat::list_conversations,
+        super::chat::get_conversation,
+        super::events::list_events,
+        super::events::get_event,
+        super::events::list_event_types,
+        super::events::event_type_sample,
+        super::events::publish_event,
+        super::appointments::list_appointments,
+        super::appointments::cancel_appointment,
     ),
     modifiers(&Bearer),
-    tags((name = "bots"), (name = "keys"), (name = "health"))
+    tags((name = "bots"), (name = "flows"), (name = "conversations"), (name = "events"),
+        (name = "appointments"), (name = "keys"), (name = "health"))
 )]
 pub struct ApiDoc;
 

@@ -147,3 +147,81 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
     store.close().await;
     Ok(())
 }
+
+/// `botwire bots`
+#[derive(Subcommand, Debug)]
+pub enum BotsCommand {
+    /// Create or update a bot from a bot file (.yaml, .yml or .json).
+    Import {
+        /// The bot file.
+        file: std::path::PathBuf,
+        /// The account (default: the first one; created on a fresh database).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Write a bot as a bot file to stdout.
+    Export {
+        /// The bot's id.
+        id: String,
+        /// `yaml` (default) or `json`.
+        #[arg(long, default_value = "yaml")]
+        format: String,
+        /// The account (default: the first one).
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+/// Runs a bots subcommand.
+pub async fn bots(cmd: BotsCommand, config: &Config) -> anyhow::Result<()> {
+    use crate::runtime::bots as rb;
+    let store = super::open_store(config).await?;
+    let pepper = super::pepper(config, &store).await?;
+    match cmd {
+        BotsCommand::Import { file, account } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let yaml = !file
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+            let bot = rb::parse_bot_file(&text, yaml)
+                .map_err(|e| anyhow::anyhow!("{} is not a valid bot file:\n{e}", file.display()))?;
+            if account.is_none()
+                && let Some((acc, key)) = store.bootstrap(&pepper).await?
+            {
+                eprintln!(
+                    "created the first account ({}); its admin key, shown only once:",
+                    acc.id
+                );
+                eprintln!("{key}");
+            }
+            let account = account_id(&store, account).await?;
+            let done = rb::import(&store, &account, &bot)
+                .await
+                .map_err(|e| anyhow::anyhow!("import failed: {e}"))?;
+            eprintln!(
+                "{} bot {} (flow version {})",
+                if done.created { "created" } else { "updated" },
+                done.bot_id,
+                done.flow_version
+            );
+        }
+        BotsCommand::Export {
+            id,
+            format,
+            account,
+        } => {
+            let account = account_id(&store, account).await?;
+            let file = rb::export(&store, &account, &id)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot export bot {id:?}: {e}"))?;
+            match format.as_str() {
+                "yaml" => print!("{}", file.to_yaml()),
+                "json" => println!("{}", file.to_json()),
+                other => bail!("--format must be yaml or json, got {other:?}"),
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}

@@ -56,6 +56,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// Import and export whole bots (YAML or JSON bot files).
+    #[command(subcommand)]
+    Bots(admin::BotsCommand),
     /// Measure throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -109,6 +112,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => {
             let config = load_config(&cli.common, Overrides::default())?;
             admin::keys(cmd, &config).await
+        }
+        Command::Bots(cmd) => {
+            let config = load_config(&cli.common, Overrides::default())?;
+            admin::bots(cmd, &config).await
         }
         Command::Bench(cmd) => bench::run(cmd).await,
     }

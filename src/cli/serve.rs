@@ -64,6 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         pepper,
         metrics: Arc::new(api::metrics::Metrics::default()),
+        chat: Default::default(),
     };
     let app = api::router(
         state,

@@ -4,6 +4,13 @@
 //! characters: 48 bits of milliseconds since the Unix epoch followed by 80
 //! random bits. Ids of one kind therefore sort by creation time, which is
 //! what cursor pagination relies on ("newest first" is "largest id first").
+//! Within one process ids are also strictly increasing: an id made in the
+//! same millisecond as the previous one is the previous one plus one, so
+//! events written by one turn keep their order.
+
+use std::sync::Mutex;
+
+static LAST: Mutex<u128> = Mutex::new(0);
 
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
@@ -12,6 +19,13 @@ pub fn new_id(prefix: &str) -> String {
     let ms = chrono::Utc::now().timestamp_millis().max(0) as u128;
     let random: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
     let mut value = (ms << 80) | random;
+    {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if value >> 80 <= *last >> 80 {
+            value = *last + 1;
+        }
+        *last = value;
+    }
     let mut out = [0u8; 26];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[(value & 31) as usize];
@@ -34,6 +48,14 @@ pub fn is_id(prefix: &str, s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_made_in_one_millisecond_keep_their_order() {
+        let ids: Vec<String> = (0..1000).map(|_| new_id("evt")).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
 
     #[test]
     fn ids_have_the_prefix_and_sort_by_time() {

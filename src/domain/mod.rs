@@ -1,8 +1,19 @@
-//! The domain: accounts, bots, flows, conversations and events.
+//! The domain: accounts, bots, flows and how conversations run through
+//! them, merge tags, answer validation, quotes, calendars and the event
+//! catalog.
 //!
-//! Everything here is pure — no I/O, no HTTP framework, no SQL driver — so
-//! it can be tested in isolation and reused by every front end.
+//! Nothing here does I/O, touches a database or knows about HTTP: every
+//! function is a plain computation over its arguments (the current time is
+//! passed in), so the store, the API and the workers can call it freely and
+//! tests need no setup.
 
 pub mod account;
 pub mod bot;
+pub mod calendar;
+pub mod engine;
+pub mod event;
+pub mod flow;
 pub mod ids;
+pub mod merge;
+pub mod quote;
+pub mod validate;

@@ -137,7 +137,9 @@ impl Store {
         .await
     }
 
-    /// Deletes a bot and its keys.
+    /// Deletes a bot with everything it owns (flows, contacts,
+    /// conversations, transcripts, events, appointments) and revokes the
+    /// keys scoped to it.
     pub async fn delete_bot(&self, account_id: &str, id: &str) -> Result<()> {
         let (account_id, id) = (account_id.to_owned(), id.to_owned());
         self.write(move |c| {
@@ -147,6 +149,24 @@ impl Store {
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound);
+            }
+            let scope = [(&account_id).into(), (&id).into()];
+            c.execute(
+                "DELETE FROM messages WHERE conversation_id IN
+                 (SELECT id FROM conversations WHERE account_id = $1 AND bot_id = $2)",
+                &scope,
+            )?;
+            for table in [
+                "conversations",
+                "contacts",
+                "flows",
+                "events",
+                "appointments",
+            ] {
+                c.execute(
+                    &format!("DELETE FROM {table} WHERE account_id = $1 AND bot_id = $2"),
+                    &scope,
+                )?;
             }
             c.execute(
                 "UPDATE api_keys SET revoked_at = $1

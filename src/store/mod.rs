@@ -6,7 +6,7 @@
 //! Each backend ([`sqlite`], [`postgres`]) owns its connections, its SQL
 //! dialect quirks and its migrations, and exposes plain synchronous
 //! connections through [`Conn`]. The resource modules ([`accounts`],
-//! [`keys`], [`bots`], …) hold the queries, written once in the SQL both
+//! [`keys`], [`bots`], [`conversations`], [`events`], …) hold the queries, written once in the SQL both
 //! backends speak (`$1` placeholders, `BIGINT` epoch milliseconds, ids and
 //! JSON as `TEXT`), and the conformance suite in `tests/` runs the same
 //! operations against both backends.
@@ -26,7 +26,11 @@
 //! they see every acknowledged write.
 
 pub mod accounts;
+pub mod appointments;
 pub mod bots;
+pub mod conversations;
+pub mod events;
+pub mod flows;
 pub mod keys;
 pub mod migrate;
 mod pool;

@@ -127,6 +127,7 @@ pub async fn spawn_app(kind: Db) -> Option<App> {
         store: store.clone(),
         pepper: pepper.clone(),
         metrics: Arc::new(api::metrics::Metrics::default()),
+        chat: Default::default(),
     };
     let app = api::router(
         state,

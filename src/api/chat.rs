@@ -1,0 +1,255 @@
+//! `/v1/bots/{bot}/chat` and `/v1/bots/{bot}/conversations`: talk to a bot
+//! and read what was said.
+
+use super::bots::load;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
+use super::{AppState, List, time};
+use crate::runtime::chat::ContactRef;
+use crate::store::conversations::{ConversationFilter, ConversationRow};
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// Who is writing: a phone number (E.164) or an id of yours.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactInput {
+    /// E.164, e.g. `+525500000000`.
+    pub phone: Option<String>,
+    /// An id in your system.
+    pub id: Option<String>,
+}
+
+/// `POST /v1/bots/{bot}/chat` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    /// Who is writing.
+    pub contact: ContactInput,
+    /// What they wrote.
+    pub text: String,
+}
+
+/// One bot message.
+#[derive(Serialize, ToSchema)]
+pub struct ReplyText {
+    /// The text.
+    pub text: String,
+}
+
+/// The bot's answer.
+#[derive(Serialize, ToSchema)]
+pub struct ChatResponse {
+    /// The conversation the message went to.
+    pub conversation_id: String,
+    /// Messages to show, in order.
+    pub replies: Vec<ReplyText>,
+    /// Options to offer as buttons.
+    pub quick_replies: Vec<String>,
+    /// Whether the conversation ended with this turn.
+    pub ended: bool,
+    /// Ids of the events the turn emitted.
+    pub events: Vec<String>,
+}
+
+/// Sends a message to a bot and returns its replies.
+#[utoipa::path(post, path = "/v1/bots/{bot}/chat", tag = "conversations", params(("bot" = String, Path)),
+    request_body = ChatRequest,
+    responses((status = 200, body = ChatResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "The bot has no flow yet"),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn chat(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(bot): Path<String>,
+    ApiJson(body): ApiJson<ChatRequest>,
+) -> ApiResult<Json<ChatResponse>> {
+    let p = auth.bot(&bot)?;
+    let contact = ContactRef::parse(body.contact.phone.as_deref(), body.contact.id.as_deref())
+        .map_err(ApiError::unprocessable)?;
+    let reply = state
+        .chat
+        .message(&state.store, &p.account_id, &bot, &contact, &body.text)
+        .await
+        .map_err(|e| match e {
+            crate::runtime::RuntimeError::Store(crate::store::StoreError::NotFound) => {
+                ApiError::not_found(format!("bot {bot:?} not found"))
+            }
+            other => other.into(),
+        })?;
+    Ok(Json(ChatResponse {
+        conversation_id: reply.conversation_id,
+        replies: reply
+            .replies
+            .into_iter()
+            .map(|text| ReplyText { text })
+            .collect(),
+        quick_replies: reply.quick_replies,
+        ended: reply.ended,
+        events: reply.event_ids,
+    }))
+}
+
+/// A conversation in a list.
+#[derive(Serialize, ToSchema)]
+pub struct ConversationSummary {
+    /// `cnv_…`
+    pub id: String,
+    /// The contact.
+    pub contact_id: String,
+    /// `active` or `completed`.
+    pub status: String,
+    /// The flow version it last ran on.
+    pub flow_version: i64,
+    /// The node it waits at.
+    pub node: Option<String>,
+    /// `main` or a campaign.
+    pub flow: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+fn summary(c: &ConversationRow) -> (ConversationSummary, Value) {
+    let state: Value = serde_json::from_str(&c.state).unwrap_or(Value::Null);
+    (
+        ConversationSummary {
+            id: c.id.clone(),
+            contact_id: c.contact_id.clone(),
+            status: c.status.clone(),
+            flow_version: c.flow_version,
+            node: state["node"].as_str().map(str::to_owned),
+            flow: state["flow"].as_str().unwrap_or("main").to_owned(),
+            created_at: time(c.created_at),
+            updated_at: time(c.updated_at),
+        },
+        state,
+    )
+}
+
+/// `?status=&contact=`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConversationQuery {
+    /// `active` or `completed`.
+    pub status: Option<String>,
+    /// A contact id (`ct_…`).
+    pub contact: Option<String>,
+    /// Items per page, 1–200.
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Lists a bot's conversations, newest first.
+#[utoipa::path(get, path = "/v1/bots/{bot}/conversations", tag = "conversations",
+    params(("bot" = String, Path), ConversationQuery),
+    responses((status = 200, body = List<ConversationSummary>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_conversations(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(bot): Path<String>,
+    ApiQuery(q): ApiQuery<ConversationQuery>,
+) -> ApiResult<Json<List<ConversationSummary>>> {
+    let p = auth.bot(&bot)?;
+    load(&state, &p.account_id, &bot).await?;
+    if let Some(s) = &q.status
+        && !matches!(s.as_str(), "active" | "completed")
+    {
+        return Err(ApiError::bad_request(format!(
+            "status must be active or completed, got {s:?}"
+        )));
+    }
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .parse()?;
+    let rows = state
+        .store
+        .list_conversations(
+            &p.account_id,
+            &bot,
+            ConversationFilter {
+                status: q.status,
+                contact_id: q.contact,
+            },
+            page,
+        )
+        .await?;
+    Ok(Json(List::from_page(rows, |c| summary(&c).0)))
+}
+
+/// A conversation with its contact, memory and transcript.
+#[derive(Serialize, ToSchema)]
+pub struct ConversationDetail {
+    /// Summary fields.
+    #[serde(flatten)]
+    pub summary: ConversationSummary,
+    /// The contact: id, phone, external id, `user` attributes.
+    pub contact: Value,
+    /// Session memory.
+    pub memory: Value,
+    /// Transcript, oldest first: `{direction, text | replies, at}`.
+    pub messages: Vec<Value>,
+}
+
+/// One conversation and its history.
+#[utoipa::path(get, path = "/v1/bots/{bot}/conversations/{id}", tag = "conversations",
+    params(("bot" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = ConversationDetail), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_conversation(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((bot, id)): Path<(String, String)>,
+) -> ApiResult<Json<ConversationDetail>> {
+    let p = auth.bot(&bot)?;
+    let (conv, contact, messages) = state
+        .store
+        .get_conversation(&p.account_id, &bot, &id)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => {
+                ApiError::not_found(format!("conversation {id:?} not found"))
+            }
+            other => other.into(),
+        })?;
+    let (summary, st) = summary(&conv);
+    let attributes: Value = serde_json::from_str(&contact.attributes).unwrap_or(Value::Null);
+    Ok(Json(ConversationDetail {
+        summary,
+        contact: serde_json::json!({
+            "id": contact.id, "phone": contact.phone, "external_id": contact.external_id, "attributes": attributes,
+        }),
+        memory: st
+            .get("memory")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default())),
+        messages: messages
+            .into_iter()
+            .map(|m| {
+                let mut body: Value = serde_json::from_str(&m.body).unwrap_or(Value::Null);
+                if let Value::Object(o) = &mut body {
+                    o.insert("direction".into(), m.direction.into());
+                    o.insert("at".into(), time(m.created_at).into());
+                }
+                body
+            })
+            .collect(),
+    }))
+}
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/bots/{bot}/chat", post(chat))
+        .route("/v1/bots/{bot}/conversations", get(list_conversations))
+        .route("/v1/bots/{bot}/conversations/{id}", get(get_conversation))
+}

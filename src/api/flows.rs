@@ -1,0 +1,251 @@
+//! `/v1/bots/{bot}/flow`, `/v1/bots/{bot}/settings`, and whole bot files:
+//! `/v1/bots/import`, `/v1/bots/{bot}/export`.
+//!
+//! Flows are accepted as YAML (`application/yaml`) or JSON, validated as a
+//! whole, and saved as a new version only when valid; an invalid flow is
+//! answered 422 with one entry per problem (node, field, message) and the
+//! previous version stays current.
+
+use super::AppState;
+use super::bots::load;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, Auth, read_body};
+use crate::runtime::bots::{self as runtime_bots, Settings};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Answer to a flow save.
+#[derive(Serialize, ToSchema)]
+pub struct FlowSaved {
+    /// The bot.
+    pub bot_id: String,
+    /// The new current version.
+    pub version: i64,
+}
+
+/// Answer to an import.
+#[derive(Serialize, ToSchema)]
+pub struct BotImported {
+    /// The bot.
+    pub bot_id: String,
+    /// Whether the bot was created by this import.
+    pub created: bool,
+    /// The flow version saved.
+    pub flow_version: i64,
+}
+
+/// YAML or JSON, from the Content-Type; anything else is 415.
+fn body_is_yaml(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match ct.as_str() {
+        "application/json" => Ok(false),
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => Ok(true),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the flow as Content-Type: application/yaml or application/json",
+        )),
+    }
+}
+
+/// YAML when the client asks for it (`Accept: application/yaml` or `?format=yaml`).
+fn wants_yaml(req_headers: &HeaderMap, query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|p| p == "format=yaml"))
+        || req_headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("yaml"))
+}
+
+async fn text_body(req: Request, state: &AppState) -> ApiResult<String> {
+    let bytes = read_body(req, state).await?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::bad_request("the body is not UTF-8 text"))
+}
+
+fn document(yaml: bool, text: String) -> Response {
+    let ct = if yaml {
+        "application/yaml"
+    } else {
+        "application/json"
+    };
+    ([(header::CONTENT_TYPE, ct)], Body::from(text)).into_response()
+}
+
+/// Saves a new flow version (YAML or JSON), validated as a whole.
+#[utoipa::path(put, path = "/v1/bots/{bot}/flow", tag = "flows", params(("bot" = String, Path)),
+    request_body(content = String, description = "The flow document", content_type = "application/yaml"),
+    responses((status = 200, body = FlowSaved), (status = 404, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "The flow is invalid; `details` lists each problem by node and field")),
+    security(("bearer" = [])))]
+pub async fn put_flow(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(bot): Path<String>,
+    req: Request,
+) -> ApiResult<Json<FlowSaved>> {
+    let p = auth.bot(&bot)?.clone();
+    let yaml = body_is_yaml(req.headers())?;
+    load(&state, &p.account_id, &bot).await?;
+    let text = text_body(req, &state).await?;
+    let flow = runtime_bots::parse_flow(&text, yaml)?;
+    let version = runtime_bots::save_flow(&state.store, &p.account_id, &bot, &flow).await?;
+    Ok(Json(FlowSaved {
+        bot_id: bot,
+        version,
+    }))
+}
+
+/// The current flow, as JSON (default) or YAML (`Accept: application/yaml`).
+#[utoipa::path(get, path = "/v1/bots/{bot}/flow", tag = "flows", params(("bot" = String, Path)),
+    responses((status = 200, description = "The flow document", content_type = "application/json"),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_flow(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(bot): Path<String>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> ApiResult<Response> {
+    let p = auth.bot(&bot)?;
+    load(&state, &p.account_id, &bot).await?;
+    let row = state
+        .store
+        .get_flow(&p.account_id, &bot, None)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("bot {bot:?} has no flow yet")))?;
+    let flow = crate::domain::flow::Flow::from_json(&row.document)
+        .map_err(|e| ApiError::internal(crate::domain::flow::join_errors(&e)))?;
+    let yaml = wants_yaml(&headers, uri.query());
+    let mut resp = document(yaml, if yaml { flow.to_yaml() } else { flow.to_json() });
+    resp.headers_mut().insert(
+        "x-flow-version",
+        row.version
+            .to_string()
+            .parse()
+            .expect("digits are a header value"),
+    );
+    Ok(resp)
+}
+
+/// The bot's settings: price table, calendar, declared story webhooks.
+#[utoipa::path(get, path = "/v1/bots/{bot}/settings", tag = "flows", params(("bot" = String, Path)),
+    responses((status = 200, description = "Settings document", body = Object), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_settings(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(bot): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let p = auth.bot(&bot)?;
+    load(&state, &p.account_id, &bot).await?;
+    let text = state.store.get_bot_settings(&p.account_id, &bot).await?;
+    Ok(Json(
+        serde_json::from_str(&text).map_err(ApiError::internal)?,
+    ))
+}
+
+/// Replaces the bot's settings (validated).
+#[utoipa::path(put, path = "/v1/bots/{bot}/settings", tag = "flows", params(("bot" = String, Path)),
+    request_body(content = Object, description = "`{price_table?, calendar?, webhooks?}`"),
+    responses((status = 200, description = "Settings document", body = Object), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn put_settings(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(bot): Path<String>,
+    ApiJson(settings): ApiJson<Settings>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let p = auth.bot(&bot)?;
+    load(&state, &p.account_id, &bot).await?;
+    settings
+        .validate()
+        .map_err(|e| ApiError::from(crate::runtime::RuntimeError::Flow(e)))?;
+    let text = serde_json::to_string(&settings).map_err(ApiError::internal)?;
+    state
+        .store
+        .put_bot_settings(&p.account_id, &bot, text)
+        .await?;
+    Ok(Json(
+        serde_json::to_value(&settings).map_err(ApiError::internal)?,
+    ))
+}
+
+/// Creates or updates a whole bot from a bot file (YAML or JSON): bot,
+/// settings and a new flow version. Account-wide keys only.
+#[utoipa::path(post, path = "/v1/bots/import", tag = "flows",
+    request_body(content = String, description = "A bot file: id, name, type, price_table?, calendar?, webhooks?, flow", content_type = "application/yaml"),
+    responses((status = 201, body = BotImported), (status = 200, body = BotImported), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn import_bot(
+    State(state): State<AppState>,
+    auth: Auth,
+    req: Request,
+) -> ApiResult<(StatusCode, Json<BotImported>)> {
+    let p = auth.account_wide()?.clone();
+    let yaml = body_is_yaml(req.headers())?;
+    let text = text_body(req, &state).await?;
+    let file = runtime_bots::parse_bot_file(&text, yaml)?;
+    let done = runtime_bots::import(&state.store, &p.account_id, &file).await?;
+    let status = if done.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(BotImported {
+            bot_id: done.bot_id,
+            created: done.created,
+            flow_version: done.flow_version,
+        }),
+    ))
+}
+
+/// The whole bot as a bot file (JSON, or YAML with `Accept: application/yaml`).
+#[utoipa::path(get, path = "/v1/bots/{bot}/export", tag = "flows", params(("bot" = String, Path)),
+    responses((status = 200, description = "A bot file", content_type = "application/json"), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn export_bot(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(bot): Path<String>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> ApiResult<Response> {
+    let p = auth.bot(&bot)?;
+    load(&state, &p.account_id, &bot).await?;
+    let file = runtime_bots::export(&state.store, &p.account_id, &bot).await?;
+    let yaml = wants_yaml(&headers, uri.query());
+    Ok(document(
+        yaml,
+        if yaml { file.to_yaml() } else { file.to_json() },
+    ))
+}
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/bots/{bot}/flow", get(get_flow).put(put_flow))
+        .route(
+            "/v1/bots/{bot}/settings",
+            get(get_settings).put(put_settings),
+        )
+        .route("/v1/bots/import", post(import_bot))
+        .route("/v1/bots/{bot}/export", get(export_bot))
+}

@@ -1,0 +1,239 @@
+//! Bot definitions at run time: the current flow and settings, parsed once
+//! per change and cached; import and export of whole bot files.
+//!
+//! Settings (price table, calendar, declared story webhooks) are a JSON
+//! object kept on the bot row. A flow is saved as a new version; the cache
+//! key includes the bot's `updated_at`, which every flow or settings change
+//! moves, so a stale definition is never served.
+
+use super::RuntimeError;
+use crate::domain::bot::{BotId, BotType};
+use crate::domain::calendar::Calendar;
+use crate::domain::flow::{BotFile, Flow, FlowError, StoryWebhook};
+use crate::domain::quote::PriceTable;
+use crate::store::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A bot's settings document.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Prices, for quote nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_table: Option<PriceTable>,
+    /// Opening hours and slots, for booking nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<Calendar>,
+    /// Story webhooks declared with the bot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<StoryWebhook>,
+}
+
+impl Settings {
+    /// Checks the price table and calendar.
+    pub fn validate(&self) -> Result<(), Vec<FlowError>> {
+        let mut errors = Vec::new();
+        if let Some(t) = &self.price_table
+            && let Err(es) = t.validate()
+        {
+            errors.extend(
+                es.into_iter()
+                    .map(|e| FlowError::new("price_table", "", e.to_string())),
+            );
+        }
+        if let Some(c) = &self.calendar
+            && let Err(es) = c.validate()
+        {
+            errors.extend(
+                es.into_iter()
+                    .map(|e| FlowError::new("calendar", &e.field, &e.message)),
+            );
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// What a running conversation needs of its bot.
+#[derive(Debug)]
+pub struct Definition {
+    /// The bot's type.
+    pub bot_type: BotType,
+    /// Current flow version.
+    pub flow_version: i64,
+    /// The current flow.
+    pub flow: Flow,
+    /// Its settings.
+    pub settings: Settings,
+}
+
+/// (account, bot) → (the bot's `updated_at` when parsed, the definition).
+type Entries = HashMap<(String, String), (i64, Arc<Definition>)>;
+
+/// Parsed definitions keyed by (account, bot), valid for one `updated_at`.
+#[derive(Default)]
+pub struct DefinitionCache {
+    entries: Mutex<Entries>,
+}
+
+impl DefinitionCache {
+    /// The bot's current definition; `NotReady` when it has no flow yet.
+    pub async fn load(
+        &self,
+        store: &Store,
+        account: &str,
+        bot: &str,
+    ) -> Result<Arc<Definition>, RuntimeError> {
+        let row = store.get_bot(account, bot).await?;
+        let key = (account.to_owned(), bot.to_owned());
+        if let Some((stamp, def)) = self.entries.lock().expect("cache lock").get(&key)
+            && *stamp == row.updated_at
+            && def.flow_version == row.flow_version
+        {
+            return Ok(def.clone());
+        }
+        let flow_row = store
+            .get_flow(account, bot, Some(row.flow_version))
+            .await?
+            .ok_or_else(|| {
+                RuntimeError::NotReady(format!(
+                    "bot {bot:?} has no flow yet; PUT one to /v1/bots/{bot}/flow"
+                ))
+            })?;
+        let flow = Flow::from_json(&flow_row.document).map_err(RuntimeError::Flow)?;
+        let settings: Settings = serde_json::from_str(&store.get_bot_settings(account, bot).await?)
+            .map_err(|e| StoreError::Database(format!("bot settings: {e}")))?;
+        let def = Arc::new(Definition {
+            bot_type: row.bot_type,
+            flow_version: row.flow_version,
+            flow,
+            settings,
+        });
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries.len() > 10_000 {
+            entries.clear();
+        }
+        entries.insert(key, (row.updated_at, def.clone()));
+        Ok(def)
+    }
+}
+
+/// Parses a flow document as YAML or JSON and validates the whole graph.
+pub fn parse_flow(body: &str, yaml: bool) -> Result<Flow, RuntimeError> {
+    let flow = if yaml {
+        Flow::from_yaml(body)
+    } else {
+        Flow::from_json(body)
+    }
+    .map_err(RuntimeError::Flow)?;
+    flow.validate(None).map_err(RuntimeError::Flow)?;
+    Ok(flow)
+}
+
+/// Saves a validated flow as the bot's new version.
+pub async fn save_flow(
+    store: &Store,
+    account: &str,
+    bot: &str,
+    flow: &Flow,
+) -> Result<i64, RuntimeError> {
+    Ok(store.put_flow(account, bot, flow.to_json()).await?)
+}
+
+/// What an import did.
+#[derive(Debug)]
+pub struct Imported {
+    /// The bot's id.
+    pub bot_id: String,
+    /// Whether the bot was created (else updated).
+    pub created: bool,
+    /// The flow version saved.
+    pub flow_version: i64,
+}
+
+/// Parses a bot file (YAML or JSON).
+pub fn parse_bot_file(body: &str, yaml: bool) -> Result<BotFile, RuntimeError> {
+    let file = if yaml {
+        BotFile::from_yaml(body)
+    } else {
+        BotFile::from_json(body)
+    }
+    .map_err(RuntimeError::Flow)?;
+    file.validate().map_err(RuntimeError::Flow)?;
+    Ok(file)
+}
+
+/// Creates or updates a bot from a validated bot file: bot row, settings,
+/// then a new flow version.
+pub async fn import(
+    store: &Store,
+    account: &str,
+    file: &BotFile,
+) -> Result<Imported, RuntimeError> {
+    let id = BotId::parse(&file.id).map_err(|m| RuntimeError::Invalid(format!("id: {m}")))?;
+    let bot_type = BotType::parse(&file.r#type).map_err(RuntimeError::Invalid)?;
+    let created = match store
+        .create_bot(account, id.clone(), &file.name, bot_type)
+        .await
+    {
+        Ok(_) => true,
+        Err(StoreError::Conflict(_)) => {
+            store
+                .update_bot(
+                    account,
+                    id.as_str(),
+                    crate::store::bots::BotPatch {
+                        name: Some(file.name.clone()),
+                        bot_type: Some(bot_type),
+                    },
+                )
+                .await?;
+            false
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let settings = Settings {
+        price_table: file.price_table.clone(),
+        calendar: file.calendar.clone(),
+        webhooks: file.webhooks.clone(),
+    };
+    store
+        .put_bot_settings(
+            account,
+            id.as_str(),
+            serde_json::to_string(&settings).expect("settings serialise"),
+        )
+        .await?;
+    let flow_version = save_flow(store, account, id.as_str(), &file.flow).await?;
+    Ok(Imported {
+        bot_id: id.to_string(),
+        created,
+        flow_version,
+    })
+}
+
+/// The bot as a bot file, ready to be written out.
+pub async fn export(store: &Store, account: &str, bot: &str) -> Result<BotFile, RuntimeError> {
+    let row = store.get_bot(account, bot).await?;
+    let flow_row = store
+        .get_flow(account, bot, None)
+        .await?
+        .ok_or_else(|| RuntimeError::NotReady(format!("bot {bot:?} has no flow to export")))?;
+    let flow = Flow::from_json(&flow_row.document).map_err(RuntimeError::Flow)?;
+    let settings: Settings = serde_json::from_str(&store.get_bot_settings(account, bot).await?)
+        .map_err(|e| StoreError::Database(format!("bot settings: {e}")))?;
+    Ok(BotFile {
+        id: row.id.to_string(),
+        name: row.name,
+        r#type: row.bot_type.as_str().to_owned(),
+        price_table: settings.price_table,
+        calendar: settings.calendar,
+        webhooks: settings.webhooks,
+        flow,
+    })
+}

@@ -1,0 +1,425 @@
+//! One chat turn, end to end.
+//!
+//! 1. Serialise on the contact (in this process) so two messages from one
+//!    person never race; across processes the conversation's revision does
+//!    the same job (a stale turn is retried from fresh state).
+//! 2. Load the contact and its active conversation (a new one when there is
+//!    none or the last one ended) and the bot's current definition.
+//! 3. Step the pure engine.
+//! 4. Commit state, transcript, contact attributes, events and any booking
+//!    in one transaction. If the store says the slot was just taken, step
+//!    again with that slot marked taken (the engine re-offers) and commit
+//!    that instead.
+//!
+//! Flow versions: a conversation continues on the bot's *current* flow from
+//! the node it waits at, so a fix to a flow reaches conversations in
+//! progress; if that node no longer exists the engine restarts the
+//! conversation at the start (memory kept) and says so.
+
+use super::RuntimeError;
+use super::bots::{Definition, DefinitionCache};
+use crate::domain::calendar::Slot;
+use crate::domain::engine::{self, Contact, Context, Input, State, Turn};
+use crate::domain::ids::new_id;
+use crate::store::conversations::{
+    BookingWrite, ContactRow, ConversationRow, STALE, TurnCommit, TurnWrite,
+};
+use crate::store::events::EventRow;
+use crate::store::{Store, StoreError};
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Who is talking: a phone number (E.164) or an id in the caller's system.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ContactRef {
+    /// `+525500000000`
+    Phone(String),
+    /// Any id of 1–128 printable characters.
+    External(String),
+}
+
+impl ContactRef {
+    /// Validates a contact reference.
+    pub fn parse(phone: Option<&str>, id: Option<&str>) -> Result<Self, String> {
+        match (phone, id) {
+            (Some(p), None) => {
+                let digits = p.strip_prefix('+').unwrap_or("");
+                if (8..=15).contains(&digits.len())
+                    && digits.bytes().all(|b| b.is_ascii_digit())
+                    && !digits.starts_with('0')
+                {
+                    Ok(ContactRef::Phone(p.to_owned()))
+                } else {
+                    Err(format!(
+                        "contact.phone must be E.164: '+' and 8 to 15 digits, e.g. +525500000000; got {p:?}"
+                    ))
+                }
+            }
+            (None, Some(i)) => {
+                if i.is_empty() || i.chars().count() > 128 || i.chars().any(char::is_control) {
+                    Err("contact.id must be 1 to 128 characters without control characters".into())
+                } else {
+                    Ok(ContactRef::External(i.to_owned()))
+                }
+            }
+            (Some(_), Some(_)) => Err("give contact.phone or contact.id, not both".into()),
+            (None, None) => Err("contact needs a phone (E.164) or an id".into()),
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            ContactRef::Phone(p) => format!("p:{p}"),
+            ContactRef::External(i) => format!("x:{i}"),
+        }
+    }
+}
+
+/// The bot's answer to one message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatReply {
+    /// The conversation the message went to.
+    pub conversation_id: String,
+    /// Texts to show, in order.
+    pub replies: Vec<String>,
+    /// Options to offer as buttons.
+    pub quick_replies: Vec<String>,
+    /// Whether the conversation is over.
+    pub ended: bool,
+    /// Ids of the events this turn wrote.
+    pub event_ids: Vec<String>,
+}
+
+/// Runs chat turns; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Chat {
+    definitions: Arc<DefinitionCache>,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// How many times a turn is retried when its conversation moved on.
+const STALE_RETRIES: usize = 8;
+/// How many slots are considered when offering bookings.
+const SLOT_WINDOW: usize = 200;
+
+impl Chat {
+    /// The definition cache (shared with flow and settings routes).
+    pub fn definitions(&self) -> &DefinitionCache {
+        &self.definitions
+    }
+
+    /// Handles one message from `contact` to `bot`.
+    pub async fn message(
+        &self,
+        store: &Store,
+        account: &str,
+        bot: &str,
+        contact: &ContactRef,
+        text: &str,
+    ) -> Result<ChatReply, RuntimeError> {
+        let key = format!("{account}/{bot}/{}", contact.key());
+        let lock = {
+            let mut locks = self.locks.lock().expect("locks");
+            locks.entry(key.clone()).or_default().clone()
+        };
+        let result = {
+            let _guard = lock.lock().await;
+            self.turn(store, account, bot, contact, text).await
+        };
+        drop(lock);
+        let mut locks = self.locks.lock().expect("locks");
+        if locks.get(&key).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(&key);
+        }
+        result
+    }
+
+    async fn turn(
+        &self,
+        store: &Store,
+        account: &str,
+        bot: &str,
+        contact_ref: &ContactRef,
+        text: &str,
+    ) -> Result<ChatReply, RuntimeError> {
+        let def = self.definitions.load(store, account, bot).await?;
+        for _ in 0..STALE_RETRIES {
+            match self
+                .try_turn(store, account, bot, &def, contact_ref, text)
+                .await
+            {
+                Err(RuntimeError::Store(StoreError::Conflict(m))) if m == STALE => continue,
+                other => return other,
+            }
+        }
+        Err(RuntimeError::Store(StoreError::Unavailable(
+            "the conversation kept changing; try again".into(),
+        )))
+    }
+
+    async fn try_turn(
+        &self,
+        store: &Store,
+        account: &str,
+        bot: &str,
+        def: &Definition,
+        contact_ref: &ContactRef,
+        text: &str,
+    ) -> Result<ChatReply, RuntimeError> {
+        let (phone, external) = match contact_ref {
+            ContactRef::Phone(p) => (Some(p.as_str()), None),
+            ContactRef::External(i) => (None, Some(i.as_str())),
+        };
+        let existing = store.find_contact(account, bot, phone, external).await?;
+        let contact_is_new = existing.is_none();
+        let contact_row = existing.unwrap_or_else(|| ContactRow {
+            id: new_id("ct"),
+            phone: phone.map(str::to_owned),
+            external_id: external.map(str::to_owned),
+            attributes: "{}".into(),
+        });
+        let attributes: Map<String, Value> =
+            serde_json::from_str(&contact_row.attributes).unwrap_or_default();
+        let contact = Contact {
+            id: contact_row.id.clone(),
+            phone: contact_row.phone.clone(),
+            external_id: contact_row.external_id.clone(),
+            attributes,
+        };
+        let active = if contact_is_new {
+            None
+        } else {
+            store.active_conversation(&contact_row.id).await?
+        };
+        let (conversation_id, state, expected_revision, created_at) = match &active {
+            Some(c) => (
+                c.id.clone(),
+                serde_json::from_str::<State>(&c.state).unwrap_or_default(),
+                Some(c.revision),
+                c.created_at,
+            ),
+            None => (new_id("cnv"), State::new(), None, crate::store::now_ms()),
+        };
+
+        let now = Utc::now();
+        let mut free = self.free_slots(store, account, bot, def, now).await?;
+        let mut taken = None;
+        for _ in 0..4 {
+            let ctx = Context {
+                conversation_id: &conversation_id,
+                contact: &contact,
+                now,
+                price_table: def.settings.price_table.as_ref(),
+                calendar: def.settings.calendar.as_ref(),
+                free_slots: &free,
+                taken_slot: taken,
+            };
+            let mut turn = engine::step(&def.flow, &state, &ctx, Input::Text(text));
+            if turn.call_webhook.is_some() {
+                // Story webhook calls arrive with their own room; until then
+                // the call fails and the flow takes its error path.
+                let resumed = engine::resume_after_webhook(
+                    &def.flow,
+                    &turn.state,
+                    &ctx,
+                    Err("story webhooks are not available on this server".into()),
+                );
+                turn = merge_turns(turn, resumed);
+            }
+            let write = build_write(
+                account,
+                bot,
+                def,
+                &contact_row,
+                contact_is_new,
+                &contact,
+                &conversation_id,
+                created_at,
+                expected_revision,
+                text,
+                &turn,
+            );
+            let event_ids = write.events.iter().map(|e| e.id.clone()).collect();
+            match store.commit_turn(write).await? {
+                TurnCommit::Committed(_) => {
+                    return Ok(ChatReply {
+                        conversation_id: conversation_id.clone(),
+                        replies: turn.replies,
+                        quick_replies: turn.quick_replies,
+                        ended: turn.ended,
+                        event_ids,
+                    });
+                }
+                TurnCommit::SlotTaken => {
+                    let claim = turn.booking.as_ref().map(|b| b.start);
+                    taken = claim;
+                    free = self.free_slots(store, account, bot, def, now).await?;
+                }
+            }
+        }
+        Err(RuntimeError::Store(StoreError::Unavailable(
+            "slots kept being taken; try again".into(),
+        )))
+    }
+
+    async fn free_slots(
+        &self,
+        store: &Store,
+        account: &str,
+        bot: &str,
+        def: &Definition,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<Slot>, RuntimeError> {
+        let Some(calendar) = def.settings.calendar.as_ref() else {
+            return Ok(Vec::new());
+        };
+        if !def.flow.uses_kind("booking") {
+            return Ok(Vec::new());
+        }
+        let slots = calendar.slots_between(now, SLOT_WINDOW);
+        let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
+            return Ok(slots);
+        };
+        let counts: HashMap<i64, i64> = store
+            .booked_counts(
+                account,
+                bot,
+                first.start.timestamp_millis(),
+                last.start.timestamp_millis() + 1,
+            )
+            .await?
+            .into_iter()
+            .collect();
+        let capacity = i64::from(calendar.capacity.max(1));
+        Ok(slots
+            .into_iter()
+            .filter(|s| {
+                counts
+                    .get(&s.start.timestamp_millis())
+                    .copied()
+                    .unwrap_or(0)
+                    < capacity
+            })
+            .collect())
+    }
+}
+
+/// Joins a turn that stopped at a webhook with the turn that resumed it.
+fn merge_turns(mut first: Turn, second: Turn) -> Turn {
+    first.state = second.state;
+    first.replies.extend(second.replies);
+    first.quick_replies = second.quick_replies;
+    first.events.extend(second.events);
+    first.user_attributes.extend(second.user_attributes);
+    if second.booking.is_some() {
+        first.booking = second.booking;
+    }
+    if second.cancel_booking.is_some() {
+        first.cancel_booking = second.cancel_booking;
+    }
+    first.call_webhook = second.call_webhook;
+    first.ended = second.ended;
+    first
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_write(
+    account: &str,
+    bot: &str,
+    def: &Definition,
+    contact_row: &ContactRow,
+    contact_is_new: bool,
+    contact: &Contact,
+    conversation_id: &str,
+    created_at: i64,
+    expected_revision: Option<i64>,
+    text: &str,
+    turn: &Turn,
+) -> TurnWrite {
+    let mut attributes = contact.attributes.clone();
+    for (k, v) in &turn.user_attributes {
+        if v.is_null() {
+            attributes.remove(k);
+        } else {
+            attributes.insert(k.clone(), v.clone());
+        }
+    }
+    let events = turn
+        .events
+        .iter()
+        .map(|e| {
+            EventRow::new(
+                account,
+                bot,
+                e.event_type.as_str(),
+                Some(conversation_id),
+                e.data.to_string(),
+            )
+        })
+        .collect();
+    let mut messages = vec![("in".to_owned(), json!({ "text": text }).to_string())];
+    if !turn.replies.is_empty() || !turn.quick_replies.is_empty() {
+        messages.push((
+            "out".to_owned(),
+            json!({ "replies": turn.replies, "quick_replies": turn.quick_replies }).to_string(),
+        ));
+    }
+    TurnWrite {
+        account_id: account.to_owned(),
+        bot_id: bot.to_owned(),
+        contact: ContactRow {
+            attributes: Value::Object(attributes).to_string(),
+            ..contact_row.clone()
+        },
+        contact_is_new,
+        conversation: ConversationRow {
+            id: conversation_id.to_owned(),
+            bot_id: bot.to_owned(),
+            contact_id: contact_row.id.clone(),
+            flow_version: def.flow_version,
+            state: serde_json::to_string(&turn.state).expect("state serialises"),
+            status: if turn.state.completed {
+                "completed"
+            } else {
+                "active"
+            }
+            .into(),
+            revision: expected_revision.unwrap_or(0) + 1,
+            created_at,
+            updated_at: created_at,
+        },
+        expected_revision,
+        messages,
+        events,
+        booking: turn.booking.as_ref().map(|b| BookingWrite {
+            id: b.id.clone(),
+            start_ms: b.start.timestamp_millis(),
+            end_ms: b.end.timestamp_millis(),
+            label: b.label.clone(),
+            capacity: def.settings.calendar.as_ref().map_or(1, |c| c.capacity),
+        }),
+        cancel: turn.cancel_booking.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contacts_are_a_phone_or_an_id() {
+        assert!(ContactRef::parse(Some("+525500000000"), None).is_ok());
+        assert!(
+            ContactRef::parse(Some("5500000000"), None)
+                .unwrap_err()
+                .contains("E.164")
+        );
+        assert!(ContactRef::parse(Some("+52 55"), None).is_err());
+        assert!(ContactRef::parse(None, Some("user-1")).is_ok());
+        assert!(ContactRef::parse(None, Some("")).is_err());
+        assert!(ContactRef::parse(None, None).is_err());
+        assert!(ContactRef::parse(Some("+525500000000"), Some("x")).is_err());
+    }
+}

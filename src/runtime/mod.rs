@@ -1,0 +1,33 @@
+//! The runtime: what turns stored bots into running conversations.
+//!
+//! * [`chat`] runs one chat turn: loads the conversation, steps the pure
+//!   engine, and commits state, transcript, events and bookings in one
+//!   transaction — retrying when a slot was just taken or the conversation
+//!   moved on under it.
+//! * [`bots`] loads a bot's flow and settings (cached per change) and
+//!   imports and exports whole bot files.
+//!
+//! Nothing here knows about HTTP; the API and the CLI both call it.
+
+pub mod bots;
+pub mod chat;
+
+use crate::store::StoreError;
+
+/// Why a runtime operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The input is not acceptable; the message says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// A flow or bot file that fails validation; each error names its node
+    /// and field.
+    #[error("{}", crate::domain::flow::join_errors(.0))]
+    Flow(Vec<crate::domain::flow::FlowError>),
+    /// The bot cannot chat yet.
+    #[error("{0}")]
+    NotReady(String),
+}

@@ -1,0 +1,398 @@
+//! Contacts, conversations, their messages, and the one write that commits
+//! a chat turn: state, messages, contact attributes, events and a booking,
+//! all in one transaction.
+
+use super::events::{EventRow, insert_event};
+use super::{Page, PageRequest, Result, Row, Store, StoreError, now_ms};
+
+/// A contact as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContactRow {
+    /// `ct_…`
+    pub id: String,
+    /// E.164 phone number, when the contact is known by one.
+    pub phone: Option<String>,
+    /// An id in the caller's system, when known by one.
+    pub external_id: Option<String>,
+    /// `user` attributes, a JSON object.
+    pub attributes: String,
+}
+
+/// A conversation as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConversationRow {
+    /// `cnv_…`
+    pub id: String,
+    /// The bot.
+    pub bot_id: String,
+    /// The contact.
+    pub contact_id: String,
+    /// The flow version it last ran on.
+    pub flow_version: i64,
+    /// The engine state, JSON.
+    pub state: String,
+    /// `active` or `completed`.
+    pub status: String,
+    /// Bumped by every committed turn.
+    pub revision: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// One line of a transcript.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MessageRow {
+    /// `msg_…`
+    pub id: String,
+    /// `in` (from the contact) or `out` (from the bot).
+    pub direction: String,
+    /// JSON: `{"text"}` in, `{"replies", "quick_replies"}` out.
+    pub body: String,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+/// A slot to book with the turn.
+#[derive(Clone, Debug)]
+pub struct BookingWrite {
+    /// Appointment id.
+    pub id: String,
+    /// Slot start, Unix ms.
+    pub start_ms: i64,
+    /// Slot end, Unix ms.
+    pub end_ms: i64,
+    /// Human label.
+    pub label: String,
+    /// Seats per slot.
+    pub capacity: u32,
+}
+
+/// Everything one chat turn changes.
+#[derive(Clone, Debug)]
+pub struct TurnWrite {
+    /// Account.
+    pub account_id: String,
+    /// Bot.
+    pub bot_id: String,
+    /// The contact; inserted when `contact_is_new`, else its attributes updated.
+    pub contact: ContactRow,
+    /// Whether the contact row must be created.
+    pub contact_is_new: bool,
+    /// The conversation as it must be after the turn.
+    pub conversation: ConversationRow,
+    /// `None`: the conversation is new. `Some(r)`: commit only if it is
+    /// still at revision `r` (else `Conflict(STALE)`).
+    pub expected_revision: Option<i64>,
+    /// (direction, body) lines to append.
+    pub messages: Vec<(String, String)>,
+    /// Events the turn caused.
+    pub events: Vec<EventRow>,
+    /// A slot to book.
+    pub booking: Option<BookingWrite>,
+    /// An appointment to cancel.
+    pub cancel: Option<String>,
+}
+
+/// What committing a turn did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TurnCommit {
+    /// Everything was written; the conversation's new revision.
+    Committed(i64),
+    /// The slot is full; nothing was written.
+    SlotTaken,
+}
+
+/// The `Conflict` message when a conversation moved on under a turn.
+pub const STALE: &str = "the conversation changed while this message was handled";
+
+const CONV_COLUMNS: &str =
+    "id, bot_id, contact_id, flow_version, state, status, revision, created_at, updated_at";
+
+fn conversation_from(r: &Row) -> Result<ConversationRow> {
+    Ok(ConversationRow {
+        id: r.text(0)?,
+        bot_id: r.text(1)?,
+        contact_id: r.text(2)?,
+        flow_version: r.int(3)?,
+        state: r.text(4)?,
+        status: r.text(5)?,
+        revision: r.int(6)?,
+        created_at: r.int(7)?,
+        updated_at: r.int(8)?,
+    })
+}
+
+fn contact_from(r: &Row) -> Result<ContactRow> {
+    Ok(ContactRow {
+        id: r.text(0)?,
+        phone: r.opt_text(1)?,
+        external_id: r.opt_text(2)?,
+        attributes: r.text(3)?,
+    })
+}
+
+/// Filters for listing conversations.
+#[derive(Clone, Debug, Default)]
+pub struct ConversationFilter {
+    /// `active` or `completed`.
+    pub status: Option<String>,
+    /// Only this contact's.
+    pub contact_id: Option<String>,
+}
+
+impl Store {
+    /// The contact a bot knows by this phone number or external id.
+    pub async fn find_contact(
+        &self,
+        account_id: &str,
+        bot_id: &str,
+        phone: Option<&str>,
+        external_id: Option<&str>,
+    ) -> Result<Option<ContactRow>> {
+        let (a, b) = (account_id.to_owned(), bot_id.to_owned());
+        let (phone, external_id) = (phone.map(str::to_owned), external_id.map(str::to_owned));
+        self.read(move |c| {
+            c.query_opt(
+                "SELECT id, phone, external_id, attributes FROM contacts
+                 WHERE account_id = $1 AND bot_id = $2
+                   AND ((CAST($3 AS TEXT) IS NOT NULL AND phone = $3)
+                     OR (CAST($4 AS TEXT) IS NOT NULL AND external_id = $4))
+                 LIMIT 1",
+                &[a.into(), b.into(), phone.into(), external_id.into()],
+            )?
+            .as_ref()
+            .map(contact_from)
+            .transpose()
+        })
+        .await
+    }
+
+    /// The contact's conversation still in progress, if any.
+    pub async fn active_conversation(&self, contact_id: &str) -> Result<Option<ConversationRow>> {
+        let contact_id = contact_id.to_owned();
+        self.read(move |c| {
+            c.query_opt(
+                &format!(
+                    "SELECT {CONV_COLUMNS} FROM conversations
+                     WHERE contact_id = $1 AND status = 'active' ORDER BY id DESC LIMIT 1"
+                ),
+                &[contact_id.into()],
+            )?
+            .as_ref()
+            .map(conversation_from)
+            .transpose()
+        })
+        .await
+    }
+
+    /// Commits a chat turn atomically. A full slot answers `SlotTaken` with
+    /// nothing written; a conversation that moved on answers
+    /// `Conflict(STALE)` with nothing written.
+    pub async fn commit_turn(&self, t: TurnWrite) -> Result<TurnCommit> {
+        self.write(move |c| {
+            if let Some(b) = &t.booking {
+                let mut booked = false;
+                for seat in 0..i64::from(b.capacity.max(1)) {
+                    let n = c.execute(
+                        "INSERT INTO appointments (id, account_id, bot_id, slot_start, slot_end, seat, label,
+                                                   contact_id, conversation_id, status, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'booked', $10)
+                         ON CONFLICT (account_id, bot_id, slot_start, seat) WHERE status = 'booked' DO NOTHING",
+                        &[
+                            (&b.id).into(),
+                            (&t.account_id).into(),
+                            (&t.bot_id).into(),
+                            b.start_ms.into(),
+                            b.end_ms.into(),
+                            seat.into(),
+                            (&b.label).into(),
+                            (&t.contact.id).into(),
+                            (&t.conversation.id).into(),
+                            now_ms().into(),
+                        ],
+                    )?;
+                    if n == 1 {
+                        booked = true;
+                        break;
+                    }
+                }
+                if !booked {
+                    return Ok(TurnCommit::SlotTaken);
+                }
+            }
+            let now = now_ms();
+            let conv = &t.conversation;
+            let revision = match t.expected_revision {
+                Some(expected) => {
+                    let n = c.execute(
+                        "UPDATE conversations SET flow_version = $1, state = $2, status = $3,
+                                revision = revision + 1, updated_at = $4
+                         WHERE id = $5 AND revision = $6",
+                        &[
+                            conv.flow_version.into(),
+                            (&conv.state).into(),
+                            (&conv.status).into(),
+                            now.into(),
+                            (&conv.id).into(),
+                            expected.into(),
+                        ],
+                    )?;
+                    if n == 0 {
+                        return Err(StoreError::Conflict(STALE.into()));
+                    }
+                    expected + 1
+                }
+                None => {
+                    c.execute(
+                        &format!(
+                            "INSERT INTO conversations (account_id, {CONV_COLUMNS})
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)"
+                        ),
+                        &[
+                            (&t.account_id).into(),
+                            (&conv.id).into(),
+                            (&t.bot_id).into(),
+                            (&t.contact.id).into(),
+                            conv.flow_version.into(),
+                            (&conv.state).into(),
+                            (&conv.status).into(),
+                            now.into(),
+                        ],
+                    )?;
+                    1
+                }
+            };
+            if t.contact_is_new {
+                c.execute(
+                    "INSERT INTO contacts (id, account_id, bot_id, phone, external_id, attributes, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                    &[
+                        (&t.contact.id).into(),
+                        (&t.account_id).into(),
+                        (&t.bot_id).into(),
+                        t.contact.phone.as_deref().into(),
+                        t.contact.external_id.as_deref().into(),
+                        (&t.contact.attributes).into(),
+                        now.into(),
+                    ],
+                )
+                .map_err(|e| match e {
+                    StoreError::Conflict(_) => StoreError::Conflict(STALE.into()),
+                    other => other,
+                })?;
+            } else {
+                c.execute(
+                    "UPDATE contacts SET attributes = $1, updated_at = $2 WHERE id = $3",
+                    &[(&t.contact.attributes).into(), now.into(), (&t.contact.id).into()],
+                )?;
+            }
+            for (direction, body) in &t.messages {
+                c.execute(
+                    "INSERT INTO messages (id, conversation_id, direction, body, created_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        crate::domain::ids::new_id("msg").into(),
+                        (&conv.id).into(),
+                        direction.into(),
+                        body.into(),
+                        now.into(),
+                    ],
+                )?;
+            }
+            if let Some(id) = &t.cancel {
+                c.execute(
+                    "UPDATE appointments SET status = 'cancelled', cancelled_at = $1
+                     WHERE account_id = $2 AND bot_id = $3 AND id = $4 AND status = 'booked'",
+                    &[now.into(), (&t.account_id).into(), (&t.bot_id).into(), id.into()],
+                )?;
+            }
+            for e in &t.events {
+                insert_event(c, e, None)?;
+            }
+            Ok(TurnCommit::Committed(revision))
+        })
+        .await
+    }
+
+    /// One conversation of a bot, its contact and its transcript.
+    pub async fn get_conversation(
+        &self,
+        account_id: &str,
+        bot_id: &str,
+        id: &str,
+    ) -> Result<(ConversationRow, ContactRow, Vec<MessageRow>)> {
+        let (a, b, id) = (account_id.to_owned(), bot_id.to_owned(), id.to_owned());
+        self.read(move |c| {
+            let conv = conversation_from(&c.query_one(
+                &format!(
+                    "SELECT {CONV_COLUMNS} FROM conversations
+                     WHERE account_id = $1 AND bot_id = $2 AND id = $3"
+                ),
+                &[a.into(), b.into(), id.into()],
+            )?)?;
+            let contact = contact_from(&c.query_one(
+                "SELECT id, phone, external_id, attributes FROM contacts WHERE id = $1",
+                &[(&conv.contact_id).into()],
+            )?)?;
+            let messages = c
+                .query(
+                    "SELECT id, direction, body, created_at FROM messages
+                     WHERE conversation_id = $1 ORDER BY id",
+                    &[(&conv.id).into()],
+                )?
+                .iter()
+                .map(|r| {
+                    Ok(MessageRow {
+                        id: r.text(0)?,
+                        direction: r.text(1)?,
+                        body: r.text(2)?,
+                        created_at: r.int(3)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((conv, contact, messages))
+        })
+        .await
+    }
+
+    /// Conversations of a bot, newest first.
+    pub async fn list_conversations(
+        &self,
+        account_id: &str,
+        bot_id: &str,
+        filter: ConversationFilter,
+        page: PageRequest,
+    ) -> Result<Page<ConversationRow>> {
+        let (a, b) = (account_id.to_owned(), bot_id.to_owned());
+        let limit = page.limit as i64 + 1;
+        let before = page.after.clone();
+        let items = self
+            .read(move |c| {
+                c.query(
+                    &format!(
+                        "SELECT {CONV_COLUMNS} FROM conversations
+                         WHERE account_id = $1 AND bot_id = $2
+                           AND (CAST($3 AS TEXT) IS NULL OR status = $3)
+                           AND (CAST($4 AS TEXT) IS NULL OR contact_id = $4)
+                           AND (CAST($5 AS TEXT) IS NULL OR id < $5)
+                         ORDER BY id DESC LIMIT $6"
+                    ),
+                    &[
+                        a.into(),
+                        b.into(),
+                        filter.status.into(),
+                        filter.contact_id.into(),
+                        before.into(),
+                        limit.into(),
+                    ],
+                )?
+                .iter()
+                .map(conversation_from)
+                .collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        Ok(page.finish(items, |c| c.id.clone()))
+    }
+}

@@ -1,0 +1,202 @@
+//! Events: the outbox. Rows are inserted only inside the transaction of the
+//! change that caused them (a chat turn, a cancellation, a publish), so no
+//! event is lost and none is invented.
+
+use super::{Conn, Page, PageRequest, Result, Row, Store, StoreError, now_ms};
+use crate::domain::ids::new_id;
+
+/// An event as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRow {
+    /// `evt_…`, time-sortable.
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// The bot it concerns.
+    pub bot_id: String,
+    /// e.g. `message.received`.
+    pub event_type: String,
+    /// The conversation, when there is one.
+    pub conversation_id: Option<String>,
+    /// The payload, JSON.
+    pub data: String,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+impl EventRow {
+    /// A new event with a fresh id, stamped now.
+    pub fn new(
+        account_id: &str,
+        bot_id: &str,
+        event_type: &str,
+        conversation_id: Option<&str>,
+        data: String,
+    ) -> Self {
+        Self {
+            id: new_id("evt"),
+            account_id: account_id.to_owned(),
+            bot_id: bot_id.to_owned(),
+            event_type: event_type.to_owned(),
+            conversation_id: conversation_id.map(str::to_owned),
+            data,
+            created_at: now_ms(),
+        }
+    }
+}
+
+const COLUMNS: &str = "id, account_id, bot_id, type, conversation_id, data, created_at";
+
+fn event_from(row: &Row) -> Result<EventRow> {
+    Ok(EventRow {
+        id: row.text(0)?,
+        account_id: row.text(1)?,
+        bot_id: row.text(2)?,
+        event_type: row.text(3)?,
+        conversation_id: row.opt_text(4)?,
+        data: row.text(5)?,
+        created_at: row.int(6)?,
+    })
+}
+
+/// Inserts an event inside the caller's transaction.
+pub(super) fn insert_event(
+    c: &mut dyn Conn,
+    e: &EventRow,
+    idempotency: Option<(&str, &str)>,
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO events (id, account_id, bot_id, type, conversation_id, data, created_at, idempotency_key, request_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            (&e.id).into(),
+            (&e.account_id).into(),
+            (&e.bot_id).into(),
+            (&e.event_type).into(),
+            e.conversation_id.as_deref().into(),
+            (&e.data).into(),
+            e.created_at.into(),
+            idempotency.map(|i| i.0).into(),
+            idempotency.map(|i| i.1).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Filters for listing events.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    /// Only this bot's.
+    pub bot_id: Option<String>,
+    /// Only this type.
+    pub event_type: Option<String>,
+    /// Only events at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Only this conversation's.
+    pub conversation_id: Option<String>,
+}
+
+/// What publishing an event did.
+#[derive(Clone, Debug)]
+pub enum Published {
+    /// A new event was written.
+    Created(EventRow),
+    /// The idempotency key was seen with the same body: the earlier event.
+    Replayed(EventRow),
+}
+
+impl Store {
+    /// Events of an account, newest first.
+    pub async fn list_events(
+        &self,
+        account_id: &str,
+        filter: EventFilter,
+        page: PageRequest,
+    ) -> Result<Page<EventRow>> {
+        let account_id = account_id.to_owned();
+        let limit = page.limit as i64 + 1;
+        let before = page.after.clone();
+        let items = self
+            .read(move |c| {
+                c.query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM events
+                         WHERE account_id = $1
+                           AND (CAST($2 AS TEXT) IS NULL OR bot_id = $2)
+                           AND (CAST($3 AS TEXT) IS NULL OR type = $3)
+                           AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4)
+                           AND (CAST($5 AS TEXT) IS NULL OR conversation_id = $5)
+                           AND (CAST($6 AS TEXT) IS NULL OR id < $6)
+                         ORDER BY id DESC LIMIT $7"
+                    ),
+                    &[
+                        account_id.into(),
+                        filter.bot_id.into(),
+                        filter.event_type.into(),
+                        filter.since_ms.into(),
+                        filter.conversation_id.into(),
+                        before.into(),
+                        limit.into(),
+                    ],
+                )?
+                .iter()
+                .map(event_from)
+                .collect::<Result<Vec<_>>>()
+            })
+            .await?;
+        Ok(page.finish(items, |e| e.id.clone()))
+    }
+
+    /// One event of the account.
+    pub async fn get_event(&self, account_id: &str, id: &str) -> Result<EventRow> {
+        let (account_id, id) = (account_id.to_owned(), id.to_owned());
+        self.read(move |c| {
+            event_from(&c.query_one(
+                &format!("SELECT {COLUMNS} FROM events WHERE account_id = $1 AND id = $2"),
+                &[account_id.into(), id.into()],
+            )?)
+        })
+        .await
+    }
+
+    /// Publishes an event from outside. With an idempotency key, the same
+    /// key and body return the first event; the same key with another body
+    /// is a `Conflict`.
+    pub async fn publish_event(
+        &self,
+        event: EventRow,
+        idempotency: Option<(String, String)>,
+    ) -> Result<Published> {
+        self.write(move |c| {
+            if let Some((key, hash)) = &idempotency {
+                let existing = c.query_opt(
+                    &format!(
+                        "SELECT {COLUMNS}, request_hash FROM events
+                         WHERE account_id = $1 AND bot_id = $2 AND idempotency_key = $3"
+                    ),
+                    &[
+                        (&event.account_id).into(),
+                        (&event.bot_id).into(),
+                        key.into(),
+                    ],
+                )?;
+                if let Some(row) = existing {
+                    if row.opt_text(7)?.as_deref() == Some(hash.as_str()) {
+                        return Ok(Published::Replayed(event_from(&row)?));
+                    }
+                    return Err(StoreError::Conflict(
+                        "this Idempotency-Key was already used with a different request body"
+                            .into(),
+                    ));
+                }
+            }
+            insert_event(
+                c,
+                &event,
+                idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str())),
+            )?;
+            Ok(Published::Created(event))
+        })
+        .await
+    }
+}
