@@ -156,7 +156,9 @@ async fn revoked_keys_stop_at_once() {
 async fn bad_input_gets_a_4xx_that_says_what_to_fix() {
     let app = app().await;
     let key = app.admin_key.clone();
-    let cases: Vec<(&str, &str, &str, Vec<u8>, u16, &str)> = vec![
+    // (method, path, content type, body, expected status, hint in the message)
+    type Case = (&'static str, &'static str, &'static str, Vec<u8>, u16, &'static str);
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/v1/bots",
