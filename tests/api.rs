@@ -157,7 +157,14 @@ async fn bad_input_gets_a_4xx_that_says_what_to_fix() {
     let app = app().await;
     let key = app.admin_key.clone();
     // (method, path, content type, body, expected status, hint in the message)
-    type Case = (&'static str, &'static str, &'static str, Vec<u8>, u16, &'static str);
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Vec<u8>,
+        u16,
+        &'static str,
+    );
     let cases: Vec<Case> = vec![
         (
             "POST",

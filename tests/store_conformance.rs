@@ -6,6 +6,10 @@ mod common;
 use botwire::auth::Pepper;
 use botwire::domain::bot::{BotId, BotType};
 use botwire::store::bots::BotPatch;
+use botwire::store::conversations::{
+    BookingWrite, ContactRow, ConversationRow, TurnCommit, TurnWrite,
+};
+use botwire::store::events::EventRow;
 use botwire::store::{PageRequest, Store, StoreError};
 use common::{Db, test_db};
 
@@ -19,6 +23,7 @@ async fn suite(kind: Db) {
     group_commit(&store).await;
     failed_write_spares_its_batch(&store).await;
     migrations_are_idempotent(&store, &db.url).await;
+    one_booking_per_slot(&store, &db.url).await;
     store.close().await;
 }
 
@@ -310,6 +315,122 @@ async fn migrations_are_idempotent(store: &Store, url: &str) {
     assert!(versions >= 1);
     assert!(store.first_account().await.unwrap().is_some());
     again.close().await;
+}
+
+fn booking_turn(account: &str, n: usize, seat_capacity: u32) -> TurnWrite {
+    let contact = ContactRow {
+        id: format!("ct_{n}"),
+        phone: Some(format!("+3460000{n:04}")),
+        external_id: None,
+        attributes: "{}".into(),
+    };
+    let conversation_id = format!("cnv_{n}");
+    TurnWrite {
+        account_id: account.into(),
+        bot_id: "clinic".into(),
+        contact: contact.clone(),
+        contact_is_new: true,
+        conversation: ConversationRow {
+            id: conversation_id.clone(),
+            bot_id: "clinic".into(),
+            contact_id: contact.id.clone(),
+            flow_version: 1,
+            state: "{}".into(),
+            status: "active".into(),
+            revision: 1,
+            created_at: 0,
+            updated_at: 0,
+        },
+        expected_revision: None,
+        messages: vec![("in".into(), "{\"text\":\"1\"}".into())],
+        events: vec![EventRow::new(
+            account,
+            "clinic",
+            "appointment.booked",
+            Some(&conversation_id),
+            "{}".into(),
+        )],
+        booking: Some(BookingWrite {
+            id: format!("apt_{n}"),
+            start_ms: 1_900_000_000_000,
+            end_ms: 1_900_000_000_000 + 1_800_000,
+            label: "Mon 09:00".into(),
+            capacity: seat_capacity,
+        }),
+        cancel: None,
+    }
+}
+
+/// 50 concurrent attempts on one slot book exactly one — through one
+/// store and, on PostgreSQL, through two stores (two processes' writers).
+async fn one_booking_per_slot(store: &Store, url: &str) {
+    let account = store.first_account().await.unwrap().unwrap().id;
+    let second = Store::open(url).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let s = if n % 2 == 0 {
+            store.clone()
+        } else {
+            second.clone()
+        };
+        let t = booking_turn(&account, n, 1);
+        tasks.push(tokio::spawn(async move { s.commit_turn(t).await.unwrap() }));
+    }
+    let mut committed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            TurnCommit::Committed(_) => committed += 1,
+            TurnCommit::SlotTaken => {}
+        }
+    }
+    assert_eq!(committed, 1, "exactly one booking of a one-seat slot");
+    let (appointments, events, conversations) = store
+        .read(|c| {
+            Ok((
+                c.query_one(
+                    "SELECT COUNT(*) FROM appointments WHERE status = 'booked'",
+                    &[],
+                )?
+                .int(0)?,
+                c.query_one(
+                    "SELECT COUNT(*) FROM events WHERE type = 'appointment.booked'",
+                    &[],
+                )?
+                .int(0)?,
+                c.query_one(
+                    "SELECT COUNT(*) FROM conversations WHERE bot_id = 'clinic'",
+                    &[],
+                )?
+                .int(0)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (appointments, events, conversations),
+        (1, 1, 1),
+        "a refused booking writes nothing"
+    );
+    // A slot with three seats takes three.
+    let mut tasks = Vec::new();
+    for n in 100..130 {
+        let s = if n % 2 == 0 {
+            store.clone()
+        } else {
+            second.clone()
+        };
+        let mut t = booking_turn(&account, n, 3);
+        t.booking.as_mut().unwrap().start_ms += 3_600_000;
+        tasks.push(tokio::spawn(async move { s.commit_turn(t).await.unwrap() }));
+    }
+    let mut committed = 0;
+    for t in tasks {
+        if let TurnCommit::Committed(_) = t.await.unwrap() {
+            committed += 1;
+        }
+    }
+    assert_eq!(committed, 3);
+    second.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,11 +180,12 @@ fn commit_batch(
             }
             continue;
         }
-        conn.batch("SAVEPOINT w")?;
+        // Prepared (and cached) statements: these run twice per write.
+        conn.execute("SAVEPOINT w", &[])?;
         let (ok, finish) = job(conn);
         finishes.push(finish);
         if ok {
-            conn.batch("RELEASE SAVEPOINT w")?;
+            conn.execute("RELEASE SAVEPOINT w", &[])?;
         } else {
             conn.batch("ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w")?;
         }

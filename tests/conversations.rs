@@ -1,0 +1,639 @@
+//! Bots that talk, through the HTTP API: the five example bots as golden
+//! transcripts, the events each turn writes (checked against the catalog's
+//! JSON Schemas), flow validation and versioning, serialised messages,
+//! bookings and custom events.
+
+mod common;
+
+use common::{App, Db, spawn_app};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+async fn app() -> App {
+    spawn_app(Db::Sqlite).await.expect("sqlite always runs")
+}
+
+fn schemas() -> HashMap<String, jsonschema::Validator> {
+    botwire::domain::event::catalog()
+        .into_iter()
+        .map(|i| {
+            (
+                i.name.to_owned(),
+                jsonschema::validator_for(&i.schema).expect("schema compiles"),
+            )
+        })
+        .collect()
+}
+
+async fn import(app: &App, example: &str) {
+    let text = std::fs::read_to_string(format!("examples/{example}.yaml")).unwrap();
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/import",
+            Some(&app.admin_key),
+            "application/yaml",
+            text.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "import {example}: {}", r.body);
+}
+
+/// Chats through `inputs` as one contact and renders a transcript: what
+/// was said, the quick replies offered, and the events each turn wrote
+/// (each validated against its schema).
+async fn transcript(app: &App, bot: &str, phone: &str, inputs: &[&str]) -> (String, Vec<Value>) {
+    let schemas = schemas();
+    let mut out = String::new();
+    let mut events = Vec::new();
+    for input in inputs {
+        let r = app
+            .admin(
+                "POST",
+                &format!("/v1/bots/{bot}/chat"),
+                Some(json!({"contact": {"phone": phone}, "text": input})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{input}: {}", r.body);
+        out.push_str(&format!("> {input}\n"));
+        for reply in r.body["replies"].as_array().unwrap() {
+            for line in reply["text"].as_str().unwrap().lines() {
+                out.push_str(&format!("< {line}\n"));
+            }
+        }
+        let quick: Vec<&str> = r.body["quick_replies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q.as_str().unwrap())
+            .collect();
+        if !quick.is_empty() {
+            out.push_str(&format!("  quick replies: {}\n", quick.join(" | ")));
+        }
+        let mut types = Vec::new();
+        for id in r.body["events"].as_array().unwrap() {
+            let e = app
+                .admin("GET", &format!("/v1/events/{}", id.as_str().unwrap()), None)
+                .await;
+            assert_eq!(e.status, 200);
+            let t = e.body["type"].as_str().unwrap().to_owned();
+            let v = &schemas[&t];
+            let errors: Vec<String> = v
+                .iter_errors(&e.body["data"])
+                .map(|e| e.to_string())
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{t} does not match its schema: {errors:?}\n{}",
+                e.body["data"]
+            );
+            types.push(t);
+            events.push(e.body);
+        }
+        out.push_str(&format!("  events: {}\n", types.join(", ")));
+        if r.body["ended"] == true {
+            out.push_str("  (ended)\n");
+        }
+    }
+    (normalise(&out), events)
+}
+
+/// Replaces what depends on today's date (slot labels, validity dates).
+fn normalise(s: &str) -> String {
+    let slot =
+        regex::Regex::new(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \d\d [A-Z][a-z]{2} \d\d:\d\d").unwrap();
+    let date = regex::Regex::new(r"\d{4}-\d{2}-\d{2}").unwrap();
+    date.replace_all(&slot.replace_all(s, "[slot]"), "[date]")
+        .into_owned()
+}
+
+#[tokio::test]
+async fn elipackage_seed_003() {
+    let app = app().await;
+    import(&app, "elipackage").await;
+    let (t, events) = transcript(
+        &app,
+        "elipackage",
+        "+525500000000",
+        &["hi", "J", "John Doe", "one  MONTH"],
+    )
+    .await;
+    insta::assert_snapshot!("elipackage", t);
+    let response = events
+        .iter()
+        .find(|e| e["type"] == "response.received")
+        .unwrap();
+    assert_eq!(response["data"]["response"], "John Doe");
+    assert_eq!(response["data"]["label"], "Welcome Message");
+    assert_eq!(response["data"]["contact"]["phone"], "+525500000000");
+    let option = events
+        .iter()
+        .find(|e| e["type"] == "option.selected")
+        .unwrap();
+    assert_eq!(option["data"]["option"], "One month");
+    assert_eq!(option["data"]["keyword"], 1);
+
+    // The same through /v1/events, filtered by type.
+    let r = app
+        .admin(
+            "GET",
+            "/v1/events?type=option.selected&bot=elipackage",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["data"][0]["data"]["option"], "One month");
+
+    // A new message after the end starts a new conversation; the menu is
+    // answered by number this time, and a campaign is reached.
+    let (t2, _) = transcript(
+        &app,
+        "elipackage",
+        "+525500000000",
+        &["hello again", "Ana", "4"],
+    )
+    .await;
+    insta::assert_snapshot!("elipackage_raffle", t2);
+    let r = app
+        .admin("GET", "/v1/bots/elipackage/conversations", None)
+        .await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn incident_datapoints_seed_000() {
+    let app = app().await;
+    import(&app, "incident").await;
+    let (t, events) = transcript(
+        &app,
+        "incident",
+        "+34600000001",
+        &[
+            "hi",
+            "2",
+            "short",
+            "Water is coming out of the wall",
+            "Calle Mayor 1",
+            "not-an-email",
+            "ana@example.com",
+            "+34 600 000 001",
+        ],
+    )
+    .await;
+    insta::assert_snapshot!("incident", t);
+    let datapoints: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "datapoint.collected")
+        .collect();
+    assert_eq!(datapoints.len(), 4);
+    assert_eq!(
+        datapoints[3]["data"]["value"], "+34600000001",
+        "phones are normalised to E.164"
+    );
+}
+
+#[tokio::test]
+async fn quote_bot_prices_in_decimal() {
+    let app = app().await;
+    import(&app, "quote").await;
+    let (t, events) = transcript(
+        &app,
+        "quote",
+        "+34600000002",
+        &["hi", "medium box", "3", "yes", "express"],
+    )
+    .await;
+    insta::assert_snapshot!("quote", t);
+    let quote = &events
+        .iter()
+        .find(|e| e["type"] == "quote.generated")
+        .unwrap()["data"]["quote"];
+    // (7.90 + 1.75) × 1.5 = 14.475 → a unit price of 14.48 (half-up, to the
+    // cent); × 3 = 43.44; tax 21 % = 9.1224 → 9.12; total 52.56.
+    assert_eq!(quote["currency"], "EUR");
+    assert_eq!(quote["lines"][0]["unit_price"], "14.48");
+    assert_eq!(quote["subtotal"], "43.44");
+    assert_eq!(quote["tax"], "9.12");
+    assert_eq!(quote["total"], "52.56");
+}
+
+#[tokio::test]
+async fn appointment_bot_books_and_cancels() {
+    let app = app().await;
+    import(&app, "appointment").await;
+    let (t, events) = transcript(&app, "appointment", "+34600000003", &["hi", "Ana", "1"]).await;
+    insta::assert_snapshot!("appointment", t);
+    let booked = events
+        .iter()
+        .find(|e| e["type"] == "appointment.booked")
+        .unwrap();
+    let id = booked["data"]["appointment"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let list = app
+        .admin("GET", "/v1/bots/appointment/appointments", None)
+        .await;
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list.body["data"][0]["status"], "booked");
+
+    // The slot is no longer offered to someone else.
+    let first_offer = |r: &Value| r["quick_replies"][0].as_str().unwrap().to_owned();
+    app.admin(
+        "POST",
+        "/v1/bots/appointment/chat",
+        Some(json!({"contact": {"phone": "+34600000004"}, "text": "hi"})),
+    )
+    .await;
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/appointment/chat",
+            Some(json!({"contact": {"phone": "+34600000004"}, "text": "Bea"})),
+        )
+        .await;
+    assert_ne!(
+        first_offer(&r.body),
+        booked["data"]["appointment"]["label"].as_str().unwrap()
+    );
+
+    // Cancelling through the API frees it and emits appointment.cancelled.
+    let r = app
+        .admin(
+            "DELETE",
+            &format!("/v1/bots/appointment/appointments/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "cancelled");
+    let again = app
+        .admin(
+            "DELETE",
+            &format!("/v1/bots/appointment/appointments/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, 409);
+    let cancelled = app
+        .admin("GET", "/v1/events?type=appointment.cancelled", None)
+        .await;
+    let data = &cancelled.body["data"][0]["data"];
+    let schema = &schemas()["appointment.cancelled"];
+    assert!(schema.is_valid(data), "{data}");
+    assert_eq!(data["appointment"]["id"], id.as_str());
+}
+
+#[tokio::test]
+async fn support_bot_answers_and_runs_a_campaign() {
+    let app = app().await;
+    import(&app, "support").await;
+    let (t, _) = transcript(
+        &app,
+        "support",
+        "+34600000005",
+        &["hi", "opening hours", "4", "9", "5", "Great service"],
+    )
+    .await;
+    insta::assert_snapshot!("support", t);
+}
+
+#[tokio::test]
+async fn flows_are_validated_as_a_whole_and_the_old_one_stays() {
+    let app = app().await;
+    import(&app, "elipackage").await;
+    let bad = "start: welcome\nnodes:\n  welcome:\n    menu: Pick\n    options:\n      - { keyword: 1, label: A, next: nowhere }\n      - { keyword: 1, label: B, next: welcome }\n  orphan: { message: hi, next: orphan }\n";
+    let r = app
+        .raw(
+            "PUT",
+            "/v1/bots/elipackage/flow",
+            Some(&app.admin_key),
+            "application/yaml",
+            bad.into(),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "invalid_flow");
+    let details = r.body["error"]["details"].as_array().unwrap();
+    let has = |node: &str, field: &str| {
+        details
+            .iter()
+            .any(|d| d["node"] == node && d["field"].as_str().unwrap().contains(field))
+    };
+    assert!(
+        has("welcome", "options[0].next"),
+        "unknown target named: {details:?}"
+    );
+    assert!(
+        has("welcome", "options[1].keyword"),
+        "duplicate keyword named: {details:?}"
+    );
+    assert!(
+        details.iter().any(|d| d["node"] == "orphan"),
+        "unreachable node named: {details:?}"
+    );
+    let flow = app.admin("GET", "/v1/bots/elipackage/flow", None).await;
+    assert_eq!(flow.body["start"], "welcome", "the old flow stays");
+    assert!(flow.body["nodes"].to_string().contains("membership"));
+
+    let r = app
+        .raw(
+            "PUT",
+            "/v1/bots/elipackage/flow",
+            Some(&app.admin_key),
+            "application/yaml",
+            b"start: [".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = app
+        .raw(
+            "PUT",
+            "/v1/bots/elipackage/flow",
+            Some(&app.admin_key),
+            "text/plain",
+            b"start: a".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, 415);
+
+    // YAML out on request.
+    let resp = app
+        .client
+        .get(format!("{}/v1/bots/elipackage/flow", app.base))
+        .bearer_auth(&app.admin_key)
+        .header("accept", "application/yaml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/yaml");
+    assert_eq!(resp.headers()["x-flow-version"], "1");
+    assert!(resp.text().await.unwrap().contains("start: welcome"));
+}
+
+#[tokio::test]
+async fn conversations_in_progress_follow_the_new_flow_version() {
+    let app = app().await;
+    import(&app, "elipackage").await;
+    let phone = "+525500000001";
+    transcript(&app, "elipackage", phone, &["hi"]).await; // waits at `welcome`
+    // v2 changes the thank-you text; the conversation continues from `welcome`.
+    let flow = app
+        .admin("GET", "/v1/bots/elipackage/flow", None)
+        .await
+        .body;
+    let mut v2 = flow.clone();
+    v2["nodes"]["thanks"]["message"] = json!("Gracias, {{memory.name}}!");
+    let r = app
+        .call(
+            "PUT",
+            "/v1/bots/elipackage/flow",
+            Some(&app.admin_key.clone()),
+            Some(v2),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["version"], 2);
+    let (t, _) = transcript(&app, "elipackage", phone, &["Eva", "1"]).await;
+    assert!(t.contains("Gracias, Eva!"), "{t}");
+
+    // v3 removes the node a conversation waits at: it restarts, and says so.
+    let phone = "+525500000002";
+    transcript(&app, "elipackage", phone, &["hi", "Max"]).await; // waits at `membership`
+    let mut v3 = flow.clone();
+    v3["nodes"]["welcome"]["next"] = json!("thanks");
+    v3["nodes"].as_object_mut().unwrap().remove("membership");
+    v3["campaigns"] = json!({});
+    let r = app
+        .call(
+            "PUT",
+            "/v1/bots/elipackage/flow",
+            Some(&app.admin_key.clone()),
+            Some(v3),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (t, _) = transcript(&app, "elipackage", phone, &["1"]).await;
+    assert!(t.contains("starting again"), "{t}");
+    let list = app
+        .admin(
+            "GET",
+            "/v1/bots/elipackage/conversations?status=active",
+            None,
+        )
+        .await;
+    assert!(
+        list.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["flow_version"] == 3 || c["flow_version"] == 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_messages_from_one_contact_are_serialised() {
+    let app = app().await;
+    import(&app, "incident").await;
+    let phone = "+34600000009";
+    transcript(&app, "incident", phone, &["hi", "1"]).await; // waits at `description`
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let client = app.client.clone();
+        let url = format!("{}/v1/bots/incident/chat", app.base);
+        let key = app.admin_key.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .json(
+                    &json!({"contact": {"phone": phone}, "text": format!("message number {i:02}")}),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let list = app
+        .admin("GET", "/v1/bots/incident/conversations", None)
+        .await;
+    let id = list.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let conv = app
+        .admin(
+            "GET",
+            &format!("/v1/bots/incident/conversations/{id}"),
+            None,
+        )
+        .await;
+    let inbound = conv.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "in")
+        .count();
+    assert_eq!(inbound, 22, "every message is in the transcript once");
+    let received = app
+        .admin(
+            "GET",
+            &format!("/v1/events?conversation={id}&type=message.received&limit=200"),
+            None,
+        )
+        .await;
+    assert_eq!(received.body["data"].as_array().unwrap().len(), 22);
+    // Whichever two messages came first filled `description` and
+    // `location`; the other eighteen were not e-mail addresses and were
+    // re-asked. Nothing was lost or applied twice.
+    assert_eq!(conv.body["status"], "active");
+    assert_eq!(conv.body["node"], "email");
+    let description = conv.body["memory"]["description"].as_str().unwrap();
+    let location = conv.body["memory"]["location"].as_str().unwrap();
+    assert!(description.starts_with("message number") && location.starts_with("message number"));
+    assert_ne!(description, location);
+}
+
+#[tokio::test]
+async fn chat_bad_input_is_a_4xx_or_a_polite_reask() {
+    let app = app().await;
+    import(&app, "elipackage").await;
+    let key = app.admin_key.clone();
+    let post = |body: Value| app.call("POST", "/v1/bots/elipackage/chat", Some(&key), Some(body));
+    assert_eq!(
+        post(json!({"contact": {"phone": "5500"}, "text": "hi"}))
+            .await
+            .status,
+        422
+    );
+    assert_eq!(post(json!({"contact": {}, "text": "hi"})).await.status, 422);
+    assert_eq!(
+        post(json!({"contact": {"phone": "+525500000000", "id": "x"}, "text": "hi"}))
+            .await
+            .status,
+        422
+    );
+    assert_eq!(post(json!({"text": "hi"})).await.status, 422);
+    assert_eq!(
+        post(json!({"contact": {"phone": "+525500000000"}, "text": 5}))
+            .await
+            .status,
+        422
+    );
+    let r = app
+        .call(
+            "POST",
+            "/v1/bots/ghost/chat",
+            Some(&key),
+            Some(json!({"contact": {"id": "a"}, "text": "hi"})),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = app
+        .call(
+            "POST",
+            "/v1/bots",
+            Some(&key),
+            Some(json!({"id": "empty", "name": "Empty", "type": "support"})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = app
+        .call(
+            "POST",
+            "/v1/bots/empty/chat",
+            Some(&key),
+            Some(json!({"contact": {"id": "a"}, "text": "hi"})),
+        )
+        .await;
+    assert_eq!(r.status, 409, "no flow yet: {}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/flow")
+    );
+
+    post(json!({"contact": {"id": "u1"}, "text": "hi"})).await;
+    for text in ["", "\u{0007}bell", &"x".repeat(5000)] {
+        let r = post(json!({"contact": {"id": "u1"}, "text": text})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            !r.body["replies"].as_array().unwrap().is_empty(),
+            "a polite answer, not silence"
+        );
+    }
+}
+
+#[tokio::test]
+async fn custom_events_are_idempotent() {
+    let app = app().await;
+    app.create_bot("shop", "support").await;
+    let key = app.admin_key.clone();
+    let send = |idem: &'static str, body: Value| {
+        let req = app
+            .client
+            .post(format!("{}/v1/bots/shop/events", app.base))
+            .bearer_auth(&key)
+            .header("idempotency-key", idem)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s1, e1) = send("k1", json!({"type": "order.paid", "data": {"order": 1}})).await;
+    assert_eq!(s1, 201, "{e1}");
+    let (s2, e2) = send("k1", json!({"type": "order.paid", "data": {"order": 1}})).await;
+    assert_eq!(s2, 200);
+    assert_eq!(e1["id"], e2["id"], "same key, same body: the same event");
+    let (s3, e3) = send("k1", json!({"type": "order.paid", "data": {"order": 2}})).await;
+    assert_eq!(s3, 409, "{e3}");
+    let (s4, e4) = send("k2", json!({"type": "message.received", "data": {}})).await;
+    assert_eq!(s4, 422, "reserved names are refused: {e4}");
+    let (s5, _) = send("k3", json!({"type": "order.paid", "data": [1]})).await;
+    assert_eq!(s5, 422);
+    let r = app.admin("GET", "/v1/events?bot=shop", None).await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
+
+    let types = app.admin("GET", "/v1/event-types", None).await;
+    assert_eq!(
+        types.body["data"].as_array().unwrap().len(),
+        botwire::domain::event::EventType::ALL.len()
+    );
+    let sample = app
+        .admin("GET", "/v1/event-types/quote.generated/sample", None)
+        .await;
+    assert_eq!(sample.body.as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.admin("GET", "/v1/event-types/nope/sample", None)
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn bot_files_round_trip_through_export() {
+    let app = app().await;
+    import(&app, "quote").await;
+    let r = app.admin("GET", "/v1/bots/quote/export", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["id"], "quote");
+    assert_eq!(r.body["price_table"]["currency"], "EUR");
+    // Re-importing the export updates the bot and saves version 2.
+    let again = app
+        .raw(
+            "POST",
+            "/v1/bots/import",
+            Some(&app.admin_key),
+            "application/json",
+            r.body.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["created"], false);
+    assert_eq!(again.body["flow_version"], 2);
+}
