@@ -5,10 +5,14 @@
 //! database does not yield usable keys without the pepper. Lookups go by the
 //! hash; the final comparison is constant-time all the same.
 
+use crate::domain::account::Principal;
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// The secret mixed into every key hash. Never printed.
@@ -82,6 +86,48 @@ pub fn looks_like_key(s: &str) -> bool {
         && s[3..]
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Recently verified keys, so a busy client costs one hash, not one
+/// database read, per request.
+///
+/// Entries live for [`KeyCache::TTL`]. Revoking a key through this process
+/// forgets it at once; a revocation made by another process (another node,
+/// or the CLI) takes effect within the TTL.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+impl KeyCache {
+    /// How long a verified key is trusted without asking the database.
+    pub const TTL: Duration = Duration::from_secs(1);
+
+    /// The principal for a key hash verified less than a TTL ago.
+    pub fn get(&self, hash: &str) -> Option<Principal> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < Self::TTL)
+            .map(|(p, _)| p.clone())
+    }
+
+    /// Remembers a verified key.
+    pub fn put(&self, hash: String, principal: Principal) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() > 100_000 {
+            entries.retain(|_, (_, at)| at.elapsed() < Self::TTL);
+        }
+        entries.insert(hash, (principal, Instant::now()));
+    }
+
+    /// Forgets every cached key (after a revocation or a bot deletion).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 #[cfg(test)]

@@ -330,6 +330,7 @@ fn booking_turn(account: &str, n: usize, seat_capacity: u32) -> TurnWrite {
         bot_id: "clinic".into(),
         contact: contact.clone(),
         contact_is_new: true,
+        contact_changed: false,
         conversation: ConversationRow {
             id: conversation_id.clone(),
             bot_id: "clinic".into(),

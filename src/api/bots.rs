@@ -199,6 +199,8 @@ pub async fn delete_bot(
         .delete_bot(&p.account_id, &bot)
         .await
         .map_err(|e| not_found_as_bot(e, &bot))?;
+    state.keys.clear();
+    state.chat.forget_bot(&p.account_id, &bot);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -114,8 +114,19 @@ impl FromRequestParts<AppState> for Auth {
         if !crate::auth::looks_like_key(key) {
             return Err(ApiError::unauthorized("invalid or revoked API key"));
         }
-        match state.store.authenticate(key, &state.pepper).await? {
-            Some(p) => Ok(Auth(p)),
+        let hash = state.pepper.hash(key);
+        if let Some(p) = state.keys.get(&hash) {
+            return Ok(Auth(p));
+        }
+        match state
+            .store
+            .authenticate_hash(key, hash.clone(), &state.pepper)
+            .await?
+        {
+            Some(p) => {
+                state.keys.put(hash, p.clone());
+                Ok(Auth(p))
+            }
             None => Err(ApiError::unauthorized("invalid or revoked API key")),
         }
     }

@@ -104,6 +104,7 @@ pub async fn put_flow(
     let text = text_body(req, &state).await?;
     let flow = runtime_bots::parse_flow(&text, yaml)?;
     let version = runtime_bots::save_flow(&state.store, &p.account_id, &bot, &flow).await?;
+    state.chat.forget_bot(&p.account_id, &bot);
     Ok(Json(FlowSaved {
         bot_id: bot,
         version,
@@ -181,6 +182,7 @@ pub async fn put_settings(
         .store
         .put_bot_settings(&p.account_id, &bot, text)
         .await?;
+    state.chat.forget_bot(&p.account_id, &bot);
     Ok(Json(
         serde_json::to_value(&settings).map_err(ApiError::internal)?,
     ))
@@ -202,6 +204,7 @@ pub async fn import_bot(
     let text = text_body(req, &state).await?;
     let file = runtime_bots::parse_bot_file(&text, yaml)?;
     let done = runtime_bots::import(&state.store, &p.account_id, &file).await?;
+    state.chat.forget_bot(&p.account_id, &done.bot_id);
     let status = if done.created {
         StatusCode::CREATED
     } else {

@@ -127,6 +127,7 @@ pub async fn revoke_key(
             }
             other => other.into(),
         })?;
+    state.keys.clear();
     Ok(Json(key.into()))
 }
 

@@ -49,6 +49,21 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Runs chat turns (and caches bot definitions).
     pub chat: crate::runtime::chat::Chat,
+    /// Recently verified API keys.
+    pub keys: Arc<crate::auth::KeyCache>,
+}
+
+impl AppState {
+    /// State over a store, with empty caches and counters.
+    pub fn new(store: Store, pepper: Pepper) -> Self {
+        Self {
+            store,
+            pepper,
+            metrics: Arc::default(),
+            chat: Default::default(),
+            keys: Arc::default(),
+        }
+    }
 }
 
 /// Settings the router needs beyond the state.

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 /// `botwire bench`
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// Chat turns/s over HTTP on the elipackage flow, and latency at a fixed rate.
+    Chat(super::bench_chat::ChatBench),
     /// Durable writes/s with concurrent writers: group commit vs one commit per write.
     Store {
         /// Concurrent writers.
@@ -32,6 +34,7 @@ pub enum BenchCommand {
 /// Runs a bench subcommand.
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Chat(b) => super::bench_chat::run(b).await,
         BenchCommand::Store {
             writers,
             seconds,

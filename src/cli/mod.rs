@@ -8,6 +8,7 @@
 
 mod admin;
 mod bench;
+mod bench_chat;
 mod serve;
 
 use crate::auth::Pepper;

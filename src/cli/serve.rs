@@ -10,7 +10,6 @@ use crate::api::{self, AppState, RouterOptions};
 use crate::config::{Config, Overrides};
 use anyhow::Context;
 use clap::Args;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Flags of `botwire serve`.
@@ -60,12 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         println!();
     }
-    let state = AppState {
-        store: store.clone(),
-        pepper,
-        metrics: Arc::new(api::metrics::Metrics::default()),
-        chat: Default::default(),
-    };
+    let state = AppState::new(store.clone(), pepper);
     let app = api::router(
         state,
         &RouterOptions {

@@ -15,6 +15,7 @@ use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// A bot's settings document.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -72,16 +73,33 @@ pub struct Definition {
     pub settings: Settings,
 }
 
-/// (account, bot) → (the bot's `updated_at` when parsed, the definition).
-type Entries = HashMap<(String, String), (i64, Arc<Definition>)>;
+/// (account, bot) → (the bot's `updated_at` when parsed, when that was
+/// last checked, the definition).
+type Entries = HashMap<(String, String), (i64, Instant, Arc<Definition>)>;
 
 /// Parsed definitions keyed by (account, bot), valid for one `updated_at`.
+///
+/// A definition checked against the database less than [`FRESH`] ago is
+/// used without asking again; changes made through this process call
+/// [`DefinitionCache::forget`] so they apply at once, and changes made by
+/// another process apply within [`FRESH`].
 #[derive(Default)]
 pub struct DefinitionCache {
     entries: Mutex<Entries>,
 }
 
+/// How long a checked definition is trusted.
+pub const FRESH: Duration = Duration::from_secs(1);
+
 impl DefinitionCache {
+    /// Drops the cached definition of a bot (after a change to it).
+    pub fn forget(&self, account: &str, bot: &str) {
+        self.entries
+            .lock()
+            .expect("cache lock")
+            .remove(&(account.to_owned(), bot.to_owned()));
+    }
+
     /// The bot's current definition; `NotReady` when it has no flow yet.
     pub async fn load(
         &self,
@@ -89,13 +107,22 @@ impl DefinitionCache {
         account: &str,
         bot: &str,
     ) -> Result<Arc<Definition>, RuntimeError> {
-        let row = store.get_bot(account, bot).await?;
         let key = (account.to_owned(), bot.to_owned());
-        if let Some((stamp, def)) = self.entries.lock().expect("cache lock").get(&key)
-            && *stamp == row.updated_at
-            && def.flow_version == row.flow_version
+        if let Some((_, checked, def)) = self.entries.lock().expect("cache lock").get(&key)
+            && checked.elapsed() < FRESH
         {
             return Ok(def.clone());
+        }
+        let row = store.get_bot(account, bot).await?;
+        {
+            let mut entries = self.entries.lock().expect("cache lock");
+            if let Some((stamp, checked, def)) = entries.get_mut(&key)
+                && *stamp == row.updated_at
+                && def.flow_version == row.flow_version
+            {
+                *checked = Instant::now();
+                return Ok(def.clone());
+            }
         }
         let flow_row = store
             .get_flow(account, bot, Some(row.flow_version))
@@ -118,7 +145,7 @@ impl DefinitionCache {
         if entries.len() > 10_000 {
             entries.clear();
         }
-        entries.insert(key, (row.updated_at, def.clone()));
+        entries.insert(key, (row.updated_at, Instant::now(), def.clone()));
         Ok(def)
     }
 }

@@ -92,12 +92,26 @@ pub struct ChatReply {
     pub event_ids: Vec<String>,
 }
 
+/// What this process last committed for a contact: its row and its active
+/// conversation. Used instead of reading them again; if another process
+/// moved the conversation on meanwhile, the commit fails as stale and the
+/// turn is retried from the database.
+#[derive(Clone)]
+struct Session {
+    contact: ContactRow,
+    conversation: Option<ConversationRow>,
+}
+
 /// Runs chat turns; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Chat {
     definitions: Arc<DefinitionCache>,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
 }
+
+/// Most sessions kept in memory before the cache starts over.
+const MAX_SESSIONS: usize = 200_000;
 
 /// How many times a turn is retried when its conversation moved on.
 const STALE_RETRIES: usize = 8;
@@ -108,6 +122,16 @@ impl Chat {
     /// The definition cache (shared with flow and settings routes).
     pub fn definitions(&self) -> &DefinitionCache {
         &self.definitions
+    }
+
+    /// Forgets what is cached about a bot after it changed or was deleted.
+    pub fn forget_bot(&self, account: &str, bot: &str) {
+        self.definitions.forget(account, bot);
+        let prefix = format!("{account}/{bot}/");
+        self.sessions
+            .lock()
+            .expect("sessions")
+            .retain(|k, _| !k.starts_with(&prefix));
     }
 
     /// Handles one message from `contact` to `bot`.
@@ -126,7 +150,7 @@ impl Chat {
         };
         let result = {
             let _guard = lock.lock().await;
-            self.turn(store, account, bot, contact, text).await
+            self.turn(store, account, bot, &key, contact, text).await
         };
         drop(lock);
         let mut locks = self.locks.lock().expect("locks");
@@ -136,22 +160,42 @@ impl Chat {
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn turn(
         &self,
         store: &Store,
         account: &str,
         bot: &str,
+        key: &str,
         contact_ref: &ContactRef,
         text: &str,
     ) -> Result<ChatReply, RuntimeError> {
         let def = self.definitions.load(store, account, bot).await?;
         for _ in 0..STALE_RETRIES {
+            let cached = self.sessions.lock().expect("sessions").get(key).cloned();
+            let session = match cached {
+                Some(s) => Some(s),
+                None => self.read_session(store, account, bot, contact_ref).await?,
+            };
             match self
-                .try_turn(store, account, bot, &def, contact_ref, text)
+                .try_turn(store, account, bot, &def, contact_ref, session, text)
                 .await
             {
-                Err(RuntimeError::Store(StoreError::Conflict(m))) if m == STALE => continue,
-                other => return other,
+                Err(RuntimeError::Store(StoreError::Conflict(m))) if m == STALE => {
+                    self.sessions.lock().expect("sessions").remove(key);
+                }
+                Ok((reply, session)) => {
+                    let mut sessions = self.sessions.lock().expect("sessions");
+                    if sessions.len() >= MAX_SESSIONS {
+                        sessions.clear();
+                    }
+                    sessions.insert(key.to_owned(), session);
+                    return Ok(reply);
+                }
+                Err(e) => {
+                    self.sessions.lock().expect("sessions").remove(key);
+                    return Err(e);
+                }
             }
         }
         Err(RuntimeError::Store(StoreError::Unavailable(
@@ -159,6 +203,30 @@ impl Chat {
         )))
     }
 
+    /// The contact and its active conversation, from the database; `None`
+    /// for a contact never seen.
+    async fn read_session(
+        &self,
+        store: &Store,
+        account: &str,
+        bot: &str,
+        contact_ref: &ContactRef,
+    ) -> Result<Option<Session>, RuntimeError> {
+        let (phone, external) = match contact_ref {
+            ContactRef::Phone(p) => (Some(p.as_str()), None),
+            ContactRef::External(i) => (None, Some(i.as_str())),
+        };
+        let Some(contact) = store.find_contact(account, bot, phone, external).await? else {
+            return Ok(None);
+        };
+        let conversation = store.active_conversation(&contact.id).await?;
+        Ok(Some(Session {
+            contact,
+            conversation,
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn try_turn(
         &self,
         store: &Store,
@@ -166,20 +234,26 @@ impl Chat {
         bot: &str,
         def: &Definition,
         contact_ref: &ContactRef,
+        session: Option<Session>,
         text: &str,
-    ) -> Result<ChatReply, RuntimeError> {
+    ) -> Result<(ChatReply, Session), RuntimeError> {
         let (phone, external) = match contact_ref {
             ContactRef::Phone(p) => (Some(p.as_str()), None),
             ContactRef::External(i) => (None, Some(i.as_str())),
         };
-        let existing = store.find_contact(account, bot, phone, external).await?;
-        let contact_is_new = existing.is_none();
-        let contact_row = existing.unwrap_or_else(|| ContactRow {
-            id: new_id("ct"),
-            phone: phone.map(str::to_owned),
-            external_id: external.map(str::to_owned),
-            attributes: "{}".into(),
-        });
+        let contact_is_new = session.is_none();
+        let (contact_row, active) = match session {
+            Some(s) => (s.contact, s.conversation),
+            None => (
+                ContactRow {
+                    id: new_id("ct"),
+                    phone: phone.map(str::to_owned),
+                    external_id: external.map(str::to_owned),
+                    attributes: "{}".into(),
+                },
+                None,
+            ),
+        };
         let attributes: Map<String, Value> =
             serde_json::from_str(&contact_row.attributes).unwrap_or_default();
         let contact = Contact {
@@ -187,11 +261,6 @@ impl Chat {
             phone: contact_row.phone.clone(),
             external_id: contact_row.external_id.clone(),
             attributes,
-        };
-        let active = if contact_is_new {
-            None
-        } else {
-            store.active_conversation(&contact_row.id).await?
         };
         let (conversation_id, state, expected_revision, created_at) = match &active {
             Some(c) => (
@@ -242,15 +311,27 @@ impl Chat {
                 &turn,
             );
             let event_ids = write.events.iter().map(|e| e.id.clone()).collect();
+            let (next_contact, next_conversation) =
+                (write.contact.clone(), write.conversation.clone());
             match store.commit_turn(write).await? {
-                TurnCommit::Committed(_) => {
-                    return Ok(ChatReply {
+                TurnCommit::Committed(revision) => {
+                    let session = Session {
+                        contact: next_contact,
+                        conversation: (next_conversation.status == "active").then_some(
+                            ConversationRow {
+                                revision,
+                                ..next_conversation
+                            },
+                        ),
+                    };
+                    let reply = ChatReply {
                         conversation_id: conversation_id.clone(),
                         replies: turn.replies,
                         quick_replies: turn.quick_replies,
                         ended: turn.ended,
                         event_ids,
-                    });
+                    };
+                    return Ok((reply, session));
                 }
                 TurnCommit::SlotTaken => {
                     let claim = turn.booking.as_ref().map(|b| b.start);
@@ -374,6 +455,7 @@ fn build_write(
             ..contact_row.clone()
         },
         contact_is_new,
+        contact_changed: !turn.user_attributes.is_empty(),
         conversation: ConversationRow {
             id: conversation_id.to_owned(),
             bot_id: bot.to_owned(),

@@ -80,6 +80,8 @@ pub struct TurnWrite {
     pub contact: ContactRow,
     /// Whether the contact row must be created.
     pub contact_is_new: bool,
+    /// Whether an existing contact's attributes changed (else untouched).
+    pub contact_changed: bool,
     /// The conversation as it must be after the turn.
     pub conversation: ConversationRow,
     /// `None`: the conversation is new. `Some(r)`: commit only if it is
@@ -282,7 +284,7 @@ impl Store {
                     StoreError::Conflict(_) => StoreError::Conflict(STALE.into()),
                     other => other,
                 })?;
-            } else {
+            } else if t.contact_changed {
                 c.execute(
                     "UPDATE contacts SET attributes = $1, updated_at = $2 WHERE id = $3",
                     &[(&t.contact.attributes).into(), now.into(), (&t.contact.id).into()],

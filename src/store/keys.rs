@@ -133,7 +133,17 @@ impl Store {
         presented: &str,
         pepper: &Pepper,
     ) -> Result<Option<Principal>> {
-        let hash = pepper.hash(presented);
+        self.authenticate_hash(presented, pepper.hash(presented), pepper)
+            .await
+    }
+
+    /// [`Store::authenticate`] with the keyed hash already computed.
+    pub async fn authenticate_hash(
+        &self,
+        presented: &str,
+        hash: String,
+        pepper: &Pepper,
+    ) -> Result<Option<Principal>> {
         let presented = presented.to_owned();
         let pepper = pepper.clone();
         self.read(move |c| {

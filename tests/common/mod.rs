@@ -123,12 +123,7 @@ pub async fn spawn_app(kind: Db) -> Option<App> {
     let store = Store::open(&db.url).await.expect("open store");
     let pepper = Pepper::new(b"test pepper".to_vec());
     let (account, admin_key) = store.bootstrap(&pepper).await.unwrap().expect("fresh db");
-    let state = AppState {
-        store: store.clone(),
-        pepper: pepper.clone(),
-        metrics: Arc::new(api::metrics::Metrics::default()),
-        chat: Default::default(),
-    };
+    let state = AppState::new(store.clone(), pepper.clone());
     let app = api::router(
         state,
         &RouterOptions {

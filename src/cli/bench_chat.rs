@@ -1,0 +1,221 @@
+//! `botwire bench chat`: chat turns per second over HTTP.
+//!
+//! Starts the real server in this process on a fresh SQLite database in
+//! `--dir`, imports the `elipackage` example (seed 003's bot), and has many
+//! contacts chat through it at once, every turn writing its events in the
+//! same transaction as the conversation change. Then a paced run at a fixed
+//! rate reports the latency distribution. Client and server share this
+//! machine's cores, as they would in a single-box deployment.
+
+use crate::api::{self, AppState, RouterOptions};
+use crate::auth::Pepper;
+use crate::store::Store;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const ELIPACKAGE: &str = include_str!("../../examples/elipackage.yaml");
+
+/// The conversation each contact repeats: welcome, name, menu → end.
+const SCRIPT: [&str; 3] = ["hi", "John Doe", "1"];
+
+/// Options of `bench chat`.
+#[derive(clap::Args, Debug)]
+pub struct ChatBench {
+    /// Contacts chatting at once.
+    #[arg(long, default_value_t = 64)]
+    contacts: usize,
+    /// Seconds of the throughput run.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Turns per second of the paced latency run.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds of the paced run.
+    #[arg(long, default_value_t = 10.0)]
+    paced_seconds: f64,
+    /// Folder for the scratch database.
+    #[arg(long, default_value = ".")]
+    dir: std::path::PathBuf,
+}
+
+struct Server {
+    base: String,
+    key: String,
+    store: Store,
+    path: String,
+}
+
+async fn start(dir: &std::path::Path) -> anyhow::Result<Server> {
+    let path = dir.join(format!(
+        "botwire-bench-chat-{}.db",
+        crate::domain::ids::new_id("b")
+    ));
+    let path = path.display().to_string();
+    let store = Store::open(&format!("sqlite://{path}")).await?;
+    let pepper = Pepper::new(b"bench".to_vec());
+    let (account, key) = store
+        .bootstrap(&pepper)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("fresh database expected"))?;
+    let file = crate::runtime::bots::parse_bot_file(ELIPACKAGE, true)?;
+    crate::runtime::bots::import(&store, &account.id, &file).await?;
+    let state = AppState::new(store.clone(), pepper);
+    let app = api::router(
+        state,
+        &RouterOptions {
+            body_limit: 1 << 20,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Server {
+        base,
+        key,
+        store,
+        path,
+    })
+}
+
+async fn turn(
+    client: &reqwest::Client,
+    s: &Server,
+    contact: usize,
+    text: &str,
+) -> anyhow::Result<()> {
+    let r = client
+        .post(format!("{}/v1/bots/elipackage/chat", s.base))
+        .bearer_auth(&s.key)
+        .json(&json!({"contact": {"id": format!("bench-{contact}")}, "text": text}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "chat answered {}", r.status());
+    r.bytes().await?;
+    Ok(())
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
+    sorted[i] as f64 / 1000.0
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(b: ChatBench) -> anyhow::Result<()> {
+    let server = start(&b.dir).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(b.contacts * 2)
+        .build()?;
+    eprintln!(
+        "bench chat: elipackage flow over HTTP, SQLite (synchronous=FULL), {} contacts, {:.0} s",
+        b.contacts, b.seconds
+    );
+    // Throughput: every contact chats as fast as the server answers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let turns = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for contact in 0..b.contacts {
+        let (client, stop, turns) = (client.clone(), stop.clone(), turns.clone());
+        let s = Server {
+            base: server.base.clone(),
+            key: server.key.clone(),
+            store: server.store.clone(),
+            path: String::new(),
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                turn(&client, &s, contact, SCRIPT[i % SCRIPT.len()]).await?;
+                lat.push(t.elapsed().as_micros() as u64);
+                turns.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(b.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let n = turns.load(Ordering::Relaxed);
+    let events = server
+        .store
+        .read(|c| c.query_one("SELECT COUNT(*) FROM events", &[])?.int(0))
+        .await?;
+    println!(
+        "throughput: {:.0} turns/s ({n} turns, {events} events written, {} contacts); latency p50 {:.2} ms, p99 {:.2} ms",
+        n as f64 / elapsed,
+        b.contacts,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+
+    // Latency at a fixed rate: one turn started every 1/rate s, each by
+    // the next contact in turn (contacts never overlap: a contact gets a
+    // new turn only after its last one answered).
+    let interval = Duration::from_secs_f64(1.0 / b.rate.max(1) as f64);
+    let total = (b.rate as f64 * b.paced_seconds) as usize;
+    let pool = (b.rate as usize / 10).max(b.contacts);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let busy: Arc<Vec<tokio::sync::Mutex<usize>>> =
+        Arc::new((0..pool).map(|_| tokio::sync::Mutex::new(0)).collect());
+    let paced_start = Instant::now();
+    for k in 0..total {
+        ticker.tick().await;
+        let (client, tx, busy) = (client.clone(), tx.clone(), busy.clone());
+        let s = Server {
+            base: server.base.clone(),
+            key: server.key.clone(),
+            store: server.store.clone(),
+            path: String::new(),
+        };
+        tokio::spawn(async move {
+            let slot = k % busy.len();
+            let mut step = busy[slot].lock().await;
+            let t = Instant::now();
+            if turn(&client, &s, 100_000 + slot, SCRIPT[*step % SCRIPT.len()])
+                .await
+                .is_ok()
+            {
+                let _ = tx.send(t.elapsed().as_micros() as u64);
+            }
+            *step += 1;
+        });
+    }
+    drop(tx);
+    let mut paced = Vec::new();
+    while let Some(v) = rx.recv().await {
+        paced.push(v);
+    }
+    let paced_elapsed = paced_start.elapsed().as_secs_f64();
+    paced.sort_unstable();
+    println!(
+        "paced at {} turns/s: {} turns in {:.1} s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        b.rate,
+        paced.len(),
+        paced_elapsed,
+        percentile(&paced, 0.5),
+        percentile(&paced, 0.99),
+        paced.last().copied().unwrap_or(0) as f64 / 1000.0
+    );
+    server.store.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", server.path));
+    }
+    Ok(())
+}
