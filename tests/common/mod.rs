@@ -11,7 +11,6 @@ use botwire::api::{self, AppState, RouterOptions};
 use botwire::auth::Pepper;
 use botwire::store::Store;
 use serde_json::Value;
-use std::sync::Arc;
 
 /// Which backend a test runs on.
 #[derive(Clone, Copy, Debug)]
