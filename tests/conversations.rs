@@ -637,3 +637,58 @@ async fn bot_files_round_trip_through_export() {
     assert_eq!(again.body["created"], false);
     assert_eq!(again.body["flow_version"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_take_turns_on_one_conversation() {
+    // Each node caches what it last committed; when the other node moved the
+    // conversation on, the stale turn is refused by the revision check and
+    // retried from the database — so alternating nodes never lose a step.
+    let app = app().await;
+    import(&app, "incident").await;
+    let other = app.second_node().await;
+    let inputs = [
+        "hi",
+        "2",
+        "Water is coming out of the wall",
+        "Calle Mayor 1",
+        "ana@example.com",
+        "+34 600 000 001",
+    ];
+    let mut last = Value::Null;
+    for (i, text) in inputs.iter().enumerate() {
+        let base = if i % 2 == 0 {
+            app.base.clone()
+        } else {
+            other.clone()
+        };
+        let r = app
+            .client
+            .post(format!("{base}/v1/bots/incident/chat"))
+            .bearer_auth(&app.admin_key)
+            .json(&json!({"contact": {"phone": "+34600000077"}, "text": text}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        last = r.json().await.unwrap();
+    }
+    assert_eq!(last["ended"], true, "{last}");
+    let list = app
+        .admin("GET", "/v1/bots/incident/conversations", None)
+        .await;
+    assert_eq!(
+        list.body["data"].as_array().unwrap().len(),
+        1,
+        "one conversation, not one per node"
+    );
+    let id = list.body["data"][0]["id"].as_str().unwrap();
+    let conv = app
+        .admin(
+            "GET",
+            &format!("/v1/bots/incident/conversations/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(conv.body["memory"]["email"], "ana@example.com");
+    assert_eq!(conv.body["memory"]["location"], "Calle Mayor 1");
+}

@@ -221,6 +221,25 @@ impl App {
         r.body
     }
 
+    /// A second server over the same database, as another node would be:
+    /// its own store, writer and caches. Returns its base URL.
+    pub async fn second_node(&self) -> String {
+        let store = Store::open(&self._db.url).await.expect("open store");
+        let state = AppState::new(store, self.pepper.clone());
+        let app = api::router(
+            state,
+            &RouterOptions {
+                body_limit: 64 * 1024,
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        base
+    }
+
     /// A key of a second account.
     pub async fn other_account_key(&self) -> String {
         self.store
