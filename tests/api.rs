@@ -22,8 +22,45 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ("GET", "/v1/keys", None),
         ("POST", "/v1/keys", Some(json!({"name": "x"}))),
         ("DELETE", "/v1/keys/{key}", None),
+        ("GET", "/v1/bots/{bot}/flow", None),
+        (
+            "PUT",
+            "/v1/bots/{bot}/flow",
+            Some(json!({"start": "a", "nodes": {"a": {"end": true}}})),
+        ),
+        ("GET", "/v1/bots/{bot}/settings", None),
+        ("PUT", "/v1/bots/{bot}/settings", Some(json!({}))),
+        ("GET", "/v1/bots/{bot}/export", None),
+        (
+            "POST",
+            "/v1/bots/import",
+            Some(
+                json!({"id": "intruder", "name": "x", "type": "support", "flow": {"start": "a", "nodes": {"a": {"end": true}}}}),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/bots/{bot}/chat",
+            Some(json!({"contact": {"id": "c"}, "text": "hi"})),
+        ),
+        ("GET", "/v1/bots/{bot}/conversations", None),
+        ("GET", "/v1/bots/{bot}/conversations/{conversation}", None),
+        ("GET", "/v1/events", None),
+        ("GET", "/v1/events/{event}", None),
+        ("GET", "/v1/event-types", None),
+        ("GET", "/v1/event-types/message.received/sample", None),
+        (
+            "POST",
+            "/v1/bots/{bot}/events",
+            Some(json!({"type": "order.paid", "data": {}})),
+        ),
+        ("GET", "/v1/bots/{bot}/appointments", None),
+        ("DELETE", "/v1/bots/{bot}/appointments/{appointment}", None),
     ]
 }
+
+/// Routes that read public reference data: any valid key may call them.
+const PUBLIC_TO_ANY_KEY: [&str; 2] = ["/v1/event-types", "/v1/event-types/message.received/sample"];
 
 async fn app() -> App {
     spawn_app(Db::Sqlite).await.expect("sqlite always runs")
@@ -32,17 +69,64 @@ async fn app() -> App {
 #[tokio::test]
 async fn every_route_needs_a_key_and_respects_its_scope() {
     let app = app().await;
-    app.create_bot("victim", "data_collection").await;
+    let victim = std::fs::read_to_string("examples/appointment.yaml")
+        .unwrap()
+        .replace("id: appointment", "id: victim");
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/import",
+            Some(&app.admin_key),
+            "application/yaml",
+            victim.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
     app.create_bot("mine", "support").await;
     let keys = app.admin("GET", "/v1/keys", None).await;
     let victim_key_id = keys.body["data"][0]["id"].as_str().unwrap().to_owned();
+    // A conversation, its events and an appointment of the victim bot.
+    let mut chat = Value::Null;
+    for text in ["hi", "Victor", "1"] {
+        chat = app
+            .admin(
+                "POST",
+                "/v1/bots/victim/chat",
+                Some(json!({"contact": {"phone": "+34600000000"}, "text": text})),
+            )
+            .await
+            .body;
+    }
+    let conversation = chat["conversation_id"].as_str().unwrap().to_owned();
+    let event = chat["events"][0].as_str().unwrap().to_owned();
+    let appointments = app.admin("GET", "/v1/bots/victim/appointments", None).await;
+    let appointment = appointments.body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let other = app.other_account_key().await;
     let scoped = app.bot_key("mine").await;
 
     for (method, template, body) in routes() {
         let path = template
             .replace("{bot}", "victim")
-            .replace("{key}", &victim_key_id);
+            .replace("{key}", &victim_key_id)
+            .replace("{conversation}", &conversation)
+            .replace("{event}", &event)
+            .replace("{appointment}", &appointment);
+        let secret = |body: &Value| {
+            let text = body.to_string();
+            [
+                "Victor",
+                "+34600000000",
+                victim_key_id.as_str(),
+                conversation.as_str(),
+                event.as_str(),
+                appointment.as_str(),
+            ]
+            .iter()
+            .any(|s| text.contains(s))
+        };
 
         let r = app.call(method, &path, None, body.clone()).await;
         assert_eq!(r.status, 401, "{method} {path} without a key: {}", r.body);
@@ -60,9 +144,7 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
 
         let r = app.call(method, &path, Some(&other), body.clone()).await;
         // An error may echo the name asked for; a success must not hold the victim's data.
-        let leaked = r.status < 300
-            && (r.body.to_string().contains("victim")
-                || r.body.to_string().contains(&victim_key_id));
+        let leaked = r.status < 300 && (r.body.to_string().contains("victim") || secret(&r.body));
         assert!(
             matches!(r.status, 403 | 404) || (r.status < 300 && !leaked && !template.contains('{')),
             "{method} {path} with another account's key: {} {}",
@@ -76,12 +158,15 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
         );
 
         let r = app.call(method, &path, Some(&scoped), body.clone()).await;
-        let leaked = r.status < 300
-            && (r.body.to_string().contains("\"victim\"")
-                || r.body.to_string().contains(&victim_key_id));
+        let leaked =
+            r.status < 300 && (r.body.to_string().contains("\"victim\"") || secret(&r.body));
+        let own_lists = ["/v1/bots", "/v1/events"];
         assert!(
             matches!(r.status, 403 | 404)
-                || (r.status == 200 && !leaked && method == "GET" && template == "/v1/bots"),
+                || (r.status == 200
+                    && !leaked
+                    && method == "GET"
+                    && (own_lists.contains(&template) || PUBLIC_TO_ANY_KEY.contains(&template))),
             "{method} {path} with a key scoped to another bot: {} {}",
             r.status,
             r.body
@@ -90,7 +175,12 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
     // Nothing of the victim changed.
     let r = app.admin("GET", "/v1/bots/victim", None).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.body["name"], "victim");
+    assert_eq!(r.body["name"], "Clinic appointments");
+    assert_eq!(r.body["flow_version"], 1);
+    let r = app
+        .admin("GET", "/v1/bots/victim/appointments?status=booked", None)
+        .await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
     let r = app.admin("GET", "/v1/keys", None).await;
     assert!(r.body["data"][0]["revoked_at"].is_null());
 }
