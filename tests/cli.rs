@@ -203,3 +203,57 @@ fn serve_prints_the_first_key_once_and_stops_cleanly_on_sigterm() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn bots_import_and_export_from_the_shell() {
+    let dir = temp_dir("bots");
+    let db = format!("sqlite://{}", dir.join("b.db").display());
+    let out = bin()
+        .args(["bots", "import", "examples/quote.yaml", "--database", &db])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("created bot quote (flow version 1)"));
+
+    let out = bin()
+        .args(["bots", "export", "quote", "--database", &db])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let yaml = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        yaml.contains("currency: EUR") && yaml.contains("start: product"),
+        "{yaml}"
+    );
+
+    // The export imports again, as version 2.
+    let file = dir.join("quote-export.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let out = bin()
+        .args(["bots", "import", file.to_str().unwrap(), "--database", &db])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("updated bot quote (flow version 2)"));
+
+    // A broken file names the node and field at fault, and changes nothing.
+    let broken = dir.join("broken.yaml");
+    std::fs::write(&broken, yaml.replace("next: quantity", "next: nowhere")).unwrap();
+    let out = bin()
+        .args([
+            "bots",
+            "import",
+            broken.to_str().unwrap(),
+            "--database",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("product") && err.contains("nowhere"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
