@@ -73,17 +73,23 @@ pub struct StoreBench {
     pub p50_us: u64,
     /// p99 latency.
     pub p99_us: u64,
+    /// Writer time running writes vs committing, microseconds.
+    pub apply_us: u64,
+    /// Writer time in COMMIT.
+    pub commit_us: u64,
 }
 
 fn report(label: &str, b: &StoreBench) {
     eprintln!(
-        "  {label:<22} {:>9.0} writes/s  ({} writes in {} commits, {:.1} per commit; ack p50 {:.2} ms, p99 {:.2} ms)",
+        "  {label:<22} {:>9.0} writes/s  ({} writes in {} commits, {:.1} per commit; ack p50 {:.2} ms, p99 {:.2} ms; writer: {:.0} µs/commit applying, {:.0} µs/commit in COMMIT)",
         b.rate,
         b.writes,
         b.commits,
         b.writes as f64 / b.commits.max(1) as f64,
         b.p50_us as f64 / 1000.0,
-        b.p99_us as f64 / 1000.0
+        b.p99_us as f64 / 1000.0,
+        b.apply_us as f64 / b.commits.max(1) as f64,
+        b.commit_us as f64 / b.commits.max(1) as f64,
     );
 }
 
@@ -167,5 +173,7 @@ pub async fn measure(
         commits: after.commits - before.commits,
         p50_us: pct(0.50),
         p99_us: pct(0.99),
+        apply_us: after.apply_us - before.apply_us,
+        commit_us: after.commit_us - before.commit_us,
     })
 }

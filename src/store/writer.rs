@@ -34,12 +34,18 @@ pub struct WriterStats {
     pub commits: u64,
     /// Writes applied (successful or rolled back to their savepoint).
     pub writes: u64,
+    /// Microseconds spent running writes.
+    pub apply_us: u64,
+    /// Microseconds spent in COMMIT (the fsync).
+    pub commit_us: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     commits: AtomicU64,
     writes: AtomicU64,
+    apply_us: AtomicU64,
+    commit_us: AtomicU64,
 }
 
 /// Handle to the writer thread.
@@ -117,6 +123,8 @@ impl Writer {
         WriterStats {
             commits: self.counters.commits.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
+            apply_us: self.counters.apply_us.load(Ordering::Relaxed),
+            commit_us: self.counters.commit_us.load(Ordering::Relaxed),
         }
     }
 }
@@ -139,7 +147,7 @@ fn run(
             }
         }
         let n = batch.len() as u64;
-        let outcome = commit_batch(&mut *conn, begin, &mut batch, &mut finishes);
+        let outcome = commit_batch(&mut *conn, begin, &mut batch, &mut finishes, counters);
         if outcome.is_err() {
             let _ = conn.batch("ROLLBACK");
         } else {
@@ -158,7 +166,9 @@ fn commit_batch(
     begin: &'static str,
     batch: &mut Vec<Job>,
     finishes: &mut Vec<Finish>,
+    counters: &Counters,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
     if let Err(e) = conn.batch(begin) {
         // Nothing ran: answer every job with the error via the finishes.
         for job in batch.drain(..) {
@@ -190,7 +200,15 @@ fn commit_batch(
             conn.batch("ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w")?;
         }
     }
-    conn.batch("COMMIT")
+    let applied = std::time::Instant::now();
+    counters
+        .apply_us
+        .fetch_add((applied - started).as_micros() as u64, Ordering::Relaxed);
+    let committed = conn.execute("COMMIT", &[]).map(|_| ());
+    counters
+        .commit_us
+        .fetch_add(applied.elapsed().as_micros() as u64, Ordering::Relaxed);
+    committed
 }
 
 /// Produces a job's answer without running it (its transaction never began).
