@@ -296,6 +296,33 @@ impl WebhookReply {
     }
 }
 
+/// What merge tags see: `memory`, `user` (the contact's attributes with
+/// `pending_user` changes applied; `null` deletes), `contact`, `quote` and
+/// `appointment` (both from memory). Story webhook requests are rendered
+/// against the same context the flow's texts are.
+pub fn merge_context(state: &State, contact: &Contact, pending_user: &Map<String, Value>) -> Value {
+    let memory = &state.memory;
+    let mut user = contact.attributes.clone();
+    for (k, v) in pending_user {
+        if v.is_null() {
+            user.remove(k);
+        } else {
+            user.insert(k.clone(), v.clone());
+        }
+    }
+    json!({
+        "memory": memory,
+        "user": user,
+        "contact": {
+            "id": contact.id,
+            "phone": contact.phone,
+            "external_id": contact.external_id,
+        },
+        "quote": memory.get("quote").cloned().unwrap_or(Value::Null),
+        "appointment": memory.get("appointment").cloned().unwrap_or(Value::Null),
+    })
+}
+
 /// Runs one user input through the flow.
 pub fn step(flow: &Flow, state: &State, ctx: &Context, input: Input) -> Turn {
     let Input::Text(text) = input;
@@ -447,26 +474,11 @@ impl<'a> Runner<'a> {
     }
 
     fn merge_context(&self) -> Value {
-        let memory = &self.turn.state.memory;
-        let mut user = self.ctx.contact.attributes.clone();
-        for (k, v) in &self.turn.user_attributes {
-            if v.is_null() {
-                user.remove(k);
-            } else {
-                user.insert(k.clone(), v.clone());
-            }
-        }
-        json!({
-            "memory": memory,
-            "user": user,
-            "contact": {
-                "id": self.ctx.contact.id,
-                "phone": self.ctx.contact.phone,
-                "external_id": self.ctx.contact.external_id,
-            },
-            "quote": memory.get("quote").cloned().unwrap_or(Value::Null),
-            "appointment": memory.get("appointment").cloned().unwrap_or(Value::Null),
-        })
+        merge_context(
+            &self.turn.state,
+            self.ctx.contact,
+            &self.turn.user_attributes,
+        )
     }
 
     /// Renders merge tags and adds the text as a reply (unless it renders empty).

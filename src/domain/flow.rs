@@ -280,7 +280,12 @@ pub enum Goto {
     Campaign(String),
 }
 
-/// A story webhook (seed 002) as declared in a bot file.
+/// A story webhook (seed 002): a call to the user's API made from a flow.
+///
+/// `params` go to the query string for GET and DELETE and form a JSON body
+/// otherwise; merge tags work in the URL (values percent-encoded), header
+/// values and the string values of `params` (substituted inside strings
+/// only, so an answer can never inject JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoryWebhook {
@@ -291,16 +296,123 @@ pub struct StoryWebhook {
     pub method: String,
     /// URL, with merge tags.
     pub url: String,
-    /// Query parameters (GET) or JSON body (others), with merge tags in strings.
+    /// Query parameters (GET, DELETE) or JSON body (others), with merge tags in strings.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub params: serde_json::Map<String, serde_json::Value>,
     /// Extra headers, with merge tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
-    /// Timeout in seconds (default 10).
+    /// Timeout in milliseconds (default 10,000; at most 30,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_secs: Option<u32>,
+    pub timeout_ms: Option<u32>,
+    /// Sign requests like event webhooks (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign: Option<bool>,
 }
+
+impl StoryWebhook {
+    /// Default request timeout.
+    pub const DEFAULT_TIMEOUT_MS: u32 = 10_000;
+    /// Longest allowed timeout.
+    pub const MAX_TIMEOUT_MS: u32 = 30_000;
+
+    /// The timeout in force.
+    pub fn timeout_ms(&self) -> u32 {
+        self.timeout_ms.unwrap_or(Self::DEFAULT_TIMEOUT_MS)
+    }
+
+    /// Whether requests carry signature headers.
+    pub fn signs(&self) -> bool {
+        self.sign.unwrap_or(true)
+    }
+
+    /// Whether params travel in the query string (GET, DELETE) rather than
+    /// a JSON body.
+    pub fn params_in_query(&self) -> bool {
+        matches!(self.method.as_str(), "GET" | "DELETE")
+    }
+
+    /// Problems with this definition; `field` prefixes each field name.
+    pub fn problems(&self, node: &str, field: &str) -> Vec<FlowError> {
+        let f = |s: &str| format!("{field}{s}");
+        let mut errs = Vec::new();
+        if !is_valid_id(&self.name) {
+            errs.push(FlowError::new(
+                node,
+                f("name"),
+                "names are 1-64 characters of A-Z a-z 0-9 _ -",
+            ));
+        }
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&self.method.as_str()) {
+            errs.push(FlowError::new(
+                node,
+                f("method"),
+                "method must be GET, POST, PUT, PATCH or DELETE",
+            ));
+        }
+        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
+            errs.push(FlowError::new(
+                node,
+                f("url"),
+                "url must start with https:// or http://",
+            ));
+        } else if self.url.len() > 2048 {
+            errs.push(FlowError::new(
+                node,
+                f("url"),
+                "url must be at most 2048 characters",
+            ));
+        }
+        if self
+            .timeout_ms
+            .is_some_and(|t| t == 0 || t > Self::MAX_TIMEOUT_MS)
+        {
+            errs.push(FlowError::new(
+                node,
+                f("timeout_ms"),
+                "timeout_ms must be 1 to 30000",
+            ));
+        }
+        for name in self.headers.keys() {
+            let lower = name.to_ascii_lowercase();
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid {
+                errs.push(FlowError::new(
+                    node,
+                    f(&format!("headers.{name}")),
+                    "not a valid HTTP header name",
+                ));
+            } else if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
+                errs.push(FlowError::new(
+                    node,
+                    f(&format!("headers.{name}")),
+                    "this header is set by botwire and cannot be overridden",
+                ));
+            }
+        }
+        errs
+    }
+}
+
+/// Header names a story webhook may not set: hop-by-hop headers and the
+/// ones botwire writes itself.
+pub const RESERVED_HEADERS: [&str; 12] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-type",
+    "user-agent",
+];
 
 fn default_method() -> String {
     "POST".into()
@@ -1448,39 +1560,12 @@ impl BotFile {
             ));
         }
         for (i, w) in self.webhooks.iter().enumerate() {
-            let f = |s: &str| format!("[{i}].{s}");
-            if !is_valid_id(&w.name) {
+            errs.extend(w.problems("webhooks", &format!("[{i}].")));
+            if self.webhooks[..i].iter().any(|o| o.name == w.name) {
                 errs.push(FlowError::new(
                     "webhooks",
-                    f("name"),
-                    "names are 1-64 characters of A-Z a-z 0-9 _ -",
-                ));
-            } else if self.webhooks[..i].iter().any(|o| o.name == w.name) {
-                errs.push(FlowError::new(
-                    "webhooks",
-                    f("name"),
+                    format!("[{i}].name"),
                     format!("duplicate webhook \"{}\"", w.name),
-                ));
-            }
-            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&w.method.as_str()) {
-                errs.push(FlowError::new(
-                    "webhooks",
-                    f("method"),
-                    "method must be GET, POST, PUT, PATCH or DELETE",
-                ));
-            }
-            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
-                errs.push(FlowError::new(
-                    "webhooks",
-                    f("url"),
-                    "url must start with https:// or http://",
-                ));
-            }
-            if w.timeout_secs.is_some_and(|t| t == 0 || t > 60) {
-                errs.push(FlowError::new(
-                    "webhooks",
-                    f("timeout_secs"),
-                    "timeout must be 1-60 seconds",
                 ));
             }
         }
