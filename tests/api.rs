@@ -7,7 +7,8 @@ use common::{App, Db, spawn_app};
 use serde_json::{Value, json};
 
 /// Every authenticated route, with a body where it takes one. `{bot}` is
-/// the victim bot, `{key}` one of its account's keys.
+/// the victim bot, `{key}` one of its account's keys, `{endpoint}`,
+/// `{hook}`, `{event}` and `{delivery}` the victim's.
 fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
     vec![
         ("GET", "/v1/bots", None),
@@ -22,6 +23,46 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ("GET", "/v1/keys", None),
         ("POST", "/v1/keys", Some(json!({"name": "x"}))),
         ("DELETE", "/v1/keys/{key}", None),
+        (
+            "POST",
+            "/v1/bots/{bot}/endpoints",
+            Some(json!({"url": "https://example.com/stolen"})),
+        ),
+        ("GET", "/v1/bots/{bot}/endpoints", None),
+        ("GET", "/v1/endpoints/{endpoint}", None),
+        (
+            "PATCH",
+            "/v1/endpoints/{endpoint}",
+            Some(json!({"url": "https://example.com/stolen"})),
+        ),
+        ("GET", "/v1/endpoints/{endpoint}/secret", None),
+        ("POST", "/v1/endpoints/{endpoint}/secret/rotate", None),
+        ("POST", "/v1/endpoints/{endpoint}/test", None),
+        ("GET", "/v1/endpoints/{endpoint}/health", None),
+        (
+            "POST",
+            "/v1/endpoints/{endpoint}/recover",
+            Some(json!({"since": "2020-01-01T00:00:00Z"})),
+        ),
+        ("GET", "/v1/endpoints/{endpoint}/deliveries", None),
+        ("DELETE", "/v1/endpoints/{endpoint}", None),
+        ("GET", "/v1/events/{event}/deliveries", None),
+        ("GET", "/v1/deliveries/{delivery}", None),
+        ("GET", "/v1/deliveries/{delivery}/attempts", None),
+        ("POST", "/v1/deliveries/{delivery}/retry", None),
+        (
+            "POST",
+            "/v1/hooks/subscribe",
+            Some(
+                json!({"target_url": "https://example.com/z", "event": "order.paid", "bot_id": "victim"}),
+            ),
+        ),
+        ("DELETE", "/v1/hooks/{hook}", None),
+        (
+            "POST",
+            "/api/v1.0/chatbot-webhook/{bot}/",
+            Some(json!({"url": "https://example.com/stolen"})),
+        ),
     ]
 }
 
@@ -38,11 +79,46 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
     let victim_key_id = keys.body["data"][0]["id"].as_str().unwrap().to_owned();
     let other = app.other_account_key().await;
     let scoped = app.bot_key("mine").await;
+    let endpoint = app
+        .admin(
+            "POST",
+            "/v1/bots/victim/endpoints",
+            Some(json!({"url": "https://example.com/victim"})),
+        )
+        .await;
+    let endpoint = endpoint.body["id"].as_str().unwrap().to_owned();
+    let hook = app
+        .admin(
+            "POST",
+            "/v1/hooks/subscribe",
+            Some(json!({"target_url": "https://example.com/zap", "event": "order.paid", "bot_id": "victim"})),
+        )
+        .await;
+    let hook = hook.body["id"].as_str().unwrap().to_owned();
+    let event = app
+        .admin(
+            "POST",
+            "/v1/bots/victim/events",
+            Some(json!({"type": "order.paid", "data": {}})),
+        )
+        .await;
+    let event = event.body["id"].as_str().unwrap().to_owned();
+    let deliveries = app
+        .admin("GET", &format!("/v1/events/{event}/deliveries"), None)
+        .await;
+    let delivery = deliveries.body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     for (method, template, body) in routes() {
         let path = template
             .replace("{bot}", "victim")
-            .replace("{key}", &victim_key_id);
+            .replace("{key}", &victim_key_id)
+            .replace("{endpoint}", &endpoint)
+            .replace("{hook}", &hook)
+            .replace("{event}", &event)
+            .replace("{delivery}", &delivery);
 
         let r = app.call(method, &path, None, body.clone()).await;
         assert_eq!(r.status, 401, "{method} {path} without a key: {}", r.body);
@@ -93,6 +169,12 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
     assert_eq!(r.body["name"], "victim");
     let r = app.admin("GET", "/v1/keys", None).await;
     assert!(r.body["data"][0]["revoked_at"].is_null());
+    let r = app
+        .admin("GET", &format!("/v1/endpoints/{endpoint}"), None)
+        .await;
+    assert_eq!(r.body["url"], "https://example.com/victim");
+    let r = app.admin("GET", "/v1/bots/victim/endpoints", None).await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 2, "nothing added");
 }
 
 #[tokio::test]
@@ -157,7 +239,14 @@ async fn bad_input_gets_a_4xx_that_says_what_to_fix() {
     let app = app().await;
     let key = app.admin_key.clone();
     // (method, path, content type, body, expected status, hint in the message)
-    type Case = (&'static str, &'static str, &'static str, Vec<u8>, u16, &'static str);
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Vec<u8>,
+        u16,
+        &'static str,
+    );
     let cases: Vec<Case> = vec![
         (
             "POST",

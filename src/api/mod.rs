@@ -13,11 +13,15 @@
 pub mod appointments;
 pub mod bots;
 pub mod chat;
+pub mod chatbot_webhook;
+pub mod deliveries;
+pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod extract;
 pub mod flows;
 pub mod health;
+pub mod hooks;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
@@ -49,6 +53,9 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Runs chat turns (and caches bot definitions).
     pub chat: crate::runtime::chat::Chat,
+    /// Makes attempts for the routes that send now (test ping, manual retry)
+    /// and holds the delivery settings.
+    pub delivery: crate::delivery::Delivery,
 }
 
 /// Settings the router needs beyond the state.
@@ -80,7 +87,11 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(flows::routes())
         .merge(chat::routes())
         .merge(events::routes())
-        .merge(appointments::routes());
+        .merge(appointments::routes())
+        .merge(endpoints::routes())
+        .merge(deliveries::routes())
+        .merge(hooks::routes())
+        .merge(chatbot_webhook::routes());
     Router::new()
         .merge(v1)
         .merge(health::routes())

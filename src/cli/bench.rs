@@ -27,11 +27,14 @@ pub enum BenchCommand {
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
     },
+    /// Events/s end to end through the API, the store and the delivery engine.
+    Deliver(super::bench_deliver::DeliverArgs),
 }
 
 /// Runs a bench subcommand.
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Deliver(args) => super::bench_deliver::run(args).await,
         BenchCommand::Store {
             writers,
             seconds,

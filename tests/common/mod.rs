@@ -119,6 +119,16 @@ pub struct App {
 
 /// Starts a server over a fresh database of `kind`; `None` when skipped.
 pub async fn spawn_app(kind: Db) -> Option<App> {
+    spawn_app_with(
+        kind,
+        botwire::delivery::Delivery::new(Default::default()).unwrap(),
+    )
+    .await
+}
+
+/// Starts a server whose send-now routes (test ping, manual retry) use
+/// `delivery`; `None` when skipped.
+pub async fn spawn_app_with(kind: Db, delivery: botwire::delivery::Delivery) -> Option<App> {
     let db = test_db(kind)?;
     let store = Store::open(&db.url).await.expect("open store");
     let pepper = Pepper::new(b"test pepper".to_vec());
@@ -128,6 +138,7 @@ pub async fn spawn_app(kind: Db) -> Option<App> {
         pepper: pepper.clone(),
         metrics: Arc::new(api::metrics::Metrics::default()),
         chat: Default::default(),
+        delivery,
     };
     let app = api::router(
         state,
