@@ -45,7 +45,8 @@ pub struct DeliverArgs {
     /// Seconds of the fixed-rate run.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Endpoints subscribed to the bot (each event goes to each).
+    /// Endpoints subscribed to the bot (each event goes to each); 0
+    /// measures ingest alone.
     #[arg(long, default_value_t = 1)]
     endpoints: usize,
     /// Folder for the scratch SQLite database.
@@ -206,7 +207,7 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
     let rl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let raddr = rl.local_addr()?;
     tokio::spawn(async move { axum::serve(rl, receiver).await });
-    for _ in 0..args.endpoints.max(1) {
+    for _ in 0..args.endpoints {
         store
             .create_endpoint(
                 &account.id,
@@ -243,7 +244,7 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.in_flight * 2)
         .build()?;
     let publish = format!("http://{addr}/v1/bots/bench/events");
-    let fan = args.endpoints.max(1);
+    let fan = args.endpoints;
     eprintln!(
         "bench deliver: {} events, {} in flight, {} endpoint(s), {}",
         args.events,
