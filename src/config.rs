@@ -70,6 +70,15 @@ pub struct DeliveryConfig {
     pub retry_schedule: String,
     /// Disable an endpoint failing without success for this long, e.g. `5d`.
     pub disable_after: String,
+    /// How long a rotated-out signing secret keeps signing, e.g. `24h`.
+    pub secret_grace: String,
+    /// How long a worker's hold on a delivery lasts before another may
+    /// take it, e.g. `2m`.
+    pub lease: String,
+    /// Requests in flight to one endpoint at most.
+    pub max_in_flight_per_endpoint: usize,
+    /// Requests in flight per process at most.
+    pub max_in_flight: usize,
 }
 
 /// Values given on the command line; `None` leaves the lower layers alone.
@@ -159,6 +168,11 @@ impl Config {
             &mut self.delivery.disable_after,
             "BOTWIRE_DELIVERY_DISABLE_AFTER",
         );
+        set(
+            &mut self.delivery.secret_grace,
+            "BOTWIRE_DELIVERY_SECRET_GRACE",
+        );
+        set(&mut self.delivery.lease, "BOTWIRE_DELIVERY_LEASE");
         if let Some(v) = env("BOTWIRE_SECRET_KEY") {
             self.secret_key = SecretString(v);
         }
@@ -213,6 +227,7 @@ impl Config {
         for net in &self.allow_nets {
             parse_net(net).map_err(ConfigError::Invalid)?;
         }
+        crate::delivery::Settings::from_config(self).map_err(ConfigError::Invalid)?;
         if self.body_limit_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "body_limit_bytes must be at least 1024".into(),

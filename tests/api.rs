@@ -7,7 +7,8 @@ use common::{App, Db, spawn_app};
 use serde_json::{Value, json};
 
 /// Every authenticated route, with a body where it takes one. `{bot}` is
-/// the victim bot, `{key}` one of its account's keys.
+/// the victim bot, `{key}` one of its account's keys, `{endpoint}`,
+/// `{hook}`, `{event}` and `{delivery}` the victim's.
 fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
     vec![
         ("GET", "/v1/bots", None),
@@ -56,6 +57,46 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ),
         ("GET", "/v1/bots/{bot}/appointments", None),
         ("DELETE", "/v1/bots/{bot}/appointments/{appointment}", None),
+        (
+            "POST",
+            "/v1/bots/{bot}/endpoints",
+            Some(json!({"url": "https://example.com/stolen"})),
+        ),
+        ("GET", "/v1/bots/{bot}/endpoints", None),
+        ("GET", "/v1/endpoints/{endpoint}", None),
+        (
+            "PATCH",
+            "/v1/endpoints/{endpoint}",
+            Some(json!({"url": "https://example.com/stolen"})),
+        ),
+        ("GET", "/v1/endpoints/{endpoint}/secret", None),
+        ("POST", "/v1/endpoints/{endpoint}/secret/rotate", None),
+        ("POST", "/v1/endpoints/{endpoint}/test", None),
+        ("GET", "/v1/endpoints/{endpoint}/health", None),
+        (
+            "POST",
+            "/v1/endpoints/{endpoint}/recover",
+            Some(json!({"since": "2020-01-01T00:00:00Z"})),
+        ),
+        ("GET", "/v1/endpoints/{endpoint}/deliveries", None),
+        ("DELETE", "/v1/endpoints/{endpoint}", None),
+        ("GET", "/v1/events/{event}/deliveries", None),
+        ("GET", "/v1/deliveries/{delivery}", None),
+        ("GET", "/v1/deliveries/{delivery}/attempts", None),
+        ("POST", "/v1/deliveries/{delivery}/retry", None),
+        (
+            "POST",
+            "/v1/hooks/subscribe",
+            Some(
+                json!({"target_url": "https://example.com/z", "event": "order.paid", "bot_id": "victim"}),
+            ),
+        ),
+        ("DELETE", "/v1/hooks/{hook}", None),
+        (
+            "POST",
+            "/api/v1.0/chatbot-webhook/{bot}/",
+            Some(json!({"url": "https://example.com/stolen"})),
+        ),
     ]
 }
 
@@ -98,7 +139,7 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
             .body;
     }
     let conversation = chat["conversation_id"].as_str().unwrap().to_owned();
-    let event = chat["events"][0].as_str().unwrap().to_owned();
+    let chat_event = chat["events"][0].as_str().unwrap().to_owned();
     let appointments = app.admin("GET", "/v1/bots/victim/appointments", None).await;
     let appointment = appointments.body["data"][0]["id"]
         .as_str()
@@ -106,11 +147,45 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
         .to_owned();
     let other = app.other_account_key().await;
     let scoped = app.bot_key("mine").await;
+    let endpoint = app
+        .admin(
+            "POST",
+            "/v1/bots/victim/endpoints",
+            Some(json!({"url": "https://example.com/victim"})),
+        )
+        .await;
+    let endpoint = endpoint.body["id"].as_str().unwrap().to_owned();
+    let hook = app
+        .admin(
+            "POST",
+            "/v1/hooks/subscribe",
+            Some(json!({"target_url": "https://example.com/zap", "event": "order.paid", "bot_id": "victim"})),
+        )
+        .await;
+    let hook = hook.body["id"].as_str().unwrap().to_owned();
+    let event = app
+        .admin(
+            "POST",
+            "/v1/bots/victim/events",
+            Some(json!({"type": "order.paid", "data": {}})),
+        )
+        .await;
+    let event = event.body["id"].as_str().unwrap().to_owned();
+    let deliveries = app
+        .admin("GET", &format!("/v1/events/{event}/deliveries"), None)
+        .await;
+    let delivery = deliveries.body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     for (method, template, body) in routes() {
         let path = template
             .replace("{bot}", "victim")
             .replace("{key}", &victim_key_id)
+            .replace("{endpoint}", &endpoint)
+            .replace("{hook}", &hook)
+            .replace("{delivery}", &delivery)
             .replace("{conversation}", &conversation)
             .replace("{event}", &event)
             .replace("{appointment}", &appointment);
@@ -121,8 +196,11 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
                 "+34600000000",
                 victim_key_id.as_str(),
                 conversation.as_str(),
+                chat_event.as_str(),
                 event.as_str(),
                 appointment.as_str(),
+                endpoint.as_str(),
+                delivery.as_str(),
             ]
             .iter()
             .any(|s| text.contains(s))
@@ -183,6 +261,12 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
     assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
     let r = app.admin("GET", "/v1/keys", None).await;
     assert!(r.body["data"][0]["revoked_at"].is_null());
+    let r = app
+        .admin("GET", &format!("/v1/endpoints/{endpoint}"), None)
+        .await;
+    assert_eq!(r.body["url"], "https://example.com/victim");
+    let r = app.admin("GET", "/v1/bots/victim/endpoints", None).await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 2, "nothing added");
 }
 
 #[tokio::test]

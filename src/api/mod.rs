@@ -13,11 +13,15 @@
 pub mod appointments;
 pub mod bots;
 pub mod chat;
+pub mod chatbot_webhook;
+pub mod deliveries;
+pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod extract;
 pub mod flows;
 pub mod health;
+pub mod hooks;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
@@ -51,17 +55,21 @@ pub struct AppState {
     pub chat: crate::runtime::chat::Chat,
     /// Recently verified API keys.
     pub keys: Arc<crate::auth::KeyCache>,
+    /// Makes attempts for the routes that send now (test ping, manual retry)
+    /// and holds the delivery settings.
+    pub delivery: crate::delivery::Delivery,
 }
 
 impl AppState {
     /// State over a store, with empty caches and counters.
-    pub fn new(store: Store, pepper: Pepper) -> Self {
+    pub fn new(store: Store, pepper: Pepper, delivery: crate::delivery::Delivery) -> Self {
         Self {
             store,
             pepper,
             metrics: Arc::default(),
             chat: Default::default(),
             keys: Arc::default(),
+            delivery,
         }
     }
 }
@@ -95,7 +103,11 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(flows::routes())
         .merge(chat::routes())
         .merge(events::routes())
-        .merge(appointments::routes());
+        .merge(appointments::routes())
+        .merge(endpoints::routes())
+        .merge(deliveries::routes())
+        .merge(hooks::routes())
+        .merge(chatbot_webhook::routes());
     Router::new()
         .merge(v1)
         .merge(health::routes())

@@ -38,10 +38,29 @@ use utoipa::{Modify, OpenApi};
         super::events::publish_event,
         super::appointments::list_appointments,
         super::appointments::cancel_appointment,
+        super::endpoints::create_endpoint,
+        super::endpoints::list_endpoints,
+        super::endpoints::get_endpoint,
+        super::endpoints::update_endpoint,
+        super::endpoints::delete_endpoint,
+        super::endpoints::get_secret,
+        super::endpoints::rotate_secret,
+        super::endpoints::test_endpoint,
+        super::endpoints::endpoint_health,
+        super::endpoints::recover_endpoint,
+        super::endpoints::list_endpoint_deliveries,
+        super::deliveries::list_event_deliveries,
+        super::deliveries::get_delivery,
+        super::deliveries::list_attempts,
+        super::deliveries::retry_delivery,
+        super::hooks::subscribe,
+        super::hooks::unsubscribe,
+        super::chatbot_webhook::register_webhook,
     ),
     modifiers(&Bearer),
     tags((name = "bots"), (name = "flows"), (name = "conversations"), (name = "events"),
-        (name = "appointments"), (name = "keys"), (name = "health"))
+        (name = "appointments"), (name = "endpoints"), (name = "deliveries"), (name = "hooks"),
+        (name = "keys"), (name = "health"))
 )]
 pub struct ApiDoc;
 

@@ -29,12 +29,15 @@ pub enum BenchCommand {
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
     },
+    /// Events/s end to end through the API, the store and the delivery engine.
+    Deliver(super::bench_deliver::DeliverArgs),
 }
 
 /// Runs a bench subcommand.
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Chat(b) => super::bench_chat::run(b).await,
+        BenchCommand::Deliver(args) => super::bench_deliver::run(args).await,
         BenchCommand::Store {
             writers,
             seconds,

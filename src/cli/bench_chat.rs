@@ -61,7 +61,8 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<Server> {
         .ok_or_else(|| anyhow::anyhow!("fresh database expected"))?;
     let file = crate::runtime::bots::parse_bot_file(ELIPACKAGE, true)?;
     crate::runtime::bots::import(&store, &account.id, &file).await?;
-    let state = AppState::new(store.clone(), pepper);
+    let delivery = crate::delivery::Delivery::new(Default::default())?;
+    let state = AppState::new(store.clone(), pepper, delivery);
     let app = api::router(
         state,
         &RouterOptions {

@@ -1,5 +1,5 @@
 //! The `botwire` command line: `serve`, `migrate`, `config`, `accounts`,
-//! `keys`, `bench`.
+//! `keys`, `bots`, `verify`, `listen`, `bench`.
 //!
 //! Every subcommand that touches data takes the same `--database` and
 //! `--config` (and reads the same `BOTWIRE_*` environment), so what `serve`
@@ -9,7 +9,10 @@
 mod admin;
 mod bench;
 mod bench_chat;
+mod bench_deliver;
+pub mod listen;
 mod serve;
+pub mod verify;
 
 use crate::auth::Pepper;
 use crate::config::{Config, Overrides};
@@ -60,6 +63,10 @@ enum Command {
     /// Import and export whole bots (YAML or JSON bot files).
     #[command(subcommand)]
     Bots(admin::BotsCommand),
+    /// Check a webhook signature (for people writing receivers).
+    Verify(verify::VerifyArgs),
+    /// Run a local receiver that prints every delivery and checks its signature.
+    Listen(listen::ListenArgs),
     /// Measure throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -118,6 +125,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&cli.common, Overrides::default())?;
             admin::bots(cmd, &config).await
         }
+        Command::Verify(args) => verify::run(args),
+        Command::Listen(args) => listen::run(args).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }

@@ -1,5 +1,9 @@
-//! `botwire serve`: the HTTP API (and, as they land, the console and the
-//! delivery workers) over one database.
+//! `botwire serve`: the HTTP API and the delivery engine over one database.
+//!
+//! `--role all` (the default) runs both; `--role api` only serves the API
+//! (its deliveries are written due and unleased, for workers to claim);
+//! `--role worker` only runs the delivery engine (dispatcher, recorder and
+//! claim loop).
 //!
 //! On first start with an empty database it creates the first account and
 //! prints its admin key once. SIGINT/SIGTERM stop accepting connections,
@@ -45,21 +49,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = super::open_store(&config).await?;
     let pepper = super::pepper(&config, &store).await?;
     if let Some((account, key)) = store.bootstrap(&pepper).await? {
-        println!();
-        println!(
-            "Created the first account ({}). Its admin API key, shown only this once:",
-            account.id
+        // One write, and a closed stdout (a reader that took the key and
+        // went) must not stop the server.
+        let text = format!(
+            "\nCreated the first account ({}). Its admin API key, shown only this once:\n\n    {key}\n\nUse it as:  curl -H 'Authorization: Bearer {key}' http://{}/v1/bots\n\n",
+            account.id, config.listen
         );
-        println!();
-        println!("    {key}");
-        println!();
-        println!(
-            "Use it as:  curl -H 'Authorization: Bearer {key}' http://{}/v1/bots",
-            config.listen
-        );
-        println!();
+        let mut out = std::io::stdout().lock();
+        let _ = std::io::Write::write_all(&mut out, text.as_bytes());
+        let _ = std::io::Write::flush(&mut out);
     }
-    let state = AppState::new(store.clone(), pepper);
+    let settings =
+        crate::delivery::Settings::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
+    let delivery = crate::delivery::Delivery::new(settings)
+        .context("cannot build the outbound HTTP client")?;
+    let engine = (config.role != "api")
+        .then(|| crate::delivery::Engine::start(store.clone(), delivery.clone()));
+    if let Some(engine) = &engine {
+        tracing::info!(node = engine.node(), "delivery engine started");
+    }
+    if config.role == "worker" {
+        eprintln!(
+            "botwire {} delivering events (role worker)",
+            env!("CARGO_PKG_VERSION")
+        );
+        shutdown_signal().await;
+        stop(engine, &store).await;
+        eprintln!("botwire stopped cleanly");
+        return Ok(());
+    }
+    let state = AppState::new(store.clone(), pepper, delivery);
     let app = api::router(
         state,
         &RouterOptions {
@@ -83,9 +102,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     api::serve(listener, app, shutdown_signal(), Duration::from_secs(30)).await?;
     tracing::info!("stopped accepting connections; closing the store");
-    store.close().await;
+    stop(engine, &store).await;
     eprintln!("botwire stopped cleanly");
     Ok(())
+}
+
+/// Lets deliveries in flight finish (briefly), then closes the store.
+async fn stop(engine: Option<crate::delivery::Engine>, store: &crate::store::Store) {
+    if let Some(engine) = engine {
+        engine.shutdown(Duration::from_secs(10)).await;
+    }
+    store.close().await;
 }
 
 async fn shutdown_signal() {

@@ -140,7 +140,8 @@ impl Store {
         event: impl FnOnce(&AppointmentRow) -> EventRow + Send + 'static,
     ) -> Result<AppointmentRow> {
         let (a, b, id) = (account_id.to_owned(), bot_id.to_owned(), id.to_owned());
-        self.write(move |c| {
+        let lease = self.delivery_lease();
+        let (row, tickets) = self.write(move |c| {
             let row = appointment_from(&c.query_one(
                 &format!("SELECT {COLUMNS} FROM appointments WHERE account_id = $1 AND bot_id = $2 AND id = $3"),
                 &[(&a).into(), (&b).into(), (&id).into()],
@@ -162,9 +163,11 @@ impl Store {
                 cancelled_at: Some(now),
                 ..row
             };
-            insert_event(c, &event(&row), None)?;
-            Ok(row)
+            let tickets = insert_event(c, &event(&row), None, lease.as_ref())?;
+            Ok((row, tickets))
         })
-        .await
+        .await?;
+        self.hand_over(tickets);
+        Ok(row)
     }
 }

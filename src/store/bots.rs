@@ -156,12 +156,19 @@ impl Store {
                  (SELECT id FROM conversations WHERE account_id = $1 AND bot_id = $2)",
                 &scope,
             )?;
+            c.execute(
+                "DELETE FROM attempts WHERE endpoint_id IN
+                 (SELECT id FROM endpoints WHERE account_id = $1 AND bot_id = $2)",
+                &scope,
+            )?;
             for table in [
                 "conversations",
                 "contacts",
                 "flows",
                 "events",
                 "appointments",
+                "deliveries",
+                "endpoints",
             ] {
                 c.execute(
                     &format!("DELETE FROM {table} WHERE account_id = $1 AND bot_id = $2"),

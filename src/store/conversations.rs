@@ -193,7 +193,8 @@ impl Store {
     /// nothing written; a conversation that moved on answers
     /// `Conflict(STALE)` with nothing written.
     pub async fn commit_turn(&self, t: TurnWrite) -> Result<TurnCommit> {
-        self.write(move |c| {
+        let lease = self.delivery_lease();
+        let (commit, tickets) = self.write(move |c| {
             if let Some(b) = &t.booking {
                 let mut booked = false;
                 for seat in 0..i64::from(b.capacity.max(1)) {
@@ -221,7 +222,7 @@ impl Store {
                     }
                 }
                 if !booked {
-                    return Ok(TurnCommit::SlotTaken);
+                    return Ok((TurnCommit::SlotTaken, Vec::new()));
                 }
             }
             let now = now_ms();
@@ -310,12 +311,15 @@ impl Store {
                     &[now.into(), (&t.account_id).into(), (&t.bot_id).into(), id.into()],
                 )?;
             }
+            let mut tickets = Vec::new();
             for e in &t.events {
-                insert_event(c, e, None)?;
+                tickets.extend(insert_event(c, e, None, lease.as_ref())?);
             }
-            Ok(TurnCommit::Committed(revision))
+            Ok((TurnCommit::Committed(revision), tickets))
         })
-        .await
+        .await?;
+        self.hand_over(tickets);
+        Ok(commit)
     }
 
     /// One conversation of a bot, its contact and its transcript.

@@ -2,6 +2,7 @@
 //! change that caused them (a chat turn, a cancellation, a publish), so no
 //! event is lost and none is invented.
 
+use super::deliveries::{DeliveryTicket, Lease, fan_out};
 use super::{Conn, Page, PageRequest, Result, Row, Store, StoreError, now_ms};
 use crate::domain::ids::new_id;
 
@@ -47,7 +48,7 @@ impl EventRow {
 
 const COLUMNS: &str = "id, account_id, bot_id, type, conversation_id, data, created_at";
 
-fn event_from(row: &Row) -> Result<EventRow> {
+pub(super) fn event_from(row: &Row) -> Result<EventRow> {
     Ok(EventRow {
         id: row.text(0)?,
         account_id: row.text(1)?,
@@ -59,12 +60,25 @@ fn event_from(row: &Row) -> Result<EventRow> {
     })
 }
 
-/// Inserts an event inside the caller's transaction.
+/// Inserts an event inside the caller's transaction, with one delivery per
+/// endpoint that wants it (written under `lease` when given); returns those.
 pub(super) fn insert_event(
     c: &mut dyn Conn,
     e: &EventRow,
     idempotency: Option<(&str, &str)>,
-) -> Result<()> {
+    lease: Option<&Lease>,
+) -> Result<Vec<DeliveryTicket>> {
+    insert_row(c, e, idempotency)?;
+    fan_out(c, e, lease)
+}
+
+/// Inserts an event without fanning it out (a test event aimed at one
+/// endpoint).
+pub(super) fn insert_event_only(c: &mut dyn Conn, e: &EventRow) -> Result<()> {
+    insert_row(c, e, None)
+}
+
+fn insert_row(c: &mut dyn Conn, e: &EventRow, idempotency: Option<(&str, &str)>) -> Result<()> {
     c.execute(
         "INSERT INTO events (id, account_id, bot_id, type, conversation_id, data, created_at, idempotency_key, request_hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -167,36 +181,41 @@ impl Store {
         event: EventRow,
         idempotency: Option<(String, String)>,
     ) -> Result<Published> {
-        self.write(move |c| {
-            if let Some((key, hash)) = &idempotency {
-                let existing = c.query_opt(
-                    &format!(
-                        "SELECT {COLUMNS}, request_hash FROM events
-                         WHERE account_id = $1 AND bot_id = $2 AND idempotency_key = $3"
-                    ),
-                    &[
-                        (&event.account_id).into(),
-                        (&event.bot_id).into(),
-                        key.into(),
-                    ],
-                )?;
-                if let Some(row) = existing {
-                    if row.opt_text(7)?.as_deref() == Some(hash.as_str()) {
-                        return Ok(Published::Replayed(event_from(&row)?));
+        let lease = self.delivery_lease();
+        let (published, tickets) = self
+            .write(move |c| {
+                if let Some((key, hash)) = &idempotency {
+                    let existing = c.query_opt(
+                        &format!(
+                            "SELECT {COLUMNS}, request_hash FROM events
+                             WHERE account_id = $1 AND bot_id = $2 AND idempotency_key = $3"
+                        ),
+                        &[
+                            (&event.account_id).into(),
+                            (&event.bot_id).into(),
+                            key.into(),
+                        ],
+                    )?;
+                    if let Some(row) = existing {
+                        if row.opt_text(7)?.as_deref() == Some(hash.as_str()) {
+                            return Ok((Published::Replayed(event_from(&row)?), Vec::new()));
+                        }
+                        return Err(StoreError::Conflict(
+                            "this Idempotency-Key was already used with a different request body"
+                                .into(),
+                        ));
                     }
-                    return Err(StoreError::Conflict(
-                        "this Idempotency-Key was already used with a different request body"
-                            .into(),
-                    ));
                 }
-            }
-            insert_event(
-                c,
-                &event,
-                idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str())),
-            )?;
-            Ok(Published::Created(event))
-        })
-        .await
+                let tickets = insert_event(
+                    c,
+                    &event,
+                    idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str())),
+                    lease.as_ref(),
+                )?;
+                Ok((Published::Created(event), tickets))
+            })
+            .await?;
+        self.hand_over(tickets);
+        Ok(published)
     }
 }

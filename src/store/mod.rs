@@ -6,7 +6,8 @@
 //! Each backend ([`sqlite`], [`postgres`]) owns its connections, its SQL
 //! dialect quirks and its migrations, and exposes plain synchronous
 //! connections through [`Conn`]. The resource modules ([`accounts`],
-//! [`keys`], [`bots`], [`conversations`], [`events`], …) hold the queries, written once in the SQL both
+//! [`keys`], [`bots`], [`conversations`], [`events`], [`endpoints`],
+//! [`deliveries`], …) hold the queries, written once in the SQL both
 //! backends speak (`$1` placeholders, `BIGINT` epoch milliseconds, ids and
 //! JSON as `TEXT`), and the conformance suite in `tests/` runs the same
 //! operations against both backends.
@@ -29,6 +30,8 @@ pub mod accounts;
 pub mod appointments;
 pub mod bots;
 pub mod conversations;
+pub mod deliveries;
+pub mod endpoints;
 pub mod events;
 pub mod flows;
 pub mod keys;
@@ -223,6 +226,11 @@ pub trait Backend: Send + Sync + 'static {
     fn migrations(&self) -> &'static [(i64, &'static str, &'static str)];
     /// How many read connections to keep.
     fn read_pool_size(&self) -> usize;
+    /// What a claiming subquery appends so concurrent claimers skip each
+    /// other's rows instead of waiting (`FOR UPDATE SKIP LOCKED` on
+    /// PostgreSQL; nothing on SQLite, whose single writer already excludes
+    /// concurrent claims).
+    fn skip_locked(&self) -> &'static str;
 }
 
 /// Opens the backend a URL names: `sqlite://path` or `postgres://…`.
@@ -248,6 +256,9 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     writer: Arc<Writer>,
     readers: Arc<ReadPool>,
+    /// Where deliveries created by a commit go once it is durable (the
+    /// delivery engine, when this process runs one).
+    sink: Arc<std::sync::RwLock<Option<Arc<dyn deliveries::DeliverySink>>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -285,6 +296,7 @@ impl Store {
             backend,
             writer: Arc::new(writer),
             readers: Arc::new(readers),
+            sink: Arc::default(),
         })
     }
 

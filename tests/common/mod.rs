@@ -118,11 +118,21 @@ pub struct App {
 
 /// Starts a server over a fresh database of `kind`; `None` when skipped.
 pub async fn spawn_app(kind: Db) -> Option<App> {
+    spawn_app_with(
+        kind,
+        botwire::delivery::Delivery::new(Default::default()).unwrap(),
+    )
+    .await
+}
+
+/// Starts a server whose send-now routes (test ping, manual retry) use
+/// `delivery`; `None` when skipped.
+pub async fn spawn_app_with(kind: Db, delivery: botwire::delivery::Delivery) -> Option<App> {
     let db = test_db(kind)?;
     let store = Store::open(&db.url).await.expect("open store");
     let pepper = Pepper::new(b"test pepper".to_vec());
     let (account, admin_key) = store.bootstrap(&pepper).await.unwrap().expect("fresh db");
-    let state = AppState::new(store.clone(), pepper.clone());
+    let state = AppState::new(store.clone(), pepper.clone(), delivery);
     let app = api::router(
         state,
         &RouterOptions {
@@ -225,7 +235,8 @@ impl App {
     /// its own store, writer and caches. Returns its base URL.
     pub async fn second_node(&self) -> String {
         let store = Store::open(&self._db.url).await.expect("open store");
-        let state = AppState::new(store, self.pepper.clone());
+        let delivery = botwire::delivery::Delivery::new(Default::default()).unwrap();
+        let state = AppState::new(store, self.pepper.clone(), delivery);
         let app = api::router(
             state,
             &RouterOptions {

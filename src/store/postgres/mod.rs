@@ -10,7 +10,10 @@ use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, NoTls};
 
 /// Migrations for PostgreSQL, in order.
-static MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+static MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (2, "delivery", include_str!("migrations/0002_delivery.sql")),
+];
 
 /// A PostgreSQL database named by a URL.
 pub struct Postgres {
@@ -52,6 +55,9 @@ impl Backend for Postgres {
     }
     fn read_pool_size(&self) -> usize {
         8
+    }
+    fn skip_locked(&self) -> &'static str {
+        "FOR UPDATE SKIP LOCKED"
     }
 }
 

@@ -9,7 +9,10 @@ use super::{Backend, BackendKind, Conn, Result, Row, StoreError, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
 /// Migrations for SQLite, in order.
-static MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+static MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (2, "delivery", include_str!("migrations/0002_delivery.sql")),
+];
 
 /// A SQLite database file.
 pub struct Sqlite {
@@ -77,6 +80,9 @@ impl Backend for Sqlite {
     }
     fn read_pool_size(&self) -> usize {
         8
+    }
+    fn skip_locked(&self) -> &'static str {
+        ""
     }
 }
 

@@ -1,0 +1,283 @@
+//! `/v1/deliveries/{id}`, its attempt log, a manual retry, and
+//! `/v1/events/{id}/deliveries`.
+//!
+//! A delivery is one event on its way to one endpoint; each HTTP try is an
+//! attempt, logged with its request headers (secret-looking values
+//! redacted), status, the first 16 KiB of the answer and an error kind.
+
+use super::endpoints::SendResult;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiQuery, Auth, PageQuery};
+use super::{AppState, List, time};
+use crate::store::deliveries::{AttemptRow, DeliveryFilter, DeliveryRow, DeliveryTicket, Lease};
+use crate::store::{PageRequest, StoreError};
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// A delivery on the wire.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryView {
+    /// `dlv_…`
+    pub id: String,
+    /// The bot.
+    pub bot_id: String,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The event (its id is the `webhook-id`).
+    pub event_id: String,
+    /// `pending`, `failed` (a retry is scheduled), `succeeded` or `dead`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// When the next attempt is due (RFC 3339).
+    pub next_attempt_at: Option<String>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+impl From<DeliveryRow> for DeliveryView {
+    fn from(d: DeliveryRow) -> Self {
+        Self {
+            id: d.id,
+            bot_id: d.bot_id,
+            endpoint_id: d.endpoint_id,
+            event_id: d.event_id,
+            next_attempt_at: match d.status.as_str() {
+                "pending" | "failed" => d.next_attempt_at.map(time),
+                _ => None,
+            },
+            status: d.status,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            created_at: time(d.created_at),
+            updated_at: time(d.updated_at),
+        }
+    }
+}
+
+/// An attempt on the wire.
+#[derive(Serialize, ToSchema)]
+pub struct AttemptView {
+    /// `att_…`
+    pub id: String,
+    /// The delivery.
+    pub delivery_id: String,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// What was sent, secret-looking values as `***`.
+    #[schema(value_type = Object)]
+    pub request_headers: Value,
+    /// The receiver's status, when it answered.
+    pub response_status: Option<i64>,
+    /// The first 16 KiB of its answer.
+    pub response_body: String,
+    /// `timeout`, `connect`, `dns`, `blocked`, `tls`, `status` or `invalid`; null on success.
+    pub error_kind: Option<String>,
+    /// The failure in words.
+    pub error_message: Option<String>,
+}
+
+impl From<AttemptRow> for AttemptView {
+    fn from(a: AttemptRow) -> Self {
+        Self {
+            id: a.id,
+            delivery_id: a.delivery_id,
+            endpoint_id: a.endpoint_id,
+            started_at: time(a.started_at),
+            duration_ms: a.duration_ms,
+            request_headers: serde_json::from_str(&a.request_headers).unwrap_or(Value::Null),
+            response_status: a.status,
+            response_body: a.response_body,
+            error_kind: a.error_kind,
+            error_message: a.error_message,
+        }
+    }
+}
+
+/// `?status=&limit=&cursor=`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusQuery {
+    /// `pending`, `failed`, `succeeded` or `dead`.
+    pub status: Option<String>,
+    /// Items per page, 1–200.
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl StatusQuery {
+    /// Validates into (status filter, page).
+    pub fn parse(self) -> ApiResult<(Option<String>, PageRequest)> {
+        let status = match self.status.as_deref() {
+            None | Some("") => None,
+            Some(s @ ("pending" | "failed" | "succeeded" | "dead")) => Some(s.to_owned()),
+            Some(s) => {
+                return Err(ApiError::bad_request(format!(
+                    "status must be pending, failed, succeeded or dead; got {s:?}"
+                )));
+            }
+        };
+        let page = PageQuery {
+            limit: self.limit,
+            cursor: self.cursor,
+        }
+        .parse()?;
+        Ok((status, page))
+    }
+}
+
+/// The lease an API node takes on a delivery it sends itself.
+pub fn api_lease(state: &AppState) -> Lease {
+    Lease {
+        node: std::sync::Arc::from("api"),
+        ms: i64::try_from(state.delivery.settings().lease.as_millis()).unwrap_or(i64::MAX / 4),
+    }
+}
+
+/// Sends a leased delivery now, records the attempt, and answers what the
+/// receiver said.
+pub async fn send_now(state: &AppState, ticket: DeliveryTicket) -> ApiResult<SendResult> {
+    let (attempt, outcome) = state.delivery.attempt(&ticket).await;
+    let disable_after =
+        i64::try_from(state.delivery.settings().disable_after.as_millis()).unwrap_or(i64::MAX / 4);
+    state
+        .store
+        .record_outcomes(vec![outcome], state.delivery.now_ms(), disable_after)
+        .await?;
+    Ok(SendResult {
+        success: attempt.is_success(),
+        status: attempt.status,
+        latency_ms: attempt.duration_ms,
+        body: attempt.response_body,
+        error_kind: attempt.error.map(|k| k.as_str().to_owned()),
+        error: attempt.error_message,
+        delivery_id: ticket.delivery_id,
+        event_id: ticket.event.id.clone(),
+    })
+}
+
+async fn delivery_for(state: &AppState, auth: &Auth, id: &str) -> ApiResult<DeliveryRow> {
+    let not_found = || ApiError::not_found(format!("delivery {id:?} not found"));
+    let d = state
+        .store
+        .get_delivery(&auth.0.account_id, id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => not_found(),
+            other => other.into(),
+        })?;
+    if !auth.0.may_use_bot(&d.bot_id) {
+        return Err(not_found());
+    }
+    Ok(d)
+}
+
+/// An event's deliveries (one per endpoint that wanted it), newest first.
+#[utoipa::path(get, path = "/v1/events/{id}/deliveries", tag = "deliveries", params(("id" = String, Path), StatusQuery),
+    responses((status = 200, body = List<DeliveryView>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_event_deliveries(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<StatusQuery>,
+) -> ApiResult<Json<List<DeliveryView>>> {
+    let (status, page) = q.parse()?;
+    let not_found = || ApiError::not_found(format!("event {id:?} not found"));
+    let e = state
+        .store
+        .get_event(&auth.0.account_id, &id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => not_found(),
+            other => other.into(),
+        })?;
+    if !auth.0.may_use_bot(&e.bot_id) {
+        return Err(not_found());
+    }
+    let rows = state
+        .store
+        .list_deliveries(
+            &auth.0.account_id,
+            DeliveryFilter {
+                event_id: Some(e.id),
+                status,
+                ..Default::default()
+            },
+            page,
+        )
+        .await?;
+    Ok(Json(List::from_page(rows, DeliveryView::from)))
+}
+
+/// One delivery.
+#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries", params(("id" = String, Path)),
+    responses((status = 200, body = DeliveryView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_delivery(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeliveryView>> {
+    Ok(Json(delivery_for(&state, &auth, &id).await?.into()))
+}
+
+/// A delivery's attempts, newest first.
+#[utoipa::path(get, path = "/v1/deliveries/{id}/attempts", tag = "deliveries", params(("id" = String, Path), PageQuery),
+    responses((status = 200, body = List<AttemptView>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_attempts(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<List<AttemptView>>> {
+    let page = q.parse()?;
+    let d = delivery_for(&state, &auth, &id).await?;
+    let rows = state
+        .store
+        .list_attempts(&auth.0.account_id, &d.id, page)
+        .await?;
+    Ok(Json(List::from_page(rows, AttemptView::from)))
+}
+
+/// Attempts a delivery now, once, whatever its state, and answers what the
+/// receiver said. A success marks it succeeded; a failure keeps its retry
+/// schedule (a dead delivery stays dead).
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries", params(("id" = String, Path)),
+    responses((status = 200, body = SendResult), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn retry_delivery(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SendResult>> {
+    let d = delivery_for(&state, &auth, &id).await?;
+    let ticket = state
+        .store
+        .lease_for_retry(&auth.0.account_id, &d.id, api_lease(&state))
+        .await?;
+    Ok(Json(send_now(&state, ticket).await?))
+}
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events/{id}/deliveries", get(list_event_deliveries))
+        .route("/v1/deliveries/{id}", get(get_delivery))
+        .route("/v1/deliveries/{id}/attempts", get(list_attempts))
+        .route("/v1/deliveries/{id}/retry", post(retry_delivery))
+}

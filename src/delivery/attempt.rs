@@ -1,0 +1,287 @@
+//! One attempt of one delivery: render, sign, send, and decide what the
+//! delivery becomes.
+//!
+//! [`Delivery`] is the shared, cheap-to-clone handle the engine's workers
+//! and the API's "send now" routes (test, manual retry) both use, so every
+//! request is built the same way:
+//!
+//! * the body is the endpoint's format ([`format::render`]) with its extra
+//!   params merged in;
+//! * `webhook-id` is the event id (the same on every retry),
+//!   `webhook-timestamp` the real time of this attempt, `webhook-signature`
+//!   one `v1,` signature per live secret (two during a rotation);
+//! * the endpoint's custom headers follow; `user-agent` is `botwire/<version>`;
+//! * the attempt is logged with secret-looking header values redacted.
+
+use super::clock::Clock;
+use super::format::{self, EventView};
+use super::http::{Attempt, ErrorKind, OutboundClient, OutboundRequest};
+use super::schedule::RetrySchedule;
+use super::signing::{self, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use super::ssrf::AllowList;
+use crate::domain::ids::new_id;
+use crate::store::deliveries::{AttemptRow, DeliveryTicket, NextState, Outcome};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How deliveries are made; see `[delivery]` in the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Networks the SSRF guard lets through.
+    pub allow: AllowList,
+    /// Timeout of one request.
+    pub timeout: Duration,
+    /// Delays between attempts.
+    pub schedule: RetrySchedule,
+    /// Disable an endpoint failing without success this long.
+    pub disable_after: Duration,
+    /// How long a rotated-out secret keeps signing.
+    pub secret_grace: Duration,
+    /// How long a worker's hold on a delivery lasts.
+    pub lease: Duration,
+    /// Requests in flight to one endpoint at most.
+    pub per_endpoint: usize,
+    /// Requests in flight in this process at most.
+    pub global: usize,
+    /// How often the claim loop looks for due deliveries when nothing
+    /// wakes it; `None` makes the engine steppable (tests call
+    /// `run_due_once`).
+    pub poll: Option<Duration>,
+    /// The scheduling clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            allow: AllowList::empty(),
+            timeout: Duration::from_secs(15),
+            schedule: RetrySchedule::default(),
+            disable_after: Duration::from_secs(5 * 86_400),
+            secret_grace: Duration::from_secs(86_400),
+            lease: Duration::from_secs(120),
+            per_endpoint: 16,
+            global: 256,
+            poll: Some(Duration::from_secs(1)),
+            clock: Arc::new(super::clock::SystemClock),
+        }
+    }
+}
+
+/// Parses a single span such as `15s`, `5d` or `500ms`.
+pub fn parse_span(field: &str, text: &str) -> Result<Duration, String> {
+    match RetrySchedule::parse(text) {
+        Ok(s) if s.delays().len() == 1 => Ok(s.delays()[0]),
+        _ => Err(format!(
+            "{field} must be one span such as 15s, 30m or 5d (units ms, s, m, h, d), got {text:?}"
+        )),
+    }
+}
+
+impl Settings {
+    /// Settings from the configuration file's `[delivery]` and `allow_nets`.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, String> {
+        let d = &config.delivery;
+        let allow = AllowList::parse(&config.allow_nets).map_err(|e| e.to_string())?;
+        let schedule = RetrySchedule::parse(&d.retry_schedule)
+            .map_err(|e| format!("delivery.retry_schedule: {e}"))?;
+        Ok(Self {
+            allow,
+            timeout: parse_span("delivery.timeout", &d.timeout)?,
+            schedule,
+            disable_after: parse_span("delivery.disable_after", &d.disable_after)?,
+            secret_grace: parse_span("delivery.secret_grace", &d.secret_grace)?,
+            lease: parse_span("delivery.lease", &d.lease)?,
+            per_endpoint: d.max_in_flight_per_endpoint.max(1),
+            global: d.max_in_flight.max(1),
+            ..Self::default()
+        })
+    }
+}
+
+/// The user agent of every outbound request.
+pub fn user_agent() -> String {
+    format!("botwire/{}", env!("CARGO_PKG_VERSION"))
+}
+
+struct Shared {
+    settings: Settings,
+    client: OutboundClient,
+}
+
+/// Makes attempts: the guarded client plus the settings. Cheap to clone.
+#[derive(Clone)]
+pub struct Delivery(Arc<Shared>);
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("settings", &self.0.settings)
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// Builds the outbound client for these settings.
+    pub fn new(settings: Settings) -> Result<Self, super::http::ClientBuildError> {
+        let client = OutboundClient::new(settings.allow.clone(), settings.timeout, &user_agent())?;
+        Ok(Self(Arc::new(Shared { settings, client })))
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    /// Now, by the scheduling clock.
+    pub fn now_ms(&self) -> i64 {
+        self.0.settings.clock.now_ms()
+    }
+
+    /// The request this ticket makes: method, URL, headers, body.
+    pub fn request(&self, ticket: &DeliveryTicket, signed_at_secs: i64) -> OutboundRequest {
+        let ep = &ticket.endpoint;
+        let ev = &ticket.event;
+        let data: serde_json::Value =
+            serde_json::from_str(&ev.data).unwrap_or(serde_json::Value::Null);
+        let body = format::render(
+            ep.format,
+            &EventView {
+                id: &ev.id,
+                event_type: &ev.event_type,
+                bot_id: &ev.bot_id,
+                occurred_at_ms: ev.created_at,
+                data: &data,
+            },
+            (!ep.body.is_empty()).then_some(&ep.body),
+        );
+        let secrets = ep.live_secrets(crate::store::now_ms());
+        let signature = signing::signature_header(&secrets, &ev.id, signed_at_secs, &body);
+        let mut headers = Vec::with_capacity(4 + ep.headers.len());
+        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        headers.push((HEADER_ID.to_owned(), ev.id.clone()));
+        headers.push((HEADER_TIMESTAMP.to_owned(), signed_at_secs.to_string()));
+        headers.push((HEADER_SIGNATURE.to_owned(), signature));
+        for (k, v) in &ep.headers {
+            headers.push((k.clone(), v.clone()));
+        }
+        OutboundRequest {
+            method: reqwest::Method::POST,
+            url: ep.url.clone(),
+            headers,
+            body: Some(body),
+        }
+    }
+
+    /// Sends one attempt of `ticket` and decides what the delivery becomes.
+    pub async fn attempt(&self, ticket: &DeliveryTicket) -> (Attempt, Outcome) {
+        let signed_at = chrono::Utc::now().timestamp();
+        let request = self.request(ticket, signed_at);
+        let logged_headers = redacted_headers(&request.headers);
+        let attempt = self.0.client.send(request).await;
+        let outcome = self.outcome(ticket, &attempt, logged_headers);
+        (attempt, outcome)
+    }
+
+    /// What the delivery becomes after `attempt`.
+    fn outcome(&self, ticket: &DeliveryTicket, attempt: &Attempt, headers: String) -> Outcome {
+        let now = self.now_ms();
+        let next = if attempt.is_success() {
+            NextState::Succeeded
+        } else if ticket.final_attempt {
+            NextState::Dead
+        } else {
+            let jitter = rand::random::<f64>() * 2.0 - 1.0;
+            match self.0.settings.schedule.next_delay(
+                ticket.attempts.saturating_add(1),
+                jitter,
+                attempt.retry_after,
+            ) {
+                Some(d) => {
+                    NextState::RetryAt(now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2))
+                }
+                None => NextState::Dead,
+            }
+        };
+        Outcome {
+            delivery_id: ticket.delivery_id.clone(),
+            endpoint_id: ticket.endpoint.id.clone(),
+            account_id: ticket.endpoint.account_id.clone(),
+            attempt: Some(AttemptRow {
+                id: new_id("att"),
+                delivery_id: ticket.delivery_id.clone(),
+                endpoint_id: ticket.endpoint.id.clone(),
+                started_at: attempt.started_at_ms,
+                duration_ms: i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX),
+                request_headers: headers,
+                status: attempt.status.map(i64::from),
+                response_body: attempt.response_body.clone(),
+                error_kind: attempt.error.map(|k| k.as_str().to_owned()),
+                error_message: attempt.error_message.clone(),
+            }),
+            next,
+            gone: attempt.status == Some(410) && attempt.error == Some(ErrorKind::Status),
+        }
+    }
+}
+
+/// An outcome that records nothing but releases the lease (the endpoint is
+/// disabled or gone, so the delivery waits).
+pub fn held(ticket: &DeliveryTicket) -> Outcome {
+    Outcome {
+        delivery_id: ticket.delivery_id.clone(),
+        endpoint_id: ticket.endpoint.id.clone(),
+        account_id: ticket.endpoint.account_id.clone(),
+        attempt: None,
+        next: NextState::Held,
+        gone: false,
+    }
+}
+
+/// Whether a header's value should be kept out of the attempt log.
+pub fn is_sensitive_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "authorization"
+        || n == "proxy-authorization"
+        || n == "cookie"
+        || [
+            "key",
+            "token",
+            "secret",
+            "password",
+            "auth",
+            "signature-key",
+        ]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// The request headers as a JSON object for the attempt log, with
+/// secret-looking values replaced by `***`.
+pub fn redacted_headers(headers: &[(String, String)]) -> String {
+    let mut map = serde_json::Map::new();
+    map.insert("user-agent".into(), user_agent().into());
+    for (k, v) in headers {
+        let v = if is_sensitive_header(k) { "***" } else { v };
+        map.insert(k.clone(), v.into());
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_and_redaction() {
+        assert_eq!(parse_span("t", "15s"), Ok(Duration::from_secs(15)));
+        assert!(parse_span("t", "5s,5m").unwrap_err().contains("one span"));
+        let h = redacted_headers(&[
+            ("Authorization".into(), "Bearer abc".into()),
+            ("X-Api-Key".into(), "k".into()),
+            ("X-Team".into(), "red".into()),
+        ]);
+        assert!(!h.contains("abc") && !h.contains("\"k\""), "{h}");
+        assert!(h.contains("red") && h.contains("botwire/"), "{h}");
+    }
+}

@@ -1,0 +1,247 @@
+//! The delivery engine of one process: dispatcher, recorder and claim loop
+//! wired to the store.
+//!
+//! * **Hot path.** The engine plugs itself into the store as its
+//!   [`DeliverySink`]: deliveries a commit creates are written leased to
+//!   this node and handed to the dispatcher in memory as soon as the commit
+//!   is durable. Nothing polls for them.
+//! * **Claim path.** Retries, deliveries left by a dead worker (expired
+//!   lease), recovered ones and those written by API-only nodes are claimed
+//!   from the database by the claim loop, woken in-process by a `Notify`
+//!   and otherwise every `poll` interval.
+//! * **Steppable.** With `poll: None` there is no claim loop; tests call
+//!   [`Engine::run_due_once`] with a time of their choosing and
+//!   [`Engine::idle`] to wait for the hot path, so no test sleeps through a
+//!   retry delay.
+
+use super::attempt::{Delivery, Settings};
+use super::dispatcher::{Command, Dispatcher};
+use super::recorder;
+use crate::store::Store;
+use crate::store::deliveries::{DeliverySink, DeliveryTicket, Lease};
+use crate::store::endpoints::EndpointRow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+/// Most deliveries one claim takes.
+const CLAIM_BATCH: usize = 512;
+/// The claim loop leaves the database alone while this many tickets wait
+/// here already (their leases would otherwise run out in the queue).
+const MAX_BACKLOG: usize = 20_000;
+
+struct Inner {
+    store: Store,
+    delivery: Delivery,
+    lease: Lease,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Tickets handed to the dispatcher whose outcome is not yet recorded.
+    pending: AtomicUsize,
+    /// Signalled whenever `pending` drops.
+    settled: Notify,
+    /// Wakes the claim loop.
+    wake: Notify,
+}
+
+impl Inner {
+    fn dispatch(&self, tickets: Vec<DeliveryTicket>) {
+        if tickets.is_empty() {
+            return;
+        }
+        self.pending.fetch_add(tickets.len(), Ordering::SeqCst);
+        if let Err(mpsc::error::SendError(Command::Tickets(t))) =
+            self.commands.send(Command::Tickets(tickets))
+        {
+            // The dispatcher has stopped: the rows stay leased and fall due.
+            self.settle(t.len());
+        }
+    }
+
+    fn settle(&self, n: usize) {
+        self.pending.fetch_sub(n, Ordering::SeqCst);
+        self.settled.notify_waiters();
+    }
+}
+
+struct Sink(Arc<Inner>);
+
+impl DeliverySink for Sink {
+    fn lease(&self) -> Option<Lease> {
+        Some(self.0.lease.clone())
+    }
+    fn hand_over(&self, tickets: Vec<DeliveryTicket>) {
+        self.0.dispatch(tickets);
+    }
+    fn endpoint_changed(&self, id: &str, row: Option<Arc<EndpointRow>>) {
+        let enabled = row.as_ref().is_some_and(|r| r.enabled);
+        let _ = self
+            .0
+            .commands
+            .send(Command::EndpointChanged(id.to_owned(), row));
+        if enabled {
+            // Held deliveries of a re-enabled endpoint are due.
+            self.0.wake.notify_one();
+        }
+    }
+    fn wake(&self) {
+        self.0.wake.notify_one();
+    }
+}
+
+/// A running delivery engine.
+pub struct Engine {
+    inner: Arc<Inner>,
+    sink: Arc<dyn DeliverySink>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Engine(node {})", self.inner.lease.node)
+    }
+}
+
+impl Engine {
+    /// Starts an engine over `store` and connects it as the store's
+    /// delivery sink. Must run inside a Tokio runtime.
+    pub fn start(store: Store, delivery: Delivery) -> Self {
+        let settings: &Settings = delivery.settings();
+        let lease = Lease {
+            node: Arc::from(crate::domain::ids::new_id("node")),
+            ms: i64::try_from(settings.lease.as_millis()).unwrap_or(i64::MAX / 4),
+        };
+        let poll = settings.poll;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (outcomes, outcome_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            store: store.clone(),
+            delivery: delivery.clone(),
+            lease,
+            commands,
+            pending: AtomicUsize::new(0),
+            settled: Notify::new(),
+            wake: Notify::new(),
+        });
+        let mut tasks = Vec::new();
+        let i = inner.clone();
+        let dispatcher =
+            Dispatcher::new(delivery.clone(), outcomes, Box::new(move |n| i.settle(n)));
+        tasks.push(tokio::spawn(dispatcher.run(command_rx)));
+        let i = inner.clone();
+        tasks.push(tokio::spawn(recorder::run(
+            store.clone(),
+            delivery,
+            outcome_rx,
+            move |n| i.settle(n),
+        )));
+        if let Some(every) = poll {
+            tasks.push(tokio::spawn(claim_loop(inner.clone(), every)));
+        }
+        let sink: Arc<dyn DeliverySink> = Arc::new(Sink(inner.clone()));
+        store.set_delivery_sink(Some(sink.clone()));
+        Self {
+            inner,
+            sink,
+            tasks: Mutex::new(tasks),
+        }
+    }
+
+    /// This engine's node id (`locked_by` of its leases).
+    pub fn node(&self) -> &str {
+        &self.inner.lease.node
+    }
+
+    /// The attempt maker this engine sends with.
+    pub fn delivery(&self) -> &Delivery {
+        &self.inner.delivery
+    }
+
+    /// Tickets handed over whose results are not yet recorded.
+    pub fn pending(&self) -> usize {
+        self.inner.pending.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every ticket handed over has been sent and its result
+    /// recorded.
+    pub async fn idle(&self) {
+        loop {
+            let settled = self.inner.settled.notified();
+            if self.pending() == 0 {
+                return;
+            }
+            // A periodic re-check covers a notification lost between the
+            // check and the wait.
+            let _ = tokio::time::timeout(Duration::from_millis(50), settled).await;
+        }
+    }
+
+    /// Claims the deliveries due at `now` (by this engine's clock or any
+    /// other), sends them, records the results, and answers how many were
+    /// claimed. Hot-path work in flight is waited for too.
+    pub async fn run_due_once(&self, now: i64) -> crate::store::Result<usize> {
+        let tickets = self
+            .inner
+            .store
+            .claim_due(now, self.inner.lease.clone(), 10_000)
+            .await?;
+        let n = tickets.len();
+        self.inner.dispatch(tickets);
+        self.idle().await;
+        Ok(n)
+    }
+
+    /// Hands tickets to the dispatcher directly (deliveries leased to this
+    /// node by other means, e.g. a manual retry).
+    pub fn dispatch(&self, tickets: Vec<DeliveryTicket>) {
+        self.inner.dispatch(tickets);
+    }
+
+    /// Disconnects from the store, lets queued work finish (up to `grace`),
+    /// then stops. Deliveries not finished stay leased and fall due later.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.store.remove_delivery_sink(&self.sink);
+        let _ = tokio::time::timeout(grace, self.idle()).await;
+        self.abort();
+    }
+
+    /// Stops at once, as a crash would: sends in flight are dropped and
+    /// their deliveries stay leased until the lease runs out.
+    pub fn abort(&self) {
+        self.inner.store.remove_delivery_sink(&self.sink);
+        for t in self.tasks.lock().expect("tasks lock").drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+async fn claim_loop(inner: Arc<Inner>, every: Duration) {
+    loop {
+        let _ = tokio::time::timeout(every, inner.wake.notified()).await;
+        if inner.pending.load(Ordering::SeqCst) > MAX_BACKLOG {
+            continue;
+        }
+        let now = inner.delivery.now_ms();
+        match inner
+            .store
+            .claim_due(now, inner.lease.clone(), CLAIM_BATCH)
+            .await
+        {
+            Ok(tickets) => {
+                let full = tickets.len() == CLAIM_BATCH;
+                inner.dispatch(tickets);
+                if full {
+                    inner.wake.notify_one();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not claim due deliveries"),
+        }
+    }
+}
