@@ -359,6 +359,7 @@ fn booking_turn(account: &str, n: usize, seat_capacity: u32) -> TurnWrite {
             capacity: seat_capacity,
         }),
         cancel: None,
+        calls: vec![],
     }
 }
 

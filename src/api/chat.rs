@@ -73,7 +73,14 @@ pub async fn chat(
         .map_err(ApiError::unprocessable)?;
     let reply = state
         .chat
-        .message(&state.store, &p.account_id, &bot, &contact, &body.text)
+        .message(
+            &state.store,
+            state.delivery.client(),
+            &p.account_id,
+            &bot,
+            &contact,
+            &body.text,
+        )
         .await
         .map_err(|e| match e {
             crate::runtime::RuntimeError::Store(crate::store::StoreError::NotFound) => {
@@ -198,6 +205,8 @@ pub struct ConversationDetail {
     pub memory: Value,
     /// Transcript, oldest first: `{direction, text | replies, at}`.
     pub messages: Vec<Value>,
+    /// Story-webhook calls made in this conversation, oldest first.
+    pub calls: Vec<super::webhooks::CallView>,
 }
 
 /// One conversation and its history.
@@ -221,6 +230,7 @@ pub async fn get_conversation(
             }
             other => other.into(),
         })?;
+    let calls = state.store.conversation_calls(&conv.id).await?;
     let (summary, st) = summary(&conv);
     let attributes: Value = serde_json::from_str(&contact.attributes).unwrap_or(Value::Null);
     Ok(Json(ConversationDetail {
@@ -243,6 +253,7 @@ pub async fn get_conversation(
                 body
             })
             .collect(),
+        calls: calls.into_iter().map(super::webhooks::call_view).collect(),
     }))
 }
 

@@ -102,7 +102,11 @@ pub async fn put_flow(
     let yaml = body_is_yaml(req.headers())?;
     load(&state, &p.account_id, &bot).await?;
     let text = text_body(req, &state).await?;
-    let flow = runtime_bots::parse_flow(&text, yaml)?;
+    let settings: Settings =
+        serde_json::from_str(&state.store.get_bot_settings(&p.account_id, &bot).await?)
+            .map_err(ApiError::internal)?;
+    let known: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
+    let flow = runtime_bots::parse_flow(&text, yaml, &known)?;
     let version = runtime_bots::save_flow(&state.store, &p.account_id, &bot, &flow).await?;
     state.chat.forget_bot(&p.account_id, &bot);
     Ok(Json(FlowSaved {

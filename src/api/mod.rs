@@ -25,6 +25,7 @@ pub mod hooks;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
+pub mod webhooks;
 
 use crate::auth::Pepper;
 use crate::store::{Page, Store};
@@ -104,6 +105,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(chat::routes())
         .merge(events::routes())
         .merge(appointments::routes())
+        .merge(webhooks::routes())
         .merge(endpoints::routes())
         .merge(deliveries::routes())
         .merge(hooks::routes())

@@ -38,6 +38,15 @@ use utoipa::{Modify, OpenApi};
         super::events::publish_event,
         super::appointments::list_appointments,
         super::appointments::cancel_appointment,
+        super::webhooks::create_webhook,
+        super::webhooks::list_webhooks,
+        super::webhooks::get_webhook,
+        super::webhooks::update_webhook,
+        super::webhooks::delete_webhook,
+        super::webhooks::list_calls,
+        super::webhooks::test_webhook,
+        super::webhooks::get_secret,
+        super::webhooks::rotate_secret,
         super::endpoints::create_endpoint,
         super::endpoints::list_endpoints,
         super::endpoints::get_endpoint,
@@ -59,7 +68,7 @@ use utoipa::{Modify, OpenApi};
     ),
     modifiers(&Bearer),
     tags((name = "bots"), (name = "flows"), (name = "conversations"), (name = "events"),
-        (name = "appointments"), (name = "endpoints"), (name = "deliveries"), (name = "hooks"),
+        (name = "appointments"), (name = "story webhooks"), (name = "endpoints"), (name = "deliveries"), (name = "hooks"),
         (name = "keys"), (name = "health"))
 )]
 pub struct ApiDoc;

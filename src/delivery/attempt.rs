@@ -128,6 +128,11 @@ impl Delivery {
         Ok(Self(Arc::new(Shared { settings, client })))
     }
 
+    /// The guarded outbound client (shared with story webhooks).
+    pub fn client(&self) -> &OutboundClient {
+        &self.0.client
+    }
+
     /// The settings in force.
     pub fn settings(&self) -> &Settings {
         &self.0.settings
@@ -170,6 +175,7 @@ impl Delivery {
             url: ep.url.clone(),
             headers,
             body: Some(body),
+            timeout: None,
         }
     }
 

@@ -78,6 +78,8 @@ pub struct OutboundRequest {
     pub headers: Vec<(String, String)>,
     /// Body bytes, if any.
     pub body: Option<Vec<u8>>,
+    /// A timeout for this request instead of the client's.
+    pub timeout: Option<Duration>,
 }
 
 /// What happened when one request was tried.
@@ -205,6 +207,9 @@ impl OutboundClient {
         }
 
         let mut builder = self.client.request(req.method, url).headers(headers);
+        if let Some(t) = req.timeout {
+            builder = builder.timeout(t);
+        }
         if let Some(body) = req.body {
             builder = builder.body(body);
         }
@@ -505,6 +510,7 @@ mod tests {
                 ("x-custom".into(), "b".into()),
             ],
             body: Some(br#"{"type":"webhook.test"}"#.to_vec()),
+            timeout: None,
         }
     }
 

@@ -71,6 +71,8 @@ pub struct Definition {
     pub flow: Flow,
     /// Its settings.
     pub settings: Settings,
+    /// The bot's story-webhook secrets (JSON), when its flow calls any.
+    pub story_secrets: String,
 }
 
 /// (account, bot) → (the bot's `updated_at` when parsed, when that was
@@ -135,11 +137,19 @@ impl DefinitionCache {
         let flow = Flow::from_json(&flow_row.document).map_err(RuntimeError::Flow)?;
         let settings: Settings = serde_json::from_str(&store.get_bot_settings(account, bot).await?)
             .map_err(|e| StoreError::Database(format!("bot settings: {e}")))?;
+        let story_secrets = if flow.webhook_names().is_empty() {
+            "[]".to_owned()
+        } else {
+            store
+                .story_secrets(account, bot, super::story::fresh_secrets())
+                .await?
+        };
         let def = Arc::new(Definition {
             bot_type: row.bot_type,
             flow_version: row.flow_version,
             flow,
             settings,
+            story_secrets,
         });
         let mut entries = self.entries.lock().expect("cache lock");
         if entries.len() > 10_000 {
@@ -150,15 +160,17 @@ impl DefinitionCache {
     }
 }
 
-/// Parses a flow document as YAML or JSON and validates the whole graph.
-pub fn parse_flow(body: &str, yaml: bool) -> Result<Flow, RuntimeError> {
+/// Parses a flow document as YAML or JSON and validates the whole graph;
+/// every story webhook it calls must be among `known_webhooks`.
+pub fn parse_flow(body: &str, yaml: bool, known_webhooks: &[String]) -> Result<Flow, RuntimeError> {
     let flow = if yaml {
         Flow::from_yaml(body)
     } else {
         Flow::from_json(body)
     }
     .map_err(RuntimeError::Flow)?;
-    flow.validate(None).map_err(RuntimeError::Flow)?;
+    flow.validate(Some(known_webhooks))
+        .map_err(RuntimeError::Flow)?;
     Ok(flow)
 }
 

@@ -18,13 +18,17 @@
 
 use super::RuntimeError;
 use super::bots::{Definition, DefinitionCache};
+use super::story;
+use crate::delivery::http::OutboundClient;
 use crate::domain::calendar::Slot;
+use crate::domain::engine::WebhookReply;
 use crate::domain::engine::{self, Contact, Context, Input, State, Turn};
 use crate::domain::ids::new_id;
 use crate::store::conversations::{
     BookingWrite, ContactRow, ConversationRow, STALE, TurnCommit, TurnWrite,
 };
 use crate::store::events::EventRow;
+use crate::store::story::CallRow;
 use crate::store::{Store, StoreError};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
@@ -113,6 +117,8 @@ pub struct Chat {
 /// Most sessions kept in memory before the cache starts over.
 const MAX_SESSIONS: usize = 200_000;
 
+/// Most story-webhook calls one message may cause.
+const MAX_CALLS: usize = 5;
 /// How many times a turn is retried when its conversation moved on.
 const STALE_RETRIES: usize = 8;
 /// How many slots are considered when offering bookings.
@@ -138,6 +144,7 @@ impl Chat {
     pub async fn message(
         &self,
         store: &Store,
+        client: &OutboundClient,
         account: &str,
         bot: &str,
         contact: &ContactRef,
@@ -150,7 +157,8 @@ impl Chat {
         };
         let result = {
             let _guard = lock.lock().await;
-            self.turn(store, account, bot, &key, contact, text).await
+            self.turn(store, client, account, bot, &key, contact, text)
+                .await
         };
         drop(lock);
         let mut locks = self.locks.lock().expect("locks");
@@ -164,6 +172,7 @@ impl Chat {
     async fn turn(
         &self,
         store: &Store,
+        client: &OutboundClient,
         account: &str,
         bot: &str,
         key: &str,
@@ -178,7 +187,16 @@ impl Chat {
                 None => self.read_session(store, account, bot, contact_ref).await?,
             };
             match self
-                .try_turn(store, account, bot, &def, contact_ref, session, text)
+                .try_turn(
+                    store,
+                    client,
+                    account,
+                    bot,
+                    &def,
+                    contact_ref,
+                    session,
+                    text,
+                )
                 .await
             {
                 Err(RuntimeError::Store(StoreError::Conflict(m))) if m == STALE => {
@@ -230,6 +248,7 @@ impl Chat {
     async fn try_turn(
         &self,
         store: &Store,
+        client: &OutboundClient,
         account: &str,
         bot: &str,
         def: &Definition,
@@ -286,17 +305,34 @@ impl Chat {
                 taken_slot: taken,
             };
             let mut turn = engine::step(&def.flow, &state, &ctx, Input::Text(text));
-            if turn.call_webhook.is_some() {
-                // Story webhook calls arrive with their own room; until then
-                // the call fails and the flow takes its error path.
-                let resumed = engine::resume_after_webhook(
-                    &def.flow,
-                    &turn.state,
-                    &ctx,
-                    Err("story webhooks are not available on this server".into()),
-                );
+            let mut calls = Vec::new();
+            // Story webhooks: called with no transaction open; a webhook's
+            // answer may lead to another (at most MAX_CALLS per turn).
+            let mut made = 0;
+            while let Some(name) = turn.call_webhook.clone() {
+                let outcome = if made >= MAX_CALLS {
+                    Err(format!(
+                        "more than {MAX_CALLS} story webhook calls in one message"
+                    ))
+                } else {
+                    made += 1;
+                    self.call_story(
+                        client,
+                        def,
+                        &name,
+                        &turn,
+                        &contact,
+                        &conversation_id,
+                        &mut calls,
+                    )
+                    .await
+                };
+                let resumed = engine::resume_after_webhook(&def.flow, &turn.state, &ctx, outcome);
                 turn = merge_turns(turn, resumed);
             }
+            // A webhook's quick replies and the next menu's may repeat.
+            let mut offered = std::collections::HashSet::new();
+            turn.quick_replies.retain(|q| offered.insert(q.clone()));
             let write = build_write(
                 account,
                 bot,
@@ -309,6 +345,7 @@ impl Chat {
                 expected_revision,
                 text,
                 &turn,
+                calls,
             );
             let event_ids = write.events.iter().map(|e| e.id.clone()).collect();
             let (next_contact, next_conversation) =
@@ -387,6 +424,40 @@ impl Chat {
     }
 }
 
+impl Chat {
+    /// Calls the story webhook `name` for `turn` and logs the call.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_story(
+        &self,
+        client: &OutboundClient,
+        def: &Definition,
+        name: &str,
+        turn: &Turn,
+        contact: &Contact,
+        conversation_id: &str,
+        calls: &mut Vec<CallRow>,
+    ) -> Result<WebhookReply, String> {
+        let Some(hook) = def.settings.webhooks.iter().find(|w| w.name == name) else {
+            return Err(format!("story webhook {name:?} is not defined"));
+        };
+        let ctx = engine::merge_context(&turn.state, contact, &turn.user_attributes);
+        let secrets = story::live_secrets(&def.story_secrets, crate::store::now_ms());
+        let (outcome, record) = story::call(client, hook, &ctx, &secrets).await;
+        if let Err(e) = &outcome {
+            tracing::warn!(webhook = %name, conversation = %conversation_id, error = %e, "story webhook failed");
+        }
+        calls.push(CallRow {
+            id: record.id.clone(),
+            webhook: name.to_owned(),
+            conversation_id: Some(conversation_id.to_owned()),
+            outcome: record.outcome.clone(),
+            record: serde_json::to_string(&record).expect("records serialise"),
+            created_at: record.started_at,
+        });
+        outcome
+    }
+}
+
 /// Joins a turn that stopped at a webhook with the turn that resumed it.
 fn merge_turns(mut first: Turn, second: Turn) -> Turn {
     first.state = second.state;
@@ -418,6 +489,7 @@ fn build_write(
     expected_revision: Option<i64>,
     text: &str,
     turn: &Turn,
+    calls: Vec<CallRow>,
 ) -> TurnWrite {
     let mut attributes = contact.attributes.clone();
     for (k, v) in &turn.user_attributes {
@@ -483,6 +555,7 @@ fn build_write(
             capacity: def.settings.calendar.as_ref().map_or(1, |c| c.capacity),
         }),
         cancel: turn.cancel_booking.clone(),
+        calls,
     }
 }
 

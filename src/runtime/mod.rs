@@ -6,11 +6,14 @@
 //!   moved on under it.
 //! * [`bots`] loads a bot's flow and settings (cached per change) and
 //!   imports and exports whole bot files.
+//! * [`story`] calls the user's APIs from flows (story webhooks) and reads
+//!   their answers back into the conversation.
 //!
 //! Nothing here knows about HTTP; the API and the CLI both call it.
 
 pub mod bots;
 pub mod chat;
+pub mod story;
 
 use crate::store::StoreError;
 

@@ -169,6 +169,7 @@ impl Store {
                 "appointments",
                 "deliveries",
                 "endpoints",
+                "webhook_calls",
             ] {
                 c.execute(
                     &format!("DELETE FROM {table} WHERE account_id = $1 AND bot_id = $2"),

@@ -95,6 +95,8 @@ pub struct TurnWrite {
     pub booking: Option<BookingWrite>,
     /// An appointment to cancel.
     pub cancel: Option<String>,
+    /// Story-webhook calls the turn made (made before the commit, logged with it).
+    pub calls: Vec<super::story::CallRow>,
 }
 
 /// What committing a turn did.
@@ -310,6 +312,9 @@ impl Store {
                      WHERE account_id = $2 AND bot_id = $3 AND id = $4 AND status = 'booked'",
                     &[now.into(), (&t.account_id).into(), (&t.bot_id).into(), id.into()],
                 )?;
+            }
+            for call in &t.calls {
+                super::story::insert_call(c, &t.account_id, &t.bot_id, call)?;
             }
             let mut tickets = Vec::new();
             for e in &t.events {

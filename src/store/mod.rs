@@ -39,6 +39,7 @@ pub mod migrate;
 mod pool;
 pub mod postgres;
 pub mod sqlite;
+pub mod story;
 pub mod writer;
 
 use std::sync::Arc;

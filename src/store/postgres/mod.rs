@@ -13,6 +13,11 @@ use postgres::{Client, NoTls};
 static MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "delivery", include_str!("migrations/0002_delivery.sql")),
+    (
+        3,
+        "story_webhooks",
+        include_str!("migrations/0003_story_webhooks.sql"),
+    ),
 ];
 
 /// A PostgreSQL database named by a URL.

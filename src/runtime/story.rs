@@ -1,0 +1,415 @@
+//! Story webhooks: calls to the user's API made from inside a flow (seed
+//! 002), and what their answers do to the conversation.
+//!
+//! A call is built from its definition and the conversation's merge
+//! context: the URL with merge tags (values percent-encoded), `params` as a
+//! query string (GET, DELETE) or a JSON body (otherwise; merge tags are
+//! substituted inside string values only, so an answer can never inject
+//! JSON), headers with merge tags, `User-Agent: botwire/<version>`, and —
+//! unless `sign: false` — the Standard Webhooks signature headers made with
+//! the bot's story-webhook secret(s). It goes through the shared outbound
+//! client, so the SSRF guard applies, with the definition's timeout.
+//!
+//! The answer, when it is a 2xx with a JSON object, is read for
+//! `responses`, `memory`, `user_attributes` and `quickreplies` (other keys
+//! ignored; a known key of the wrong type is a failure that names it).
+//! Anything else — timeout, refused connection, blocked target, non-2xx,
+//! non-JSON — is a failure, and the flow takes its error path.
+//!
+//! Every call is recorded ([`CallRecord`]) with secrets redacted. No
+//! database transaction is open while a call is in flight: the chat turn
+//! commits the call's record with the rest of the turn afterwards.
+
+use crate::delivery::http::{Attempt, OutboundClient, OutboundRequest};
+use crate::delivery::signing::{self, Secret};
+use crate::domain::engine::WebhookReply;
+use crate::domain::flow::StoryWebhook;
+use crate::domain::ids::new_id;
+use crate::domain::merge;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// How much of a response is kept in the call log.
+const LOGGED_BODY: usize = 2048;
+
+/// One story-webhook call as logged.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CallRecord {
+    /// `call_…`; also the `webhook-id` header of the request.
+    pub id: String,
+    /// The webhook's name.
+    pub webhook: String,
+    /// `GET https://…?min=10&max=20`
+    pub request_line: String,
+    /// Request headers, signature and secret-looking values redacted.
+    pub request_headers: Vec<(String, String)>,
+    /// The JSON body sent, if any.
+    pub request_body: Option<String>,
+    /// The response status, when one came.
+    pub status: Option<u16>,
+    /// Time taken, ms.
+    pub duration_ms: u64,
+    /// The response's first bytes.
+    pub response_head: String,
+    /// `ok` or `error`.
+    pub outcome: String,
+    /// Why it failed, in plain words.
+    pub error: Option<String>,
+    /// When it started, Unix ms.
+    pub started_at: i64,
+}
+
+/// A request ready to send, and its loggable form.
+pub struct Prepared {
+    /// What goes on the wire.
+    pub request: OutboundRequest,
+    /// The call's id.
+    pub id: String,
+    /// The request body as text, if any.
+    pub body_text: Option<String>,
+}
+
+/// Builds the request for `def` against the merge context `ctx`.
+pub fn prepare(def: &StoryWebhook, ctx: &Value, secrets: &[Secret], now_secs: i64) -> Prepared {
+    let id = new_id("call");
+    let mut url = merge::render_url(&def.url, ctx);
+    let rendered = merge::render_json(&Value::Object(def.params.clone()), ctx);
+    let params = rendered.as_object().cloned().unwrap_or_default();
+    let mut body: Option<Vec<u8>> = None;
+    if def.params_in_query() {
+        if !params.is_empty() {
+            let query: Vec<String> = params
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        merge::percent_encode(k),
+                        merge::percent_encode(&merge::value_text(v))
+                    )
+                })
+                .collect();
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&query.join("&"));
+        }
+    } else {
+        body = Some(serde_json::to_vec(&Value::Object(params)).expect("JSON serialises"));
+    }
+    let mut headers: Vec<(String, String)> = def
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), merge::render_text(v, ctx)))
+        .collect();
+    if body.is_some() {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    if def.signs() && !secrets.is_empty() {
+        let payload = body.as_deref().unwrap_or_default();
+        headers.push((signing::HEADER_ID.into(), id.clone()));
+        headers.push((signing::HEADER_TIMESTAMP.into(), now_secs.to_string()));
+        headers.push((
+            signing::HEADER_SIGNATURE.into(),
+            signing::signature_header(secrets, &id, now_secs, payload),
+        ));
+    }
+    let body_text = body
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned());
+    Prepared {
+        request: OutboundRequest {
+            method: def.method.parse().unwrap_or(reqwest::Method::POST),
+            url,
+            headers,
+            body,
+            timeout: Some(Duration::from_millis(u64::from(def.timeout_ms()))),
+        },
+        id,
+        body_text,
+    }
+}
+
+/// Reads an attempt's outcome as a webhook reply, or says why it failed.
+pub fn interpret(attempt: &Attempt) -> Result<WebhookReply, String> {
+    if let Some(kind) = attempt.error {
+        return Err(match (&attempt.error_message, attempt.status) {
+            (_, Some(status)) => format!("the API answered HTTP {status}"),
+            (Some(m), None) => format!("{}: {m}", kind.as_str()),
+            (None, None) => kind.as_str().to_owned(),
+        });
+    }
+    let value: Value = serde_json::from_str(&attempt.response_body).map_err(|_| {
+        if attempt.response_body.len() >= crate::delivery::http::MAX_RESPONSE_BODY {
+            "the answer is larger than 16 KiB".to_owned()
+        } else {
+            "the answer is not JSON".to_owned()
+        }
+    })?;
+    WebhookReply::from_json(&value)
+}
+
+/// Makes a call and logs it.
+pub async fn call(
+    client: &OutboundClient,
+    def: &StoryWebhook,
+    ctx: &Value,
+    secrets: &[Secret],
+) -> (Result<WebhookReply, String>, CallRecord) {
+    let prepared = prepare(def, ctx, secrets, chrono::Utc::now().timestamp());
+    let request_line = format!("{} {}", def.method, prepared.request.url);
+    let request_headers = redact(&prepared.request.headers);
+    let attempt = client.send(prepared.request).await;
+    let outcome = interpret(&attempt);
+    let mut head = attempt.response_body.clone();
+    if head.len() > LOGGED_BODY {
+        let mut cut = LOGGED_BODY;
+        while !head.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        head.truncate(cut);
+    }
+    let record = CallRecord {
+        id: prepared.id,
+        webhook: def.name.clone(),
+        request_line,
+        request_headers,
+        request_body: prepared.body_text,
+        status: attempt.status,
+        duration_ms: attempt.duration_ms,
+        response_head: head,
+        outcome: if outcome.is_ok() { "ok" } else { "error" }.into(),
+        error: outcome.as_ref().err().cloned(),
+        started_at: attempt.started_at_ms,
+    };
+    (outcome, record)
+}
+
+/// Header values that look secret are replaced by `***` for the log.
+pub fn redact(headers: &[(String, String)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let lower = k.to_ascii_lowercase();
+            let secret = lower == signing::HEADER_SIGNATURE
+                || lower == "authorization"
+                || lower == "proxy-authorization"
+                || lower == "cookie"
+                || lower.contains("token")
+                || lower.contains("secret")
+                || lower.contains("key")
+                || lower.contains("password");
+            (k.clone(), if secret { "***".into() } else { v.clone() })
+        })
+        .collect()
+}
+
+/// What a reply would do, for the test endpoint: the memory and user
+/// attributes after merging, the replies and quick replies.
+pub fn would_merge(
+    reply: &WebhookReply,
+    memory: &Map<String, Value>,
+    user: &Map<String, Value>,
+) -> Value {
+    let apply = |base: &Map<String, Value>, changes: &Map<String, Value>| {
+        let mut out = base.clone();
+        for (k, v) in changes {
+            if v.is_null() {
+                out.remove(k);
+            } else {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        Value::Object(out)
+    };
+    serde_json::json!({
+        "responses": reply.responses,
+        "quickreplies": reply.quickreplies,
+        "memory": apply(memory, &reply.memory),
+        "user": apply(user, &reply.user_attributes),
+    })
+}
+
+/// One of a bot's story-webhook secrets as stored (`bots.story_secrets`).
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct StoredSecret {
+    /// `whsec_…`
+    pub secret: String,
+    /// Unix ms after which it no longer signs; `None` for the current one.
+    pub expires_at: Option<i64>,
+}
+
+/// A fresh secrets document holding one new secret.
+pub fn fresh_secrets() -> String {
+    serde_json::to_string(&[StoredSecret {
+        secret: Secret::generate().to_string(),
+        expires_at: None,
+    }])
+    .expect("secrets serialise")
+}
+
+/// The secrets that still sign at `now_ms`, newest first.
+pub fn live_secrets(stored: &str, now_ms: i64) -> Vec<Secret> {
+    let list: Vec<StoredSecret> = serde_json::from_str(stored).unwrap_or_default();
+    list.iter()
+        .filter(|s| s.expires_at.is_none_or(|t| t > now_ms))
+        .filter_map(|s| Secret::parse(&s.secret).ok())
+        .collect()
+}
+
+/// Rotates: a new current secret; the old current one keeps signing until
+/// `now + grace`; expired ones are dropped.
+pub fn rotate_secrets(stored: &str, now_ms: i64, grace_ms: i64) -> String {
+    let list: Vec<StoredSecret> = serde_json::from_str(stored).unwrap_or_default();
+    let mut next = vec![StoredSecret {
+        secret: Secret::generate().to_string(),
+        expires_at: None,
+    }];
+    for s in list {
+        let expires_at = s.expires_at.unwrap_or(now_ms + grace_ms);
+        if expires_at > now_ms {
+            next.push(StoredSecret {
+                secret: s.secret,
+                expires_at: Some(expires_at),
+            });
+        }
+    }
+    serde_json::to_string(&next).expect("secrets serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn def(method: &str) -> StoryWebhook {
+        serde_json::from_value(json!({
+            "name": "n", "method": method, "url": "http://api.test/r/{{memory.thing}}",
+            "params": {"min": "10", "who": "{{user.name}}", "n": 5},
+            "headers": {"x-team": "{{memory.thing}}"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn get_params_go_to_the_query_and_others_to_a_json_body() {
+        let ctx = json!({"memory": {"thing": "a b/c"}, "user": {"name": "Ana \"x\""}});
+        let secrets = [Secret::generate()];
+        let get = prepare(&def("GET"), &ctx, &secrets, 1_700_000_000);
+        assert_eq!(
+            get.request.url,
+            "http://api.test/r/a%20b%2Fc?min=10&who=Ana%20%22x%22&n=5"
+        );
+        assert!(get.request.body.is_none());
+        let post = prepare(&def("POST"), &ctx, &secrets, 1_700_000_000);
+        let body: serde_json::Value =
+            serde_json::from_slice(post.request.body.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"min": "10", "who": "Ana \"x\"", "n": 5}),
+            "no JSON injection"
+        );
+        let names: Vec<&str> = post
+            .request
+            .headers
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert!(names.contains(&"webhook-signature") && names.contains(&"x-team"));
+        let sig = &post
+            .request
+            .headers
+            .iter()
+            .find(|(k, _)| k == "webhook-signature")
+            .unwrap()
+            .1;
+        let ts = 1_700_000_000i64;
+        signing::verify(
+            &secrets,
+            &post.id,
+            &ts.to_string(),
+            sig,
+            post.request.body.as_ref().unwrap(),
+            ts,
+            300,
+        )
+        .expect("the request verifies with the bot's secret");
+        let mut unsigned = def("POST");
+        unsigned.sign = Some(false);
+        let p = prepare(&unsigned, &ctx, &secrets, ts);
+        assert!(
+            !p.request
+                .headers
+                .iter()
+                .any(|(k, _)| k.starts_with("webhook-"))
+        );
+        assert_eq!(p.request.timeout, Some(Duration::from_millis(10_000)));
+    }
+
+    #[test]
+    fn secrets_rotate_with_a_grace_period() {
+        let first = fresh_secrets();
+        assert_eq!(live_secrets(&first, 0).len(), 1);
+        let rotated = rotate_secrets(&first, 1_000, 500);
+        assert_eq!(
+            live_secrets(&rotated, 1_200).len(),
+            2,
+            "both sign during the grace period"
+        );
+        assert_eq!(
+            live_secrets(&rotated, 1_600).len(),
+            1,
+            "the old one stops after it"
+        );
+        let again = rotate_secrets(&rotated, 2_000, 500);
+        assert_eq!(
+            live_secrets(&again, 2_100).len(),
+            2,
+            "expired secrets are dropped"
+        );
+        assert!(!format!("{:?}", live_secrets(&again, 0)[0]).contains("whsec_"));
+    }
+
+    #[test]
+    fn answers_are_read_or_refused_with_a_reason() {
+        let attempt = |status: Option<u16>, body: &str, error| Attempt {
+            started_at_ms: 0,
+            duration_ms: 1,
+            status,
+            response_headers: vec![],
+            response_body: body.into(),
+            error,
+            error_message: None,
+            retry_after: None,
+        };
+        let ok = interpret(&attempt(
+            Some(200),
+            r#"{"responses": ["hi"], "other": 1}"#,
+            None,
+        ))
+        .unwrap();
+        assert_eq!(ok.responses, ["hi"]);
+        assert!(
+            interpret(&attempt(Some(200), "not json", None))
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        assert!(
+            interpret(&attempt(Some(200), r#"{"memory": []}"#, None))
+                .unwrap_err()
+                .contains("memory")
+        );
+        let e = interpret(&attempt(
+            Some(500),
+            "",
+            Some(crate::delivery::http::ErrorKind::Status),
+        ))
+        .unwrap_err();
+        assert!(e.contains("500"), "{e}");
+        let e = interpret(&attempt(
+            None,
+            "",
+            Some(crate::delivery::http::ErrorKind::Timeout),
+        ))
+        .unwrap_err();
+        assert!(e.contains("timeout"), "{e}");
+    }
+}

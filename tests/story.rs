@@ -1,0 +1,382 @@
+//! Story webhooks end to end (seed 002): a real server, and a real HTTP
+//! receiver on 127.0.0.1 playing the user's API. Golden transcripts of the
+//! three examples — the random number, the favourite thing, the age — and
+//! every failure path: timeout, refused connection, blocked target,
+//! non-2xx, non-JSON, a known key of the wrong type.
+
+mod common;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use botwire::delivery::signing::{Secret, verify};
+use botwire::delivery::ssrf::AllowList;
+use botwire::delivery::{Delivery, Settings};
+use common::{App, Db, spawn_app_with};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(String, HeaderMap, String)>>>);
+
+async fn receiver() -> (String, Seen) {
+    let seen = Seen::default();
+    let app = axum::Router::new()
+        .route(
+            "/random_number",
+            get(|State(s): State<Seen>, h: HeaderMap, Query(q): Query<HashMap<String, String>>| async move {
+                s.0.lock().unwrap().push(("random_number".into(), h, format!("{q:?}")));
+                let min: i64 = q.get("min").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let max: i64 = q.get("max").and_then(|v| v.parse().ok()).unwrap_or(0);
+                // Deterministic for golden transcripts: the middle of the range.
+                Json(json!({"responses": [format!("Your random number is {}", (min + max) / 2)], "extra": "ignored"}))
+            }),
+        )
+        .route(
+            "/favourite",
+            post(|State(s): State<Seen>, h: HeaderMap, body: String| async move {
+                s.0.lock().unwrap().push(("favourite".into(), h, body.clone()));
+                let v: Value = serde_json::from_str(&body).unwrap_or_default();
+                Json(json!({
+                    "memory": {"favourite-thing": v["thing"], "thing": null},
+                    "responses": ["Noted!"],
+                }))
+            }),
+        )
+        .route(
+            "/profile",
+            post(|State(s): State<Seen>, h: HeaderMap, body: String| async move {
+                s.0.lock().unwrap().push(("profile".into(), h, body.clone()));
+                let v: Value = serde_json::from_str(&body).unwrap_or_default();
+                let born: i64 = v["born"].as_str().and_then(|b| b.parse().ok()).unwrap_or(2000);
+                Json(json!({"user_attributes": {"age": 2026 - born}, "quickreplies": ["Random number", "Goodbye"]}))
+            }),
+        )
+        .route("/status500", get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
+        .route("/notjson", get(|| async { "hello" }))
+        .route("/wrongtype", get(|| async { Json(json!({"responses": "not a list"})) }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Json(json!({}))
+            }),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, seen)
+}
+
+async fn app_with_local_api() -> (App, String, Seen) {
+    let delivery = Delivery::new(Settings {
+        allow: AllowList::parse(["127.0.0.0/8"]).unwrap(),
+        ..Settings::default()
+    })
+    .unwrap();
+    let app = spawn_app_with(Db::Sqlite, delivery).await.unwrap();
+    let (base, seen) = receiver().await;
+    let file = std::fs::read_to_string("examples/stories.yaml")
+        .unwrap()
+        .replace("http://127.0.0.1:8787", &base);
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/import",
+            Some(&app.admin_key),
+            "application/yaml",
+            file.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    (app, base, seen)
+}
+
+async fn say(app: &App, phone: &str, text: &str) -> Value {
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/stories/chat",
+            Some(json!({"contact": {"phone": phone}, "text": text})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+async fn transcript(app: &App, phone: &str, inputs: &[&str]) -> String {
+    let mut out = String::new();
+    for input in inputs {
+        let r = say(app, phone, input).await;
+        out.push_str(&format!("> {input}\n"));
+        for reply in r["replies"].as_array().unwrap() {
+            for line in reply["text"].as_str().unwrap().lines() {
+                out.push_str(&format!("< {line}\n"));
+            }
+        }
+        let quick: Vec<&str> = r["quick_replies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q.as_str().unwrap())
+            .collect();
+        if !quick.is_empty() {
+            out.push_str(&format!("  quick replies: {}\n", quick.join(" | ")));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_stories_against_a_real_receiver() {
+    let (app, _base, seen) = app_with_local_api().await;
+
+    // The test button first, as a new user would: the exact request, the
+    // answer, and what would be merged.
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/stories/webhooks/random_number/test",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body["request"]["line"]
+            .as_str()
+            .unwrap()
+            .ends_with("/random_number?min=10&max=20"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["response"]["status"], 200);
+    assert_eq!(
+        r.body["would_merge"]["responses"],
+        json!(["Your random number is 15"])
+    );
+
+    let phone = "+6591234567";
+    let t = transcript(&app, phone, &["hi", "1", "2", "kites", "3", "1984", "4"]).await;
+    insta::assert_snapshot!("stories", t);
+    assert!(t.contains("< Your random number is 15"));
+    assert!(t.contains("I will remember that your favourite thing is kites."));
+    assert!(t.contains("So you are 42."));
+
+    // Memory and user attributes landed where the answer put them.
+    let convs = app
+        .admin("GET", "/v1/bots/stories/conversations", None)
+        .await;
+    let id = convs.body["data"][0]["id"].as_str().unwrap();
+    let conv = app
+        .admin("GET", &format!("/v1/bots/stories/conversations/{id}"), None)
+        .await;
+    assert_eq!(conv.body["memory"]["favourite-thing"], "kites");
+    assert!(
+        conv.body["memory"].get("thing").is_none(),
+        "a null in the answer deletes the key"
+    );
+    assert_eq!(conv.body["contact"]["attributes"]["age"], 42);
+    let calls = conv.body["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 3, "the conversation's history shows its calls");
+    assert!(calls.iter().all(|c| c["outcome"] == "ok"));
+
+    // The receiver got signed requests with botwire's user agent; the
+    // signature verifies with the bot's story-webhook secret.
+    let secret = app
+        .admin("GET", "/v1/bots/stories/webhook-secret", None)
+        .await;
+    let secret = Secret::parse(secret.body["secret"].as_str().unwrap()).unwrap();
+    let seen = seen.0.lock().unwrap().clone();
+    let (_, headers, body) = seen.iter().find(|(p, _, _)| p == "favourite").unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(body).unwrap(),
+        json!({"thing": "kites", "phone": phone})
+    );
+    assert!(
+        headers["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("botwire/")
+    );
+    let h = |n: &str| headers[n].to_str().unwrap().to_owned();
+    let ts = h("webhook-timestamp");
+    verify(
+        &[secret],
+        &h("webhook-id"),
+        &ts,
+        &h("webhook-signature"),
+        body.as_bytes(),
+        ts.parse().unwrap(),
+        300,
+    )
+    .expect("story webhook requests are signed");
+
+    // The call log, with the signature redacted.
+    let log = app
+        .admin("GET", "/v1/bots/stories/webhooks/random_number/calls", None)
+        .await;
+    let data = log.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2, "the test call and the chat call");
+    let headers = data[0]["record"]["request_headers"].to_string();
+    assert!(
+        headers.contains("\"***\"") && !headers.contains("v1,"),
+        "{headers}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failure_takes_the_error_path_and_is_logged() {
+    let (app, base, _seen) = app_with_local_api().await;
+    let phone = "+6591234500";
+    say(&app, phone, "hi").await;
+    let cases = [
+        (format!("{base}/status500"), "500"),
+        (format!("{base}/notjson"), "not JSON"),
+        (format!("{base}/wrongtype"), "responses"),
+        (format!("{base}/slow"), "timeout"),
+        ("http://127.0.0.1:9/closed".to_owned(), "connect"),
+        (
+            "http://169.254.169.254/latest/meta-data".to_owned(),
+            "blocked",
+        ),
+    ];
+    for (url, why) in &cases {
+        let r = app
+            .admin(
+                "PATCH",
+                "/v1/bots/stories/webhooks/random_number",
+                Some(json!({"url": url, "timeout_ms": 300})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let reply = say(&app, phone, "1").await;
+        let texts = reply["replies"].to_string();
+        assert!(
+            texts.contains("not answering"),
+            "{url}: the error path is taken: {texts}"
+        );
+        assert!(
+            texts.contains("What shall we try?"),
+            "{url}: the conversation goes on: {texts}"
+        );
+        let log = app
+            .admin(
+                "GET",
+                "/v1/bots/stories/webhooks/random_number/calls?limit=1",
+                None,
+            )
+            .await;
+        let call = &log.body["data"][0];
+        assert_eq!(call["outcome"], "error");
+        let error = call["record"]["error"].as_str().unwrap();
+        assert!(
+            error.contains(why),
+            "{url}: logged error {error:?} should mention {why:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn definitions_are_validated_and_flows_must_name_defined_webhooks() {
+    let (app, base, _) = app_with_local_api().await;
+    let bad = [
+        (json!({"name": "x", "url": "ftp://a"}), "url"),
+        (
+            json!({"name": "x", "url": "http://a", "method": "TRACE"}),
+            "method",
+        ),
+        (
+            json!({"name": "x", "url": "http://a", "timeout_ms": 60000}),
+            "timeout_ms",
+        ),
+        (
+            json!({"name": "x", "url": "http://a", "headers": {"Host": "b"}}),
+            "headers.Host",
+        ),
+        (
+            json!({"name": "x", "url": "http://a", "headers": {"webhook-id": "b"}}),
+            "webhook-id",
+        ),
+        (json!({"name": "bad name", "url": "http://a"}), "name"),
+        (
+            json!({"name": "random_number", "url": "http://a"}),
+            "already exists",
+        ),
+    ];
+    for (body, hint) in bad {
+        let r = app
+            .admin("POST", "/v1/bots/stories/webhooks", Some(body.clone()))
+            .await;
+        assert!(matches!(r.status, 409 | 422), "{body}: {}", r.body);
+        assert!(
+            r.body["error"]["message"].as_str().unwrap().contains(hint),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/stories/webhooks",
+            Some(
+                json!({"name": "weather", "method": "get", "url": format!("{base}/random_number")}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["method"], "GET");
+    assert_eq!(r.body["timeout_ms"], 10000);
+    assert_eq!(r.body["sign"], true);
+
+    // A flow calling an undefined webhook is refused, naming node and field.
+    let flow =
+        json!({"start": "a", "nodes": {"a": {"webhook": "nope", "next": "b"}, "b": {"end": true}}});
+    let r = app
+        .call(
+            "PUT",
+            "/v1/bots/stories/flow",
+            Some(&app.admin_key.clone()),
+            Some(flow),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope")
+    );
+    // A webhook the flow calls cannot be deleted; one it does not call can.
+    assert_eq!(
+        app.admin("DELETE", "/v1/bots/stories/webhooks/profile", None)
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        app.admin("DELETE", "/v1/bots/stories/webhooks/weather", None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        app.admin("GET", "/v1/bots/stories/webhooks/weather", None)
+            .await
+            .status,
+        404
+    );
+
+    // Rotation: two secrets sign during the grace period.
+    let before = app
+        .admin("GET", "/v1/bots/stories/webhook-secret", None)
+        .await;
+    let after = app
+        .admin("POST", "/v1/bots/stories/webhook-secret/rotate", None)
+        .await;
+    assert_ne!(before.body["secret"], after.body["secret"]);
+    assert_eq!(after.body["previous"], json!([before.body["secret"]]));
+}
