@@ -57,6 +57,27 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ),
         ("GET", "/v1/bots/{bot}/appointments", None),
         ("DELETE", "/v1/bots/{bot}/appointments/{appointment}", None),
+        ("GET", "/v1/bots/{bot}/webhooks", None),
+        (
+            "POST",
+            "/v1/bots/{bot}/webhooks",
+            Some(json!({"name": "steal", "url": "https://example.com/x"})),
+        ),
+        ("GET", "/v1/bots/{bot}/webhooks/lookup", None),
+        (
+            "PATCH",
+            "/v1/bots/{bot}/webhooks/lookup",
+            Some(json!({"url": "https://example.com/stolen"})),
+        ),
+        ("DELETE", "/v1/bots/{bot}/webhooks/lookup", None),
+        ("GET", "/v1/bots/{bot}/webhooks/lookup/calls", None),
+        (
+            "POST",
+            "/v1/bots/{bot}/webhooks/lookup/test",
+            Some(json!({})),
+        ),
+        ("GET", "/v1/bots/{bot}/webhook-secret", None),
+        ("POST", "/v1/bots/{bot}/webhook-secret/rotate", None),
         (
             "POST",
             "/v1/bots/{bot}/endpoints",
@@ -145,6 +166,21 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
         .as_str()
         .unwrap()
         .to_owned();
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/victim/webhooks",
+            Some(json!({"name": "lookup", "url": "https://example.com/victim-api"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let story_secret = app
+        .admin("GET", "/v1/bots/victim/webhook-secret", None)
+        .await
+        .body["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let other = app.other_account_key().await;
     let scoped = app.bot_key("mine").await;
     let endpoint = app
@@ -201,6 +237,8 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
                 appointment.as_str(),
                 endpoint.as_str(),
                 delivery.as_str(),
+                story_secret.as_str(),
+                "victim-api",
             ]
             .iter()
             .any(|s| text.contains(s))
@@ -265,6 +303,18 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
         .admin("GET", &format!("/v1/endpoints/{endpoint}"), None)
         .await;
     assert_eq!(r.body["url"], "https://example.com/victim");
+    let r = app
+        .admin("GET", "/v1/bots/victim/webhooks/lookup", None)
+        .await;
+    assert_eq!(r.body["url"], "https://example.com/victim-api");
+    let r = app
+        .admin("GET", "/v1/bots/victim/webhook-secret", None)
+        .await;
+    assert_eq!(
+        r.body["secret"],
+        story_secret.as_str(),
+        "not rotated by an intruder"
+    );
     let r = app.admin("GET", "/v1/bots/victim/endpoints", None).await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 2, "nothing added");
 }
