@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// Chat turns/s over HTTP on the elipackage flow, and latency at a fixed rate.
     Chat(super::bench_chat::ChatBench),
+    /// What a story-webhook call adds to a chat turn (p50, p99).
+    Story(super::bench_story::StoryBench),
     /// Durable writes/s with concurrent writers: group commit vs one commit per write.
     Store {
         /// Concurrent writers.
@@ -37,6 +39,7 @@ pub enum BenchCommand {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Chat(b) => super::bench_chat::run(b).await,
+        BenchCommand::Story(b) => super::bench_story::run(b).await,
         BenchCommand::Deliver(args) => super::bench_deliver::run(args).await,
         BenchCommand::Store {
             writers,

@@ -9,6 +9,7 @@
 mod admin;
 mod bench;
 mod bench_chat;
+mod bench_story;
 mod bench_deliver;
 pub mod listen;
 mod serve;
