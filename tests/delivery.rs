@@ -1215,6 +1215,21 @@ async fn endpoint_input_is_checked_with_messages_that_say_what_to_fix() {
             .unwrap()
             .contains("succeeded")
     );
+    let r = w
+        .app
+        .admin(
+            "POST",
+            "/v1/bots/ghost/events",
+            Some(json!({"type": "order.paid", "data": {}})),
+        )
+        .await;
+    assert_eq!(r.status, 404, "publishing to a missing bot: {}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ghost")
+    );
     assert_eq!(
         w.app
             .admin("DELETE", &format!("/v1/endpoints/{id}"), None)

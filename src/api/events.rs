@@ -1,7 +1,6 @@
 //! `/v1/events`, `/v1/event-types`, and publishing custom events with
 //! `POST /v1/bots/{bot}/events`.
 
-use super::bots::load;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
 use super::{AppState, List, time};
@@ -252,7 +251,6 @@ pub async fn publish_event(
             ))
         }
     };
-    load(&state, &p.account_id, &bot).await?;
     let row = EventRow::new(
         &p.account_id,
         &bot,
@@ -260,7 +258,17 @@ pub async fn publish_event(
         None,
         body.data.to_string(),
     );
-    match state.store.publish_event(row, idempotency).await? {
+    let published = state
+        .store
+        .publish_event(row, idempotency)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => {
+                ApiError::not_found(format!("bot {bot:?} not found"))
+            }
+            other => other.into(),
+        })?;
+    match published {
         Published::Created(e) => Ok((StatusCode::CREATED, Json(e.into()))),
         Published::Replayed(e) => Ok((StatusCode::OK, Json(e.into()))),
     }

@@ -49,6 +49,10 @@ pub struct DeliverArgs {
     /// measures ingest alone.
     #[arg(long, default_value_t = 1)]
     endpoints: usize,
+    /// Requests in flight to one endpoint at most
+    /// (`delivery.max_in_flight_per_endpoint`).
+    #[arg(long, default_value_t = Settings::default().per_endpoint)]
+    per_endpoint: usize,
     /// Folder for the scratch SQLite database.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
@@ -79,10 +83,20 @@ impl Arrivals {
     }
 }
 
-async fn hook(State(a): State<Arc<Arrivals>>, body: Bytes) -> &'static str {
-    let sent = serde_json::from_slice::<serde_json::Value>(&body)
+/// The send time the bench put in the event (`"t":<micros>`), read without
+/// parsing the whole body: the receiver should cost as little as a real
+/// receiver's first step.
+fn sent_at(body: &[u8]) -> Option<u64> {
+    let at = body.windows(4).position(|w| w == b"\"t\":")? + 4;
+    let digits = body[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&body[at..at + digits])
+        .ok()?
+        .parse()
         .ok()
-        .and_then(|v| v["data"]["t"].as_u64());
+}
+
+async fn hook(State(a): State<Arc<Arrivals>>, body: Bytes) -> &'static str {
+    let sent = sent_at(&body);
     if let Some(t) = sent {
         a.latencies_us
             .lock()
@@ -219,6 +233,7 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
     // The server.
     let settings = Settings {
         allow: AllowList::parse(["127.0.0.0/8"])?,
+        per_endpoint: args.per_endpoint.max(1),
         ..Settings::default()
     };
     let delivery = Delivery::new(settings)?;
@@ -240,10 +255,11 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
     let publish = format!("http://{addr}/v1/bots/bench/events");
     let fan = args.endpoints;
     eprintln!(
-        "bench deliver: {} events, {} in flight, {} endpoint(s), {}",
+        "bench deliver: {} events, {} in flight, {} endpoint(s) with up to {} requests in flight each, {}",
         args.events,
         args.in_flight,
         fan,
+        args.per_endpoint,
         crate::cli::redact_url(&url)
     );
 

@@ -121,3 +121,33 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_the_request_and_the_verdict() {
+        let s = Secret::generate();
+        let body = br#"{"type":"webhook.test","data":{"message":"hi"}}"#;
+        let now = 1_800_000_000;
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", "evt_1".parse().unwrap());
+        h.insert("webhook-timestamp", now.to_string().parse().unwrap());
+        h.insert(
+            "webhook-signature",
+            signing::sign(&s, "evt_1", now, body).parse().unwrap(),
+        );
+        let uri: Uri = "/hook".parse().unwrap();
+        let (text, ok) = describe(Some(&s), &Method::POST, &uri, &h, body, now);
+        assert!(ok);
+        assert!(text.starts_with("POST /hook\n"), "{text}");
+        assert!(text.contains("\"message\": \"hi\""), "pretty JSON: {text}");
+        assert!(text.contains("signature: valid"));
+        let (text, ok) = describe(Some(&s), &Method::POST, &uri, &h, b"{}", now);
+        assert!(!ok);
+        assert!(text.contains("signature: INVALID"), "{text}");
+        let (_, ok) = describe(None, &Method::POST, &uri, &h, b"{}", now);
+        assert!(ok, "without a secret nothing is checked");
+    }
+}

@@ -75,3 +75,35 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(secret: &Secret, sig: String, ts: i64, tolerance: u64) -> VerifyArgs {
+        VerifyArgs {
+            secret: secret.to_string(),
+            id: "evt_1".into(),
+            timestamp: ts.to_string(),
+            signature: sig,
+            body: PathBuf::from("-"),
+            tolerance,
+        }
+    }
+
+    #[test]
+    fn valid_invalid_and_stale() {
+        let s = Secret::generate();
+        let now = 1_800_000_000;
+        let sig = signing::sign(&s, "evt_1", now, b"{}");
+        assert_eq!(check(&args(&s, sig.clone(), now, 300), b"{}", now), Ok(()));
+        let e = check(&args(&s, sig.clone(), now, 300), b"{ }", now).unwrap_err();
+        assert!(e.contains("no signature matches"), "{e}");
+        let e = check(&args(&s, sig.clone(), now, 300), b"{}", now + 3600).unwrap_err();
+        assert!(e.contains("old"), "{e}");
+        assert_eq!(check(&args(&s, sig, now, 0), b"{}", now + 3600), Ok(()));
+        let mut bad = args(&s, "v1,x".into(), now, 300);
+        bad.secret = "nope".into();
+        assert!(check(&bad, b"{}", now).unwrap_err().contains("--secret"));
+    }
+}
