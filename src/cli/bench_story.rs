@@ -76,7 +76,10 @@ pub async fn run(b: StoryBench) -> anyhow::Result<()> {
 
     let path = b
         .dir
-        .join(format!("botwire-bench-story-{}.db", crate::domain::ids::new_id("b")))
+        .join(format!(
+            "botwire-bench-story-{}.db",
+            crate::domain::ids::new_id("b")
+        ))
         .display()
         .to_string();
     let store = Store::open(&format!("sqlite://{path}")).await?;
@@ -95,7 +98,9 @@ pub async fn run(b: StoryBench) -> anyhow::Result<()> {
     })?;
     let app = api::router(
         AppState::new(store.clone(), pepper, delivery),
-        &RouterOptions { body_limit: 1 << 20 },
+        &RouterOptions {
+            body_limit: 1 << 20,
+        },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -9,8 +9,8 @@
 mod admin;
 mod bench;
 mod bench_chat;
-mod bench_story;
 mod bench_deliver;
+mod bench_story;
 pub mod listen;
 mod serve;
 pub mod verify;
