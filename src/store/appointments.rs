@@ -84,33 +84,21 @@ impl Store {
         status: Option<String>,
         page: PageRequest,
     ) -> Result<Page<AppointmentRow>> {
-        let (a, b) = (account_id.to_owned(), bot_id.to_owned());
-        let limit = page.limit as i64 + 1;
-        let before = page.after.clone();
-        let items = self
-            .read(move |c| {
-                c.query(
-                    &format!(
-                        "SELECT {COLUMNS} FROM appointments
-                         WHERE account_id = $1 AND bot_id = $2
-                           AND (CAST($3 AS TEXT) IS NULL OR status = $3)
-                           AND (CAST($4 AS TEXT) IS NULL OR id < $4)
-                         ORDER BY id DESC LIMIT $5"
-                    ),
-                    &[
-                        a.into(),
-                        b.into(),
-                        status.into(),
-                        before.into(),
-                        limit.into(),
-                    ],
-                )?
-                .iter()
-                .map(appointment_from)
-                .collect::<Result<Vec<_>>>()
-            })
-            .await?;
-        Ok(page.finish(items, |a| a.id.clone()))
+        let sql = format!(
+            "SELECT {COLUMNS} FROM appointments
+             WHERE account_id = $1 AND bot_id = $2
+               AND (CAST($3 AS TEXT) IS NULL OR status = $3)
+               AND (CAST($4 AS TEXT) IS NULL OR id < $4)
+             ORDER BY id DESC LIMIT $5"
+        );
+        let params = vec![
+            account_id.into(),
+            bot_id.into(),
+            status.into(),
+            page.after.clone().into(),
+        ];
+        self.read_page(sql, params, page, appointment_from, |a| a.id.clone())
+            .await
     }
 
     /// One appointment of a bot.

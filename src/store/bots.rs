@@ -90,25 +90,15 @@ impl Store {
         only: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<Bot>> {
-        let (account_id, only) = (account_id.to_owned(), only.map(str::to_owned));
-        let limit = page.limit as i64 + 1;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM bots
+             WHERE account_id = $1 AND id > $2 AND (CAST($3 AS TEXT) IS NULL OR id = $3)
+             ORDER BY id LIMIT $4"
+        );
         let after = page.after.clone().unwrap_or_default();
-        let items = self
-            .read(move |c| {
-                c.query(
-                    &format!(
-                        "SELECT {COLUMNS} FROM bots
-                         WHERE account_id = $1 AND id > $2 AND (CAST($3 AS TEXT) IS NULL OR id = $3)
-                         ORDER BY id LIMIT $4"
-                    ),
-                    &[account_id.into(), after.into(), only.into(), limit.into()],
-                )?
-                .iter()
-                .map(bot_from)
-                .collect::<Result<Vec<_>>>()
-            })
-            .await?;
-        Ok(page.finish(items, |b| b.id.as_str().to_owned()))
+        let params = vec![account_id.into(), after.into(), only.into()];
+        self.read_page(sql, params, page, bot_from, |b| b.id.as_str().to_owned())
+            .await
     }
 
     /// Applies a patch; returns the bot as it is now.

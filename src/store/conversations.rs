@@ -376,34 +376,22 @@ impl Store {
         filter: ConversationFilter,
         page: PageRequest,
     ) -> Result<Page<ConversationRow>> {
-        let (a, b) = (account_id.to_owned(), bot_id.to_owned());
-        let limit = page.limit as i64 + 1;
-        let before = page.after.clone();
-        let items = self
-            .read(move |c| {
-                c.query(
-                    &format!(
-                        "SELECT {CONV_COLUMNS} FROM conversations
-                         WHERE account_id = $1 AND bot_id = $2
-                           AND (CAST($3 AS TEXT) IS NULL OR status = $3)
-                           AND (CAST($4 AS TEXT) IS NULL OR contact_id = $4)
-                           AND (CAST($5 AS TEXT) IS NULL OR id < $5)
-                         ORDER BY id DESC LIMIT $6"
-                    ),
-                    &[
-                        a.into(),
-                        b.into(),
-                        filter.status.into(),
-                        filter.contact_id.into(),
-                        before.into(),
-                        limit.into(),
-                    ],
-                )?
-                .iter()
-                .map(conversation_from)
-                .collect::<Result<Vec<_>>>()
-            })
-            .await?;
-        Ok(page.finish(items, |c| c.id.clone()))
+        let sql = format!(
+            "SELECT {CONV_COLUMNS} FROM conversations
+             WHERE account_id = $1 AND bot_id = $2
+               AND (CAST($3 AS TEXT) IS NULL OR status = $3)
+               AND (CAST($4 AS TEXT) IS NULL OR contact_id = $4)
+               AND (CAST($5 AS TEXT) IS NULL OR id < $5)
+             ORDER BY id DESC LIMIT $6"
+        );
+        let params = vec![
+            account_id.into(),
+            bot_id.into(),
+            filter.status.into(),
+            filter.contact_id.into(),
+            page.after.clone().into(),
+        ];
+        self.read_page(sql, params, page, conversation_from, |c| c.id.clone())
+            .await
     }
 }

@@ -453,36 +453,24 @@ impl Store {
         filter: DeliveryFilter,
         page: PageRequest,
     ) -> Result<Page<DeliveryRow>> {
-        let a = account_id.to_owned();
-        let limit = page.limit as i64 + 1;
-        let before = page.after.clone();
-        let items = self
-            .read(move |c| {
-                c.query(
-                    &format!(
-                        "SELECT {D_COLUMNS} FROM deliveries d
-                         WHERE d.account_id = $1
-                           AND (CAST($2 AS TEXT) IS NULL OR d.endpoint_id = $2)
-                           AND (CAST($3 AS TEXT) IS NULL OR d.event_id = $3)
-                           AND (CAST($4 AS TEXT) IS NULL OR d.status = $4)
-                           AND (CAST($5 AS TEXT) IS NULL OR d.id < $5)
-                         ORDER BY d.id DESC LIMIT $6"
-                    ),
-                    &[
-                        a.into(),
-                        filter.endpoint_id.into(),
-                        filter.event_id.into(),
-                        filter.status.into(),
-                        before.into(),
-                        limit.into(),
-                    ],
-                )?
-                .iter()
-                .map(delivery_from)
-                .collect::<Result<Vec<_>>>()
-            })
-            .await?;
-        Ok(page.finish(items, |d| d.id.clone()))
+        let sql = format!(
+            "SELECT {D_COLUMNS} FROM deliveries d
+             WHERE d.account_id = $1
+               AND (CAST($2 AS TEXT) IS NULL OR d.endpoint_id = $2)
+               AND (CAST($3 AS TEXT) IS NULL OR d.event_id = $3)
+               AND (CAST($4 AS TEXT) IS NULL OR d.status = $4)
+               AND (CAST($5 AS TEXT) IS NULL OR d.id < $5)
+             ORDER BY d.id DESC LIMIT $6"
+        );
+        let params = vec![
+            account_id.into(),
+            filter.endpoint_id.into(),
+            filter.event_id.into(),
+            filter.status.into(),
+            page.after.clone().into(),
+        ];
+        self.read_page(sql, params, page, delivery_from, |d| d.id.clone())
+            .await
     }
 
     /// One delivery of the account.
@@ -506,26 +494,19 @@ impl Store {
         delivery_id: &str,
         page: PageRequest,
     ) -> Result<Page<AttemptRow>> {
-        let (a, d) = (account_id.to_owned(), delivery_id.to_owned());
-        let limit = page.limit as i64 + 1;
-        let before = page.after.clone();
-        let items = self
-            .read(move |c| {
-                c.query(
-                    &format!(
-                        "SELECT {A_COLUMNS} FROM attempts
-                         WHERE account_id = $1 AND delivery_id = $2
-                           AND (CAST($3 AS TEXT) IS NULL OR id < $3)
-                         ORDER BY id DESC LIMIT $4"
-                    ),
-                    &[a.into(), d.into(), before.into(), limit.into()],
-                )?
-                .iter()
-                .map(attempt_from)
-                .collect::<Result<Vec<_>>>()
-            })
-            .await?;
-        Ok(page.finish(items, |a| a.id.clone()))
+        let sql = format!(
+            "SELECT {A_COLUMNS} FROM attempts
+             WHERE account_id = $1 AND delivery_id = $2
+               AND (CAST($3 AS TEXT) IS NULL OR id < $3)
+             ORDER BY id DESC LIMIT $4"
+        );
+        let params = vec![
+            account_id.into(),
+            delivery_id.into(),
+            page.after.clone().into(),
+        ];
+        self.read_page(sql, params, page, attempt_from, |a| a.id.clone())
+            .await
     }
 
     /// Leases one delivery for a manual attempt now, whatever its state.

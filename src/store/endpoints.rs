@@ -373,26 +373,15 @@ impl Store {
         bot_id: &str,
         page: PageRequest,
     ) -> Result<Page<EndpointRow>> {
-        let (a, b) = (account_id.to_owned(), bot_id.to_owned());
-        let limit = page.limit as i64 + 1;
-        let after = page.after.clone();
-        let items = self
-            .read(move |c| {
-                c.query(
-                    &format!(
-                        "SELECT {EP_COLUMNS} FROM endpoints ep
-                         WHERE ep.account_id = $1 AND ep.bot_id = $2
-                           AND (CAST($3 AS TEXT) IS NULL OR ep.id > $3)
-                         ORDER BY ep.id LIMIT $4"
-                    ),
-                    &[a.into(), b.into(), after.into(), limit.into()],
-                )?
-                .iter()
-                .map(|r| endpoint_from(r, 0))
-                .collect::<Result<Vec<_>>>()
-            })
-            .await?;
-        Ok(page.finish(items, |e| e.id.clone()))
+        let sql = format!(
+            "SELECT {EP_COLUMNS} FROM endpoints ep
+             WHERE ep.account_id = $1 AND ep.bot_id = $2
+               AND (CAST($3 AS TEXT) IS NULL OR ep.id > $3)
+             ORDER BY ep.id LIMIT $4"
+        );
+        let params = vec![account_id.into(), bot_id.into(), page.after.clone().into()];
+        self.read_page(sql, params, page, |r| endpoint_from(r, 0), |e| e.id.clone())
+            .await
     }
 
     /// Applies `patch`; answers the endpoint as it now is.

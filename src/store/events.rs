@@ -127,38 +127,26 @@ impl Store {
         filter: EventFilter,
         page: PageRequest,
     ) -> Result<Page<EventRow>> {
-        let account_id = account_id.to_owned();
-        let limit = page.limit as i64 + 1;
-        let before = page.after.clone();
-        let items = self
-            .read(move |c| {
-                c.query(
-                    &format!(
-                        "SELECT {COLUMNS} FROM events
-                         WHERE account_id = $1
-                           AND (CAST($2 AS TEXT) IS NULL OR bot_id = $2)
-                           AND (CAST($3 AS TEXT) IS NULL OR type = $3)
-                           AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4)
-                           AND (CAST($5 AS TEXT) IS NULL OR conversation_id = $5)
-                           AND (CAST($6 AS TEXT) IS NULL OR id < $6)
-                         ORDER BY id DESC LIMIT $7"
-                    ),
-                    &[
-                        account_id.into(),
-                        filter.bot_id.into(),
-                        filter.event_type.into(),
-                        filter.since_ms.into(),
-                        filter.conversation_id.into(),
-                        before.into(),
-                        limit.into(),
-                    ],
-                )?
-                .iter()
-                .map(event_from)
-                .collect::<Result<Vec<_>>>()
-            })
-            .await?;
-        Ok(page.finish(items, |e| e.id.clone()))
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events
+             WHERE account_id = $1
+               AND (CAST($2 AS TEXT) IS NULL OR bot_id = $2)
+               AND (CAST($3 AS TEXT) IS NULL OR type = $3)
+               AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4)
+               AND (CAST($5 AS TEXT) IS NULL OR conversation_id = $5)
+               AND (CAST($6 AS TEXT) IS NULL OR id < $6)
+             ORDER BY id DESC LIMIT $7"
+        );
+        let params = vec![
+            account_id.into(),
+            filter.bot_id.into(),
+            filter.event_type.into(),
+            filter.since_ms.into(),
+            filter.conversation_id.into(),
+            page.after.clone().into(),
+        ];
+        self.read_page(sql, params, page, event_from, |e| e.id.clone())
+            .await
     }
 
     /// One event of the account.

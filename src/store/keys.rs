@@ -90,24 +90,14 @@ impl Store {
 
     /// Keys of an account, oldest first.
     pub async fn list_keys(&self, account_id: &str, page: PageRequest) -> Result<Page<ApiKey>> {
-        let account_id = account_id.to_owned();
-        let limit = page.limit as i64 + 1;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE account_id = $1 AND id > $2
+             ORDER BY id LIMIT $3"
+        );
         let after = page.after.clone().unwrap_or_default();
-        let items = self
-            .read(move |c| {
-                c.query(
-                    &format!(
-                        "SELECT {COLUMNS} FROM api_keys WHERE account_id = $1 AND id > $2
-                         ORDER BY id LIMIT $3"
-                    ),
-                    &[account_id.into(), after.into(), limit.into()],
-                )?
-                .iter()
-                .map(key_from)
-                .collect::<Result<Vec<_>>>()
-            })
-            .await?;
-        Ok(page.finish(items, |k| k.id.clone()))
+        let params = vec![account_id.into(), after.into()];
+        self.read_page(sql, params, page, key_from, |k| k.id.clone())
+            .await
     }
 
     /// Revokes a key of the account; revoking twice is harmless.

@@ -325,6 +325,25 @@ impl Store {
         self.readers.run(f).await
     }
 
+    /// Runs a list query and pages it. `sql` ends with `LIMIT $n`, where
+    /// `$n` is the parameter after `params` (one more than the page size
+    /// is fetched, to know whether another page follows); `key` gives the
+    /// cursor of an item.
+    pub(crate) async fn read_page<T: Send + 'static>(
+        &self,
+        sql: String,
+        mut params: Vec<Value>,
+        page: PageRequest,
+        from: fn(&Row) -> Result<T>,
+        key: fn(&T) -> String,
+    ) -> Result<Page<T>> {
+        params.push((page.limit as i64 + 1).into());
+        let items = self
+            .read(move |c| c.query(&sql, &params)?.iter().map(from).collect())
+            .await?;
+        Ok(page.finish(items, key))
+    }
+
     /// Waits for queued writes to commit and stops the writer thread.
     pub async fn close(&self) {
         self.writer.close().await;

@@ -156,26 +156,20 @@ impl Store {
         webhook: &str,
         page: PageRequest,
     ) -> Result<Page<CallRow>> {
-        let (a, b, w) = (account_id.to_owned(), bot_id.to_owned(), webhook.to_owned());
-        let limit = page.limit as i64 + 1;
-        let before = page.after.clone();
-        let items = self
-            .read(move |c| {
-                c.query(
-                    &format!(
-                        "SELECT {CALL_COLUMNS} FROM webhook_calls
-                         WHERE account_id = $1 AND bot_id = $2 AND webhook = $3
-                           AND (CAST($4 AS TEXT) IS NULL OR id < $4)
-                         ORDER BY id DESC LIMIT $5"
-                    ),
-                    &[a.into(), b.into(), w.into(), before.into(), limit.into()],
-                )?
-                .iter()
-                .map(call_from)
-                .collect::<Result<Vec<_>>>()
-            })
-            .await?;
-        Ok(page.finish(items, |c| c.id.clone()))
+        let sql = format!(
+            "SELECT {CALL_COLUMNS} FROM webhook_calls
+             WHERE account_id = $1 AND bot_id = $2 AND webhook = $3
+               AND (CAST($4 AS TEXT) IS NULL OR id < $4)
+             ORDER BY id DESC LIMIT $5"
+        );
+        let params = vec![
+            account_id.into(),
+            bot_id.into(),
+            webhook.into(),
+            page.after.clone().into(),
+        ];
+        self.read_page(sql, params, page, call_from, |c| c.id.clone())
+            .await
     }
 
     /// Calls made in one conversation, oldest first.
