@@ -55,6 +55,13 @@ async fn receiver() -> (String, Seen) {
                 Json(json!({"user_attributes": {"age": 2026 - born}, "quickreplies": ["Random number", "Goodbye"]}))
             }),
         )
+        .route(
+            "/delay",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Json(json!({"responses": ["Slow but here"]}))
+            }),
+        )
         .route("/status500", get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
         .route("/notjson", get(|| async { "hello" }))
         .route("/wrongtype", get(|| async { Json(json!({"responses": "not a list"})) }))
@@ -379,4 +386,59 @@ async fn definitions_are_validated_and_flows_must_name_defined_webhooks() {
         .await;
     assert_ne!(before.body["secret"], after.body["secret"]);
     assert_eq!(after.body["previous"], json!([before.body["secret"]]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_during_a_call_waits_for_it() {
+    let (app, base, _) = app_with_local_api().await;
+    let phone = "+6591234511";
+    say(&app, phone, "hi").await;
+    let r = app
+        .admin(
+            "PATCH",
+            "/v1/bots/stories/webhooks/random_number",
+            Some(json!({"url": format!("{base}/delay")})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let first = {
+        let (client, base, key) = (app.client.clone(), app.base.clone(), app.admin_key.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{base}/v1/bots/stories/chat"))
+                .bearer_auth(key)
+                .json(&json!({"contact": {"phone": phone}, "text": "1"}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Sent while the first message's call is in flight: it waits, then is
+    // answered from the state the first one left (back at the menu).
+    let second = say(&app, phone, "2").await;
+    let first = first.await.unwrap();
+    assert!(
+        first["replies"].to_string().contains("Slow but here"),
+        "{first}"
+    );
+    assert!(
+        second["replies"].to_string().contains("favourite thing"),
+        "{second}"
+    );
+    let id = second["conversation_id"].as_str().unwrap();
+    let conv = app
+        .admin("GET", &format!("/v1/bots/stories/conversations/{id}"), None)
+        .await;
+    let texts: Vec<String> = conv.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "in")
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["hi", "1", "2"], "handled in order, one at a time");
 }
