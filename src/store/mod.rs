@@ -354,7 +354,7 @@ impl Store {
         self.read(|c| c.query("SELECT 1", &[]).map(|_| ())).await
     }
 
-    /// How long the writer has waited, on average, per batch (diagnostics).
+    /// The group-commit writer's counters (commits, writes, time spent).
     pub fn writer_stats(&self) -> writer::WriterStats {
         self.writer.stats()
     }

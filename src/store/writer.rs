@@ -148,10 +148,14 @@ fn run(
         }
         let n = batch.len() as u64;
         let outcome = commit_batch(&mut *conn, begin, &mut batch, &mut finishes, counters);
-        if outcome.is_err() {
-            let _ = conn.batch("ROLLBACK");
-        } else {
-            counters.commits.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Ok(true) => {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(_) => {
+                let _ = conn.batch("ROLLBACK");
+            }
         }
         counters.writes.fetch_add(n, Ordering::Relaxed);
         let error = outcome.err();
@@ -167,7 +171,7 @@ fn commit_batch(
     batch: &mut Vec<Job>,
     finishes: &mut Vec<Finish>,
     counters: &Counters,
-) -> Result<()> {
+) -> Result<bool> {
     let started = std::time::Instant::now();
     if let Err(e) = conn.batch(begin) {
         // Nothing ran: answer every job with the error via the finishes.
@@ -186,7 +190,7 @@ fn commit_batch(
             finishes.push(finish);
             if !ok {
                 conn.batch("ROLLBACK")?;
-                return Ok(());
+                return Ok(false);
             }
             continue;
         }
@@ -204,7 +208,7 @@ fn commit_batch(
     counters
         .apply_us
         .fetch_add((applied - started).as_micros() as u64, Ordering::Relaxed);
-    let committed = conn.execute("COMMIT", &[]).map(|_| ());
+    let committed = conn.execute("COMMIT", &[]).map(|_| true);
     counters
         .commit_us
         .fetch_add(applied.elapsed().as_micros() as u64, Ordering::Relaxed);
