@@ -5,6 +5,7 @@ mod common;
 
 use common::{App, Db, spawn_app};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// Every authenticated route, with a body where it takes one. `{bot}` is
 /// the victim bot, `{key}` one of its account's keys, `{endpoint}`,
@@ -703,4 +704,67 @@ async fn health_metrics_request_ids_and_the_openapi_document() {
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3.1"));
     assert_eq!(doc.body, botwire::api::openapi::document());
     insta::assert_json_snapshot!("openapi", doc.body, { ".info.version" => "[version]" });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_under_load_stops_at_once() {
+    let app = app().await;
+    let r = app
+        .admin("POST", "/v1/keys", Some(json!({"name": "busy"})))
+        .await;
+    let (key, id) = (
+        r.body["key"].as_str().unwrap().to_owned(),
+        r.body["id"].as_str().unwrap().to_owned(),
+    );
+    let revoked_at: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, base, key, revoked_at) = (
+            app.client.clone(),
+            app.base.clone(),
+            key.clone(),
+            revoked_at.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..60 {
+                let started = std::time::Instant::now();
+                let status = client
+                    .get(format!("{base}/v1/bots"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16();
+                let after_revoke = revoked_at.lock().unwrap().is_some_and(|t| started > t);
+                seen.push((after_revoke, status));
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    let r = app.admin("DELETE", &format!("/v1/keys/{id}"), None).await;
+    assert_eq!(r.status, 200);
+    *revoked_at.lock().unwrap() = Some(std::time::Instant::now());
+    let mut before_ok = 0;
+    let mut after = 0;
+    for t in tasks {
+        for (after_revoke, status) in t.await.unwrap() {
+            if after_revoke {
+                after += 1;
+                assert_eq!(
+                    status, 401,
+                    "a request sent after the revocation was let in"
+                );
+            } else if status == 200 {
+                before_ok += 1;
+            }
+        }
+    }
+    assert!(
+        before_ok > 0 && after > 0,
+        "load ran on both sides ({before_ok} before, {after} after)"
+    );
 }
