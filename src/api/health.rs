@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 /// `/healthz` answer.
 #[derive(Serialize, ToSchema)]
-pub struct Health {
+pub struct ServiceHealth {
     /// `ok` when the database answers.
     pub status: String,
     /// `sqlite` or `postgres`.
@@ -24,10 +24,10 @@ pub struct Health {
 
 /// Liveness: the process runs and its database answers.
 #[utoipa::path(get, path = "/healthz", tag = "health",
-    responses((status = 200, body = Health), (status = 503, body = super::error::ErrorBody)))]
-pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
+    responses((status = 200, body = ServiceHealth), (status = 503, body = super::error::ErrorBody)))]
+pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<ServiceHealth>> {
     state.store.ping().await?;
-    Ok(Json(Health {
+    Ok(Json(ServiceHealth {
         status: "ok".into(),
         database: match state.store.kind() {
             crate::store::BackendKind::Sqlite => "sqlite".into(),

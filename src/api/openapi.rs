@@ -66,7 +66,7 @@ use utoipa::{Modify, OpenApi};
         super::hooks::unsubscribe,
         super::chatbot_webhook::register_webhook,
     ),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &CommonErrors),
     tags((name = "bots"), (name = "flows"), (name = "conversations"), (name = "events"),
         (name = "appointments"), (name = "story webhooks"), (name = "endpoints"), (name = "deliveries"), (name = "hooks"),
         (name = "keys"), (name = "health"))
@@ -82,6 +82,63 @@ impl Modify for Bearer {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Documents the error answers every authenticated route can give (a bad
+/// key, a bad request, a body too large or of the wrong type, …) on each
+/// operation that does not already describe them, so the document lists
+/// every status the server may send.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Ref, RefOr, ResponseBuilder, content::ContentBuilder};
+        let errors: [(&str, &str); 8] = [
+            ("400", "The request is malformed: bad JSON, query or path."),
+            ("401", "No valid API key."),
+            ("403", "The key may not do this."),
+            ("404", "Not found, or not visible to this key."),
+            ("409", "Conflicts with what exists."),
+            ("413", "The body is larger than the server accepts."),
+            ("415", "The body's content type is not accepted."),
+            (
+                "422",
+                "Well-formed, but not acceptable; the message names the field.",
+            ),
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") && !path.starts_with("/api/") {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                for (code, description) in errors {
+                    if !op.responses.responses.contains_key(code) {
+                        let response = ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(RefOr::<utoipa::openapi::schema::Schema>::Ref(
+                                        Ref::from_schema_name("ErrorBody"),
+                                    )))
+                                    .build(),
+                            )
+                            .build();
+                        op.responses
+                            .responses
+                            .insert(code.to_owned(), RefOr::T(response));
+                    }
+                }
+            }
+        }
     }
 }
 
