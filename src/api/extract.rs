@@ -62,6 +62,12 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
                 "payload_too_large",
                 "request body is larger than the server accepts (body_limit_bytes)",
             )
+        } else if format!("{e:?}").contains("TimeoutError") {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body took too long to arrive",
+            )
         } else {
             ApiError::bad_request(format!("could not read the request body: {e}"))
         }

@@ -80,6 +80,18 @@ impl AppState {
 pub struct RouterOptions {
     /// Largest request body, bytes.
     pub body_limit: usize,
+    /// Longest time a request body may take to arrive, start to end (a
+    /// client that drips its body slowly is cut off, not waited for).
+    pub body_deadline: Duration,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        Self {
+            body_limit: 1 << 20,
+            body_deadline: Duration::from_secs(30),
+        }
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -121,6 +133,9 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
             metrics::track,
         ))
         .layer(DefaultBodyLimit::max(options.body_limit))
+        .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(
+            options.body_deadline,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 let id = req

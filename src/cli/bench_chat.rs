@@ -67,6 +67,7 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<Server> {
         state,
         &RouterOptions {
             body_limit: 1 << 20,
+            ..Default::default()
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -243,6 +243,7 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
         state,
         &RouterOptions {
             body_limit: 1 << 20,
+            ..Default::default()
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -100,6 +100,7 @@ pub async fn run(b: StoryBench) -> anyhow::Result<()> {
         AppState::new(store.clone(), pepper, delivery),
         &RouterOptions {
             body_limit: 1 << 20,
+            ..Default::default()
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -83,6 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         state,
         &RouterOptions {
             body_limit: config.body_limit_bytes,
+            ..Default::default()
         },
     );
     let listener = tokio::net::TcpListener::bind(&config.listen)

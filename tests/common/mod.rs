@@ -137,6 +137,7 @@ pub async fn spawn_app_with(kind: Db, delivery: botwire::delivery::Delivery) -> 
         state,
         &RouterOptions {
             body_limit: 64 * 1024,
+            ..Default::default()
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -241,6 +242,7 @@ impl App {
             state,
             &RouterOptions {
                 body_limit: 64 * 1024,
+                ..Default::default()
             },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
