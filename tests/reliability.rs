@@ -554,6 +554,7 @@ async fn scale_out(workers: usize, n: usize) -> Option<(f64, Vec<u64>)> {
     let deadline = started + Duration::from_secs(60 + n as u64 / 50);
     let ids = publish(&base, &key, n, 64, Arc::new(AtomicUsize::new(0)), deadline).await;
     assert_eq!(ids.len(), n);
+    let published = started.elapsed();
     let limit = deadline.saturating_duration_since(Instant::now());
     let arrived = wait_arrived(&rx, &ids, limit).await;
     let elapsed = started.elapsed();
@@ -610,8 +611,8 @@ async fn scale_out(workers: usize, n: usize) -> Option<(f64, Vec<u64>)> {
     }
     let rate = n as f64 / elapsed.as_secs_f64();
     println!(
-        "scale-out: {workers} worker node(s), {n} events, delivered once each in {elapsed:.2?}: \
-         {rate:.0} events/s end to end; deliveries per worker {split:?} (unattributed {unknown})"
+        "scale-out: {workers} worker node(s), {n} events, published in {published:.2?}, \
+         delivered once each in {elapsed:.2?}: {rate:.0} events/s end to end; deliveries per worker {split:?} (unattributed {unknown})"
     );
     drop(nodes);
     drop(api);
