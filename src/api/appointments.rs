@@ -3,7 +3,7 @@
 //! transaction).
 
 use super::bots::load;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiQuery, Auth, PageQuery};
 use super::{AppState, List, time};
 use crate::domain::event::EventType;
@@ -123,12 +123,7 @@ pub async fn cancel_appointment(
         .store
         .get_appointment(&p.account_id, &bot, &id)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => {
-                ApiError::not_found(format!("appointment {id:?} not found"))
-            }
-            other => other.into(),
-        })?;
+        .or_not_found(|| ApiError::not_found(format!("appointment {id:?} not found")))?;
     let contact_json = match &contact.conversation_id {
         Some(cnv) => state
             .store

@@ -2,7 +2,7 @@
 //! and read what was said.
 
 use super::bots::load;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
 use super::{AppState, List, time};
 use crate::runtime::chat::ContactRef;
@@ -224,12 +224,7 @@ pub async fn get_conversation(
         .store
         .get_conversation(&p.account_id, &bot, &id)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => {
-                ApiError::not_found(format!("conversation {id:?} not found"))
-            }
-            other => other.into(),
-        })?;
+        .or_not_found(|| ApiError::not_found(format!("conversation {id:?} not found")))?;
     let calls = state.store.conversation_calls(&conv.id).await?;
     let (summary, st) = summary(&conv);
     let attributes: Value = serde_json::from_str(&contact.attributes).unwrap_or(Value::Null);

@@ -6,11 +6,11 @@
 //! redacted), status, the first 16 KiB of the answer and an error kind.
 
 use super::endpoints::SendResult;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiQuery, Auth, PageQuery};
 use super::{AppState, List, time};
+use crate::store::PageRequest;
 use crate::store::deliveries::{AttemptRow, DeliveryFilter, DeliveryRow, DeliveryTicket, Lease};
-use crate::store::{PageRequest, StoreError};
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -175,10 +175,7 @@ async fn delivery_for(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Deli
         .store
         .get_delivery(&auth.0.account_id, id)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => not_found(),
-            other => other.into(),
-        })?;
+        .or_not_found(not_found)?;
     if !auth.0.may_use_bot(&d.bot_id) {
         return Err(not_found());
     }
@@ -201,10 +198,7 @@ pub async fn list_event_deliveries(
         .store
         .get_event(&auth.0.account_id, &id)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => not_found(),
-            other => other.into(),
-        })?;
+        .or_not_found(not_found)?;
     if !auth.0.may_use_bot(&e.bot_id) {
         return Err(not_found());
     }

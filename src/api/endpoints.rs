@@ -6,7 +6,7 @@
 
 use super::bots::load;
 use super::deliveries::{DeliveryView, StatusQuery, send_now};
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::events::parse_time;
 use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
 use super::{AppState, List, time};
@@ -15,7 +15,7 @@ use crate::delivery::rules;
 use crate::delivery::signing::Secret;
 use crate::store::deliveries::DeliveryFilter;
 use crate::store::endpoints::{EndpointPatch, EndpointRow, NewEndpoint, kind};
-use crate::store::{StoreError, now_ms};
+use crate::store::now_ms;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -183,10 +183,7 @@ pub async fn endpoint_for(state: &AppState, auth: &Auth, id: &str) -> ApiResult<
         .store
         .get_endpoint(&auth.0.account_id, id)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => not_found(),
-            other => other.into(),
-        })?;
+        .or_not_found(not_found)?;
     if !auth.0.may_use_bot(&e.bot_id) {
         return Err(not_found());
     }

@@ -145,5 +145,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Turns a store `NotFound` into a 404 that names what was asked for;
+/// other store errors keep their usual mapping.
+pub trait OrNotFound<T> {
+    /// `error` makes the 404.
+    fn or_not_found(self, error: impl FnOnce() -> ApiError) -> ApiResult<T>;
+}
+
+impl<T> OrNotFound<T> for Result<T, StoreError> {
+    fn or_not_found(self, error: impl FnOnce() -> ApiError) -> ApiResult<T> {
+        self.map_err(|e| match e {
+            StoreError::NotFound => error(),
+            other => other.into(),
+        })
+    }
+}
+
 /// Shorthand for handler results.
 pub type ApiResult<T> = Result<T, ApiError>;

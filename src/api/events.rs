@@ -1,7 +1,7 @@
 //! `/v1/events`, `/v1/event-types`, and publishing custom events with
 //! `POST /v1/bots/{bot}/events`.
 
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
 use super::{AppState, List, time};
 use crate::domain::event::{self, EventType};
@@ -133,10 +133,7 @@ pub async fn get_event(
         .store
         .get_event(&p.account_id, &id)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => not_found(),
-            other => other.into(),
-        })?;
+        .or_not_found(not_found)?;
     if !p.may_use_bot(&e.bot_id) {
         return Err(not_found());
     }
@@ -262,12 +259,7 @@ pub async fn publish_event(
         .store
         .publish_event(row, idempotency)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => {
-                ApiError::not_found(format!("bot {bot:?} not found"))
-            }
-            other => other.into(),
-        })?;
+        .or_not_found(|| ApiError::not_found(format!("bot {bot:?} not found")))?;
     match published {
         Published::Created(e) => Ok((StatusCode::CREATED, Json(e.into()))),
         Published::Replayed(e) => Ok((StatusCode::OK, Json(e.into()))),

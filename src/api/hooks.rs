@@ -8,10 +8,9 @@
 
 use super::AppState;
 use super::bots::load;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiJson, Auth};
 use crate::delivery::rules;
-use crate::store::StoreError;
 use crate::store::endpoints::{NewEndpoint, kind};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -74,10 +73,7 @@ pub async fn unsubscribe(
         .store
         .get_endpoint(&auth.0.account_id, &id)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => not_found(),
-            other => other.into(),
-        })?;
+        .or_not_found(not_found)?;
     if e.kind != kind::HOOK || !auth.0.may_use_bot(&e.bot_id) {
         return Err(not_found());
     }
@@ -85,10 +81,7 @@ pub async fn unsubscribe(
         .store
         .delete_endpoint(&auth.0.account_id, &e.id, Some(kind::HOOK))
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => not_found(),
-            other => other.into(),
-        })?;
+        .or_not_found(not_found)?;
     Ok(Json(Subscribed { id: e.id }))
 }
 

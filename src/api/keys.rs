@@ -1,6 +1,6 @@
 //! `/v1/keys`: create, list and revoke API keys. Account-wide keys only.
 
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
 use super::{AppState, List, time};
 use crate::domain::account::ApiKey;
@@ -121,12 +121,7 @@ pub async fn revoke_key(
         .store
         .revoke_key(&p.account_id, &id)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => {
-                ApiError::not_found(format!("key {id:?} not found"))
-            }
-            other => other.into(),
-        })?;
+        .or_not_found(|| ApiError::not_found(format!("key {id:?} not found")))?;
     state.keys.clear();
     Ok(Json(key.into()))
 }

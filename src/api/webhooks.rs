@@ -2,7 +2,7 @@
 //! (seed 002) — their call log, a test button, and the bot's signing secret.
 
 use super::bots::load;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
 use super::{AppState, List, time};
 use crate::domain::flow::{Flow, StoryWebhook};
@@ -239,10 +239,7 @@ pub async fn update_webhook(
             Ok((to_json(&s), ()))
         })
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => not_found(&name),
-            other => other.into(),
-        })?;
+        .or_not_found(|| not_found(&name))?;
     state.chat.forget_bot(&p.account_id, &bot);
     Ok(Json(WebhookDefinition::from_domain(&w)))
 }
