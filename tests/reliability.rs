@@ -504,34 +504,74 @@ fn port_owners(remote_port: u16, pids: &[u32]) -> HashMap<u16, u32> {
 
 /// One run: an api node and `workers` worker nodes over a fresh PostgreSQL
 /// database. Answers events/s end to end and deliveries per worker.
-async fn scale_out(workers: usize, n: usize) -> Option<(f64, Vec<u64>)> {
+/// The shape of a scale-out run.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// One `--role api` node taking every publish, and this many
+    /// `--role worker` nodes delivering.
+    ApiAndWorkers(usize),
+    /// This many `--role all` nodes, each taking an equal share of the
+    /// publishes and delivering.
+    AllNodes(usize),
+}
+
+async fn scale_out(layout: Layout, n: usize) -> Option<(f64, Vec<u64>)> {
     let db = test_db(Db::Postgres)?;
-    let dir = scratch_dir(&format!("scale{workers}"));
+    let (workers, tag) = match layout {
+        Layout::ApiAndWorkers(w) => (w, format!("scale{w}")),
+        Layout::AllNodes(k) => (k, format!("scale-all{k}")),
+    };
+    let dir = scratch_dir(&tag);
     let port = free_port();
-    let api_spec = Spec {
+    let first_spec = Spec {
         database: db.url.clone(),
-        role: "api",
+        role: if matches!(layout, Layout::AllNodes(_)) {
+            "all"
+        } else {
+            "api"
+        },
         listen: Some(format!("127.0.0.1:{port}")),
         env: vec![],
         dir: dir.clone(),
     };
-    let base = format!("http://127.0.0.1:{port}");
+    let mut bases = vec![format!("http://127.0.0.1:{port}")];
     let (hook_url, hook_port, rx) = receiver().await;
-    let mut api = Node::start(&api_spec, "api");
-    let key = api.admin_key();
-    api.wait_ready(&api_spec);
-    // Workers need --allow-net (they make the calls) but no --listen.
-    let worker_spec = Spec {
-        role: "worker",
-        listen: None,
-        ..api_spec.clone()
+    let mut first = Node::start(&first_spec, "node-0");
+    let key = first.admin_key();
+    first.wait_ready(&first_spec);
+    let (api, mut nodes): (Option<Node>, Vec<Node>) = match layout {
+        Layout::ApiAndWorkers(w) => {
+            // Workers need --allow-net (they make the calls) but no --listen.
+            let worker_spec = Spec {
+                role: "worker",
+                listen: None,
+                ..first_spec.clone()
+            };
+            let mut nodes: Vec<Node> = (0..w)
+                .map(|i| Node::start(&worker_spec, &format!("worker-{i}")))
+                .collect();
+            for node in &mut nodes {
+                node.wait_ready(&worker_spec);
+            }
+            (Some(first), nodes)
+        }
+        Layout::AllNodes(k) => {
+            let mut nodes = vec![first];
+            for i in 1..k {
+                let port = free_port();
+                let spec = Spec {
+                    listen: Some(format!("127.0.0.1:{port}")),
+                    ..first_spec.clone()
+                };
+                let mut node = Node::start(&spec, &format!("node-{i}"));
+                node.wait_ready(&spec);
+                bases.push(format!("http://127.0.0.1:{port}"));
+                nodes.push(node);
+            }
+            (None, nodes)
+        }
     };
-    let mut nodes: Vec<Node> = (0..workers)
-        .map(|w| Node::start(&worker_spec, &format!("worker-{w}")))
-        .collect();
-    for w in &mut nodes {
-        w.wait_ready(&worker_spec);
-    }
+    let base = bases[0].clone();
     let pids: Vec<u32> = nodes.iter().map(Node::pid).collect();
     setup_bot(&base, &key, &hook_url).await;
 
@@ -552,7 +592,33 @@ async fn scale_out(workers: usize, n: usize) -> Option<(f64, Vec<u64>)> {
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(60 + n as u64 / 50);
-    let ids = publish(&base, &key, n, 64, Arc::new(AtomicUsize::new(0)), deadline).await;
+    // Each publishing node takes an equal share, all at once.
+    let share = n / bases.len();
+    let in_flight = 64 / bases.len();
+    let mut tasks = Vec::new();
+    for (i, b) in bases.iter().enumerate() {
+        let count = if i == 0 {
+            n - share * (bases.len() - 1)
+        } else {
+            share
+        };
+        let (b, key) = (b.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            publish(
+                &b,
+                &key,
+                count,
+                in_flight,
+                Arc::new(AtomicUsize::new(0)),
+                deadline,
+            )
+            .await
+        }));
+    }
+    let mut ids = Vec::with_capacity(n);
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
     assert_eq!(ids.len(), n);
     let published = started.elapsed();
     let limit = deadline.saturating_duration_since(Instant::now());
@@ -611,7 +677,7 @@ async fn scale_out(workers: usize, n: usize) -> Option<(f64, Vec<u64>)> {
     }
     let rate = n as f64 / elapsed.as_secs_f64();
     println!(
-        "scale-out: {workers} worker node(s), {n} events, published in {published:.2?}, \
+        "scale-out ({layout:?}): {workers} delivering node(s), {n} events, published in {published:.2?}, \
          delivered once each in {elapsed:.2?}: {rate:.0} events/s end to end; deliveries per worker {split:?} (unattributed {unknown})"
     );
     drop(nodes);
@@ -628,15 +694,25 @@ async fn scale_out(workers: usize, n: usize) -> Option<(f64, Vec<u64>)> {
 async fn scale_out_postgres() {
     let _one_at_a_time = SERIAL.lock().await;
     let n = events();
-    let Some((one, _)) = scale_out(1, n).await else {
+    let Some((one, _)) = scale_out(Layout::ApiAndWorkers(1), n).await else {
         return;
     };
-    let (two, split) = scale_out(2, n).await.expect("PostgreSQL configured");
+    let (two, split) = scale_out(Layout::ApiAndWorkers(2), n)
+        .await
+        .expect("PostgreSQL configured");
     println!("scale-out: {one:.0} events/s with one worker node, {two:.0} with two");
+    let (all, all_split) = scale_out(Layout::AllNodes(2), n)
+        .await
+        .expect("PostgreSQL configured");
+    println!("scale-out: {all:.0} events/s with two --role all nodes");
     if cfg!(target_os = "linux") {
         assert!(
             split.iter().all(|&d| d > 0),
             "both workers delivered: {split:?}"
+        );
+        assert!(
+            all_split.iter().all(|&d| d > 0),
+            "both --role all nodes delivered: {all_split:?}"
         );
     }
 }
