@@ -14,6 +14,7 @@ pub mod appointments;
 pub mod bots;
 pub mod chat;
 pub mod chatbot_webhook;
+pub mod console;
 pub mod deliveries;
 pub mod endpoints;
 pub mod error;
@@ -126,6 +127,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(v1)
         .merge(health::routes())
         .merge(openapi::routes())
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
