@@ -147,7 +147,16 @@ export function lineOf(text, err) {
       let seen = -1;
       for (let i = o; i < end; i++) {
         if (/^\s*(-|\{)/.test(lines[i])) seen++;
-        if (seen === Number(opt[1])) return i + 1;
+        if (seen !== Number(opt[1])) continue;
+        // The option's own field (`options[2].next`): on its line or below it.
+        const sub = err.field.slice(opt[0].length).replace(/^\./, "").split(/[.[]/)[0];
+        if (!sub || new RegExp(`["\\s{,-]${esc(sub)}"?\\s*:`).test(lines[i])) return i + 1;
+        const dash = indent(lines[i]);
+        for (let j = i + 1; j < end; j++) {
+          if (lines[j].trim() && (indent(lines[j]) < dash || /^\s*-/.test(lines[j]) && indent(lines[j]) <= dash)) break;
+          if (new RegExp(`^\\s*["']?${esc(sub)}["']?\\s*:`).test(lines[j])) return j + 1;
+        }
+        return i + 1;
       }
       return o;
     }

@@ -138,7 +138,8 @@ async function loadFlow(bot) {
 }
 
 export async function botDetail(main, { id }) {
-  const [bot, flow] = await Promise.all([api("GET", `/v1/bots/${seg(id)}`), loadFlow(id)]);
+  const bot = await api("GET", `/v1/bots/${seg(id)}`);
+  const flow = bot.flow_version ? await loadFlow(id) : null;
   main.append(pageHead(bot.name, {
     crumbs: h("a", { href: "#/bots" }, "Bots"),
     sub: h("span", {}, badge("info", typeName(bot.type)), " ", h("code", {}, bot.id), bot.flow_version ? ` · flow version ${bot.flow_version}` : ""),
@@ -157,7 +158,7 @@ export async function botDetail(main, { id }) {
   main.append(h("div", { class: "split" },
     h("section", { class: "panel", "aria-labelledby": "outline-h" },
       h("h2", { id: "outline-h" }, "Flow"),
-      h("p", { class: "small muted" }, `${s.nodes} steps, ${s.options} menu options, ${s.notify} that notify your endpoints, ${s.hooks} story-webhook calls, ${s.campaigns} campaigns.`),
+      h("p", { class: "small muted" }, `${s.nodes} steps, ${s.options} menu options, ${s.notify} that notify your endpoints, ${s.hooks} story-webhook calls, ${s.campaigns} campaign${s.campaigns === 1 ? "" : "s"}.`),
       outline(flow)),
     chatPreview(id)));
 }
@@ -202,7 +203,7 @@ function chatPreview(bot) {
     const got = await Promise.all(ids.map((e) => api("GET", `/v1/events/${seg(e)}`).catch(() => null)));
     noEvents.hidden = true;
     const items = got.filter(Boolean).map((ev) => h("li", { class: "event" },
-      h("div", { class: "row spread" }, h("code", { class: "event-type" }, ev.type), time(ev.timestamp)),
+      h("div", { class: "row spread" }, h("code", { class: "event-type" }, ev.type), h("time", { class: "small muted", datetime: ev.timestamp }, new Date(ev.timestamp).toLocaleTimeString())),
       h("details", {}, h("summary", { class: "small" }, "Data"), h("pre", {}, pretty(ev.data)))));
     const head = h("li", { class: "turn" }, `Turn ${n} (“${text.length > 30 ? `${text.slice(0, 30)}…` : text}”): ${items.length ? `${items.length} event${items.length > 1 ? "s" : ""}` : "no events"}`);
     events.prepend(head, ...items);
@@ -294,7 +295,7 @@ export async function editFlow(main, { id }) {
   const form = h("form", { class: "stack" },
     h("label", { for: "flow-text" }, "Flow (YAML or JSON)"),
     h("div", { class: "editor" }, gutter, area),
-    h("div", { class: "row" }, field("Format", format, "What the text is written in."), h("div", { class: "row" }, save)),
+    h("div", { class: "row" }, field("Format", format), h("div", { class: "row" }, save)),
     result);
   area.setAttribute("aria-describedby", "flow-problems");
 

@@ -119,7 +119,7 @@ export async function endpointForm(main, { id, query }) {
   body.value = ep && ep.body && Object.keys(ep.body).length ? pretty(ep.body) : "";
   const rate = h("input", { type: "number", name: "rate_limit", min: 1, max: 100000, value: ep && ep.rate_limit ? ep.rate_limit : "", inputmode: "numeric" });
   const submit = h("button", { type: "submit", class: "primary" }, ep ? "Save changes" : "Create webhook");
-  const form = h("form", { class: "stack panel", novalidate: true },
+  const form = h("form", { class: "stack panel narrow", novalidate: true },
     field("Bot", bot, ep ? "An endpoint belongs to one bot." : "Whose events this endpoint receives."),
     field("URL", url, "Events are POSTed here. http or https."),
     field("Description (optional)", description),
