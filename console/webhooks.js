@@ -27,6 +27,8 @@ async function eventTypes() {
   return (Array.isArray(r) ? r : r.data).map((t) => t.name);
 }
 
+let chartCount = 0;
+
 /** Fetches an endpoint's 24 h chart (SVG text) and puts it into `el`. */
 async function chartInto(el, id) {
   try {
@@ -36,6 +38,13 @@ async function chartInto(el, id) {
     if (root.nodeName !== "svg") throw new Error("not an SVG");
     root.querySelectorAll("script, foreignObject").forEach((n) => n.remove());
     root.querySelectorAll("*").forEach((n) => [...n.attributes].forEach((a) => { if (a.name.startsWith("on")) n.removeAttribute(a.name); }));
+    // Several charts on one page: keep their ids (and the labels that use them) unique.
+    const prefix = `c${++chartCount}-`;
+    root.querySelectorAll("[id]").forEach((n) => { n.id = prefix + n.id; });
+    for (const attr of ["aria-labelledby", "aria-describedby"]) {
+      const v = root.getAttribute(attr);
+      if (v) root.setAttribute(attr, v.split(/\s+/).map((x) => prefix + x).join(" "));
+    }
     if (!root.getAttribute("role")) root.setAttribute("role", "img");
     if (!root.getAttribute("aria-label") && !root.querySelector("title")) root.setAttribute("aria-label", "Success rate and latency over the last 24 hours");
     el.replaceChildren(document.importNode(root, true));

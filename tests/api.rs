@@ -95,6 +95,7 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ("POST", "/v1/endpoints/{endpoint}/secret/rotate", None),
         ("POST", "/v1/endpoints/{endpoint}/test", None),
         ("GET", "/v1/endpoints/{endpoint}/health", None),
+        ("GET", "/v1/endpoints/{endpoint}/health/chart.svg", None),
         (
             "POST",
             "/v1/endpoints/{endpoint}/recover",
@@ -103,6 +104,7 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ("GET", "/v1/endpoints/{endpoint}/deliveries", None),
         ("DELETE", "/v1/endpoints/{endpoint}", None),
         ("GET", "/v1/events/{event}/deliveries", None),
+        ("GET", "/v1/deliveries", None),
         ("GET", "/v1/deliveries/{delivery}", None),
         ("GET", "/v1/deliveries/{delivery}/attempts", None),
         ("POST", "/v1/deliveries/{delivery}/retry", None),
@@ -184,6 +186,15 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
         .to_owned();
     let other = app.other_account_key().await;
     let scoped = app.bot_key("mine").await;
+    let publishable = app
+        .admin(
+            "POST",
+            "/v1/keys",
+            Some(json!({"kind": "publishable", "bot_id": "victim", "origins": ["https://shop.example"]})),
+        )
+        .await;
+    assert_eq!(publishable.status, 201, "{}", publishable.body);
+    let publishable = publishable.body["key"].as_str().unwrap().to_owned();
     let endpoint = app
         .admin(
             "POST",
@@ -277,7 +288,7 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
         let r = app.call(method, &path, Some(&scoped), body.clone()).await;
         let leaked =
             r.status < 300 && (r.body.to_string().contains("\"victim\"") || secret(&r.body));
-        let own_lists = ["/v1/bots", "/v1/events"];
+        let own_lists = ["/v1/bots", "/v1/events", "/v1/deliveries"];
         assert!(
             matches!(r.status, 403 | 404)
                 || (r.status == 200
@@ -288,6 +299,30 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
             r.status,
             r.body
         );
+
+        // The victim's own publishable key, from its own website, may chat
+        // and nothing else.
+        if template != "/v1/bots/{bot}/chat" {
+            let mut req = app
+                .client
+                .request(method.parse().unwrap(), format!("{}{path}", app.base))
+                .bearer_auth(&publishable)
+                .header("origin", "https://shop.example");
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            assert!(
+                matches!(status, 403 | 404),
+                "{method} {path} with a publishable key: {status} {text}"
+            );
+            assert!(
+                !text.contains("Victor") && !text.contains(&conversation),
+                "{method} {path} leaked to a publishable key: {text}"
+            );
+        }
     }
     // Nothing of the victim changed.
     let r = app.admin("GET", "/v1/bots/victim", None).await;
@@ -318,6 +353,178 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
     );
     let r = app.admin("GET", "/v1/bots/victim/endpoints", None).await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 2, "nothing added");
+}
+
+#[tokio::test]
+async fn a_publishable_key_chats_from_its_origins_only() {
+    let app = app().await;
+    let bot = std::fs::read_to_string("examples/elipackage.yaml").unwrap();
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/import",
+            Some(&app.admin_key),
+            "application/yaml",
+            bot.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let bot_id = r.body["bot_id"].as_str().unwrap().to_owned();
+
+    for (body, fix) in [
+        (
+            json!({"kind": "publishable", "origins": ["https://shop.example"]}),
+            "bot_id",
+        ),
+        (json!({"kind": "publishable", "bot_id": bot_id}), "origins"),
+        (
+            json!({"kind": "publishable", "bot_id": bot_id, "origins": ["shop.example"]}),
+            "https://shop.example.com",
+        ),
+        (
+            json!({"kind": "secret", "origins": ["https://shop.example"]}),
+            "only publishable",
+        ),
+        (json!({"kind": "magic"}), "secret or publishable"),
+        (
+            json!({"kind": "publishable", "bot_id": "nope", "origins": ["https://a.example"]}),
+            "nope",
+        ),
+    ] {
+        let r = app.admin("POST", "/v1/keys", Some(body.clone())).await;
+        assert_eq!(r.status, 422, "{body}: {}", r.body);
+        let msg = r.body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(fix), "{body}: {msg}");
+    }
+    let r = app
+        .admin(
+            "POST",
+            "/v1/keys",
+            Some(
+                json!({"name": "widget", "kind": "publishable", "bot_id": bot_id,
+                        "origins": ["https://Shop.example/", "http://localhost:8080"]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["kind"], "publishable");
+    assert_eq!(
+        r.body["origins"],
+        json!(["https://shop.example", "http://localhost:8080"])
+    );
+    let key = r.body["key"].as_str().unwrap().to_owned();
+    let listed = app.admin("GET", "/v1/keys", None).await;
+    assert!(
+        listed.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kind"] == "publishable" && k["name"] == "widget")
+    );
+
+    let chat = |origin: Option<&'static str>, contact: Value, path: String| {
+        let mut req = app
+            .client
+            .post(format!("{}{path}", app.base))
+            .bearer_auth(&key)
+            .json(&json!({"contact": contact, "text": "hi"}));
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    let visitor = json!({"id": "v_0123456789abcdef"});
+    let path = format!("/v1/bots/{bot_id}/chat");
+
+    // From a listed origin: the bot answers, and the page may read it.
+    let r = chat(Some("https://shop.example"), visitor.clone(), path.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert!(!body["replies"].as_array().unwrap().is_empty(), "{body}");
+    // The visitor is stored apart from contacts named by secret keys.
+    let conv = app
+        .admin(
+            "GET",
+            &format!(
+                "/v1/bots/{bot_id}/conversations/{}",
+                body["conversation_id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(conv.status, 200, "{}", conv.body);
+    assert!(
+        conv.body.to_string().contains("web:v_0123456789abcdef"),
+        "{}",
+        conv.body
+    );
+
+    // Another origin, no origin, a phone, a short id, another bot: refused.
+    let r = chat(Some("https://evil.example"), visitor.clone(), path.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://evil.example",
+        "the page may read why"
+    );
+    let r = chat(None, visitor.clone(), path.clone()).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = chat(
+        Some("http://localhost:8080"),
+        json!({"phone": "+525500000000"}),
+        path.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    let r = chat(
+        Some("http://localhost:8080"),
+        json!({"id": "short"}),
+        path.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    app.create_bot("other", "support").await;
+    let r = chat(
+        Some("http://localhost:8080"),
+        visitor.clone(),
+        "/v1/bots/other/chat".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // The browser's preflight.
+    let r = app
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}{path}", app.base))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let allowed = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap();
+    assert!(allowed.contains("authorization") && allowed.contains("content-type"));
 }
 
 #[tokio::test]

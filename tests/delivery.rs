@@ -1245,3 +1245,109 @@ async fn endpoint_input_is_checked_with_messages_that_say_what_to_fix() {
         404
     );
 }
+
+both!(
+    the_delivery_log_filters_and_the_health_chart,
+    the_delivery_log_filters_and_the_health_chart_sqlite,
+    the_delivery_log_filters_and_the_health_chart_postgres
+);
+
+async fn the_delivery_log_filters_and_the_health_chart(kind: Db) {
+    let Some(w) = world(kind).await else { return };
+    w.app.create_bot("eli", "data_collection").await;
+    w.app.create_bot("ana", "data_collection").await;
+    let ok = w.endpoint("eli", json!({"url": w.rx.url("/ok")})).await;
+    let bad = w.endpoint("eli", json!({"url": w.rx.url("/bad")})).await;
+    w.endpoint("ana", json!({"url": w.rx.url("/ana")})).await;
+    w.rx.answer("/bad", 500);
+    let before = botwire::api::time(botwire::store::now_ms() - 1000);
+    w.publish("eli", "order.paid").await;
+    w.publish("eli", "order.paid").await;
+    w.publish("eli", "order.shipped").await;
+    w.publish("ana", "order.paid").await;
+    w.engine.idle().await;
+
+    let ids = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = w.get("/v1/deliveries").await;
+    assert_eq!(ids(&all).len(), 7, "3 events x 2 endpoints + 1: {all}");
+    let ok_id = ok["id"].as_str().unwrap();
+    let paid_ok = w
+        .get(&format!(
+            "/v1/deliveries?endpoint_id={ok_id}&event_type=order.paid"
+        ))
+        .await;
+    assert_eq!(ids(&paid_ok).len(), 2);
+    assert!(paid_ok["data"].as_array().unwrap().iter().all(|d| {
+        d["event_type"] == "order.paid" && d["endpoint_id"] == ok_id && d["status"] == "succeeded"
+    }));
+    let failed = w.get("/v1/deliveries?status=failed").await;
+    assert_eq!(ids(&failed).len(), 3);
+    assert!(
+        failed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["endpoint_id"] == bad["id"])
+    );
+    let since = w
+        .get(&format!("/v1/deliveries?since={before}&limit=2"))
+        .await;
+    assert_eq!(ids(&since).len(), 2);
+    assert!(since["next_cursor"].is_string());
+    let until = w.get(&format!("/v1/deliveries?until={before}")).await;
+    assert!(ids(&until).is_empty(), "{until}");
+
+    // A bot-scoped key sees its bot's deliveries only.
+    let ana_key = w.app.bot_key("ana").await;
+    let r = w
+        .app
+        .call("GET", "/v1/deliveries", Some(&ana_key), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(ids(&r.body).len(), 1);
+    assert_eq!(r.body["data"][0]["bot_id"], "ana");
+
+    for bad_query in ["status=lost", "since=yesterday", "limit=0"] {
+        let r = w
+            .app
+            .admin("GET", &format!("/v1/deliveries?{bad_query}"), None)
+            .await;
+        assert_eq!(r.status, 400, "{bad_query}: {}", r.body);
+    }
+
+    // The chart counts the last 24 h of attempts.
+    let r = w
+        .app
+        .client
+        .get(format!(
+            "{}/v1/endpoints/{}/health/chart.svg",
+            w.app.base,
+            bad["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&w.app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/svg+xml");
+    let svg = r.text().await.unwrap();
+    assert!(svg.starts_with("<svg "), "{svg}");
+    assert!(svg.contains("0 of 3 attempts succeeded"), "{svg}");
+    let r = w
+        .app
+        .call(
+            "GET",
+            &format!("/v1/endpoints/{ok_id}/health/chart.svg"),
+            Some(&ana_key),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404, "another bot's endpoint");
+}

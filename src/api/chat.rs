@@ -1,13 +1,21 @@
 //! `/v1/bots/{bot}/chat` and `/v1/bots/{bot}/conversations`: talk to a bot
 //! and read what was said.
+//!
+//! The chat route also answers web pages (CORS): the chat widget calls it
+//! with a publishable key from a visitor's browser. Such a visitor is
+//! `contact.id` only, a random id the widget keeps, stored apart from the
+//! contacts that secret keys name.
 
 use super::bots::load;
 use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
-use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
+use super::extract::{ApiJson, ApiQuery, Auth, ChatAuth, PageQuery};
 use super::{AppState, List, time};
 use crate::runtime::chat::ContactRef;
 use crate::store::conversations::{ConversationFilter, ConversationRow};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -64,13 +72,19 @@ pub struct ChatResponse {
     security(("bearer" = [])))]
 pub async fn chat(
     State(state): State<AppState>,
-    auth: Auth,
+    ChatAuth(p): ChatAuth,
     Path(bot): Path<String>,
     ApiJson(body): ApiJson<ChatRequest>,
 ) -> ApiResult<Json<ChatResponse>> {
-    let p = auth.bot(&bot)?;
-    let contact = ContactRef::parse(body.contact.phone.as_deref(), body.contact.id.as_deref())
-        .map_err(ApiError::unprocessable)?;
+    if !p.may_use_bot(&bot) {
+        return Err(ApiError::not_found(format!("bot {bot:?} not found")));
+    }
+    let contact = if p.publishable {
+        visitor(&body.contact)?
+    } else {
+        ContactRef::parse(body.contact.phone.as_deref(), body.contact.id.as_deref())
+            .map_err(ApiError::unprocessable)?
+    };
     let reply = state
         .chat
         .message(
@@ -99,6 +113,72 @@ pub async fn chat(
         ended: reply.ended,
         events: reply.event_ids,
     }))
+}
+
+/// The contact a publishable key chats as: a website visitor known only by
+/// the random id its widget keeps (16 to 64 characters `[A-Za-z0-9_-]`),
+/// stored as `web:<id>` so a page can never write as another kind of contact.
+fn visitor(contact: &ContactInput) -> ApiResult<ContactRef> {
+    let id = match (&contact.phone, &contact.id) {
+        (None, Some(id)) => id,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "a publishable key chats as a website visitor: send contact.id only",
+            ));
+        }
+    };
+    let ok = (16..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(ApiError::unprocessable(
+            "contact.id of a website visitor: 16 to 64 characters of A-Z, a-z, 0-9, - and _",
+        ));
+    }
+    Ok(ContactRef::External(format!("web:{id}")))
+}
+
+/// Answers a browser's CORS preflight for the chat route. Any origin may ask;
+/// the chat itself checks the origin against the publishable key's list.
+async fn preflight(headers: HeaderMap) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+    resp
+}
+
+/// Lets the page that sent a chat request read the answer (errors too, so
+/// the widget can say what went wrong). Bearer keys are never ambient, so
+/// reflecting the origin grants a page nothing its key does not.
+async fn allow_origin(req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut resp = next.run(req).await;
+    if let Some(origin) = origin {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-request-id"),
+        );
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    resp
 }
 
 /// A conversation in a list.
@@ -255,7 +335,12 @@ pub async fn get_conversation(
 /// Routes of this module.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/bots/{bot}/chat", post(chat))
+        .route(
+            "/v1/bots/{bot}/chat",
+            post(chat)
+                .options(preflight)
+                .layer(axum::middleware::from_fn(allow_origin)),
+        )
         .route("/v1/bots/{bot}/conversations", get(list_conversations))
         .route("/v1/bots/{bot}/conversations/{id}", get(get_conversation))
 }

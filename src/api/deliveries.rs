@@ -1,4 +1,4 @@
-//! `/v1/deliveries/{id}`, its attempt log, a manual retry, and
+//! `/v1/deliveries` (filtered), `/v1/deliveries/{id}`, its attempt log, a manual retry, and
 //! `/v1/events/{id}/deliveries`.
 //!
 //! A delivery is one event on its way to one endpoint; each HTTP try is an
@@ -29,6 +29,8 @@ pub struct DeliveryView {
     pub endpoint_id: String,
     /// The event (its id is the `webhook-id`).
     pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
     /// `pending`, `failed` (a retry is scheduled), `succeeded` or `dead`.
     pub status: String,
     /// Attempts made.
@@ -50,6 +52,7 @@ impl From<DeliveryRow> for DeliveryView {
             bot_id: d.bot_id,
             endpoint_id: d.endpoint_id,
             event_id: d.event_id,
+            event_type: d.event_type,
             next_attempt_at: match d.status.as_str() {
                 "pending" | "failed" => d.next_attempt_at.map(time),
                 _ => None,
@@ -182,6 +185,64 @@ async fn delivery_for(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Deli
     Ok(d)
 }
 
+/// `?endpoint_id=&event_type=&status=&since=&until=&limit=&cursor=`
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// Only this endpoint's deliveries.
+    pub endpoint_id: Option<String>,
+    /// Only deliveries of events of this type.
+    pub event_type: Option<String>,
+    /// `pending`, `failed`, `succeeded` or `dead`.
+    pub status: Option<String>,
+    /// Only deliveries created at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Only deliveries created before this time (RFC 3339).
+    pub until: Option<String>,
+    /// Items per page, 1–200.
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The account's deliveries (a bot-scoped key: its bot's), newest first,
+/// filtered by endpoint, event type, status and creation time.
+#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(DeliveryQuery),
+    responses((status = 200, body = List<DeliveryView>), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_deliveries(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
+) -> ApiResult<Json<List<DeliveryView>>> {
+    let (status, page) = StatusQuery {
+        status: q.status,
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .parse()?;
+    let given = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let time = |field: &str, v: Option<String>| {
+        given(v)
+            .map(|v| super::events::parse_time(field, &v))
+            .transpose()
+    };
+    let filter = DeliveryFilter {
+        endpoint_id: given(q.endpoint_id),
+        event_type: given(q.event_type),
+        status,
+        since: time("since", q.since)?,
+        until: time("until", q.until)?,
+        bot_id: auth.0.bot_id.clone(),
+        ..Default::default()
+    };
+    let rows = state
+        .store
+        .list_deliveries(&auth.0.account_id, filter, page)
+        .await?;
+    Ok(Json(List::from_page(rows, DeliveryView::from)))
+}
+
 /// An event's deliveries (one per endpoint that wanted it), newest first.
 #[utoipa::path(get, path = "/v1/events/{id}/deliveries", tag = "deliveries", params(("id" = String, Path), StatusQuery),
     responses((status = 200, body = List<DeliveryView>), (status = 404, body = ErrorBody)),
@@ -270,6 +331,7 @@ pub async fn retry_delivery(
 /// Routes of this module.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/v1/deliveries", get(list_deliveries))
         .route("/v1/events/{id}/deliveries", get(list_event_deliveries))
         .route("/v1/deliveries/{id}", get(get_delivery))
         .route("/v1/deliveries/{id}/attempts", get(list_attempts))

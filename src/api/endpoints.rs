@@ -568,6 +568,32 @@ pub async fn endpoint_health(
     }))
 }
 
+/// Success rate and mean latency per hour over the last 24 h, as an SVG
+/// chart (self-contained: no script, no external resource).
+#[utoipa::path(get, path = "/v1/endpoints/{id}/health/chart.svg", tag = "endpoints", params(("id" = String, Path)),
+    responses((status = 200, content_type = "image/svg+xml", body = String), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn endpoint_health_chart(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    const HOURS: i64 = 24;
+    let e = endpoint_for(&state, &auth, &id).await?;
+    let hours = state
+        .store
+        .endpoint_hours(&auth.0.account_id, &e.id, state.delivery.now_ms(), HOURS)
+        .await?;
+    let svg = super::chart::health_svg(&format!("Health of {}", e.url), HOURS, &hours);
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "image/svg+xml"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        svg,
+    ))
+}
+
 /// An endpoint's deliveries, newest first, optionally by status.
 #[utoipa::path(get, path = "/v1/endpoints/{id}/deliveries", tag = "deliveries", params(("id" = String, Path), StatusQuery),
     responses((status = 200, body = List<DeliveryView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
@@ -612,6 +638,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/endpoints/{id}/secret/rotate", post(rotate_secret))
         .route("/v1/endpoints/{id}/test", post(test_endpoint))
         .route("/v1/endpoints/{id}/health", get(endpoint_health))
+        .route(
+            "/v1/endpoints/{id}/health/chart.svg",
+            get(endpoint_health_chart),
+        )
         .route("/v1/endpoints/{id}/recover", post(recover_endpoint))
         .route(
             "/v1/endpoints/{id}/deliveries",

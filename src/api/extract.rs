@@ -103,38 +103,83 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("send an API key as `Authorization: Bearer <key>`")
-        })?;
-        let key = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be `Bearer <key>`")
-            })?;
-        if !crate::auth::looks_like_key(key) {
-            return Err(ApiError::unauthorized("invalid or revoked API key"));
+        let p = authenticate(parts, state).await?;
+        if p.publishable {
+            return Err(ApiError::forbidden(
+                "a publishable key can only chat with its bot (POST /v1/bots/{bot}/chat); \
+                 use a secret key for everything else",
+            ));
         }
-        let hash = state.pepper.hash(key);
-        if let Some(p) = state.keys.get(&hash) {
-            return Ok(Auth(p));
-        }
-        match state
-            .store
-            .authenticate_hash(key, hash.clone(), &state.pepper)
-            .await?
-        {
-            Some(p) => {
-                state.keys.put(hash, p.clone());
-                Ok(Auth(p))
+        Ok(Auth(p))
+    }
+}
+
+/// The principal of a chat request: [`Auth`], or a publishable key used from
+/// a web page on one of the origins listed on it.
+pub struct ChatAuth(pub Principal);
+
+impl FromRequestParts<AppState> for ChatAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let p = authenticate(parts, state).await?;
+        if p.publishable {
+            let origin = parts
+                .headers
+                .get(axum::http::header::ORIGIN)
+                .and_then(|v| v.to_str().ok());
+            match origin {
+                Some(o) if p.allows_origin(o) => {}
+                Some(o) => {
+                    return Err(ApiError::forbidden(format!(
+                        "this publishable key may not be used from {o}; add the origin to the key"
+                    )));
+                }
+                None => {
+                    return Err(ApiError::forbidden(
+                        "a publishable key works only from a web page on an origin listed on the key",
+                    ));
+                }
             }
-            None => Err(ApiError::unauthorized("invalid or revoked API key")),
         }
+        Ok(ChatAuth(p))
+    }
+}
+
+/// The live principal behind the request's `Authorization: Bearer` key.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized("send an API key as `Authorization: Bearer <key>`")
+    })?;
+    let key = header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <key>`"))?;
+    if !crate::auth::looks_like_key(key) {
+        return Err(ApiError::unauthorized("invalid or revoked API key"));
+    }
+    let hash = state.pepper.hash(key);
+    if let Some(p) = state.keys.get(&hash) {
+        return Ok(p);
+    }
+    match state
+        .store
+        .authenticate_hash(key, hash.clone(), &state.pepper)
+        .await?
+    {
+        Some(p) => {
+            state.keys.put(hash, p.clone());
+            Ok(p)
+        }
+        None => Err(ApiError::unauthorized("invalid or revoked API key")),
     }
 }
 

@@ -1,4 +1,8 @@
 //! `/v1/keys`: create, list and revoke API keys. Account-wide keys only.
+//!
+//! A key is `secret` (account-wide or scoped to one bot) or `publishable`:
+//! scoped to one bot and to chatting only, from the website origins listed
+//! on it — the key the chat widget puts in a page.
 
 use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
@@ -20,6 +24,10 @@ pub struct KeyView {
     pub name: String,
     /// Set when the key is scoped to one bot.
     pub bot_id: Option<String>,
+    /// `secret` or `publishable`.
+    pub kind: String,
+    /// The website origins a publishable key may chat from.
+    pub origins: Vec<String>,
     /// The key's first characters.
     pub prefix: String,
     /// RFC 3339.
@@ -34,6 +42,13 @@ impl From<ApiKey> for KeyView {
             id: k.id,
             name: k.name,
             bot_id: k.bot_id,
+            kind: if k.publishable {
+                "publishable"
+            } else {
+                "secret"
+            }
+            .into(),
+            origins: k.origins,
             prefix: k.prefix,
             created_at: time(k.created_at),
             revoked_at: k.revoked_at.map(time),
@@ -57,11 +72,16 @@ pub struct CreatedKey {
 pub struct CreateKey {
     /// Label (default `api`).
     pub name: Option<String>,
-    /// Scope the key to one bot of the account.
+    /// Scope the key to one bot of the account (required for `publishable`).
     pub bot_id: Option<String>,
+    /// `secret` (default) or `publishable`: chat only, from `origins`.
+    pub kind: Option<String>,
+    /// For a publishable key: the website origins allowed to chat with it,
+    /// e.g. `https://shop.example.com`.
+    pub origins: Option<Vec<String>>,
 }
 
-/// Creates a key, account-wide or scoped to one bot.
+/// Creates a key: secret (account-wide or scoped to one bot) or publishable.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
     responses((status = 201, body = CreatedKey), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -77,15 +97,50 @@ pub async fn create_key(
             "field `name`: 1 to 100 characters, no control characters",
         ));
     }
-    let (row, key) = state
-        .store
-        .create_key(
-            &p.account_id,
-            body.bot_id.as_deref(),
-            name.trim(),
-            &state.pepper,
-        )
-        .await?;
+    let (row, key) = match body.kind.as_deref() {
+        None | Some("secret") => {
+            if body.origins.is_some() {
+                return Err(ApiError::unprocessable(
+                    "field `origins`: only publishable keys list origins",
+                ));
+            }
+            state
+                .store
+                .create_key(
+                    &p.account_id,
+                    body.bot_id.as_deref(),
+                    name.trim(),
+                    &state.pepper,
+                )
+                .await?
+        }
+        Some("publishable") => {
+            let bot = body.bot_id.as_deref().ok_or_else(|| {
+                ApiError::unprocessable("field `bot_id`: a publishable key is for one bot")
+            })?;
+            let origins = body.origins.unwrap_or_default();
+            if origins.is_empty() || origins.len() > 20 {
+                return Err(ApiError::unprocessable(
+                    "field `origins`: list 1 to 20 website origins the widget may chat from, \
+                     e.g. [\"https://shop.example.com\"]",
+                ));
+            }
+            let origins = origins
+                .iter()
+                .map(|o| crate::domain::account::parse_origin(o))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ApiError::unprocessable)?;
+            state
+                .store
+                .create_publishable_key(&p.account_id, bot, name.trim(), origins, &state.pepper)
+                .await?
+        }
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "field `kind`: secret or publishable, not {other:?}"
+            )));
+        }
+    };
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {

@@ -12,6 +12,7 @@
 
 pub mod appointments;
 pub mod bots;
+pub mod chart;
 pub mod chat;
 pub mod chatbot_webhook;
 pub mod console;
@@ -27,6 +28,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod webhooks;
+pub mod widget;
 
 use crate::auth::Pepper;
 use crate::store::{Page, Store};
@@ -128,6 +130,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(health::routes())
         .merge(openapi::routes())
         .merge(console::routes())
+        .merge(widget::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -24,7 +24,7 @@ fn insert_account(c: &mut dyn Conn, name: &str, pepper: &Pepper, key: &NewKey) -
         "INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)",
         &[(&account.id).into(), name.into(), account.created_at.into()],
     )?;
-    super::keys::insert_key(c, &account.id, None, "admin", pepper, key)?;
+    super::keys::insert_key(c, &account.id, None, "admin", pepper, key, None)?;
     Ok(account)
 }
 

@@ -202,6 +202,8 @@ pub struct DeliveryRow {
     pub endpoint_id: String,
     /// The event.
     pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
     /// `pending`, `failed`, `succeeded` or `dead`.
     pub status: String,
     /// Attempts made.
@@ -216,7 +218,8 @@ pub struct DeliveryRow {
     pub updated_at: i64,
 }
 
-const D_COLUMNS: &str = "d.id, d.bot_id, d.endpoint_id, d.event_id, d.status, d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.updated_at";
+/// Delivery columns, read from `deliveries d JOIN events e`.
+const D_COLUMNS: &str = "d.id, d.bot_id, d.endpoint_id, d.event_id, d.status, d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.updated_at, e.type";
 
 fn delivery_from(r: &Row) -> Result<DeliveryRow> {
     Ok(DeliveryRow {
@@ -230,6 +233,7 @@ fn delivery_from(r: &Row) -> Result<DeliveryRow> {
         last_error: r.opt_text(7)?,
         created_at: r.int(8)?,
         updated_at: r.int(9)?,
+        event_type: r.text(10)?,
     })
 }
 
@@ -325,6 +329,14 @@ pub struct DeliveryFilter {
     pub event_id: Option<String>,
     /// Only in this status.
     pub status: Option<String>,
+    /// Only for events of this type.
+    pub event_type: Option<String>,
+    /// Only those created at or after this time (Unix ms).
+    pub since: Option<i64>,
+    /// Only those created before this time (Unix ms).
+    pub until: Option<i64>,
+    /// Only this bot's.
+    pub bot_id: Option<String>,
 }
 
 /// Attempt figures behind an endpoint's health.
@@ -336,6 +348,21 @@ pub struct HealthFigures {
     pub succeeded_24h: i64,
     /// The last (up to) 100 attempts, newest first.
     pub recent: Vec<AttemptRow>,
+}
+
+/// One hour of an endpoint's attempts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HourFigures {
+    /// Hours before the current one: 0 is the hour ending now.
+    pub hours_ago: i64,
+    /// Attempts started in that hour.
+    pub attempts: i64,
+    /// Of which succeeded.
+    pub succeeded: i64,
+    /// Mean attempt duration, milliseconds.
+    pub mean_ms: i64,
+    /// Slowest attempt, milliseconds.
+    pub max_ms: i64,
 }
 
 fn disable(
@@ -454,19 +481,27 @@ impl Store {
         page: PageRequest,
     ) -> Result<Page<DeliveryRow>> {
         let sql = format!(
-            "SELECT {D_COLUMNS} FROM deliveries d
+            "SELECT {D_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.account_id = $1
                AND (CAST($2 AS TEXT) IS NULL OR d.endpoint_id = $2)
                AND (CAST($3 AS TEXT) IS NULL OR d.event_id = $3)
                AND (CAST($4 AS TEXT) IS NULL OR d.status = $4)
-               AND (CAST($5 AS TEXT) IS NULL OR d.id < $5)
-             ORDER BY d.id DESC LIMIT $6"
+               AND (CAST($5 AS TEXT) IS NULL OR e.type = $5)
+               AND (CAST($6 AS BIGINT) IS NULL OR d.created_at >= $6)
+               AND (CAST($7 AS BIGINT) IS NULL OR d.created_at < $7)
+               AND (CAST($8 AS TEXT) IS NULL OR d.bot_id = $8)
+               AND (CAST($9 AS TEXT) IS NULL OR d.id < $9)
+             ORDER BY d.id DESC LIMIT $10"
         );
         let params = vec![
             account_id.into(),
             filter.endpoint_id.into(),
             filter.event_id.into(),
             filter.status.into(),
+            filter.event_type.into(),
+            filter.since.into(),
+            filter.until.into(),
+            filter.bot_id.into(),
             page.after.clone().into(),
         ];
         self.read_page(sql, params, page, delivery_from, |d| d.id.clone())
@@ -479,7 +514,8 @@ impl Store {
         self.read(move |c| {
             delivery_from(&c.query_one(
                 &format!(
-                    "SELECT {D_COLUMNS} FROM deliveries d WHERE d.account_id = $1 AND d.id = $2"
+                    "SELECT {D_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id
+                     WHERE d.account_id = $1 AND d.id = $2"
                 ),
                 &[a.into(), id.into()],
             )?)
@@ -638,6 +674,49 @@ impl Store {
                 succeeded_24h: day.int(1)?,
                 recent,
             })
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// An endpoint's attempts over the `hours` hours before `now`, one entry
+    /// per hour that had any (attempts stamped after `now`, by another
+    /// node's clock, count in the current hour).
+    pub async fn endpoint_hours(
+        &self,
+        account_id: &str,
+        endpoint_id: &str,
+        now: i64,
+        hours: i64,
+    ) -> Result<Vec<HourFigures>> {
+        let (a, id) = (account_id.to_owned(), endpoint_id.to_owned());
+        self.read(move |c| {
+            let rows = c.query(
+                "SELECT ($3 - started_at) / 3600000 AS h, COUNT(*),
+                        COALESCE(SUM(CASE WHEN error_kind IS NULL THEN 1 ELSE 0 END), 0),
+                        CAST(COALESCE(AVG(duration_ms), 0) AS BIGINT), COALESCE(MAX(duration_ms), 0)
+                 FROM attempts
+                 WHERE account_id = $1 AND endpoint_id = $2 AND started_at > $4
+                 GROUP BY h ORDER BY h",
+                &[
+                    a.into(),
+                    id.into(),
+                    now.into(),
+                    (now - hours * 3_600_000).into(),
+                ],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(HourFigures {
+                        hours_ago: r.int(0)?.max(0),
+                        attempts: r.int(1)?,
+                        succeeded: r.int(2)?,
+                        mean_ms: r.int(3)?,
+                        max_ms: r.int(4)?,
+                    })
+                })
+                .collect()
         })
         .await
     }

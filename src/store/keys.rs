@@ -1,12 +1,18 @@
 //! API keys as stored: a keyed hash, a recognisable prefix, an optional bot
-//! scope, and a revocation time.
+//! scope, a kind (`secret` or `publishable`, with its allowed website
+//! origins), and a revocation time.
 
 use super::{Conn, Page, PageRequest, Result, Row, Store, StoreError, now_ms};
 use crate::auth::{NewKey, Pepper, generate_key};
 use crate::domain::account::{ApiKey, Principal};
 use crate::domain::ids::new_id;
 
-const COLUMNS: &str = "id, account_id, bot_id, name, prefix, created_at, revoked_at";
+const COLUMNS: &str = "id, account_id, bot_id, name, prefix, created_at, revoked_at, kind, origins";
+
+fn origins_from(row: &Row, i: usize) -> Result<Vec<String>> {
+    serde_json::from_str(&row.text(i)?)
+        .map_err(|e| StoreError::Database(format!("api_keys.origins: {e}")))
+}
 
 fn key_from(row: &Row) -> Result<ApiKey> {
     Ok(ApiKey {
@@ -17,10 +23,13 @@ fn key_from(row: &Row) -> Result<ApiKey> {
         prefix: row.text(4)?,
         created_at: row.int(5)?,
         revoked_at: row.opt_int(6)?,
+        publishable: row.text(7)? == "publishable",
+        origins: origins_from(row, 8)?,
     })
 }
 
-/// Inserts a key row for `key` (whose plaintext is never stored).
+/// Inserts a key row for `key` (whose plaintext is never stored);
+/// `origins` makes it publishable.
 pub(super) fn insert_key(
     c: &mut dyn Conn,
     account_id: &str,
@@ -28,6 +37,7 @@ pub(super) fn insert_key(
     name: &str,
     pepper: &Pepper,
     key: &NewKey,
+    origins: Option<&[String]>,
 ) -> Result<ApiKey> {
     let row = ApiKey {
         id: new_id("key"),
@@ -37,10 +47,12 @@ pub(super) fn insert_key(
         prefix: key.prefix.clone(),
         created_at: now_ms(),
         revoked_at: None,
+        publishable: origins.is_some(),
+        origins: origins.map(<[String]>::to_vec).unwrap_or_default(),
     };
     c.execute(
-        "INSERT INTO api_keys (id, account_id, bot_id, name, prefix, hash, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO api_keys (id, account_id, bot_id, name, prefix, hash, created_at, kind, origins)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             (&row.id).into(),
             account_id.into(),
@@ -49,6 +61,10 @@ pub(super) fn insert_key(
             (&row.prefix).into(),
             pepper.hash(&key.plaintext).into(),
             row.created_at.into(),
+            if row.publishable { "publishable" } else { "secret" }.into(),
+            serde_json::to_string(&row.origins)
+                .expect("strings serialise")
+                .into(),
         ],
     )?;
     Ok(row)
@@ -63,6 +79,32 @@ impl Store {
         account_id: &str,
         bot_id: Option<&str>,
         name: &str,
+        pepper: &Pepper,
+    ) -> Result<(ApiKey, String)> {
+        self.create_key_of_kind(account_id, bot_id, name, None, pepper)
+            .await
+    }
+
+    /// Creates a publishable key for `bot_id`, usable from `origins` (already
+    /// checked with [`crate::domain::account::parse_origin`]).
+    pub async fn create_publishable_key(
+        &self,
+        account_id: &str,
+        bot_id: &str,
+        name: &str,
+        origins: Vec<String>,
+        pepper: &Pepper,
+    ) -> Result<(ApiKey, String)> {
+        self.create_key_of_kind(account_id, Some(bot_id), name, Some(origins), pepper)
+            .await
+    }
+
+    async fn create_key_of_kind(
+        &self,
+        account_id: &str,
+        bot_id: Option<&str>,
+        name: &str,
+        origins: Option<Vec<String>>,
         pepper: &Pepper,
     ) -> Result<(ApiKey, String)> {
         let key = generate_key();
@@ -82,7 +124,15 @@ impl Store {
                     )?
                     .ok_or_else(|| StoreError::Invalid(format!("bot {bot:?} does not exist")))?;
                 }
-                insert_key(c, &account_id, bot_id.as_deref(), &name, &pepper, &key)
+                insert_key(
+                    c,
+                    &account_id,
+                    bot_id.as_deref(),
+                    &name,
+                    &pepper,
+                    &key,
+                    origins.as_deref(),
+                )
             })
             .await?;
         Ok((row, plaintext))
@@ -138,7 +188,7 @@ impl Store {
         let pepper = pepper.clone();
         self.read(move |c| {
             let Some(row) = c.query_opt(
-                "SELECT id, account_id, bot_id, hash FROM api_keys
+                "SELECT id, account_id, bot_id, hash, kind, origins FROM api_keys
                  WHERE hash = $1 AND revoked_at IS NULL",
                 &[hash.into()],
             )?
@@ -152,6 +202,8 @@ impl Store {
                 key_id: row.text(0)?,
                 account_id: row.text(1)?,
                 bot_id: row.opt_text(2)?,
+                publishable: row.text(4)? == "publishable",
+                origins: origins_from(&row, 5)?,
             }))
         })
         .await
