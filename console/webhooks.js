@@ -223,6 +223,10 @@ export async function endpointDetail(main, { id }) {
       })),
     secretOut);
 
+  // Health (filled below; the test refreshes it).
+  const stats = h("div", {}, healthStats(hl));
+  const chart = h("div", { class: "chart", id: "chart" }, h("p", { class: "muted small" }, "Loading chart…"));
+
   // Test.
   const testOut = h("div", { "aria-live": "polite", id: "test-result" });
   const test = h("section", { class: "panel", "aria-labelledby": "test-h" }, h("h2", { id: "test-h" }, "Test"),
@@ -232,6 +236,9 @@ export async function endpointDetail(main, { id }) {
       try {
         const r = await api("POST", `/v1/endpoints/${seg(id)}/test`);
         testOut.replaceChildren(sendResult(r));
+        const fresh = await health(id);
+        stats.replaceChildren(healthStats(fresh));
+        chartInto(chart, id);
       } catch (err) { testOut.replaceChildren(alert("error", plain(err))); }
     }, "primary"),
     testOut);
@@ -255,10 +262,8 @@ export async function endpointDetail(main, { id }) {
   const recover = h("section", { class: "panel", "aria-labelledby": "rec-h" }, h("h2", { id: "rec-h" }, "Recover"),
     h("p", { class: "small muted" }, "After an outage on your side: queue again every failed or dead delivery since a time."), recoverForm);
 
-  // Health.
-  const chart = h("div", { class: "chart", id: "chart" }, h("p", { class: "muted small" }, "Loading chart…"));
   const healthPanel = h("section", { class: "panel", "aria-labelledby": "hl-h" }, h("h2", { id: "hl-h" }, "Health, last 24 hours"),
-    healthStats(hl),
+    stats,
     hl && hl.last_error ? alert("error", `Last failure ${new Date(hl.last_error.at).toLocaleString()}: ${hl.last_error.message || hl.last_error.kind || ""}${hl.last_error.status ? ` (HTTP ${hl.last_error.status})` : ""}`) : null,
     chart);
   main.append(h("div", { class: "split-even" }, h("div", {}, healthPanel, test, secret), h("div", {}, settings, recover)));
@@ -478,15 +483,22 @@ export async function storyDetail(main, { bot, name }) {
       const r = await api("POST", `/v1/bots/${seg(bot)}/webhooks/${seg(w.name)}/test`, { json: { memory: m, user: u } });
       out.append(
         r.error ? alert("error", `Outcome: ${r.outcome}. ${r.error}`) : alert("ok", `Outcome: ${r.outcome}.`),
-        h("h3", {}, "Request"), h("pre", {}, [r.request.line, ...Object.entries(r.request.headers || {}).map(([k, v]) => `${k}: ${v}`), "", r.request.body || ""].join("\n")),
+        h("h3", {}, "Request"), h("pre", {}, [r.request.line, ...headerLines(r.request.headers), "", r.request.body || ""].join("\n")),
         h("h3", {}, "Response"), facts([["Status", r.response.status ? String(r.response.status) : "No answer"], ["Took", `${r.response.duration_ms ?? "—"} ms`]]),
         h("pre", {}, r.response.body || "(empty)"),
-        r.would_merge ? [h("h3", {}, "What the conversation would get"), h("pre", {}, pretty(r.would_merge))] : null);
+        h("div", {}, r.would_merge ? [h("h3", {}, "What the conversation would get"), h("pre", {}, pretty(r.would_merge))] : null));
     } catch (err) { out.append(alert("error", plain(err))); } finally { run.disabled = false; }
   });
   main.append(h("div", { class: "split-even" }, editPanel,
     h("section", { class: "panel", "aria-labelledby": "sw-test-h" }, h("h2", { id: "sw-test-h" }, "Test"),
       h("p", { class: "small muted" }, "Calls the webhook now, outside any conversation, with sample data."), testForm)));
+}
+
+/** Header lines from `[[name, value], …]` or `{name: value}`. */
+function headerLines(headers) {
+  if (!headers) return [];
+  const pairs = Array.isArray(headers) ? headers : Object.entries(headers);
+  return pairs.map((p) => (Array.isArray(p) ? `${p[0]}: ${p[1]}` : String(p)));
 }
 
 // ------------------------------------------------------------------ health
