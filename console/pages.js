@@ -80,7 +80,7 @@ export async function newBot(main) {
 
   // From an example.
   const exList = h("div", { class: "grid" }, examples.map((ex) => {
-    const b = button(`Create from ${ex.name}`, async () => {
+    const b = button(`Create ${ex.title}`, async () => {
       clearErrors(card);
       try {
         const r = await api("POST", "/v1/bots/import", { text: ex.yaml, contentType: "application/yaml" });
@@ -90,7 +90,8 @@ export async function newBot(main) {
     }, "primary small");
     b.dataset.example = ex.name;
     const card = h("article", { class: "card" },
-      h("h3", {}, h("code", {}, ex.name)),
+      h("h3", {}, ex.title),
+      h("p", { class: "small muted" }, h("code", {}, `examples/${ex.name}.yaml`)),
       h("p", { class: "small" }, ex.summary),
       h("div", { class: "actions" }, b));
     return card;

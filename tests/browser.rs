@@ -157,7 +157,11 @@ async fn a_new_user_walks_through_the_console() {
     let stored = s
         .execute("return sessionStorage.getItem('botwire.key')", vec![])
         .await;
-    assert_eq!(stored, json!(app.admin_key), "the key is kept in sessionStorage");
+    assert_eq!(
+        stored,
+        json!(app.admin_key),
+        "the key is kept in sessionStorage"
+    );
     s.screenshot("02-bots-empty").await;
 
     // ---- Create a bot from the EliPackage example: its outline shows seed 003's picture.
@@ -266,7 +270,8 @@ async fn a_new_user_walks_through_the_console() {
     s.click("nav a[href='#/deliveries']").await;
     s.wait_text("#deliveries", "Succeeded").await;
     s.select("select[name=status]", "succeeded").await;
-    s.select("select[name=event_type]", "response.received").await;
+    s.select("select[name=event_type]", "response.received")
+        .await;
     s.click_text("button", "Filter").await;
     s.wait_until("the filter in the address", WAIT, || async {
         let url = s.current_url().await;
@@ -302,10 +307,7 @@ async fn a_new_user_walks_through_the_console() {
     s.fill("textarea[name=user]", r#"{"tier": "silver"}"#).await;
     s.click_text("button", "Run test").await;
     let tested = s.wait_text("#story-test-result", "Outcome").await;
-    assert!(
-        tested.contains("vip") && tested.contains("Ana"),
-        "{tested}"
-    );
+    assert!(tested.contains("vip") && tested.contains("Ana"), "{tested}");
     assert!(rx.count("/story", "Ana") >= 1);
     s.screenshot("10-story-webhook-test").await;
     no_console_errors(&s, "story webhooks").await;
@@ -337,10 +339,7 @@ async fn a_new_user_walks_through_the_console() {
         s.wait_for("main h1").await;
         s.wait_until("the page to finish loading", WAIT, || async {
             let busy = s
-                .execute(
-                    "return document.body.innerText.includes('Loading')",
-                    vec![],
-                )
+                .execute("return document.body.innerText.includes('Loading')", vec![])
                 .await;
             (busy == false).then_some(())
         })

@@ -89,13 +89,17 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("elipackage", include_str!("../../examples/elipackage.yaml")),
     ("incident", include_str!("../../examples/incident.yaml")),
     ("quote", include_str!("../../examples/quote.yaml")),
-    ("appointment", include_str!("../../examples/appointment.yaml")),
+    (
+        "appointment",
+        include_str!("../../examples/appointment.yaml"),
+    ),
     ("support", include_str!("../../examples/support.yaml")),
     ("stories", include_str!("../../examples/stories.yaml")),
 ];
 
-/// `[{"name", "summary", "yaml"}]`: each example with its opening comment
-/// as a one-paragraph summary.
+/// `[{"name", "title", "summary", "yaml"}]`: each example with its bot's
+/// display name and the first paragraph of its opening comment (up to a
+/// list) as a summary.
 fn examples_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
@@ -106,9 +110,15 @@ fn examples_json() -> &'static str {
                     .lines()
                     .take_while(|l| l.starts_with('#'))
                     .map(|l| l.trim_start_matches('#').trim())
+                    .take_while(|l| !l.is_empty() && !l.starts_with('-'))
                     .collect::<Vec<_>>()
                     .join(" ");
-                serde_json::json!({"name": name, "summary": summary, "yaml": yaml})
+                let title = yaml
+                    .lines()
+                    .find_map(|l| l.strip_prefix("name:"))
+                    .map(|t| t.trim().trim_matches('"'))
+                    .unwrap_or(name);
+                serde_json::json!({"name": name, "title": title, "summary": summary, "yaml": yaml})
             })
             .collect();
         serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
@@ -162,8 +172,9 @@ async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     }
     match ASSETS.iter().find(|a| a.name == file) {
         Some(a) => serve(a.content_type, a.body, &headers),
-        None => super::error::ApiError::not_found(format!("no console file {file:?}"))
-            .into_response(),
+        None => {
+            super::error::ApiError::not_found(format!("no console file {file:?}")).into_response()
+        }
     }
 }
 

@@ -37,7 +37,9 @@ pub fn browser_available() -> bool {
         return true;
     }
     if std::env::var("BOTWIRE_REQUIRE_BROWSER").as_deref() == Ok("1") {
-        panic!("BOTWIRE_REQUIRE_BROWSER=1 but {missing:?} is missing (apt-get install chromium chromium-driver)");
+        panic!(
+            "BOTWIRE_REQUIRE_BROWSER=1 but {missing:?} is missing (apt-get install chromium chromium-driver)"
+        );
     }
     eprintln!(
         "notice: browser test skipped: {missing:?} missing (apt-get install chromium chromium-driver)"
@@ -79,7 +81,11 @@ impl Driver {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = driver.http.get(format!("{}/status", driver.base)).send().await
+            if let Ok(r) = driver
+                .http
+                .get(format!("{}/status", driver.base))
+                .send()
+                .await
                 && let Ok(v) = r.json::<Value>().await
                 && v["value"]["ready"] == true
             {
@@ -264,19 +270,15 @@ impl Session {
     /// Waits until the text of the element matching `css` contains `want`;
     /// answers the whole text.
     pub async fn wait_text(&self, css: &str, want: &str) -> String {
-        self.wait_until(
-            &format!("{css:?} to contain {want:?}"),
-            WAIT,
-            || async {
-                let id = self.find(css).await?;
-                let t = self
-                    .call("GET", &format!("/element/{id}/text"), None)
-                    .await
-                    .ok()?;
-                let t = t.as_str()?.to_owned();
-                t.contains(want).then_some(t)
-            },
-        )
+        self.wait_until(&format!("{css:?} to contain {want:?}"), WAIT, || async {
+            let id = self.find(css).await?;
+            let t = self
+                .call("GET", &format!("/element/{id}/text"), None)
+                .await
+                .ok()?;
+            let t = t.as_str()?.to_owned();
+            t.contains(want).then_some(t)
+        })
         .await
     }
 
@@ -347,7 +349,8 @@ impl Session {
 
     /// Picks the option with `value` in the `<select>` matching `css`.
     pub async fn select(&self, css: &str, value: &str) {
-        self.click(&format!("{css} option[value=\"{value}\"]")).await;
+        self.click(&format!("{css} option[value=\"{value}\"]"))
+            .await;
     }
 
     /// Resizes the window.
