@@ -216,6 +216,25 @@ async fn a_new_user_walks_through_the_console() {
     s.wait_text(".gutter .err", &line.to_string()).await;
     s.screenshot("05-flow-editor-errors").await;
     only_expected_failures(&s, "saving an invalid flow", &[422]).await;
+    s.execute(
+        "const t = document.getElementById('flow-text'); \
+         t.value = t.value.replace('next: nowhere', 'next: thanks'); \
+         t.dispatchEvent(new Event('input'));",
+        vec![],
+    )
+    .await;
+    s.click_text("button", "Save flow").await;
+    s.wait_text("main", "Saved as version 2").await;
+
+    // ---- A bot from scratch starts from a starter flow that saves as it is.
+    s.goto(&format!("{base}/#/bots/new")).await;
+    s.fill("input[name=name]", "Pizza orders").await;
+    s.fill("input[name=id]", "pizza").await;
+    s.click_text("button", "Create bot").await;
+    s.wait_text("h1", "Edit flow: Pizza orders").await;
+    s.click_text("button", "Save flow").await;
+    s.wait_text("main", "Saved as version 1").await;
+    no_console_errors(&s, "the flow editor").await;
 
     // ---- Add an endpoint pointing at the receiver.
     s.click("nav a[href='#/webhooks']").await;
@@ -255,6 +274,13 @@ async fn a_new_user_walks_through_the_console() {
     .await;
     s.wait_text("main", "previous one keeps signing").await;
     s.screenshot("07-webhook-detail").await;
+
+    // Edit: change the header's value.
+    s.click_text("a.button", "Edit").await;
+    s.wait_text("h1", "Edit webhook").await;
+    s.fill(".kv-row .kv-value", "platform").await;
+    s.click_text("button", "Save changes").await;
+    s.wait_text("main", "platform").await;
     no_console_errors(&s, "the webhook pages").await;
 
     // ---- A real conversation event is delivered to the receiver.
@@ -351,6 +377,33 @@ async fn a_new_user_walks_through_the_console() {
     s.wait_for("nav a[href='#/deliveries']").await;
     s.screenshot("mobile-menu-open").await;
     no_console_errors(&s, "the narrow pages").await;
+
+    // ---- A key revoked while in use sends the user back to sign in.
+    s.resize(1280, 900).await;
+    let r = app
+        .admin("POST", "/v1/keys", Some(json!({"name": "console"})))
+        .await;
+    let key = r.body["key"].as_str().unwrap().to_owned();
+    let key_id = r.body["id"].as_str().unwrap().to_owned();
+    s.click("#sign-out").await;
+    s.wait_text("main", "signed out").await;
+    s.fill("input[name=key]", &key).await;
+    s.click("form button[type=submit]").await;
+    s.wait_text("h1", "Bots").await;
+    let r = app
+        .admin("DELETE", &format!("/v1/keys/{key_id}"), None)
+        .await;
+    assert!(r.status < 300, "{}", r.body);
+    s.click("nav a[href='#/webhooks']").await;
+    s.wait_text("main", "no longer accepted").await;
+    s.wait_for("input[name=key]").await;
+    only_expected_failures(&s, "a revoked key", &[401]).await;
+    s.fill("input[name=key]", &app.admin_key).await;
+    s.click("form button[type=submit]").await;
+    s.wait_text("h1", "Bots").await;
+    s.click("nav a[href='#/webhooks']").await;
+    s.wait_for("#endpoints").await;
+    s.screenshot("13-webhooks").await;
 
     // ---- Sign out clears the key.
     s.click("#sign-out").await;
