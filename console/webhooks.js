@@ -288,7 +288,10 @@ const STATUSES = [["", "Any status"], ["succeeded", "Succeeded"], ["failed", "Fa
 
 export async function deliveries(main, { query }) {
   const [{ endpoints: eps }, types] = await Promise.all([allEndpoints(), eventTypes()]);
-  main.append(pageHead("Deliveries", { sub: "Every event sent to every endpoint, newest first. Open one to see its attempts." }));
+  main.append(pageHead("Deliveries", {
+    sub: "Every event sent to every endpoint, newest first. Open one to see its attempts.",
+    actions: button("Refresh", () => window.dispatchEvent(new HashChangeEvent("hashchange"))),
+  }));
   const endpoint = select("endpoint_id", [["", "Any endpoint"], ...eps.map((e) => [e.id, `${e.url} (${e.bot_id})`])], query.get("endpoint_id") || "");
   const type = select("event_type", [["", "Any event type"], ...types.map((t) => [t, t])], query.get("event_type") || "");
   const status = select("status", STATUSES, query.get("status") || "");
@@ -487,11 +490,27 @@ export async function storyDetail(main, { bot, name }) {
         h("h3", {}, "Response"), facts([["Status", r.response.status ? String(r.response.status) : "No answer"], ["Took", `${r.response.duration_ms ?? "—"} ms`]]),
         h("pre", {}, r.response.body || "(empty)"),
         h("div", {}, r.would_merge ? [h("h3", {}, "What the conversation would get"), h("pre", {}, pretty(r.would_merge))] : null));
-    } catch (err) { out.append(alert("error", plain(err))); } finally { run.disabled = false; }
+    } catch (err) { out.append(alert("error", plain(err))); } finally { run.disabled = false; loadCalls(); }
   });
+  const calls = h("div", {});
+  const loadCalls = async () => {
+    try {
+      const page = await api("GET", `/v1/bots/${seg(bot)}/webhooks/${seg(w.name)}/calls?limit=10`);
+      calls.replaceChildren(page.data.length ? h("div", { class: "table-wrap" }, h("table", { class: "responsive" },
+        h("thead", {}, h("tr", {}, ["When", "Outcome", "Status", "Conversation"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, page.data.map((c) => h("tr", {},
+          h("td", { "data-label": "When" }, time(c.at)),
+          h("td", { "data-label": "Outcome" }, c.outcome === "ok" ? badge("ok", "ok") : badge("bad", c.outcome)),
+          h("td", { "data-label": "Status" }, c.record && c.record.status ? String(c.record.status) : (c.record && c.record.error) || "—"),
+          h("td", { "data-label": "Conversation", class: "wrap small" }, c.conversation_id || "test")))))) : h("p", { class: "muted small" }, "No calls yet."));
+    } catch (err) { calls.replaceChildren(alert("error", plain(err))); }
+  };
   main.append(h("div", { class: "split-even" }, editPanel,
-    h("section", { class: "panel", "aria-labelledby": "sw-test-h" }, h("h2", { id: "sw-test-h" }, "Test"),
-      h("p", { class: "small muted" }, "Calls the webhook now, outside any conversation, with sample data."), testForm)));
+    h("div", {},
+      h("section", { class: "panel", "aria-labelledby": "sw-test-h" }, h("h2", { id: "sw-test-h" }, "Test"),
+        h("p", { class: "small muted" }, "Calls the webhook now, outside any conversation, with sample data."), testForm),
+      h("section", { class: "panel", "aria-labelledby": "sw-calls-h" }, h("h2", { id: "sw-calls-h" }, "Recent calls"), calls))));
+  loadCalls();
 }
 
 /** Header lines from `[[name, value], …]` or `{name: value}`. */

@@ -113,6 +113,27 @@ async fn no_horizontal_overflow(s: &Session, page: &str) {
     );
 }
 
+/// Asserts every input, select and textarea has a `<label>` (or, for the
+/// few inside a labelled group, an aria label), and every clickable thing
+/// is a link or a `<button>` with a name.
+async fn every_input_is_labelled(s: &Session, page: &str) {
+    let v = s
+        .execute(
+            "const bad = [];
+             for (const el of document.querySelectorAll('input, select, textarea')) {
+               if (el.type === 'hidden') continue;
+               if (!(el.labels && el.labels.length) && !el.getAttribute('aria-label')) bad.push(el.outerHTML.slice(0, 120));
+             }
+             for (const el of document.querySelectorAll('button, a')) {
+               if (!el.textContent.trim() && !el.getAttribute('aria-label')) bad.push(el.outerHTML.slice(0, 120));
+             }
+             return bad;",
+            vec![],
+        )
+        .await;
+    assert_eq!(v, json!([]), "unlabelled controls on {page}");
+}
+
 /// Sends a chat message from the chat preview and waits for the bot's
 /// answer to contain `reply`.
 async fn chat(s: &Session, text: &str, reply: &str) {
@@ -371,6 +392,7 @@ async fn a_new_user_walks_through_the_console() {
         })
         .await;
         no_horizontal_overflow(&s, name).await;
+        every_input_is_labelled(&s, name).await;
         s.screenshot(&format!("mobile-{name}")).await;
     }
     s.click("#menu-toggle").await;
