@@ -67,7 +67,9 @@ export function clearErrors(root) {
  */
 export function showError(root, err, before) {
   const text = plain(err);
-  const m = /field [`"]?([a-z_]+)/i.exec(err && err.message ? err.message : "");
+  const msg = err && err.message ? err.message : "";
+  // "field `url`: …" (bad JSON shape) or "rate_limit must be …" (a rule).
+  const m = /field [`"]?([a-z_]+)/i.exec(msg) || /^([a-z_]+)(?: must|:| is)/.exec(msg);
   if (m) {
     const control = root.querySelector(`[name="${m[1]}"]`);
     if (control) { fieldError(control, text); control.focus(); return; }

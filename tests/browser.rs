@@ -261,6 +261,14 @@ async fn a_new_user_walks_through_the_console() {
     s.click("nav a[href='#/webhooks']").await;
     s.wait_text("main", "No endpoints yet").await;
     s.click("a.button[href='#/webhooks/new']").await;
+    // The server's refusal appears under the field it names.
+    s.fill("input[name=url]", "ftp://files.example.com/drop")
+        .await;
+    s.click_text("button", "Create webhook").await;
+    s.wait_for("input[name=url][aria-invalid=true]").await;
+    let under = s.text("input[name=url] ~ .field-error").await;
+    assert!(under.contains("http or https"), "{under}");
+    only_expected_failures(&s, "a refused URL", &[422]).await;
     s.fill("input[name=url]", &format!("{rx_base}/hooks/botwire"))
         .await;
     s.fill("input[name=description]", "Orders CRM").await;
