@@ -4,9 +4,10 @@
 
 import { h, badge } from "./ui.js";
 
+// `end` first: an end node may also carry a closing `message`.
 const KINDS = [
-  ["ask", "Question"], ["menu", "Menu"], ["message", "Message"], ["webhook", "Story webhook"],
-  ["quote", "Quote"], ["booking", "Booking"], ["end", "End"],
+  ["end", "End"], ["ask", "Question"], ["menu", "Menu"], ["message", "Message"], ["webhook", "Story webhook"],
+  ["quote", "Quote"], ["booking", "Booking"],
 ];
 
 function kindOf(node) {
@@ -34,6 +35,9 @@ function validation(v) {
   return badge("off", `validates ${v.kind}${range}${extra}`);
 }
 
+let botId = "";
+const storyLink = (name) => h("a", { href: `#/stories/${encodeURIComponent(botId)}/${encodeURIComponent(name)}`, class: "badge hook" }, `calls story webhook ${name}`);
+
 function nodeCard(graphName, graph, id, node) {
   const [kind, label] = kindOf(node);
   const isStart = graph.start === id;
@@ -54,7 +58,7 @@ function nodeCard(graphName, graph, id, node) {
   if (v) meta.append(v);
   if (node.notify) meta.append(badge("hook", "notifies endpoints: response.received", "Sent to the bot's webhook endpoints after a valid answer"));
   if (node.datapoint) meta.append(badge("hook", "notifies endpoints: datapoint.collected"));
-  if (kind === "webhook") meta.append(badge("hook", `calls story webhook ${node.webhook}`));
+  if (kind === "webhook") meta.append(storyLink(node.webhook));
   if (kind === "quote") meta.append(badge("hook", "prices memory → quote.generated"));
   if (kind === "booking") meta.append(badge("off", `offers ${node.offer || 3} slots`));
   if (node.on_error) meta.append(goTo(graphName, node.on_error, "on error"));
@@ -67,9 +71,12 @@ function nodeCard(graphName, graph, id, node) {
       h("td", { "data-label": "Goes to" }, o.campaign ? badge("campaign", `campaign ${o.campaign}`, "Starts another flow of the bot") : goTo(graphName, o.next, "")),
       h("td", { "data-label": "Webhooks" },
         o.notify ? badge("hook", "notifies: option.selected", "Sent to the bot's endpoints as soon as the option is chosen") : null, " ",
-        o.webhook ? badge("hook", `calls ${o.webhook}`) : null)));
+        o.webhook ? storyLink(o.webhook) : null)));
+    // No webhook column when no option notifies or calls one.
+    if (!node.options.some((o) => o.notify || o.webhook)) rows.forEach((r) => r.lastChild.remove());
+    const heads = ["Keyword", "Option", "Goes to", ...(node.options.some((o) => o.notify || o.webhook) ? ["Webhooks"] : [])];
     card.append(h("div", { class: "table-wrap" }, h("table", { class: "options responsive" },
-      h("thead", {}, h("tr", {}, h("th", {}, "Keyword"), h("th", {}, "Option"), h("th", {}, "Goes to"), h("th", {}, "Webhooks"))),
+      h("thead", {}, h("tr", {}, heads.map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, rows))));
     if (node.retry) card.append(h("p", { class: "small muted" }, `If the answer is not an option: “${node.retry}”`));
   } else if (node.retry) {
@@ -83,8 +90,9 @@ function graphOutline(name, graph) {
   return h("div", { class: "outline" }, nodes.map(([id, n]) => nodeCard(name, graph, id, n)));
 }
 
-/** The outline of a whole flow document (JSON authoring format). */
-export function outline(flow) {
+/** The outline of a whole flow document (JSON authoring format) of `bot`. */
+export function outline(flow, bot = "") {
+  botId = bot;
   const parts = [graphOutline("main", flow)];
   for (const [name, g] of Object.entries(flow.campaigns || {})) {
     parts.push(h("h3", { class: "campaign-title", id: anchor("campaign", name) }, "Campaign ", badge("campaign", name)));

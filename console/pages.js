@@ -160,7 +160,7 @@ export async function botDetail(main, { id }) {
     h("section", { class: "panel", "aria-labelledby": "outline-h" },
       h("h2", { id: "outline-h" }, "Flow"),
       h("p", { class: "small muted" }, `${s.nodes} steps, ${s.options} menu options, ${s.notify} that notify your endpoints, ${s.hooks} story-webhook calls, ${s.campaigns} campaign${s.campaigns === 1 ? "" : "s"}.`),
-      outline(flow)),
+      outline(flow, id)),
     chatPreview(id)));
 }
 

@@ -320,6 +320,19 @@ async fn a_new_user_walks_through_the_console() {
         (rx.count("/hooks/botwire", "Ana Lima") >= 1).then_some(())
     })
     .await;
+    // The receiver answered; wait for the outcome to be recorded too, so the
+    // page below shows it on its first load.
+    s.wait_until("the delivery to be recorded as succeeded", WAIT, || async {
+        let r = app
+            .admin(
+                "GET",
+                "/v1/deliveries?status=succeeded&event_type=response.received",
+                None,
+            )
+            .await;
+        (r.body["data"].as_array().is_some_and(|d| !d.is_empty())).then_some(())
+    })
+    .await;
 
     // ---- Deliveries: the log, a filter, and a delivery's attempts.
     s.click("nav a[href='#/deliveries']").await;
@@ -375,6 +388,25 @@ async fn a_new_user_walks_through_the_console() {
     s.wait_text("main", "EliPackage").await;
     s.screenshot("12-bots").await;
     no_console_errors(&s, "the health page").await;
+
+    // ---- Every other example imports and reads as an outline.
+    for ex in ["incident", "quote", "appointment", "support", "stories"] {
+        s.goto(&format!("{base}/#/bots/new")).await;
+        s.click(&format!("button[data-example={ex}]")).await;
+        s.wait_until(&format!("the {ex} bot's page"), WAIT, || async {
+            s.current_url()
+                .await
+                .ends_with(&format!("#/bots/{ex}"))
+                .then_some(())
+        })
+        .await;
+        s.wait_for(".outline .node").await;
+        s.screenshot(&format!("example-{ex}")).await;
+    }
+    s.goto(&format!("{base}/#/stories?bot=stories")).await;
+    s.wait_text("#stories", "random_number").await;
+    s.screenshot("14-stories-list").await;
+    no_console_errors(&s, "the other examples").await;
 
     // ---- 375 px wide: the menu collapses and no page scrolls sideways.
     s.resize(375, 812).await;
