@@ -59,8 +59,8 @@ function nodeCard(graphName, graph, id, node) {
   if (node.notify) meta.append(badge("hook", "notifies endpoints: response.received", "Sent to the bot's webhook endpoints after a valid answer"));
   if (node.datapoint) meta.append(badge("hook", "notifies endpoints: datapoint.collected"));
   if (kind === "webhook") meta.append(storyLink(node.webhook));
-  if (kind === "quote") meta.append(badge("hook", "prices memory → quote.generated"));
-  if (kind === "booking") meta.append(badge("off", `offers ${node.offer || 3} slots`));
+  if (kind === "quote") meta.append(badge("hook", "notifies endpoints: quote.generated"));
+  if (kind === "booking") meta.append(badge("off", `offers ${node.offer || 3} slots`), badge("hook", "notifies endpoints: appointment.booked"));
   if (node.on_error) meta.append(goTo(graphName, node.on_error, "on error"));
   if (node.next) meta.append(goTo(graphName, node.next));
   if (meta.childNodes.length) card.append(meta);
@@ -107,7 +107,7 @@ export function summary(flow) {
   const graphs = [flow, ...Object.values(flow.campaigns || {})];
   for (const g of graphs) for (const n of Object.values(g.nodes || {})) {
     nodes++;
-    if (n.notify || n.datapoint) notify++;
+    if (n.notify || n.datapoint || n.quote || n.booking) notify++;
     if (n.webhook) hooks++;
     for (const o of n.options || []) { options++; if (o.notify) notify++; if (o.webhook) hooks++; }
   }

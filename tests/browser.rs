@@ -3,12 +3,13 @@
 //! delivery engine and a real HTTP receiver on 127.0.0.1.
 //!
 //! One walk through the console as a new user would take it: sign in
-//! (a wrong key first), create a bot from `examples/elipackage`, break and
-//! check its flow in the editor, chat until an event fires, add an endpoint
-//! pointing at the receiver, test it, rotate its secret, see a delivery
-//! succeed, filter the deliveries, open the attempts, define and test a
-//! story webhook, look at the health chart, then the same pages 375 px wide
-//! with no horizontal overflow. Every page is saved as a PNG under
+//! (a wrong key first), create a bot from `examples/elipackage`, chat until
+//! an event fires, break and fix its flow in the editor, start a bot from
+//! scratch, add an endpoint pointing at the receiver, test it, rotate its
+//! secret, see a delivery succeed, filter the deliveries, open the
+//! attempts, define and test a story webhook, look at the health chart,
+//! import the other examples, lose the key to a revocation, then the same
+//! pages 375 px wide with no horizontal overflow and every input labelled. Every page is saved as a PNG under
 //! `target/screenshots/`, and the browser console must hold no errors
 //! (except the failed requests the test provokes on purpose, checked one by
 //! one).
