@@ -54,6 +54,12 @@ setUnauthorizedHandler(() => {
   location.hash = "#/sign-in";
 });
 
+// The skip link must not change the route (routes live in the hash).
+document.querySelector(".skip").addEventListener("click", (e) => {
+  e.preventDefault();
+  (main.querySelector("h1") || main).focus();
+});
+
 toggle.addEventListener("click", () => {
   const open = nav.classList.toggle("open");
   toggle.setAttribute("aria-expanded", String(open));

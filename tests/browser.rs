@@ -186,6 +186,18 @@ async fn a_new_user_walks_through_the_console() {
     );
     s.screenshot("02-bots-empty").await;
 
+    // The skip link (Enter on it) moves focus to the page, not to another route.
+    s.execute("document.querySelector('.skip').focus()", vec![])
+        .await;
+    s.keys(".skip", "\u{E007}").await;
+    let focused = s
+        .execute(
+            "return [document.activeElement.tagName, location.hash]",
+            vec![],
+        )
+        .await;
+    assert_eq!(focused, json!(["H1", "#/bots"]), "the skip link");
+
     // ---- Create a bot from the EliPackage example: its outline shows seed 003's picture.
     s.click("a.button[href='#/bots/new']").await;
     s.wait_for("button[data-example=elipackage]").await;
@@ -206,7 +218,10 @@ async fn a_new_user_walks_through_the_console() {
 
     // ---- Chat until an event fires; quick replies are buttons.
     chat(&s, "hi", "Welcome to EliPackage").await;
-    chat(&s, "John Doe", "streaming membership").await;
+    // By keyboard: Enter in the message field sends it.
+    s.fill(".chat-form input[name=text]", "John Doe").await;
+    s.keys(".chat-form input[name=text]", "\u{E007}").await;
+    s.wait_text(".chat-log", "streaming membership").await;
     s.wait_text(".events", "response.received").await;
     s.click_text(".quick button", "One month").await;
     s.wait_text(".chat-log", "Thank you, John Doe!").await;
