@@ -326,6 +326,15 @@ async fn a_new_user_walks_through_the_console() {
     s.fill(".kv-row .kv-value", "platform").await;
     s.click_text("button", "Save changes").await;
     s.wait_text("main", "platform").await;
+
+    // Disable, enable, and recover (nothing failed, so nothing to resend).
+    s.click_text(".page-head button", "Disable").await;
+    s.wait_text(".page-head", "Disabled").await;
+    s.wait_text("main", "Events are not delivered to it").await;
+    s.click_text(".page-head button", "Enable").await;
+    s.wait_text(".page-head", "Healthy").await;
+    s.click_text("button", "Resend failed deliveries").await;
+    s.wait_text("main", "Nothing to resend").await;
     no_console_errors(&s, "the webhook pages").await;
 
     // ---- A real conversation event is delivered to the receiver.
