@@ -15,6 +15,7 @@ pub mod bots;
 pub mod chart;
 pub mod chat;
 pub mod chatbot_webhook;
+pub mod console;
 pub mod deliveries;
 pub mod endpoints;
 pub mod error;
@@ -128,6 +129,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(v1)
         .merge(health::routes())
         .merge(openapi::routes())
+        .merge(console::routes())
         .merge(widget::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
