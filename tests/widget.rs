@@ -2,7 +2,9 @@
 //! through `chromedriver`, on botwire's own demo page, against a real
 //! server.
 //!
-//! A visitor opens the bubble, chats through `examples/elipackage` with the
+//! The site owner makes a publishable key on the console's Keys page (its
+//! origin list prefilled with the page's own origin) and follows the demo
+//! link; a visitor then opens the bubble, chats through `examples/elipackage` with the
 //! keyboard (Enter sends, Escape closes) and a quick-reply-free menu answer,
 //! and the conversation's events are there afterwards; a reload continues
 //! the same conversation; a key whose origin list leaves the page out gets
@@ -109,10 +111,45 @@ async fn a_visitor_chats_through_the_widget() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
-    let key = publishable_key(&app, json!([app.base])).await;
     let driver = Driver::start().await;
     let s = driver.session(1280, 800).await;
-    let demo = format!("{}/widget/demo?bot=elipackage&key={key}", app.base);
+
+    // The owner makes the key in the console.
+    s.goto(&format!("{}/", app.base)).await;
+    s.fill("input[name=key]", &app.admin_key).await;
+    s.click("form button[type=submit]").await;
+    s.wait_text("h1", "Bots").await;
+    s.click("a[href='#/keys']").await;
+    s.wait_text("h1", "Keys").await;
+    let origins = s
+        .execute(
+            "return document.querySelector('textarea[name=origins]').value",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        origins,
+        json!(app.base),
+        "the origin list starts with this site"
+    );
+    s.click("form button[type=submit]").await;
+    let key = s.text("[data-new-key]").await.trim().to_owned();
+    assert!(key.starts_with("bw_"), "{key}");
+    s.wait_text("tbody", "Publishable").await;
+    s.screenshot("widget-keys-page").await;
+    let severe = s.severe_logs().await;
+    assert!(severe.is_empty(), "browser console errors: {severe:#?}");
+    let demo = s
+        .execute(
+            "return [...document.querySelectorAll('a')].find(a => a.textContent.includes('widget demo')).href",
+            vec![],
+        )
+        .await;
+    let demo = demo.as_str().unwrap().to_owned();
+    assert_eq!(
+        demo,
+        format!("{}/widget/demo?bot=elipackage&key={key}", app.base)
+    );
     s.goto(&demo).await;
     open_widget(&s).await;
 
