@@ -7,6 +7,7 @@ import { signIn, bots, newBot, botDetail, editFlow } from "./pages.js";
 import {
   endpoints, endpointForm, endpointDetail, deliveries, deliveryDetail, stories, storyDetail, healthPage,
 } from "./webhooks.js";
+import { keys } from "./keys.js";
 
 /** [pattern, page, section, title]; `:name` captures a path segment. */
 const ROUTES = [
@@ -24,6 +25,7 @@ const ROUTES = [
   ["/stories/:bot/new", storyDetail, "stories", "New story webhook"],
   ["/stories/:bot/:name", storyDetail, "stories", "Story webhook"],
   ["/health", healthPage, "health", "Health"],
+  ["/keys", keys, "keys", "Keys"],
 ];
 
 function match(path) {

@@ -99,6 +99,88 @@ fn keys_and_accounts_from_the_shell() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ghost"));
 
+    // A publishable key for the widget: needs a bot and good origins.
+    let out = bin()
+        .args([
+            "bots",
+            "import",
+            "examples/elipackage.yaml",
+            "--database",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bin()
+        .args([
+            "keys",
+            "create",
+            "--bot",
+            "elipackage",
+            "--origin",
+            "shop.example",
+            "--database",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https://shop.example.com"));
+    let out = bin()
+        .args([
+            "keys",
+            "create",
+            "--origin",
+            "https://shop.example",
+            "--database",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "--origin needs --bot");
+    let out = bin()
+        .args([
+            "keys",
+            "create",
+            "--bot",
+            "elipackage",
+            "--name",
+            "site",
+            "--origin",
+            "https://shop.example",
+            "--origin",
+            "http://localhost:8080",
+            "--database",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("publishable") && said.contains("http://localhost:8080"),
+        "{said}"
+    );
+    let out = bin()
+        .args(["keys", "list", "--database", &db])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("site") && l.contains("publishable")),
+        "{listing}"
+    );
+
     // A bad database URL says what is expected.
     let out = bin()
         .args(["migrate", "--database", "mysql://x"])

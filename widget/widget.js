@@ -56,7 +56,7 @@
       line-height: 1; cursor: pointer; padding: 4px 8px; border-radius: 6px; }
     .log { flex: 1; overflow-y: auto; padding: 12px; display: flex; flex-direction: column; gap: 8px;
       background: #f5f7fa; }
-    .msg { max-width: 85%; padding: 8px 12px; border-radius: 12px; white-space: pre-wrap;
+    .msg { margin: 0; max-width: 85%; padding: 8px 12px; border-radius: 12px; white-space: pre-wrap;
       overflow-wrap: anywhere; line-height: 1.4; }
     .bot { align-self: flex-start; background: #fff; border: 1px solid #e4e7eb; }
     .me { align-self: flex-end; background: ${accent}; color: #fff; }

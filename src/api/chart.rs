@@ -7,8 +7,8 @@
 use crate::store::deliveries::HourFigures;
 use std::fmt::Write;
 
-const WIDTH: f64 = 720.0;
-const LEFT: f64 = 56.0;
+const WIDTH: f64 = 520.0;
+const LEFT: f64 = 48.0;
 const RIGHT: f64 = 12.0;
 const RATE_TOP: f64 = 28.0;
 const RATE_HEIGHT: f64 = 90.0;
@@ -24,12 +24,18 @@ pub fn health_svg(title: &str, hours: i64, figures: &[HourFigures]) -> String {
     let x_of = |hours_ago: i64| LEFT + (hours - 1 - hours_ago) as f64 * slot;
     let attempts: i64 = figures.iter().map(|f| f.attempts).sum();
     let succeeded: i64 = figures.iter().map(|f| f.succeeded).sum();
-    let summary = if attempts == 0 {
-        "no attempts in the last 24 hours".to_owned()
+    let (summary, short) = if attempts == 0 {
+        (
+            format!("no attempts in the last {hours} hours"),
+            "no attempts".to_owned(),
+        )
     } else {
-        format!(
-            "{succeeded} of {attempts} attempts succeeded ({:.1} %) in the last {hours} hours",
-            succeeded as f64 * 100.0 / attempts as f64
+        let rate = succeeded as f64 * 100.0 / attempts as f64;
+        (
+            format!(
+                "{succeeded} of {attempts} attempts succeeded ({rate:.1} %) in the last {hours} hours"
+            ),
+            format!("{rate:.1} % of {attempts} succeeded"),
         )
     };
     let peak = figures.iter().map(|f| f.mean_ms).max().unwrap_or(0).max(1);
@@ -43,11 +49,12 @@ pub fn health_svg(title: &str, hours: i64, figures: &[HourFigures]) -> String {
 <desc id="chart-desc">{summary}</desc>
 <rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>
 <text x="{LEFT}" y="16" font-size="12" font-weight="600" fill="#1f2933">Success rate per hour</text>
-<text x="{}" y="16" font-size="11" fill="#52606d" text-anchor="end">{summary}</text>
+<text x="{}" y="16" font-size="11" fill="#52606d" text-anchor="end">{short}</text>
 "##,
         WIDTH - RIGHT,
         title = escape(title),
         summary = escape(&summary),
+        short = escape(&short),
     );
     // Axes and grid of the success panel.
     for (frac, label) in [(0.0, "100 %"), (0.5, "50 %"), (1.0, "0 %")] {
@@ -85,7 +92,7 @@ pub fn health_svg(title: &str, hours: i64, figures: &[HourFigures]) -> String {
     let _ = writeln!(
         svg,
         r##"<text x="{LEFT}" y="{}" font-size="12" font-weight="600" fill="#1f2933">Mean latency per hour</text>"##,
-        LATENCY_TOP - 10.0
+        LATENCY_TOP - 14.0
     );
     for (frac, value) in [(0.0, scale), (1.0, 0)] {
         let y = LATENCY_TOP + frac * LATENCY_HEIGHT;
@@ -190,6 +197,7 @@ mod tests {
         );
         assert_eq!(svg.matches("<circle ").count(), 2);
         assert!(svg.contains("11 of 14 attempts succeeded (78.6 %)"));
+        assert!(svg.contains(">78.6 % of 14 succeeded<"));
         assert!(svg.contains("#e03131"), "a 25 % hour is red");
         assert!(svg.contains("1000 ms"), "latency axis rounded up from 900");
         assert!(svg.contains("&lt;hook&gt;"), "title escaped");

@@ -77,6 +77,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../console/webhooks.js"),
     },
     Asset {
+        name: "keys.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../console/keys.js"),
+    },
+    Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",
         body: include_str!("../../console/favicon.svg"),

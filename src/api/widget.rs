@@ -80,7 +80,9 @@ async fn demo(headers: HeaderMap, Query(q): Query<DemoQuery>) -> Response {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Chat widget demo · botwire</title>
+<link rel="icon" href="data:,">
 <style>
+  *, *::before, *::after {{ box-sizing: border-box; }}
   body {{ margin: 0; font-family: system-ui, -apple-system, "Segoe UI", sans-serif; color: #1f2933; background: #f5f7fa; line-height: 1.5; }}
   main {{ max-width: 720px; margin: 0 auto; padding: 24px 16px 120px; }}
   h1 {{ font-size: 26px; margin: 0 0 8px; }}

@@ -26,6 +26,11 @@ pub enum KeysCommand {
         /// A label for the key.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// Make a publishable key for the chat widget, usable from this
+        /// website origin (repeatable; needs --bot), e.g.
+        /// `--origin https://shop.example.com`.
+        #[arg(long = "origin", requires = "bot")]
+        origins: Vec<String>,
         /// The account (default: the first one; created on a fresh database).
         #[arg(long)]
         account: Option<String>,
@@ -87,18 +92,42 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
     let store = super::open_store(config).await?;
     let pepper = super::pepper(config, &store).await?;
     match cmd {
-        KeysCommand::Create { bot, name, account } => {
+        KeysCommand::Create {
+            bot,
+            name,
+            origins,
+            account,
+        } => {
             if account.is_none()
                 && let Some((acc, _)) = store.bootstrap(&pepper).await?
             {
                 eprintln!("created the first account ({})", acc.id);
             }
             let account = account_id(&store, account).await?;
-            let (row, key) = store
-                .create_key(&account, bot.as_deref(), &name, &pepper)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot create the key: {e}"))?;
+            let created = match (bot.as_deref(), origins.is_empty()) {
+                (Some(bot), false) => {
+                    let origins = origins
+                        .iter()
+                        .map(|o| crate::domain::account::parse_origin(o))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| anyhow::anyhow!("cannot create the key: {e}"))?;
+                    store
+                        .create_publishable_key(&account, bot, &name, origins, &pepper)
+                        .await
+                }
+                _ => {
+                    store
+                        .create_key(&account, bot.as_deref(), &name, &pepper)
+                        .await
+                }
+            };
+            let (row, key) = created.map_err(|e| anyhow::anyhow!("cannot create the key: {e}"))?;
             match &row.bot_id {
+                Some(b) if row.publishable => eprintln!(
+                    "created publishable key {} for bot {b}, chat only, from {}; shown only once:",
+                    row.id,
+                    row.origins.join(", ")
+                ),
                 Some(b) => eprintln!("created key {} scoped to bot {b}; shown only once:", row.id),
                 None => eprintln!("created account-wide key {}; shown only once:", row.id),
             }
@@ -108,8 +137,8 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
             let account = account_id(&store, account).await?;
             let mut after = None;
             println!(
-                "{:<32} {:<12} {:<20} {:<12} STATE",
-                "ID", "PREFIX", "NAME", "BOT"
+                "{:<32} {:<12} {:<20} {:<12} {:<12} STATE",
+                "ID", "PREFIX", "NAME", "BOT", "KIND"
             );
             loop {
                 let page = store
@@ -117,11 +146,16 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
                     .await?;
                 for k in &page.items {
                     println!(
-                        "{:<32} {:<12} {:<20} {:<12} {}",
+                        "{:<32} {:<12} {:<20} {:<12} {:<12} {}",
                         k.id,
                         k.prefix,
                         k.name,
                         k.bot_id.as_deref().unwrap_or("-"),
+                        if k.publishable {
+                            "publishable"
+                        } else {
+                            "secret"
+                        },
                         if k.revoked_at.is_some() {
                             "revoked"
                         } else {

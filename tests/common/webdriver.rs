@@ -411,6 +411,22 @@ impl Session {
             .unwrap_or_default()
     }
 
+    /// Types `text` on the keyboard into whatever has the focus (W3C
+    /// actions): `\u{E007}` is Enter, `\u{E00C}` Escape, `\u{E004}` Tab.
+    pub async fn type_keys(&self, text: &str) {
+        let mut actions = Vec::new();
+        for c in text.chars() {
+            actions.push(json!({"type": "keyDown", "value": c.to_string()}));
+            actions.push(json!({"type": "keyUp", "value": c.to_string()}));
+        }
+        self.must(
+            "POST",
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )
+        .await;
+    }
+
     /// Closes the window.
     pub async fn quit(&self) {
         let _ = self.call("DELETE", "", None).await;
