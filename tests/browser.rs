@@ -445,6 +445,7 @@ async fn a_new_user_walks_through_the_console() {
         ("deliveries", "#/deliveries"),
         ("stories", "#/stories"),
         ("health", "#/health"),
+        ("keys", "#/keys"),
     ];
     for (name, hash) in pages {
         s.goto(&format!("{base}/{hash}")).await;
