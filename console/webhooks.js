@@ -353,9 +353,9 @@ export async function deliveryDetail(main, { id }) {
     all(`/v1/deliveries/${seg(id)}/attempts`),
   ]);
   const retryOut = h("div", { "aria-live": "polite" });
-  main.append(pageHead(`Delivery ${d.id}`, {
+  main.append(pageHead(ev ? `Delivery of ${ev.type}` : "Delivery", {
     crumbs: [h("a", { href: "#/deliveries" }, "Deliveries"), ep ? [" / ", h("a", { href: `#/deliveries?endpoint_id=${seg(ep.id)}` }, ep.url)] : null],
-    sub: h("span", {}, statusBadge(d.status), " ", ev ? h("code", {}, ev.type) : null),
+    sub: h("span", {}, statusBadge(d.status), " ", h("code", {}, d.id)),
     actions: button("Retry now", async () => {
       try {
         const r = await api("POST", `/v1/deliveries/${seg(id)}/retry`);

@@ -435,15 +435,34 @@ async fn a_new_user_walks_through_the_console() {
 
     // ---- 375 px wide: the menu collapses and no page scrolls sideways.
     s.resize(375, 812).await;
+    let endpoint = app
+        .admin("GET", "/v1/bots/elipackage/endpoints", None)
+        .await
+        .body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let delivery = app
+        .admin("GET", "/v1/deliveries?event_type=response.received", None)
+        .await
+        .body["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let endpoint_page = format!("#/webhooks/{endpoint}");
+    let delivery_page = format!("#/deliveries/{delivery}");
     let pages = [
         ("bots", "#/bots"),
         ("bot", "#/bots/elipackage"),
         ("editor", "#/bots/elipackage/edit"),
         ("new-bot", "#/bots/new"),
         ("webhooks", "#/webhooks"),
+        ("webhook", endpoint_page.as_str()),
         ("new-webhook", "#/webhooks/new"),
         ("deliveries", "#/deliveries"),
+        ("delivery", delivery_page.as_str()),
         ("stories", "#/stories"),
+        ("story", "#/stories/elipackage/vip_lookup"),
         ("health", "#/health"),
         ("keys", "#/keys"),
     ];
