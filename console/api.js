@@ -25,7 +25,8 @@ export function setUnauthorizedHandler(f) { onUnauthorized = f; }
 
 /**
  * Calls the API. `json` sends a JSON body; `text` + `contentType` send raw
- * text. Answers the parsed JSON, the text, or (with `raw`) the Response.
+ * text. Answers the parsed JSON, the text (always with `asText`), or (with
+ * `raw`) the Response.
  */
 export async function api(method, path, opts = {}) {
   const headers = {};
@@ -59,6 +60,7 @@ export async function api(method, path, opts = {}) {
   }
   if (opts.raw) return resp;
   if (resp.status === 204) return null;
+  if (opts.asText) return resp.text();
   const ct = resp.headers.get("content-type") || "";
   return ct.includes("json") ? resp.json() : resp.text();
 }

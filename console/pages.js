@@ -242,7 +242,7 @@ export async function editFlow(main, { id }) {
   let text = STARTER;
   let fresh = true;
   if (bot.flow_version) {
-    text = await api("GET", `/v1/bots/${seg(id)}/flow`, { accept: "application/yaml" });
+    text = await api("GET", `/v1/bots/${seg(id)}/flow`, { accept: "application/yaml", asText: true });
     fresh = false;
   }
   main.append(pageHead(`Edit flow: ${bot.name}`, {
@@ -269,7 +269,17 @@ export async function editFlow(main, { id }) {
     gutter.replaceChildren(...out);
     gutter.scrollTop = area.scrollTop;
   };
-  area.addEventListener("input", paint);
+  let dirty = false;
+  area.addEventListener("input", () => { dirty = true; paint(); });
+  // Switching the format of an unedited saved flow loads it in that format.
+  format.addEventListener("change", async () => {
+    if (dirty || fresh) return;
+    try {
+      const accept = format.value === "yaml" ? "application/yaml" : "application/json";
+      area.value = await api("GET", `/v1/bots/${seg(id)}/flow`, { accept, asText: true });
+      paint();
+    } catch (err) { result.replaceChildren(alert("error", plain(err))); }
+  });
   area.addEventListener("scroll", () => { gutter.scrollTop = area.scrollTop; });
   // Tab indents two spaces; Escape then Tab leaves the editor (keyboard users are not trapped).
   let escaped = false;
@@ -309,6 +319,8 @@ export async function editFlow(main, { id }) {
     const yaml = format.value === "yaml";
     try {
       const r = await api("PUT", `/v1/bots/${seg(id)}/flow`, { text: area.value, contentType: yaml ? "application/yaml" : "application/json" });
+      dirty = false;
+      fresh = false;
       result.append(alert("ok", `Saved as version ${r.version}. `, h("a", { href: `#/bots/${seg(id)}` }, "See the outline and chat with it")));
       problems.append(h("li", { class: "ok-note" }, "No problems."));
       problems.lastChild.className = "alert ok";

@@ -262,6 +262,17 @@ async fn a_new_user_walks_through_the_console() {
     .await;
     s.click_text("button", "Save flow").await;
     s.wait_text("main", "Saved as version 2").await;
+    // The same flow as JSON: switching the format of an unedited flow reloads it.
+    s.select("select[name=format]", "json").await;
+    s.wait_until("the flow as JSON", WAIT, || async {
+        let v = s
+            .execute("return document.getElementById('flow-text').value", vec![])
+            .await;
+        v.as_str()?.trim_start().starts_with('{').then_some(())
+    })
+    .await;
+    s.click_text("button", "Save flow").await;
+    s.wait_text("main", "Saved as version 3").await;
 
     // ---- A bot from scratch starts from a starter flow that saves as it is.
     s.goto(&format!("{base}/#/bots/new")).await;

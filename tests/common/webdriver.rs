@@ -282,21 +282,31 @@ impl Session {
         .await
     }
 
-    /// The text of the element matching `css` (waiting for it).
+    /// The text of the element matching `css` (waiting for it; a page that
+    /// re-renders meanwhile is read again rather than failing as stale).
     pub async fn text(&self, css: &str) -> String {
-        let id = self.wait_for(css).await;
-        self.must("GET", &format!("/element/{id}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
+        self.wait_until(&format!("the text of {css:?}"), WAIT, || async {
+            let id = self.find(css).await?;
+            let t = self
+                .call("GET", &format!("/element/{id}/text"), None)
+                .await
+                .ok()?;
+            t.as_str().map(str::to_owned)
+        })
+        .await
     }
 
-    /// Clicks the element matching `css` (waiting for it).
+    /// Clicks the element matching `css` (waiting until it is shown and
+    /// takes the click; a stale or covered element is looked up again).
     pub async fn click(&self, css: &str) {
-        let id = self.wait_for(css).await;
-        self.must("POST", &format!("/element/{id}/click"), None)
-            .await;
+        self.wait_until(&format!("{css:?} to be clickable"), WAIT, || async {
+            let id = self.find(css).await?;
+            self.call("POST", &format!("/element/{id}/click"), None)
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
     }
 
     /// Clicks the first `css` element whose text contains `text`.
@@ -322,16 +332,23 @@ impl Session {
         .await;
     }
 
-    /// Types `text` into the element matching `css` (after clearing it).
+    /// Types `text` into the element matching `css` (after clearing it;
+    /// a stale element is looked up again).
     pub async fn fill(&self, css: &str, text: &str) {
-        let id = self.wait_for(css).await;
-        self.must("POST", &format!("/element/{id}/clear"), None)
-            .await;
-        self.must(
-            "POST",
-            &format!("/element/{id}/value"),
-            Some(json!({"text": text})),
-        )
+        self.wait_until(&format!("{css:?} to take text"), WAIT, || async {
+            let id = self.find(css).await?;
+            self.call("POST", &format!("/element/{id}/clear"), None)
+                .await
+                .ok()?;
+            self.call(
+                "POST",
+                &format!("/element/{id}/value"),
+                Some(json!({"text": text})),
+            )
+            .await
+            .ok()
+            .map(|_| ())
+        })
         .await;
     }
 
