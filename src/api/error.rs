@@ -23,6 +23,8 @@ pub struct ApiError {
     pub message: String,
     /// Structured detail, e.g. one entry per flow validation error.
     pub details: Option<serde_json::Value>,
+    /// Seconds to wait before trying again (`Retry-After`), for a 429.
+    pub retry_after: Option<u64>,
 }
 
 /// The error body.
@@ -52,6 +54,14 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
+        }
+    }
+    /// 429: too many requests; try again after `seconds`.
+    pub fn too_many_requests(message: impl Into<String>, seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
     /// 400: the request is malformed.
@@ -141,7 +151,12 @@ impl IntoResponse for ApiError {
                 details: self.details,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        resp
     }
 }
 
