@@ -22,7 +22,7 @@ pub struct ApiError {
     /// What went wrong and what to do about it.
     pub message: String,
     /// Structured detail, e.g. one entry per flow validation error.
-    pub details: Option<serde_json::Value>,
+    pub details: Option<Box<serde_json::Value>>,
     /// Seconds to wait before trying again (`Retry-After`), for a 429.
     pub retry_after: Option<u64>,
 }
@@ -116,7 +116,7 @@ impl From<crate::runtime::RuntimeError> for ApiError {
                     "invalid_flow",
                     crate::domain::flow::join_errors(&errors),
                 );
-                err.details = Some(serde_json::Value::Array(details));
+                err.details = Some(Box::new(serde_json::Value::Array(details)));
                 err
             }
         }
@@ -148,7 +148,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
-                details: self.details,
+                details: self.details.map(|d| *d),
             },
         };
         let mut resp = (self.status, Json(body)).into_response();

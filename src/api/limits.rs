@@ -18,11 +18,15 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// Past this many tracked pairs, expired windows are swept out.
 const SWEEP_AT: usize = 50_000;
 
-/// Fixed-window counters per (key id, client address).
+/// A key id and the client address that used it.
+type Visitor = (String, Option<IpAddr>);
+
+/// Fixed-window counters per (key id, client address): the window's start
+/// and the messages counted in it.
 #[derive(Debug)]
 pub struct VisitorLimit {
     per_window: u32,
-    windows: Mutex<HashMap<(String, Option<IpAddr>), (Instant, u32)>>,
+    windows: Mutex<HashMap<Visitor, (Instant, u32)>>,
 }
 
 impl Default for VisitorLimit {
