@@ -503,6 +503,47 @@ async fn a_publishable_key_chats_from_its_origins_only() {
     .unwrap();
     assert_eq!(r.status(), 404);
 
+    // A visitor address may send 30 messages a minute through the key; the
+    // requests above that passed the origin check counted (4 of them).
+    let mut sent = 4;
+    let refused = loop {
+        let r = chat(Some("https://shop.example"), visitor.clone(), path.clone())
+            .await
+            .unwrap();
+        if r.status() != 200 {
+            break r;
+        }
+        sent += 1;
+        assert!(sent <= 30, "message {sent} was not limited");
+    };
+    assert_eq!(sent, 30);
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a minute"),
+        "{body}"
+    );
+    // Secret keys are not limited this way.
+    for _ in 0..3 {
+        let r = app
+            .admin(
+                "POST",
+                &path,
+                Some(json!({"contact": {"id": "c1"}, "text": "hi"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
     // The browser's preflight.
     let r = app
         .client

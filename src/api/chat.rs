@@ -68,7 +68,7 @@ pub struct ChatResponse {
 #[utoipa::path(post, path = "/v1/bots/{bot}/chat", tag = "conversations", params(("bot" = String, Path)),
     request_body = ChatRequest,
     responses((status = 200, body = ChatResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "The bot has no flow yet"),
-        (status = 422, body = ErrorBody)),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody, description = "A publishable key's visitor sent too many messages this minute")),
     security(("bearer" = [])))]
 pub async fn chat(
     State(state): State<AppState>,

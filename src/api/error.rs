@@ -22,7 +22,9 @@ pub struct ApiError {
     /// What went wrong and what to do about it.
     pub message: String,
     /// Structured detail, e.g. one entry per flow validation error.
-    pub details: Option<serde_json::Value>,
+    pub details: Option<Box<serde_json::Value>>,
+    /// Seconds to wait before trying again (`Retry-After`), for a 429.
+    pub retry_after: Option<u64>,
 }
 
 /// The error body.
@@ -52,6 +54,14 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
+        }
+    }
+    /// 429: too many requests; try again after `seconds`.
+    pub fn too_many_requests(message: impl Into<String>, seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
     /// 400: the request is malformed.
@@ -106,7 +116,7 @@ impl From<crate::runtime::RuntimeError> for ApiError {
                     "invalid_flow",
                     crate::domain::flow::join_errors(&errors),
                 );
-                err.details = Some(serde_json::Value::Array(details));
+                err.details = Some(Box::new(serde_json::Value::Array(details)));
                 err
             }
         }
@@ -138,10 +148,15 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
-                details: self.details,
+                details: self.details.map(|d| *d),
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        resp
     }
 }
 

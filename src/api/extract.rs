@@ -144,6 +144,22 @@ impl FromRequestParts<AppState> for ChatAuth {
                     ));
                 }
             }
+            let client = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip());
+            if let Err(wait) = state
+                .visitors
+                .check(&p.key_id, client, std::time::Instant::now())
+            {
+                return Err(ApiError::too_many_requests(
+                    format!(
+                        "too many messages from this visitor; at most {} a minute, try again in {wait} s",
+                        super::limits::VISITOR_MESSAGES_PER_MINUTE
+                    ),
+                    wait,
+                ));
+            }
         }
         Ok(ChatAuth(p))
     }

@@ -25,6 +25,7 @@ pub mod flows;
 pub mod health;
 pub mod hooks;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod webhooks;
@@ -62,6 +63,8 @@ pub struct AppState {
     /// Makes attempts for the routes that send now (test ping, manual retry)
     /// and holds the delivery settings.
     pub delivery: crate::delivery::Delivery,
+    /// Chat messages counted per publishable key and visitor address.
+    pub visitors: Arc<limits::VisitorLimit>,
 }
 
 impl AppState {
@@ -74,6 +77,7 @@ impl AppState {
             chat: Default::default(),
             keys: Arc::default(),
             delivery,
+            visitors: Arc::default(),
         }
     }
 }
@@ -210,6 +214,7 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(());
