@@ -87,6 +87,7 @@ export function plain(err) {
     case 404: return `Not found: ${m}`;
     case 409: return `That clashes with what exists: ${m}`;
     case 413: return "That is too large for the server to accept.";
+    case 429: return `Too many requests just now; try again in a moment. ${m}`;
     case 503: return "The server's database is unavailable; try again shortly.";
     default: return err.status >= 500 ? "The server had a problem (it has been logged). Try again." : m;
   }
