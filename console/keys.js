@@ -18,13 +18,13 @@ function keyRow(k, reload) {
     } catch (err) { showError(b.closest("tr") || document.body, err); }
   }, "danger small");
   return h("tr", { dataset: { key: k.id } },
-    h("td", {}, h("strong", {}, k.name), h("br"), h("code", { class: "small muted" }, `${k.prefix}…`)),
-    h("td", {}, kindBadge(k)),
-    h("td", {}, k.bot_id ? h("a", { href: `#/bots/${seg(k.bot_id)}` }, k.bot_id) : h("span", { class: "muted" }, "whole account")),
-    h("td", { class: "small" }, k.origins.length ? k.origins.join(", ") : h("span", { class: "muted" }, "—")),
-    h("td", {}, time(k.created_at)),
-    h("td", {}, state),
-    h("td", {}, revoke));
+    h("td", { "data-label": "Name" }, h("strong", {}, k.name), h("br"), h("code", { class: "small muted" }, `${k.prefix}…`)),
+    h("td", { "data-label": "Kind" }, kindBadge(k)),
+    h("td", { "data-label": "Bot" }, k.bot_id ? h("a", { href: `#/bots/${seg(k.bot_id)}` }, k.bot_id) : h("span", { class: "muted" }, "whole account")),
+    h("td", { "data-label": "Origins", class: "small" }, k.origins.length ? k.origins.join(", ") : h("span", { class: "muted" }, "—")),
+    h("td", { "data-label": "Created" }, time(k.created_at)),
+    h("td", { "data-label": "State" }, state),
+    h("td", { "data-label": "" }, revoke));
 }
 
 /** What to do with a publishable key just made: the tag and the demo page. */
@@ -84,7 +84,7 @@ export async function keys(main) {
   const reload = async () => { tableBody.replaceChildren(...(await all("/v1/keys")).map((x) => keyRow(x, reload))); };
   main.append(form, h("div", { class: "panel" },
     h("h2", {}, "Keys of this account"),
-    h("div", { class: "table-wrap" }, h("table", {},
+    h("div", { class: "table-wrap" }, h("table", { class: "responsive" },
       h("thead", {}, h("tr", {}, ["Name", "Kind", "Bot", "Origins", "Created", "State", ""].map((t) => h("th", { scope: "col" }, t)))),
       tableBody))));
 }
