@@ -48,6 +48,11 @@ async function chartInto(el, id) {
     if (!root.getAttribute("role")) root.setAttribute("role", "img");
     if (!root.getAttribute("aria-label") && !root.querySelector("title")) root.setAttribute("aria-label", "Success rate and latency over the last 24 hours");
     el.replaceChildren(document.importNode(root, true));
+    // On a narrow screen the chart scrolls sideways: show "now" once it is laid out.
+    const ro = new ResizeObserver(() => {
+      if (el.clientWidth > 0) { el.scrollLeft = el.scrollWidth; ro.disconnect(); }
+    });
+    ro.observe(el);
   } catch (err) {
     el.replaceChildren(h("p", { class: "small muted" }, err.status === 404 ? "No chart: this server does not draw health charts yet." : `No chart: ${plain(err)}`));
   }
