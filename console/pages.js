@@ -153,6 +153,7 @@ export async function botDetail(main, { id }) {
   if (!flow) {
     main.append(h("div", { class: "panel empty" }, h("p", {}, "This bot has no flow yet, so it cannot chat."),
       h("a", { class: "button primary", href: `#/bots/${seg(id)}/edit` }, "Write its flow")));
+    main.append(botSettings(bot));
     return;
   }
   const s = summary(flow);
@@ -162,6 +163,40 @@ export async function botDetail(main, { id }) {
       h("p", { class: "small muted" }, `${s.nodes} steps, ${s.options} menu options, ${s.notify} that notify your endpoints, ${s.hooks} story-webhook calls, ${s.campaigns} campaign${s.campaigns === 1 ? "" : "s"}.`),
       outline(flow, id)),
     chatPreview(id)));
+  main.append(botSettings(bot));
+}
+
+/** Rename or delete a bot. */
+function botSettings(bot) {
+  let current = bot.name;
+  const name = h("input", { name: "name", type: "text", value: bot.name, autocomplete: "off", required: true });
+  const form = h("form", { class: "stack", novalidate: true },
+    field("Name", name, "Shown in lists; the id stays the same."),
+    h("div", { class: "row" }, h("button", { type: "submit" }, "Rename")));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearErrors(form);
+    try {
+      const b = await api("PATCH", `/v1/bots/${seg(bot.id)}`, { json: { name: name.value.trim() } });
+      current = b.name;
+      toast(`Renamed to ${b.name}`);
+      const h1 = document.querySelector("main h1");
+      if (h1) h1.textContent = b.name;
+    } catch (err) { showError(form, err); }
+  });
+  const del = button("Delete bot", async (b) => {
+    if (!confirm(`Delete the bot “${current}” (${bot.id})? Its flow, conversations and webhooks go with it.`)) return;
+    try {
+      await api("DELETE", `/v1/bots/${seg(bot.id)}`);
+      toast(`Deleted bot ${bot.id}`);
+      location.hash = "#/bots";
+    } catch (err) { showError(b.parentElement, err); }
+  }, "danger");
+  del.dataset.action = "delete-bot";
+  return h("section", { class: "panel", "aria-labelledby": "settings-h" },
+    h("h2", { id: "settings-h" }, "Bot settings"),
+    form,
+    h("div", { class: "row" }, del));
 }
 
 // --------------------------------------------------------------- chat preview

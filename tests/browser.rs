@@ -444,6 +444,27 @@ async fn a_new_user_walks_through_the_console() {
     s.screenshot("14-stories-list").await;
     no_console_errors(&s, "the other examples").await;
 
+    // ---- A bot can be renamed, and deleted after a confirmation.
+    s.goto(&format!("{base}/#/bots/pizza")).await;
+    s.wait_text("h1", "Pizza orders").await;
+    s.fill(
+        "section[aria-labelledby=settings-h] input[name=name]",
+        "Pizza and pasta",
+    )
+    .await;
+    s.click_text("button", "Rename").await;
+    s.wait_text("h1", "Pizza and pasta").await;
+    assert_eq!(
+        app.admin("GET", "/v1/bots/pizza", None).await.body["name"],
+        "Pizza and pasta"
+    );
+    s.click("button[data-action=delete-bot]").await;
+    let asked = s.accept_dialog().await;
+    assert!(asked.contains("Pizza and pasta"), "{asked}");
+    s.wait_text("h1", "Bots").await;
+    assert_eq!(app.admin("GET", "/v1/bots/pizza", None).await.status, 404);
+    no_console_errors(&s, "renaming and deleting a bot").await;
+
     // ---- 375 px wide: the menu collapses and no page scrolls sideways.
     s.resize(375, 812).await;
     let endpoint = app

@@ -428,6 +428,21 @@ impl Session {
             .unwrap_or_default()
     }
 
+    /// Waits for a `confirm()` or `alert()` dialog, accepts it, and answers
+    /// its text.
+    pub async fn accept_dialog(&self) -> String {
+        let text = self
+            .wait_until("a dialog to open", WAIT, || async {
+                self.call("GET", "/alert/text", None)
+                    .await
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+            })
+            .await;
+        self.must("POST", "/alert/accept", Some(json!({}))).await;
+        text
+    }
+
     /// Types `text` on the keyboard into whatever has the focus (W3C
     /// actions): `\u{E007}` is Enter, `\u{E00C}` Escape, `\u{E004}` Tab.
     pub async fn type_keys(&self, text: &str) {
