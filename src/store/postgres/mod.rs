@@ -18,6 +18,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "story_webhooks",
         include_str!("migrations/0003_story_webhooks.sql"),
     ),
+    (
+        4,
+        "claim_by_endpoint",
+        include_str!("migrations/0004_claim_by_endpoint.sql"),
+    ),
 ];
 
 /// A PostgreSQL database named by a URL.
