@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Fuzzes every route of the OpenAPI document with schemathesis (from PyPI):
 # no 5xx, no undocumented status, no response that breaks its schema.
+# Exits non-zero on any failure (CI runs it with a few examples per route).
 #   scripts/schemathesis.sh [BINARY] [MAX_EXAMPLES]
 set -euo pipefail
 bin="${1:-target/release/botwire}"
 examples="${2:-30}"
-command -v st >/dev/null || pip install -q schemathesis
+version="4.32.5"
+if ! st --version 2>/dev/null | grep -qF "$version"; then
+    pip install -q "schemathesis==$version"
+fi
 dir="$(mktemp -d)"
 port=$((20000 + RANDOM % 20000))
 "$bin" serve --listen "127.0.0.1:$port" --database "sqlite://$dir/st.db" >"$dir/out.txt" 2>"$dir/err.txt" &
@@ -16,6 +20,11 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 key="$(grep -oE 'bw_[A-Za-z0-9_-]{43}' "$dir/out.txt" | head -n 1)"
+if [ -z "$key" ]; then
+    echo "schemathesis.sh: the server did not print an admin key" >&2
+    cat "$dir/err.txt" >&2
+    exit 1
+fi
 "$bin" bots import examples/elipackage.yaml --database "sqlite://$dir/st.db" >/dev/null 2>&1
 st run "http://127.0.0.1:$port/openapi.json" -H "Authorization: Bearer $key" \
     --max-examples "$examples" --workers 2 \

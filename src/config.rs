@@ -79,6 +79,9 @@ pub struct DeliveryConfig {
     pub max_in_flight_per_endpoint: usize,
     /// Requests in flight per process at most.
     pub max_in_flight: usize,
+    /// Failed attempts in a row after which an endpoint gets one delivery at
+    /// a time until one succeeds; 0 never.
+    pub break_after: u32,
 }
 
 /// Values given on the command line; `None` leaves the lower layers alone.

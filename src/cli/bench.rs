@@ -33,6 +33,8 @@ pub enum BenchCommand {
     },
     /// Events/s end to end through the API, the store and the delivery engine.
     Deliver(super::bench_deliver::DeliverArgs),
+    /// A healthy endpoint's rate beside a large backlog for a dead one.
+    Backlog(super::bench_backlog::BacklogArgs),
 }
 
 /// Runs a bench subcommand.
@@ -41,6 +43,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Chat(b) => super::bench_chat::run(b).await,
         BenchCommand::Story(b) => super::bench_story::run(b).await,
         BenchCommand::Deliver(args) => super::bench_deliver::run(args).await,
+        BenchCommand::Backlog(args) => super::bench_backlog::run(args).await,
         BenchCommand::Store {
             writers,
             seconds,

@@ -8,6 +8,7 @@
 
 mod admin;
 mod bench;
+pub mod bench_backlog;
 mod bench_chat;
 mod bench_deliver;
 mod bench_story;

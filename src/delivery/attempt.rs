@@ -43,6 +43,9 @@ pub struct Settings {
     pub per_endpoint: usize,
     /// Requests in flight in this process at most.
     pub global: usize,
+    /// Failed attempts in a row after which an endpoint is sent one
+    /// delivery at a time until one succeeds (its circuit opens); 0 never.
+    pub break_after: u32,
     /// How often the claim loop looks for due deliveries when nothing
     /// wakes it; `None` makes the engine steppable (tests call
     /// `run_due_once`).
@@ -62,6 +65,7 @@ impl Default for Settings {
             lease: Duration::from_secs(120),
             per_endpoint: 16,
             global: 256,
+            break_after: 10,
             poll: Some(Duration::from_secs(1)),
             clock: Arc::new(super::clock::SystemClock),
         }
@@ -94,6 +98,7 @@ impl Settings {
             lease: parse_span("delivery.lease", &d.lease)?,
             per_endpoint: d.max_in_flight_per_endpoint.max(1),
             global: d.max_in_flight.max(1),
+            break_after: d.break_after,
             ..Self::default()
         })
     }

@@ -14,6 +14,16 @@
 //!   are released and they wait in the database).
 //! * A ticket for a delivery already queued or in flight here is dropped
 //!   (a claim that raced the hot path).
+//! * **Circuit breaker.** After `break_after` failed attempts in a row an
+//!   endpoint's circuit opens: its waiting tickets are handed back as held,
+//!   new ones too, and it is sent one delivery at a time (a probe), the
+//!   next probe after the next delay of the retry schedule (at most
+//!   [`MAX_PROBE_DELAY`]). A success closes it. So a dead endpoint with a
+//!   million due deliveries costs one request per probe delay instead of
+//!   `per_endpoint` requests all the time, and the claim loop takes none of
+//!   its deliveries meanwhile ([`Dispatcher::claim_limits`]).
+//! * A lane holds at most [`LANE_CAP`] tickets, waiting or in flight; claims
+//!   ask how much room each lane has.
 //!
 //! One task owns all of this state; sends run as tasks in a `JoinSet` it
 //! owns, so aborting the dispatcher aborts its sends (which is how a test
@@ -21,14 +31,19 @@
 
 use super::attempt::{Delivery, held};
 use super::ratelimit::TokenBucket;
-use crate::store::deliveries::{DeliveryTicket, Outcome};
+use crate::store::deliveries::{ClaimLimits, DeliveryTicket, NextState, Outcome};
 use crate::store::endpoints::EndpointRow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+/// Most tickets one lane holds, waiting or in flight.
+pub const LANE_CAP: usize = 1024;
+/// The longest wait between two probes of an endpoint whose circuit is open.
+pub const MAX_PROBE_DELAY: Duration = Duration::from_secs(60);
 
 /// What the dispatcher is told.
 pub enum Command {
@@ -36,6 +51,9 @@ pub enum Command {
     Tickets(Vec<DeliveryTicket>),
     /// An endpoint changed (`None`: deleted).
     EndpointChanged(String, Option<Arc<EndpointRow>>),
+    /// Answer how many deliveries a claim of at most this many may take,
+    /// per endpoint.
+    ClaimLimits(usize, oneshot::Sender<ClaimLimits>),
 }
 
 /// Where results go: the recorder's queue.
@@ -50,6 +68,12 @@ struct Lane {
     blocked_until: Option<Instant>,
     /// Already in the ready queue.
     queued: bool,
+    /// Failed attempts in a row.
+    failures: u32,
+    /// The circuit is open: one probe at a time, none before `blocked_until`.
+    open: bool,
+    /// Probes that failed since the circuit opened.
+    probes: u32,
 }
 
 impl Lane {
@@ -62,6 +86,9 @@ impl Lane {
             bucket,
             blocked_until: None,
             queued: false,
+            failures: 0,
+            open: false,
+            probes: 0,
         }
     }
 
@@ -73,10 +100,37 @@ impl Lane {
         self.endpoint = endpoint;
     }
 
+    /// An open circuit keeps its lane (and so its state) until it closes.
     fn idle(&self, now: Instant) -> bool {
         self.waiting.is_empty()
             && self.running == 0
+            && !self.open
             && self.bucket.as_ref().is_none_or(|b| b.is_full(now))
+    }
+
+    /// Requests this lane may have in flight.
+    fn slots(&self, per_endpoint: usize) -> usize {
+        if self.open { 1 } else { per_endpoint }
+    }
+
+    /// Whether the lane waits for its next probe or rate-limit token.
+    fn blocked(&self, now: Instant) -> bool {
+        self.blocked_until.is_some_and(|t| t > now)
+    }
+
+    /// Whether a new ticket may wait here: not while the circuit is open,
+    /// unless it can be the next probe.
+    fn accepts(&self, now: Instant) -> bool {
+        !self.open || (!self.blocked(now) && self.running == 0 && self.waiting.is_empty())
+    }
+
+    /// How many more tickets a claim may give this lane.
+    fn room(&self, now: Instant) -> usize {
+        if self.open {
+            usize::from(self.accepts(now))
+        } else {
+            LANE_CAP.saturating_sub(self.waiting.len() + self.running)
+        }
     }
 }
 
@@ -88,7 +142,7 @@ pub struct Dispatcher {
     ready: VecDeque<String>,
     running: usize,
     known: HashSet<String>,
-    sends: JoinSet<(String, String)>,
+    sends: JoinSet<(String, String, bool)>,
     /// Tickets dropped as duplicates are reported here (count) so the
     /// engine's pending counter stays right.
     dropped: Box<dyn Fn(usize) + Send>,
@@ -125,8 +179,8 @@ impl Dispatcher {
                     None => open = false,
                 },
                 Some(done) = self.sends.join_next(), if !self.sends.is_empty() => {
-                    if let Ok((endpoint_id, delivery_id)) = done {
-                        self.finished(&endpoint_id, &delivery_id);
+                    if let Ok((endpoint_id, delivery_id, ok)) = done {
+                        self.finished(&endpoint_id, &delivery_id, ok);
                     }
                 }
                 _ = sleep_until(wake), if wake.is_some() => self.unblock(),
@@ -162,6 +216,13 @@ impl Dispatcher {
                     if t.endpoint.updated_at > lane.endpoint.updated_at {
                         lane.set_endpoint(t.endpoint.clone(), now);
                     }
+                    if !lane.accepts(now) {
+                        // The circuit is open: the delivery waits in the
+                        // database for the endpoint to come back.
+                        self.known.remove(&t.delivery_id);
+                        let _ = self.outcomes.send(held(&t));
+                        continue;
+                    }
                     lane.waiting.push_back(t);
                     self.mark(&id);
                 }
@@ -186,6 +247,24 @@ impl Dispatcher {
                 }
                 self.mark(&id);
             }
+            Command::ClaimLimits(total, reply) => {
+                let _ = reply.send(self.claim_limits(total, now));
+            }
+        }
+    }
+
+    /// How many deliveries a claim of at most `total` may give each
+    /// endpoint: the room in its lane (none while its circuit is open and
+    /// no probe is due), [`LANE_CAP`] for an endpoint without a lane.
+    pub fn claim_limits(&self, total: usize, now: Instant) -> ClaimLimits {
+        ClaimLimits {
+            total,
+            per_endpoint: LANE_CAP,
+            endpoints: self
+                .lanes
+                .iter()
+                .map(|(id, lane)| (id.clone(), lane.room(now)))
+                .collect(),
         }
     }
 
@@ -197,7 +276,7 @@ impl Dispatcher {
         };
         if !lane.queued
             && !lane.waiting.is_empty()
-            && lane.running < per_endpoint
+            && lane.running < lane.slots(per_endpoint)
             && lane.blocked_until.is_none()
         {
             lane.queued = true;
@@ -218,7 +297,10 @@ impl Dispatcher {
                 continue;
             };
             lane.queued = false;
-            if lane.waiting.is_empty() || lane.running >= per_endpoint {
+            if lane.waiting.is_empty()
+                || lane.running >= lane.slots(per_endpoint)
+                || lane.blocked(now)
+            {
                 continue;
             }
             if let Some(bucket) = &mut lane.bucket
@@ -250,19 +332,61 @@ impl Dispatcher {
             let outcomes = self.outcomes.clone();
             self.sends.spawn(async move {
                 let (_, outcome) = delivery.attempt(&ticket).await;
+                let ok = outcome.next == NextState::Succeeded;
                 let _ = outcomes.send(outcome);
-                (ticket.endpoint.id.clone(), ticket.delivery_id.clone())
+                (ticket.endpoint.id.clone(), ticket.delivery_id.clone(), ok)
             });
             self.mark(&id);
         }
     }
 
-    fn finished(&mut self, endpoint_id: &str, delivery_id: &str) {
+    fn finished(&mut self, endpoint_id: &str, delivery_id: &str, ok: bool) {
         self.running = self.running.saturating_sub(1);
         self.known.remove(delivery_id);
         let now = Instant::now();
+        let break_after = self.delivery.settings().break_after;
         if let Some(lane) = self.lanes.get_mut(endpoint_id) {
             lane.running = lane.running.saturating_sub(1);
+            if ok {
+                lane.failures = 0;
+                if lane.open {
+                    lane.open = false;
+                    lane.probes = 0;
+                    lane.blocked_until = None;
+                }
+            } else {
+                lane.failures = lane.failures.saturating_add(1);
+                // A failure while the circuit is open and no probe wait is
+                // running is a failed probe; failures of requests that were
+                // in flight when it opened do not lengthen the wait.
+                let failed_probe = lane.open && lane.blocked_until.is_none();
+                let opens = !lane.open && break_after > 0 && lane.failures >= break_after;
+                if opens || failed_probe {
+                    if failed_probe {
+                        lane.probes = lane.probes.saturating_add(1);
+                    }
+                    lane.open = true;
+                    let delays = self.delivery.settings().schedule.delays();
+                    let delay = delays
+                        .get(lane.probes as usize)
+                        .or(delays.last())
+                        .copied()
+                        .unwrap_or(MAX_PROBE_DELAY)
+                        .min(MAX_PROBE_DELAY);
+                    lane.blocked_until = Some(now + delay);
+                    for t in lane.waiting.drain(..) {
+                        self.known.remove(&t.delivery_id);
+                        let _ = self.outcomes.send(held(&t));
+                    }
+                    if opens {
+                        tracing::warn!(
+                            endpoint = endpoint_id,
+                            failures = lane.failures,
+                            "endpoint failing: sending one delivery at a time until it succeeds"
+                        );
+                    }
+                }
+            }
             if lane.idle(now) {
                 self.lanes.remove(endpoint_id);
                 return;

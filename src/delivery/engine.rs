@@ -8,7 +8,9 @@
 //! * **Claim path.** Retries, deliveries left by a dead worker (expired
 //!   lease), recovered ones and those written by API-only nodes are claimed
 //!   from the database by the claim loop, woken in-process by a `Notify`
-//!   and otherwise every `poll` interval.
+//!   and otherwise every `poll` interval. Each claim takes per endpoint only
+//!   what the dispatcher has room for (nothing for an endpoint whose
+//!   circuit is open), so a backlog stays in the database, not in memory.
 //! * **Steppable.** With `poll: None` there is no claim loop; tests call
 //!   [`Engine::run_due_once`] with a time of their choosing and
 //!   [`Engine::idle`] to wait for the hot path, so no test sleeps through a
@@ -18,12 +20,13 @@ use super::attempt::{Delivery, Settings};
 use super::dispatcher::{Command, Dispatcher};
 use super::recorder;
 use crate::store::Store;
-use crate::store::deliveries::{DeliverySink, DeliveryTicket, Lease};
+use crate::store::deliveries::{ClaimLimits, DeliverySink, DeliveryTicket, Lease};
 use crate::store::endpoints::EndpointRow;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Most deliveries one claim takes.
@@ -57,6 +60,16 @@ impl Inner {
             // The dispatcher has stopped: the rows stay leased and fall due.
             self.settle(t.len());
         }
+    }
+
+    /// What a claim of at most `total` may take per endpoint, as the
+    /// dispatcher sees its lanes (no limit if it has stopped).
+    async fn claim_limits(&self, total: usize) -> ClaimLimits {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::ClaimLimits(total, tx)).is_err() {
+            return ClaimLimits::total(total);
+        }
+        rx.await.unwrap_or_else(|_| ClaimLimits::total(total))
     }
 
     fn settle(&self, n: usize) {
@@ -181,10 +194,11 @@ impl Engine {
     /// other), sends them, records the results, and answers how many were
     /// claimed. Hot-path work in flight is waited for too.
     pub async fn run_due_once(&self, now: i64) -> crate::store::Result<usize> {
+        let limits = self.inner.claim_limits(10_000).await;
         let tickets = self
             .inner
             .store
-            .claim_due(now, self.inner.lease.clone(), 10_000)
+            .claim_due(now, self.inner.lease.clone(), limits)
             .await?;
         let n = tickets.len();
         self.inner.dispatch(tickets);
@@ -222,20 +236,35 @@ impl Drop for Engine {
     }
 }
 
+/// How soon the claim loop looks again after a claim that may have left
+/// due deliveries behind (it took all an endpoint was allowed).
+const CLAIM_AGAIN: Duration = Duration::from_millis(20);
+
 async fn claim_loop(inner: Arc<Inner>, every: Duration) {
+    let mut again = false;
     loop {
-        let _ = tokio::time::timeout(every, inner.wake.notified()).await;
+        let wait = if again { CLAIM_AGAIN } else { every };
+        let _ = tokio::time::timeout(wait, inner.wake.notified()).await;
+        again = false;
         if inner.pending.load(Ordering::SeqCst) > MAX_BACKLOG {
             continue;
         }
+        let limits = inner.claim_limits(CLAIM_BATCH).await;
         let now = inner.delivery.now_ms();
         match inner
             .store
-            .claim_due(now, inner.lease.clone(), CLAIM_BATCH)
+            .claim_due(now, inner.lease.clone(), limits.clone())
             .await
         {
             Ok(tickets) => {
+                let mut per_endpoint: HashMap<&str, usize> = HashMap::new();
+                for t in &tickets {
+                    *per_endpoint.entry(t.endpoint.id.as_str()).or_default() += 1;
+                }
                 let full = tickets.len() == CLAIM_BATCH;
+                again = per_endpoint
+                    .iter()
+                    .any(|(id, n)| *n >= limits.for_endpoint(id));
                 inner.dispatch(tickets);
                 if full {
                     inner.wake.notify_one();

@@ -8,7 +8,10 @@
 //!   worker's claim loop.
 //! * **Claims** ([`Store::claim_due`]) lease due rows whose lease is absent
 //!   or expired, so retries, restarts and other nodes share one path; on
-//!   PostgreSQL concurrent claimers skip each other's rows.
+//!   PostgreSQL concurrent claimers skip each other's rows. A claim takes
+//!   each endpoint's rows through its own slice of the due index and only
+//!   as many as the claimer allows that endpoint ([`ClaimLimits`]), so a
+//!   backlog of millions for one endpoint costs the others nothing.
 //! * **Outcomes** ([`Store::record_outcomes`]) are written in batches: the
 //!   attempt, the delivery's new state, the endpoint's failure streak, and
 //!   any disable (with its `endpoint.disabled` event) in one transaction.
@@ -33,6 +36,36 @@ pub struct Lease {
     pub node: Arc<str>,
     /// How long a hold lasts, ms.
     pub ms: i64,
+}
+
+/// How many deliveries one claim may take: in all, and per endpoint.
+#[derive(Clone, Debug)]
+pub struct ClaimLimits {
+    /// At most this many in all.
+    pub total: usize,
+    /// At most this many for an endpoint not named in `endpoints`.
+    pub per_endpoint: usize,
+    /// At most this many for these endpoints (0: none).
+    pub endpoints: HashMap<String, usize>,
+}
+
+impl ClaimLimits {
+    /// Up to `total` in all, with no limit per endpoint.
+    pub fn total(total: usize) -> Self {
+        Self {
+            total,
+            per_endpoint: total,
+            endpoints: HashMap::new(),
+        }
+    }
+
+    /// What `endpoint` may take.
+    pub fn for_endpoint(&self, endpoint: &str) -> usize {
+        self.endpoints
+            .get(endpoint)
+            .copied()
+            .unwrap_or(self.per_endpoint)
+    }
 }
 
 /// One delivery ready to be attempted: everything the sender needs, so the
@@ -418,36 +451,64 @@ struct Streak {
 }
 
 impl Store {
-    /// Leases up to `limit` due deliveries of enabled endpoints to `lease`
-    /// and returns them as tickets.
+    /// Leases due deliveries of enabled endpoints to `lease`, at most
+    /// `limits.total` in all and, per endpoint, what `limits` allows it, and
+    /// returns them as tickets.
+    ///
+    /// The claim goes endpoint by endpoint (starting at a random one, so no
+    /// endpoint is always last), oldest due first within each, through the
+    /// `(endpoint_id, next_attempt_at)` due index: an endpoint allowed
+    /// nothing costs nothing, however many deliveries it has waiting.
     pub async fn claim_due(
         &self,
         now: i64,
         lease: Lease,
-        limit: usize,
+        limits: ClaimLimits,
     ) -> Result<Vec<DeliveryTicket>> {
         let skip = self.backend.skip_locked();
         self.write(move |c| {
-            let ids = c.query(
-                &format!(
-                    "UPDATE deliveries SET locked_until = $1, locked_by = $2
-                     WHERE id IN (
-                        SELECT id FROM deliveries
-                        WHERE status IN ('pending', 'failed') AND next_attempt_at <= $3
-                          AND (locked_until IS NULL OR locked_until < $3)
-                          AND EXISTS (SELECT 1 FROM endpoints ep
-                                      WHERE ep.id = deliveries.endpoint_id AND ep.enabled)
-                        ORDER BY next_attempt_at LIMIT $4 {skip})
-                     RETURNING id"
-                ),
-                &[
-                    (now + lease.ms).into(),
-                    lease.node.to_string().into(),
-                    now.into(),
-                    (limit as i64).into(),
-                ],
-            )?;
-            let ids = ids.iter().map(|r| r.text(0)).collect::<Result<Vec<_>>>()?;
+            let mut endpoints = c
+                .query("SELECT id FROM endpoints WHERE enabled", &[])?
+                .iter()
+                .map(|r| r.text(0))
+                .collect::<Result<Vec<_>>>()?;
+            if !endpoints.is_empty() {
+                let start = rand::random::<u64>() as usize % endpoints.len();
+                endpoints.rotate_left(start);
+            }
+            let sql = format!(
+                "UPDATE deliveries SET locked_until = $1, locked_by = $2
+                 WHERE id IN (
+                    SELECT id FROM deliveries
+                    WHERE endpoint_id = $3 AND status IN ('pending', 'failed')
+                      AND next_attempt_at <= $4
+                      AND (locked_until IS NULL OR locked_until < $4)
+                    ORDER BY next_attempt_at LIMIT $5 {skip})
+                 RETURNING id"
+            );
+            let mut ids = Vec::new();
+            for endpoint in endpoints {
+                let room = limits.total.saturating_sub(ids.len());
+                if room == 0 {
+                    break;
+                }
+                let n = limits.for_endpoint(&endpoint).min(room);
+                if n == 0 {
+                    continue;
+                }
+                for r in c.query(
+                    &sql,
+                    &[
+                        (now + lease.ms).into(),
+                        lease.node.to_string().into(),
+                        endpoint.into(),
+                        now.into(),
+                        (n as i64).into(),
+                    ],
+                )? {
+                    ids.push(r.text(0)?);
+                }
+            }
             load_tickets(c, &ids)
         })
         .await
@@ -899,4 +960,109 @@ fn human_span(ms: i64) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+/// Rows per multi-row INSERT in [`Store::insert_backlog`] (8 parameters a
+/// row stays far below both backends' parameter limits).
+const BACKLOG_ROWS_PER_STATEMENT: usize = 200;
+
+impl Store {
+    /// Writes `n` events of `event_type` carrying `data` for the endpoint's
+    /// bot, each with one delivery to that endpoint alone, due now and
+    /// unleased (as an API-only node writes them), `per_commit` events per
+    /// transaction. Answers how many were written.
+    ///
+    /// For load tests and `botwire bench backlog`: the fast way to build a
+    /// large backlog (multi-row inserts in big transactions instead of one
+    /// publish per event). No other endpoint gets a delivery.
+    pub async fn insert_backlog(
+        &self,
+        account_id: &str,
+        endpoint_id: &str,
+        event_type: &str,
+        data: &str,
+        n: u64,
+        per_commit: usize,
+    ) -> Result<u64> {
+        let (a, id) = (account_id.to_owned(), endpoint_id.to_owned());
+        let ep = self
+            .read(move |c| super::endpoints::load(c, &a, &id))
+            .await?;
+        let per_commit = per_commit.max(1) as u64;
+        let mut written = 0;
+        while written < n {
+            let count = (n - written).min(per_commit) as usize;
+            let (ep, event_type, data) = (ep.clone(), event_type.to_owned(), data.to_owned());
+            self.write(move |c| insert_backlog_chunk(c, &ep, &event_type, &data, count))
+                .await?;
+            written += count as u64;
+        }
+        Ok(written)
+    }
+}
+
+fn insert_backlog_chunk(
+    c: &mut dyn Conn,
+    ep: &EndpointRow,
+    event_type: &str,
+    data: &str,
+    count: usize,
+) -> Result<()> {
+    let marks = |rows: usize, width: usize| {
+        (0..rows)
+            .map(|r| {
+                let cols = (1..=width)
+                    .map(|k| format!("${}", r * width + k))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("({cols})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut left = count;
+    while left > 0 {
+        let rows = left.min(BACKLOG_ROWS_PER_STATEMENT);
+        left -= rows;
+        let now = now_ms();
+        let mut events = Vec::with_capacity(rows * 6);
+        let mut deliveries = Vec::with_capacity(rows * 8);
+        for _ in 0..rows {
+            let event_id = new_id("evt");
+            events.extend([
+                Value::from(&event_id),
+                (&ep.account_id).into(),
+                (&ep.bot_id).into(),
+                event_type.into(),
+                data.into(),
+                now.into(),
+            ]);
+            deliveries.extend([
+                Value::from(new_id("dlv")),
+                (&ep.account_id).into(),
+                (&ep.bot_id).into(),
+                (&ep.id).into(),
+                event_id.into(),
+                now.into(),
+                now.into(),
+                now.into(),
+            ]);
+        }
+        c.execute(
+            &format!(
+                "INSERT INTO events (id, account_id, bot_id, type, data, created_at) VALUES {}",
+                marks(rows, 6)
+            ),
+            &events,
+        )?;
+        c.execute(
+            &format!(
+                "INSERT INTO deliveries (id, account_id, bot_id, endpoint_id, event_id, next_attempt_at,
+                    created_at, updated_at, status, attempts) VALUES {}",
+                marks(rows, 8).replace(')', ", 'pending', 0)")
+            ),
+            &deliveries,
+        )?;
+    }
+    Ok(())
 }

@@ -22,6 +22,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "publishable_keys",
         include_str!("migrations/0004_publishable_keys.sql"),
     ),
+    (
+        5,
+        "claim_by_endpoint",
+        include_str!("migrations/0005_claim_by_endpoint.sql"),
+    ),
 ];
 
 /// A SQLite database file.
