@@ -1351,3 +1351,88 @@ async fn the_delivery_log_filters_and_the_health_chart(kind: Db) {
         .await;
     assert_eq!(r.status, 404, "another bot's endpoint");
 }
+
+/// An API-only node (no engine) writes deliveries for any worker; a worker
+/// in another process whose claim loop polls only once a minute still
+/// delivers them at once, woken by PostgreSQL LISTEN/NOTIFY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_in_other_processes_are_woken_at_once_on_postgres() {
+    let api_delivery = Delivery::new(Settings {
+        allow: AllowList::parse(["127.0.0.0/8"]).unwrap(),
+        poll: None,
+        ..Settings::default()
+    })
+    .unwrap();
+    let Some(app) = spawn_app_with(Db::Postgres, api_delivery).await else {
+        return;
+    };
+    let rx = Receiver::start().await;
+    let worker_store = botwire::store::Store::open(app.db_url()).await.unwrap();
+    let worker = Engine::start(
+        worker_store,
+        Delivery::new(Settings {
+            allow: AllowList::parse(["127.0.0.0/8"]).unwrap(),
+            poll: Some(Duration::from_secs(60)),
+            ..Settings::default()
+        })
+        .unwrap(),
+    );
+    // Wait for the worker's listening connection.
+    let url = app.db_url().to_owned();
+    let listening = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        for _ in 0..100 {
+            let n: i64 = c
+                .query_one(
+                    "SELECT COUNT(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND query LIKE 'LISTEN botwire_deliveries%'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if n > 0 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(listening, "the worker never listened");
+
+    app.create_bot("eli", "data_collection").await;
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/eli/endpoints",
+            Some(json!({"url": rx.url("/hook")})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        let r = app
+            .admin(
+                "POST",
+                "/v1/bots/eli/events",
+                Some(json!({"type": "order.paid", "data": {}})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    while rx.at("/hook").len() < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "only {} of 5 delivered after {:?} (the worker polls once a minute)",
+            rx.at("/hook").len(),
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "5 events published on an API-only node reached the receiver through another process's worker in {:?}",
+        started.elapsed()
+    );
+    drop(worker);
+}

@@ -7,8 +7,9 @@
 //!   is durable. Nothing polls for them.
 //! * **Claim path.** Retries, deliveries left by a dead worker (expired
 //!   lease), recovered ones and those written by API-only nodes are claimed
-//!   from the database by the claim loop, woken in-process by a `Notify`
-//!   and otherwise every `poll` interval. Each claim takes per endpoint only
+//!   from the database by the claim loop, woken in-process by a `Notify`,
+//!   across processes by PostgreSQL `LISTEN/NOTIFY`, and otherwise every
+//!   `poll` interval. Each claim takes per endpoint only
 //!   what the dispatcher has room for (nothing for an endpoint whose
 //!   circuit is open), so a backlog stays in the database, not in memory.
 //! * **Steppable.** With `poll: None` there is no claim loop; tests call
@@ -108,6 +109,8 @@ pub struct Engine {
     inner: Arc<Inner>,
     sink: Arc<dyn DeliverySink>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The cross-process listener runs while this lives.
+    _listening: Arc<()>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -138,6 +141,7 @@ impl Engine {
             wake: Notify::new(),
         });
         let mut tasks = Vec::new();
+        let listening = Arc::new(());
         let i = inner.clone();
         let dispatcher =
             Dispatcher::new(delivery.clone(), outcomes, Box::new(move |n| i.settle(n)));
@@ -151,6 +155,19 @@ impl Engine {
         )));
         if let Some(every) = poll {
             tasks.push(tokio::spawn(claim_loop(inner.clone(), every)));
+            // Deliveries other processes write for any worker (API-only
+            // nodes, recoveries) wake the claim loop at once where the
+            // backend can announce them (PostgreSQL LISTEN/NOTIFY).
+            let woken = Arc::downgrade(&inner);
+            let alive = Arc::downgrade(&listening);
+            store.listen_for_deliveries(crate::store::Listener {
+                wake: Box::new(move || {
+                    if let Some(i) = woken.upgrade() {
+                        i.wake.notify_one();
+                    }
+                }),
+                alive: Box::new(move || alive.strong_count() > 0),
+            });
         }
         let sink: Arc<dyn DeliverySink> = Arc::new(Sink(inner.clone()));
         store.set_delivery_sink(Some(sink.clone()));
@@ -158,6 +175,7 @@ impl Engine {
             inner,
             sink,
             tasks: Mutex::new(tasks),
+            _listening: listening,
         }
     }
 

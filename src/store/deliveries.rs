@@ -195,6 +195,10 @@ pub(super) fn fan_out(
             event: event_arc.clone(),
         });
     }
+    if lease.is_none() && !tickets.is_empty() {
+        // Written for any worker to claim: wake those in other processes.
+        c.notify_deliveries()?;
+    }
     Ok(tickets)
 }
 
@@ -690,13 +694,17 @@ impl Store {
             .write(move |c| {
                 super::endpoints::load(c, &a, &id)?;
                 let now = now_ms();
-                c.execute(
+                let n = c.execute(
                     "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, locked_until = NULL,
                         locked_by = NULL, updated_at = $1
                      WHERE account_id = $2 AND endpoint_id = $3 AND status IN ('failed', 'dead')
                        AND created_at >= $4",
                     &[now.into(), a.into(), id.into(), since_ms.into()],
-                )
+                )?;
+                if n > 0 {
+                    c.notify_deliveries()?;
+                }
+                Ok(n)
             })
             .await?;
         if let Some(sink) = self.delivery_sink() {

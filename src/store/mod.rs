@@ -193,6 +193,12 @@ pub trait Conn: Send {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>>;
     /// Runs several `;`-separated statements without parameters.
     fn batch(&mut self, sql: &str) -> Result<()>;
+    /// Tells other processes, when this transaction commits, that
+    /// deliveries are due (PostgreSQL `NOTIFY`; nothing on SQLite, whose
+    /// file has one writing process).
+    fn notify_deliveries(&mut self) -> Result<()> {
+        Ok(())
+    }
 
     /// The first row of a query, if any.
     fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
@@ -232,6 +238,21 @@ pub trait Backend: Send + Sync + 'static {
     /// PostgreSQL; nothing on SQLite, whose single writer already excludes
     /// concurrent claims).
     fn skip_locked(&self) -> &'static str;
+    /// Starts listening for other processes' [`Conn::notify_deliveries`]
+    /// and calls `listener.wake` on each, until `listener.alive` answers
+    /// false. Answers whether this backend can listen at all.
+    fn listen(&self, listener: Listener) -> bool {
+        let _ = listener;
+        false
+    }
+}
+
+/// Callbacks of a [`Backend::listen`] loop.
+pub struct Listener {
+    /// Called on each notification.
+    pub wake: Box<dyn Fn() + Send>,
+    /// Asked now and then; the loop ends when it answers false.
+    pub alive: Box<dyn Fn() -> bool + Send>,
 }
 
 /// Opens the backend a URL names: `sqlite://path` or `postgres://…`.
@@ -274,6 +295,13 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self> {
         let backend = backend_for_url(url)?;
         Self::open_backend(backend).await
+    }
+
+    /// Calls `listener.wake` whenever another process writes deliveries
+    /// for any worker to claim (see [`Backend::listen`]); answers whether
+    /// this backend can.
+    pub fn listen_for_deliveries(&self, listener: Listener) -> bool {
+        self.backend.listen(listener)
     }
 
     /// Opens a store over an already-built backend.

@@ -233,6 +233,11 @@ impl App {
         r.body
     }
 
+    /// The database URL this app runs on.
+    pub fn db_url(&self) -> &str {
+        &self._db.url
+    }
+
     /// A second server over the same database, as another node would be:
     /// its own store, writer and caches. Returns its base URL.
     pub async fn second_node(&self) -> String {

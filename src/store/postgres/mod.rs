@@ -5,9 +5,11 @@
 //! contested between processes are guarded by constraints and row locks,
 //! never by process-local state.
 
-use super::{Backend, BackendKind, Conn, Result, Row, StoreError, Value};
+use super::{Backend, BackendKind, Conn, Listener, Result, Row, StoreError, Value};
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, NoTls};
+use std::time::Duration;
 
 /// Migrations for PostgreSQL, in order.
 static MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -73,6 +75,53 @@ impl Backend for Postgres {
     }
     fn skip_locked(&self) -> &'static str {
         "FOR UPDATE SKIP LOCKED"
+    }
+    fn listen(&self, listener: Listener) -> bool {
+        let url = self.url.clone();
+        std::thread::Builder::new()
+            .name("botwire-pg-listen".into())
+            .spawn(move || listen_loop(&url, &listener))
+            .is_ok()
+    }
+}
+
+/// The channel deliveries are announced on.
+const CHANNEL: &str = "botwire_deliveries";
+
+/// Holds a connection that `LISTEN`s on [`CHANNEL`], reconnecting after a
+/// failure (a missed notification costs at most one claim-loop poll).
+fn listen_loop(url: &str, listener: &Listener) {
+    let mut backoff = Duration::from_millis(200);
+    while (listener.alive)() {
+        let mut client = match Client::connect(url, NoTls) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to listen for deliveries; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            std::thread::sleep(backoff);
+            continue;
+        }
+        backoff = Duration::from_millis(200);
+        // Anything announced while (re)connecting was missed: look once.
+        (listener.wake)();
+        while (listener.alive)() {
+            let mut notes = client.notifications();
+            let mut got = notes.timeout_iter(Duration::from_secs(1));
+            match got.next() {
+                Ok(Some(_)) => (listener.wake)(),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the listening connection; reconnecting");
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -147,6 +196,10 @@ fn params(values: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 impl Conn for PgConn {
+    fn notify_deliveries(&mut self) -> Result<()> {
+        self.batch(&format!("NOTIFY {CHANNEL}"))
+    }
+
     fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64> {
         self.client.execute(sql, &params(values)).map_err(map_err)
     }
