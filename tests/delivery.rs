@@ -403,6 +403,7 @@ async fn chat_events_reach_every_format_signed(kind: Db) {
     let a = &attempts["data"][0];
     assert_eq!(a["response_status"], 200);
     assert_eq!(a["response_body"], "thanks");
+    assert_eq!(a["node"].as_str(), Some(w.engine.node()), "{a}");
     assert!(a["error_kind"].is_null());
     assert!(
         a["request_headers"]["webhook-signature"]
@@ -562,7 +563,14 @@ async fn retries_follow_the_schedule(kind: Db) {
     assert_eq!(h["state"], "healthy", "{h}");
     assert_eq!(h["consecutive_failures"], 0);
     let attempts = w.get(&format!("/v1/deliveries/{id}/attempts")).await;
-    assert_eq!(attempts["data"].as_array().unwrap().len(), 4);
+    let attempts = attempts["data"].as_array().unwrap();
+    assert_eq!(attempts.len(), 4);
+    // Newest first: the manual retry was the API's own send; the three
+    // before it were the engine's.
+    assert_eq!(attempts[0]["node"], "api");
+    for a in &attempts[1..] {
+        assert_eq!(a["node"].as_str(), Some(w.engine.node()), "{a}");
+    }
 }
 
 #[tokio::test]

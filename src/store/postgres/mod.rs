@@ -23,6 +23,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "claim_by_endpoint",
         include_str!("migrations/0004_claim_by_endpoint.sql"),
     ),
+    (
+        5,
+        "attempt_node",
+        include_str!("migrations/0005_attempt_node.sql"),
+    ),
 ];
 
 /// A PostgreSQL database named by a URL.
