@@ -403,6 +403,7 @@ async fn chat_events_reach_every_format_signed(kind: Db) {
     let a = &attempts["data"][0];
     assert_eq!(a["response_status"], 200);
     assert_eq!(a["response_body"], "thanks");
+    assert_eq!(a["node"].as_str(), Some(w.engine.node()), "{a}");
     assert!(a["error_kind"].is_null());
     assert!(
         a["request_headers"]["webhook-signature"]
@@ -424,6 +425,64 @@ both!(
     retries_follow_the_schedule,
     retries_follow_the_schedule_sqlite,
     retries_follow_the_schedule_postgres
+);
+
+/// After `break_after` failed attempts in a row an endpoint's circuit
+/// opens: its other deliveries wait in the database unattempted and no
+/// claim takes them; after the retry schedule's first delay one probe goes
+/// out, and once it succeeds the rest follow. (The probe delay runs on the
+/// real clock, so this test waits one second.)
+async fn a_failing_endpoint_is_probed_then_drained(kind: Db) {
+    let Some(w) = world_with(kind, |s| {
+        s.schedule = RetrySchedule::parse("1s,1s,1s").unwrap();
+        s.break_after = 5;
+        s.per_endpoint = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    w.app.create_bot("eli", "data_collection").await;
+    let ep = w.endpoint("eli", json!({"url": w.rx.url("/down")})).await;
+    w.rx.answer("/down", 503);
+    for _ in 0..20 {
+        w.publish("eli", "order.paid").await;
+    }
+    w.engine.idle().await;
+    let sent = w.rx.at("/down").len();
+    assert!(
+        (5..=7).contains(&sent),
+        "5 failures open the circuit, with at most 2 in flight: {sent} requests"
+    );
+    let ds = w.deliveries_of(&ep).await;
+    assert_eq!(ds.len(), 20);
+    assert_eq!(
+        ds.iter().filter(|d| d["attempts"] == 0).count(),
+        20 - sent,
+        "the others wait unattempted"
+    );
+    // Far past every retry delay by the scheduling clock: still nothing is
+    // claimed while the circuit waits for its probe.
+    let far = w.clock.advance(0) + 3_600_000;
+    assert_eq!(w.engine.run_due_once(far).await.unwrap(), 0);
+
+    w.rx.answer("/down", 200);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(w.engine.run_due_once(far).await.unwrap(), 1, "one probe");
+    assert_eq!(
+        w.engine.run_due_once(far).await.unwrap(),
+        19,
+        "the probe succeeded: the circuit is closed and the rest go out"
+    );
+    let ds = w.deliveries_of(&ep).await;
+    assert!(ds.iter().all(|d| d["status"] == "succeeded"), "{ds:?}");
+    assert_eq!(w.rx.at("/down").len(), sent + 20);
+}
+
+both!(
+    a_failing_endpoint_is_probed_then_drained,
+    a_failing_endpoint_is_probed_then_drained_sqlite,
+    a_failing_endpoint_is_probed_then_drained_postgres
 );
 
 async fn retries_follow_the_schedule(kind: Db) {
@@ -504,7 +563,14 @@ async fn retries_follow_the_schedule(kind: Db) {
     assert_eq!(h["state"], "healthy", "{h}");
     assert_eq!(h["consecutive_failures"], 0);
     let attempts = w.get(&format!("/v1/deliveries/{id}/attempts")).await;
-    assert_eq!(attempts["data"].as_array().unwrap().len(), 4);
+    let attempts = attempts["data"].as_array().unwrap();
+    assert_eq!(attempts.len(), 4);
+    // Newest first: the manual retry was the API's own send; the three
+    // before it were the engine's.
+    assert_eq!(attempts[0]["node"], "api");
+    for a in &attempts[1..] {
+        assert_eq!(a["node"].as_str(), Some(w.engine.node()), "{a}");
+    }
 }
 
 #[tokio::test]

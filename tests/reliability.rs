@@ -6,7 +6,8 @@
 //!   event must reach the receiver (duplicates are reported, not failed).
 //! * Scale-out (PostgreSQL): one `--role api` node and one or two
 //!   `--role worker` nodes; every event delivered exactly once, the work
-//!   spread over both workers, and events/s with one and with two workers.
+//!   spread over both workers (counted per node from the attempts API),
+//!   and events/s with one and with two workers.
 //!
 //! `BOTWIRE_RELIABILITY_EVENTS` sets the number of events (2,000 by default,
 //! the CI variant). PostgreSQL runs need `BOTWIRE_TEST_POSTGRES_URL`.
@@ -15,17 +16,16 @@ mod common;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use common::{Db, test_db};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -162,10 +162,6 @@ impl Node {
         }
     }
 
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// SIGKILL (`kill -9`) and reap.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -184,7 +180,6 @@ impl Drop for Node {
 #[derive(Default)]
 struct Received {
     by_id: Mutex<HashMap<String, u32>>,
-    by_port: Mutex<HashMap<u16, u64>>,
     total: AtomicUsize,
 }
 
@@ -195,25 +190,19 @@ impl Received {
     }
 }
 
-async fn hook(
-    State(r): State<Arc<Received>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    _body: Bytes,
-) -> &'static str {
+async fn hook(State(r): State<Arc<Received>>, headers: HeaderMap, _body: Bytes) -> &'static str {
     let id = headers
         .get("webhook-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
     *r.by_id.lock().unwrap().entry(id).or_default() += 1;
-    *r.by_port.lock().unwrap().entry(peer.port()).or_default() += 1;
     r.total.fetch_add(1, Ordering::SeqCst);
     "ok"
 }
 
-/// A receiver on 127.0.0.1:0 answering 200 to everything; its URL and port.
-async fn receiver() -> (String, u16, Arc<Received>) {
+/// A receiver on 127.0.0.1:0 answering 200 to everything; its URL.
+async fn receiver() -> (String, Arc<Received>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Arc::new(Received::default());
@@ -221,14 +210,9 @@ async fn receiver() -> (String, u16, Arc<Received>) {
         .route("/hook", post(hook))
         .with_state(received.clone());
     tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
+        axum::serve(listener, app).await.unwrap();
     });
-    (format!("http://{addr}/hook"), addr.port(), received)
+    (format!("http://{addr}/hook"), received)
 }
 
 fn client() -> reqwest::Client {
@@ -240,8 +224,8 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// A bot `rel` with one endpoint pointing at `url`.
-async fn setup_bot(base: &str, key: &str, url: &str) {
+/// A bot `rel` with one endpoint pointing at `url`; answers the endpoint's id.
+async fn setup_bot(base: &str, key: &str, url: &str) -> String {
     let c = client();
     let r = c
         .post(format!("{base}/v1/bots"))
@@ -258,7 +242,9 @@ async fn setup_bot(base: &str, key: &str, url: &str) {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(r.status().as_u16(), 201);
+    let body: Value = r.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
 }
 
 /// Publishes `n` events with `in_flight` requests at a time. A publish
@@ -365,7 +351,7 @@ async fn crash(kind: Db) {
         dir: dir.clone(),
     };
     let base = format!("http://127.0.0.1:{port}");
-    let (hook_url, _, rx) = receiver().await;
+    let (hook_url, rx) = receiver().await;
     let mut node = Node::start(&spec, "node-0");
     let key = node.admin_key();
     node.wait_ready(&spec);
@@ -459,47 +445,61 @@ async fn crash_postgres() {
 // ---------------------------------------------------------------------------
 // Item 3: scale-out on PostgreSQL
 
-/// For each local port with a connection to `remote_port`, which of `pids`
-/// owns it (from /proc on Linux; empty elsewhere).
-fn port_owners(remote_port: u16, pids: &[u32]) -> HashMap<u16, u32> {
-    let port = |s: &str| {
-        s.rsplit(':')
-            .next()
-            .and_then(|p| u16::from_str_radix(p, 16).ok())
-    };
-    let mut by_inode = HashMap::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() > 9
-                && port(cols[2]) == Some(remote_port)
-                && let Some(local) = port(cols[1])
-            {
-                by_inode.insert(cols[9].to_owned(), local);
-            }
+async fn get_json(c: &reqwest::Client, url: &str, key: &str) -> Value {
+    let r = c.get(url).bearer_auth(key).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "GET {url}");
+    r.json().await.unwrap()
+}
+
+/// How many attempts each node made for the endpoint's deliveries, read
+/// through the API: its deliveries page by page, then each one's attempts
+/// (the `node` of an attempt is the engine that made it).
+async fn attempts_by_node(base: &str, key: &str, endpoint: &str) -> HashMap<String, u64> {
+    let c = client();
+    let mut deliveries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/v1/endpoints/{endpoint}/deliveries?limit=200");
+        if let Some(cur) = &cursor {
+            url.push_str(&format!("&cursor={cur}"));
+        }
+        let page = get_json(&c, &url, key).await;
+        for d in page["data"].as_array().unwrap() {
+            deliveries.push(d["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
         }
     }
-    let mut out = HashMap::new();
-    for &pid in pids {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path())
-                && let Some(inode) = target
-                    .to_str()
-                    .and_then(|t| t.strip_prefix("socket:["))
-                    .and_then(|t| t.strip_suffix(']'))
-                && let Some(&local) = by_inode.get(inode)
-            {
-                out.insert(local, pid);
+    let next = Arc::new(AtomicUsize::new(0));
+    let deliveries = Arc::new(deliveries);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (c, next, deliveries) = (c.clone(), next.clone(), deliveries.clone());
+        let (base, key) = (base.to_owned(), key.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut counts: HashMap<String, u64> = HashMap::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(id) = deliveries.get(i) else {
+                    return counts;
+                };
+                let page = get_json(&c, &format!("{base}/v1/deliveries/{id}/attempts"), &key).await;
+                for a in page["data"].as_array().unwrap() {
+                    let node = a["node"].as_str().unwrap_or("(none)").to_owned();
+                    *counts.entry(node).or_default() += 1;
+                }
             }
+        }));
+    }
+    let mut counts = HashMap::new();
+    for t in tasks {
+        for (node, n) in t.await.unwrap() {
+            *counts.entry(node).or_default() += n;
         }
     }
-    out
+    counts
 }
 
 /// One run: an api node and `workers` worker nodes over a fresh PostgreSQL
@@ -535,7 +535,7 @@ async fn scale_out(layout: Layout, n: usize) -> Option<(f64, Vec<u64>)> {
         dir: dir.clone(),
     };
     let mut bases = vec![format!("http://127.0.0.1:{port}")];
-    let (hook_url, hook_port, rx) = receiver().await;
+    let (hook_url, rx) = receiver().await;
     let mut first = Node::start(&first_spec, "node-0");
     let key = first.admin_key();
     first.wait_ready(&first_spec);
@@ -572,23 +572,7 @@ async fn scale_out(layout: Layout, n: usize) -> Option<(f64, Vec<u64>)> {
         }
     };
     let base = bases[0].clone();
-    let pids: Vec<u32> = nodes.iter().map(Node::pid).collect();
-    setup_bot(&base, &key, &hook_url).await;
-
-    // Which worker process owns each connection to the receiver, sampled
-    // while the run goes (a connection may close before the end).
-    let owners = Arc::new(Mutex::new(HashMap::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (owners, stop, pids) = (owners.clone(), stop.clone(), pids.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let found = port_owners(hook_port, &pids);
-                owners.lock().unwrap().extend(found);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let endpoint = setup_bot(&base, &key, &hook_url).await;
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(60 + n as u64 / 50);
@@ -629,9 +613,6 @@ async fn scale_out(layout: Layout, n: usize) -> Option<(f64, Vec<u64>)> {
     for w in &mut nodes {
         w.check_alive();
     }
-    owners.lock().unwrap().extend(port_owners(hook_port, &pids));
-    stop.store(true, Ordering::SeqCst);
-    sampler.join().unwrap();
 
     assert_eq!(arrived, n, "{} of {n} events never arrived", n - arrived);
     let seen = rx.by_id.lock().unwrap().clone();
@@ -663,30 +644,33 @@ async fn scale_out(layout: Layout, n: usize) -> Option<(f64, Vec<u64>)> {
     assert_eq!(succeeded as usize, n);
     assert_eq!(attempts as usize, n, "one attempt per event");
 
-    let owners = owners.lock().unwrap().clone();
-    let mut split = vec![0u64; workers];
-    let mut unknown = 0;
-    for (port, count) in rx.by_port.lock().unwrap().iter() {
-        match owners
-            .get(port)
-            .and_then(|pid| pids.iter().position(|p| p == pid))
-        {
-            Some(w) => split[w] += count,
-            None => unknown += count,
-        }
-    }
+    // Which node delivered, from the attempts API.
+    let by_node = attempts_by_node(&base, &key, &endpoint).await;
+    let mut nodes_seen: Vec<&String> = by_node.keys().collect();
+    nodes_seen.sort();
+    let split: Vec<u64> = nodes_seen.iter().map(|n| by_node[*n]).collect();
     let rate = n as f64 / elapsed.as_secs_f64();
     println!(
         "scale-out ({layout:?}): {workers} delivering node(s), {n} events, published in {published:.2?}, \
-         delivered once each in {elapsed:.2?}: {rate:.0} events/s end to end; deliveries per worker {split:?} (unattributed {unknown})"
+         delivered once each in {elapsed:.2?}: {rate:.0} events/s end to end; attempts per node (attempts API) {split:?}"
+    );
+    assert_eq!(
+        split.iter().sum::<u64>() as usize,
+        n,
+        "one attempt per event: {by_node:?}"
+    );
+    assert!(
+        nodes_seen.iter().all(|n| n.starts_with("node_")),
+        "every attempt made by an engine: {by_node:?}"
+    );
+    assert!(
+        nodes_seen.len() <= workers,
+        "no more nodes than delivering processes: {by_node:?}"
     );
     drop(nodes);
     drop(api);
     drop(db);
     let _ = std::fs::remove_dir_all(dir);
-    if cfg!(target_os = "linux") {
-        assert_eq!(unknown, 0, "every delivery traced to a worker");
-    }
     Some((rate, split))
 }
 
@@ -705,14 +689,12 @@ async fn scale_out_postgres() {
         .await
         .expect("PostgreSQL configured");
     println!("scale-out: {all:.0} events/s with two --role all nodes");
-    if cfg!(target_os = "linux") {
-        assert!(
-            split.iter().all(|&d| d > 0),
-            "both workers delivered: {split:?}"
-        );
-        assert!(
-            all_split.iter().all(|&d| d > 0),
-            "both --role all nodes delivered: {all_split:?}"
-        );
-    }
+    assert!(
+        split.len() == 2 && split.iter().all(|&d| d > 0),
+        "both workers delivered: {split:?}"
+    );
+    assert!(
+        all_split.len() == 2 && all_split.iter().all(|&d| d > 0),
+        "both --role all nodes delivered: {all_split:?}"
+    );
 }

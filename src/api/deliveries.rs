@@ -90,6 +90,9 @@ pub struct AttemptView {
     pub error_kind: Option<String>,
     /// The failure in words.
     pub error_message: Option<String>,
+    /// The botwire node that made it: its delivery engine's id (`node_…`),
+    /// or `api` for a send the API made itself (a retry, a test ping).
+    pub node: Option<String>,
 }
 
 impl From<AttemptRow> for AttemptView {
@@ -105,6 +108,7 @@ impl From<AttemptRow> for AttemptView {
             response_body: a.response_body,
             error_kind: a.error_kind,
             error_message: a.error_message,
+            node: a.node,
         }
     }
 }
@@ -153,7 +157,10 @@ pub fn api_lease(state: &AppState) -> Lease {
 /// Sends a leased delivery now, records the attempt, and answers what the
 /// receiver said.
 pub async fn send_now(state: &AppState, ticket: DeliveryTicket) -> ApiResult<SendResult> {
-    let (attempt, outcome) = state.delivery.attempt(&ticket).await;
+    let (attempt, mut outcome) = state.delivery.attempt(&ticket).await;
+    if let Some(a) = &mut outcome.attempt {
+        a.node = Some(api_lease(state).node.to_string());
+    }
     let disable_after =
         i64::try_from(state.delivery.settings().disable_after.as_millis()).unwrap_or(i64::MAX / 4);
     state

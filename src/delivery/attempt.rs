@@ -229,6 +229,9 @@ impl Delivery {
                 response_body: attempt.response_body.clone(),
                 error_kind: attempt.error.map(|k| k.as_str().to_owned()),
                 error_message: attempt.error_message.clone(),
+                // Filled in by whoever records it (the engine's recorder,
+                // or the API for its own sends).
+                node: None,
             }),
             next,
             gone: attempt.status == Some(410) && attempt.error == Some(ErrorKind::Status),

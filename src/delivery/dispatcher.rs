@@ -100,10 +100,12 @@ impl Lane {
         self.endpoint = endpoint;
     }
 
-    /// An open circuit keeps its lane (and so its state) until it closes.
+    /// A failure streak keeps its lane (and so its count and circuit) until
+    /// a success ends it, however sparse the endpoint's traffic.
     fn idle(&self, now: Instant) -> bool {
         self.waiting.is_empty()
             && self.running == 0
+            && self.failures == 0
             && !self.open
             && self.bucket.as_ref().is_none_or(|b| b.is_full(now))
     }
@@ -235,6 +237,7 @@ impl Dispatcher {
                     return;
                 };
                 let enabled = row.as_ref().is_some_and(|r| r.enabled);
+                let deleted = row.is_none();
                 if let Some(row) = row {
                     lane.set_endpoint(row, now);
                 }
@@ -244,6 +247,11 @@ impl Dispatcher {
                         self.known.remove(&t.delivery_id);
                         let _ = self.outcomes.send(held(&t));
                     }
+                }
+                if deleted && lane.running == 0 {
+                    // Nothing more will come for it: forget its streak too.
+                    self.lanes.remove(&id);
+                    return;
                 }
                 self.mark(&id);
             }

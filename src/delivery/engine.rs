@@ -150,6 +150,7 @@ impl Engine {
         tasks.push(tokio::spawn(recorder::run(
             store.clone(),
             delivery,
+            inner.lease.node.clone(),
             outcome_rx,
             move |n| i.settle(n),
         )));

@@ -6,6 +6,8 @@
 //! so bookkeeping costs one commit per batch, not one per delivery. While a
 //! batch commits the next one gathers.
 //!
+//! Each attempt is recorded with this engine's node id.
+//!
 //! A batch that fails to commit is retried (the database may be briefly
 //! unavailable); its deliveries stay leased meanwhile, and if the process
 //! dies they fall due again when their leases expire.
@@ -13,6 +15,7 @@
 use super::attempt::Delivery;
 use crate::store::Store;
 use crate::store::deliveries::Outcome;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -24,6 +27,7 @@ pub const MAX_BATCH: usize = 2048;
 pub async fn run(
     store: Store,
     delivery: Delivery,
+    node: Arc<str>,
     mut rx: mpsc::UnboundedReceiver<Outcome>,
     recorded: impl Fn(usize) + Send,
 ) {
@@ -34,6 +38,13 @@ pub async fn run(
             match rx.try_recv() {
                 Ok(o) => batch.push(o),
                 Err(_) => break,
+            }
+        }
+        for o in &mut batch {
+            if let Some(a) = &mut o.attempt
+                && a.node.is_none()
+            {
+                a.node = Some(node.to_string());
             }
         }
         let n = batch.len();

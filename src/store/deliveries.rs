@@ -297,9 +297,12 @@ pub struct AttemptRow {
     pub error_kind: Option<String>,
     /// The failure in words.
     pub error_message: Option<String>,
+    /// The node that made it: its delivery engine's id (`node_…`), or `api`
+    /// for a send the API made itself; `None` before it was recorded.
+    pub node: Option<String>,
 }
 
-const A_COLUMNS: &str = "id, delivery_id, endpoint_id, started_at, duration_ms, request_headers, status, response_body, error_kind, error_message";
+const A_COLUMNS: &str = "id, delivery_id, endpoint_id, started_at, duration_ms, request_headers, status, response_body, error_kind, error_message, node";
 
 fn attempt_from(r: &Row) -> Result<AttemptRow> {
     Ok(AttemptRow {
@@ -313,6 +316,7 @@ fn attempt_from(r: &Row) -> Result<AttemptRow> {
         response_body: r.text(7)?,
         error_kind: r.opt_text(8)?,
         error_message: r.opt_text(9)?,
+        node: r.opt_text(10)?,
     })
 }
 
@@ -873,7 +877,7 @@ fn apply_outcomes(
         c.execute(
             &format!(
                 "INSERT INTO attempts ({A_COLUMNS}, account_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ),
             &[
                 (&a.id).into(),
@@ -886,6 +890,7 @@ fn apply_outcomes(
                 (&a.response_body).into(),
                 a.error_kind.clone().into(),
                 a.error_message.clone().into(),
+                a.node.clone().into(),
                 (&o.account_id).into(),
             ],
         )?;

@@ -27,6 +27,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "claim_by_endpoint",
         include_str!("migrations/0005_claim_by_endpoint.sql"),
     ),
+    (
+        6,
+        "attempt_node",
+        include_str!("migrations/0006_attempt_node.sql"),
+    ),
 ];
 
 /// A SQLite database file.
