@@ -24,7 +24,83 @@ async fn suite(kind: Db) {
     failed_write_spares_its_batch(&store).await;
     migrations_are_idempotent(&store, &db.url).await;
     one_booking_per_slot(&store, &db.url).await;
+    claims_take_only_due_work_of_enabled_endpoints(&store).await;
     store.close().await;
+}
+
+/// A claim finds every enabled endpoint's due deliveries among many idle
+/// endpoints, skips a disabled endpoint's and future ones, and respects the
+/// per-endpoint and total limits.
+async fn claims_take_only_due_work_of_enabled_endpoints(store: &Store) {
+    use botwire::store::deliveries::{ClaimLimits, Lease};
+    use botwire::store::endpoints::{EndpointPatch, NewEndpoint, kind};
+    let account = store.first_account().await.unwrap().unwrap();
+    store
+        .create_bot(
+            &account.id,
+            BotId::parse("claims").unwrap(),
+            "Claims",
+            BotType::Support,
+        )
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let e = store
+            .create_endpoint(
+                &account.id,
+                NewEndpoint::new("claims", &format!("https://c{i}.example/h"), kind::ENDPOINT),
+            )
+            .await
+            .unwrap();
+        ids.push(e.id);
+    }
+    // Work for three of the sixty: 5, 3 and (disabled) 4 deliveries.
+    for (i, n) in [(7, 5), (31, 3), (52, 4)] {
+        let written = store
+            .insert_backlog(&account.id, &ids[i], "order.paid", "{}", n, 100)
+            .await
+            .unwrap();
+        assert_eq!(written, n);
+    }
+    store
+        .update_endpoint(
+            &account.id,
+            &ids[52],
+            EndpointPatch {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let lease = Lease {
+        node: std::sync::Arc::from("node_conformance"),
+        ms: 60_000,
+    };
+    let now = botwire::store::now_ms() + 1_000;
+    let mut limits = ClaimLimits::total(100);
+    limits.endpoints.insert(ids[7].clone(), 2);
+    let got = store.claim_due(now, lease.clone(), limits).await.unwrap();
+    let count = |id: &str| got.iter().filter(|t| t.endpoint.id == id).count();
+    assert_eq!(
+        (count(&ids[7]), count(&ids[31]), count(&ids[52]), got.len()),
+        (2, 3, 0, 5),
+        "a limit of 2 for the first, all 3 of the second, none of the disabled one"
+    );
+    // Leased now: a second claim at once takes only what was left.
+    let again = store
+        .claim_due(now, lease.clone(), ClaimLimits::total(100))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 3);
+    assert!(again.iter().all(|t| t.endpoint.id == ids[7]));
+    // Nothing was due an hour ago.
+    let none = store
+        .claim_due(now - 3_600_000, lease.clone(), ClaimLimits::total(100))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
 }
 
 async fn accounts_and_keys(store: &Store, pepper: &Pepper) {
