@@ -137,16 +137,7 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
     let victim = std::fs::read_to_string("examples/appointment.yaml")
         .unwrap()
         .replace("id: appointment", "id: victim");
-    let r = app
-        .raw(
-            "POST",
-            "/v1/bots/import",
-            Some(&app.admin_key),
-            "application/yaml",
-            victim.into_bytes(),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    app.import_yaml(victim).await;
     app.create_bot("mine", "support").await;
     let keys = app.admin("GET", "/v1/keys", None).await;
     let victim_key_id = keys.body["data"][0]["id"].as_str().unwrap().to_owned();
@@ -358,18 +349,8 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
 #[tokio::test]
 async fn a_publishable_key_chats_from_its_origins_only() {
     let app = app().await;
-    let bot = std::fs::read_to_string("examples/elipackage.yaml").unwrap();
-    let r = app
-        .raw(
-            "POST",
-            "/v1/bots/import",
-            Some(&app.admin_key),
-            "application/yaml",
-            bot.into_bytes(),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let bot_id = r.body["bot_id"].as_str().unwrap().to_owned();
+    let r = app.import_example("elipackage").await;
+    let bot_id = r["bot_id"].as_str().unwrap().to_owned();
 
     for (body, fix) in [
         (

@@ -26,17 +26,7 @@ fn schemas() -> HashMap<String, jsonschema::Validator> {
 }
 
 async fn import(app: &App, example: &str) {
-    let text = std::fs::read_to_string(format!("examples/{example}.yaml")).unwrap();
-    let r = app
-        .raw(
-            "POST",
-            "/v1/bots/import",
-            Some(&app.admin_key),
-            "application/yaml",
-            text.into_bytes(),
-        )
-        .await;
-    assert_eq!(r.status, 201, "import {example}: {}", r.body);
+    app.import_example(example).await;
 }
 
 /// Chats through `inputs` as one contact and renders a transcript: what

@@ -90,16 +90,7 @@ async fn app_with_local_api() -> (App, String, Seen) {
     let file = std::fs::read_to_string("examples/stories.yaml")
         .unwrap()
         .replace("http://127.0.0.1:8787", &base);
-    let r = app
-        .raw(
-            "POST",
-            "/v1/bots/import",
-            Some(&app.admin_key),
-            "application/yaml",
-            file.into_bytes(),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    app.import_yaml(file).await;
     (app, base, seen)
 }
 

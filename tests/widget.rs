@@ -100,17 +100,7 @@ async fn a_visitor_chats_through_the_widget() {
         return;
     }
     let app = spawn_app(Db::Sqlite).await.expect("sqlite always runs");
-    let bot = std::fs::read_to_string("examples/elipackage.yaml").unwrap();
-    let r = app
-        .raw(
-            "POST",
-            "/v1/bots/import",
-            Some(&app.admin_key),
-            "application/yaml",
-            bot.into_bytes(),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    app.import_example("elipackage").await;
     let driver = Driver::start().await;
     let s = driver.session(1280, 800).await;
 

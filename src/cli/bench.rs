@@ -38,6 +38,28 @@ pub enum BenchCommand {
 }
 
 /// Runs a bench subcommand.
+/// Serves the API over `store` on a free port of 127.0.0.1 for a bench to
+/// load; answers its address and the server's task.
+pub(super) async fn serve_locally(
+    store: &Store,
+    pepper: crate::auth::Pepper,
+    delivery: crate::delivery::Delivery,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let app = crate::api::router(
+        crate::api::AppState::new(store.clone(), pepper, delivery),
+        &crate::api::RouterOptions {
+            body_limit: 1 << 20,
+            ..Default::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, task))
+}
+
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Chat(b) => super::bench_chat::run(b).await,

@@ -24,7 +24,6 @@
 //! deliveries, none finished. The process holds the server, the receiver
 //! and the load generator, so its memory is an upper bound on the server's.
 
-use crate::api::{self, AppState, RouterOptions};
 use crate::auth::Pepper;
 use crate::delivery::ssrf::AllowList;
 use crate::delivery::{Delivery, Engine, Settings};
@@ -329,17 +328,7 @@ pub async fn measure(plan: BacklogPlan) -> anyhow::Result<BacklogReport> {
     };
     let delivery = Delivery::new(settings)?;
     let engine = Engine::start(store.clone(), delivery.clone());
-    let state = AppState::new(store.clone(), pepper, delivery);
-    let router = api::router(
-        state,
-        &RouterOptions {
-            body_limit: 1 << 20,
-            ..Default::default()
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server_task = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (addr, server_task) = super::bench::serve_locally(&store, pepper, delivery).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(plan.in_flight * 2 + 4)
         .build()?;

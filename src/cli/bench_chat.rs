@@ -7,7 +7,6 @@
 //! rate reports the latency distribution. Client and server share this
 //! machine's cores, as they would in a single-box deployment.
 
-use crate::api::{self, AppState, RouterOptions};
 use crate::auth::Pepper;
 use crate::store::Store;
 use serde_json::json;
@@ -62,19 +61,8 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<Server> {
     let file = crate::runtime::bots::parse_bot_file(ELIPACKAGE, true)?;
     crate::runtime::bots::import(&store, &account.id, &file).await?;
     let delivery = crate::delivery::Delivery::new(Default::default())?;
-    let state = AppState::new(store.clone(), pepper, delivery);
-    let app = api::router(
-        state,
-        &RouterOptions {
-            body_limit: 1 << 20,
-            ..Default::default()
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, _) = super::bench::serve_locally(&store, pepper, delivery).await?;
+    let base = format!("http://{addr}");
     Ok(Server {
         base,
         key,

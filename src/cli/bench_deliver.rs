@@ -13,7 +13,6 @@
 //!   to the receiver (one hop instead of two, no database);
 //! * a fixed-rate run (open loop, default 2,000 events/s) for its latency.
 
-use crate::api::{self, AppState, RouterOptions};
 use crate::auth::Pepper;
 use crate::delivery::ssrf::AllowList;
 use crate::delivery::{Delivery, Engine, Settings};
@@ -238,17 +237,7 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
     };
     let delivery = Delivery::new(settings)?;
     let engine = Engine::start(store.clone(), delivery.clone());
-    let state = AppState::new(store.clone(), pepper, delivery);
-    let app = api::router(
-        state,
-        &RouterOptions {
-            body_limit: 1 << 20,
-            ..Default::default()
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (addr, _) = super::bench::serve_locally(&store, pepper, delivery).await?;
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.in_flight * 2)

@@ -6,7 +6,6 @@
 //! process that answers at once. The same client sends the same message to
 //! each, one turn at a time, and the report compares the latencies.
 
-use crate::api::{self, AppState, RouterOptions};
 use crate::auth::Pepper;
 use crate::delivery::ssrf::AllowList;
 use crate::delivery::{Delivery, Settings};
@@ -96,18 +95,8 @@ pub async fn run(b: StoryBench) -> anyhow::Result<()> {
         allow: AllowList::parse(["127.0.0.0/8"])?,
         ..Settings::default()
     })?;
-    let app = api::router(
-        AppState::new(store.clone(), pepper, delivery),
-        &RouterOptions {
-            body_limit: 1 << 20,
-            ..Default::default()
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, _) = super::bench::serve_locally(&store, pepper, delivery).await?;
+    let base = format!("http://{addr}");
     let client = reqwest::Client::new();
     let turn = |bot: &'static str, text: &'static str| {
         let req = client

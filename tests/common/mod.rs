@@ -220,6 +220,28 @@ impl App {
             .await
     }
 
+    /// Imports a bot file (YAML) with the admin key; answers the import's
+    /// reply (`bot_id`, `created`, `flow_version`).
+    pub async fn import_yaml(&self, text: String) -> Value {
+        let r = self
+            .raw(
+                "POST",
+                "/v1/bots/import",
+                Some(&self.admin_key),
+                "application/yaml",
+                text.into_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, 201, "import: {}", r.body);
+        r.body
+    }
+
+    /// Imports `examples/{name}.yaml` with the admin key.
+    pub async fn import_example(&self, name: &str) -> Value {
+        let text = std::fs::read_to_string(format!("examples/{name}.yaml")).unwrap();
+        self.import_yaml(text).await
+    }
+
     /// Creates a bot with the admin key.
     pub async fn create_bot(&self, id: &str, bot_type: &str) -> Value {
         let r = self
