@@ -412,6 +412,10 @@ async fn a_new_user_walks_through_the_console() {
     s.click_text("button", "Run test").await;
     let tested = s.wait_text("#story-test-result", "Outcome").await;
     assert!(tested.contains("vip") && tested.contains("Ana"), "{tested}");
+    assert!(
+        tested.contains("Hello Ana, you are a VIP."),
+        "the reply as the conversation would show it: {tested}"
+    );
     assert!(rx.count("/story", "Ana") >= 1);
     s.screenshot("10-story-webhook-test").await;
     no_console_errors(&s, "story webhooks").await;

@@ -203,7 +203,8 @@ pub fn redact(headers: &[(String, String)]) -> Vec<(String, String)> {
 }
 
 /// What a reply would do, for the test endpoint: the memory and user
-/// attributes after merging, the replies and quick replies.
+/// attributes after merging, and the replies (merge tags rendered against
+/// them, as a conversation would show them) and quick replies.
 pub fn would_merge(
     reply: &WebhookReply,
     memory: &Map<String, Value>,
@@ -220,11 +221,26 @@ pub fn would_merge(
         }
         Value::Object(out)
     };
+    let (memory, user) = (
+        apply(memory, &reply.memory),
+        apply(user, &reply.user_attributes),
+    );
+    let ctx = serde_json::json!({
+        "memory": memory,
+        "user": user,
+        "quote": memory.get("quote").cloned().unwrap_or(Value::Null),
+        "appointment": memory.get("appointment").cloned().unwrap_or(Value::Null),
+    });
+    let responses: Vec<String> = reply
+        .responses
+        .iter()
+        .map(|t| crate::domain::merge::render_text(t, &ctx))
+        .collect();
     serde_json::json!({
-        "responses": reply.responses,
+        "responses": responses,
         "quickreplies": reply.quickreplies,
-        "memory": apply(memory, &reply.memory),
-        "user": apply(user, &reply.user_attributes),
+        "memory": memory,
+        "user": user,
     })
 }
 
@@ -342,6 +358,34 @@ mod tests {
                 .any(|(k, _)| k.starts_with("webhook-"))
         );
         assert_eq!(p.request.timeout, Some(Duration::from_millis(10_000)));
+    }
+
+    #[test]
+    fn the_test_bench_shows_replies_as_the_conversation_would() {
+        let reply = WebhookReply::from_json(&serde_json::json!({
+            "responses": ["Hello {{memory.name}}, you are {{user.tier}}."],
+            "memory": {"vip": true, "old": null},
+            "user_attributes": {"tier": "gold"},
+            "quickreplies": ["Yes"]
+        }))
+        .unwrap();
+        let memory = serde_json::json!({"name": "Ana", "old": 1});
+        let user = serde_json::json!({"tier": "silver"});
+        let got = would_merge(
+            &reply,
+            memory.as_object().unwrap(),
+            user.as_object().unwrap(),
+        );
+        assert_eq!(
+            got["responses"],
+            serde_json::json!(["Hello Ana, you are gold."])
+        );
+        assert_eq!(
+            got["memory"],
+            serde_json::json!({"name": "Ana", "vip": true})
+        );
+        assert_eq!(got["user"], serde_json::json!({"tier": "gold"}));
+        assert_eq!(got["quickreplies"], serde_json::json!(["Yes"]));
     }
 
     #[test]
