@@ -85,8 +85,10 @@ impl From<Bot> for BotView {
 #[serde(deny_unknown_fields)]
 pub struct CreateBot {
     /// `[a-z0-9-]{1,64}`; generated when absent.
+    #[schema(pattern = "^[a-z0-9-]{1,64}$")]
     pub id: Option<String>,
-    /// Display name.
+    /// Display name: 1 to 200 characters, no control characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// What the bot is for.
     #[serde(rename = "type")]
@@ -97,7 +99,8 @@ pub struct CreateBot {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBot {
-    /// New display name.
+    /// New display name: 1 to 200 characters, no control characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     /// New type.
     #[serde(rename = "type")]

@@ -228,6 +228,7 @@ pub struct ConversationQuery {
     /// A contact id (`ct_…`).
     pub contact: Option<String>,
     /// Items per page, 1–200.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -120,6 +120,7 @@ pub struct StatusQuery {
     /// `pending`, `failed`, `succeeded` or `dead`.
     pub status: Option<String>,
     /// Items per page, 1–200.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -207,6 +208,7 @@ pub struct DeliveryQuery {
     /// Only deliveries created before this time (RFC 3339).
     pub until: Option<String>,
     /// Items per page, 1–200.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
