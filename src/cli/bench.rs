@@ -38,6 +38,32 @@ pub enum BenchCommand {
 }
 
 /// Runs a bench subcommand.
+/// Makes the first account of a bench's empty database; answers the
+/// pepper, the account and its admin key.
+pub(super) async fn fresh_account(
+    store: &Store,
+) -> anyhow::Result<(crate::auth::Pepper, crate::domain::account::Account, String)> {
+    let pepper = crate::auth::Pepper::new(b"bench".to_vec());
+    let (account, key) = store
+        .bootstrap(&pepper)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the bench needs an empty database"))?;
+    Ok((pepper, account, key))
+}
+
+/// Serves `app` on a free port of 127.0.0.1; answers its address and the
+/// server's task.
+pub(super) async fn spawn_local(
+    app: axum::Router,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, task))
+}
+
 /// Serves the API over `store` on a free port of 127.0.0.1 for a bench to
 /// load; answers its address and the server's task.
 pub(super) async fn serve_locally(
@@ -52,12 +78,7 @@ pub(super) async fn serve_locally(
             ..Default::default()
         },
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((addr, task))
+    spawn_local(app).await
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {

@@ -24,7 +24,6 @@
 //! deliveries, none finished. The process holds the server, the receiver
 //! and the load generator, so its memory is an upper bound on the server's.
 
-use crate::auth::Pepper;
 use crate::delivery::ssrf::AllowList;
 use crate::delivery::{Delivery, Engine, Settings};
 use crate::domain::bot::{BotId, BotType};
@@ -285,11 +284,7 @@ pub async fn measure(plan: BacklogPlan) -> anyhow::Result<BacklogReport> {
         }
     };
     let store = Store::open(&plan.database).await?;
-    let pepper = Pepper::new(b"bench".to_vec());
-    let (account, key) = store
-        .bootstrap(&pepper)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the bench needs an empty database"))?;
+    let (pepper, account, key) = super::bench::fresh_account(&store).await?;
     for (id, name) in [("live", "Live"), ("dead", "Dead")] {
         store
             .create_bot(
@@ -306,9 +301,7 @@ pub async fn measure(plan: BacklogPlan) -> anyhow::Result<BacklogReport> {
         .route("/live", post(live))
         .route("/dead", post(dead))
         .with_state(receiver.clone());
-    let rl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let raddr = rl.local_addr()?;
-    let receiver_task = tokio::spawn(async move { axum::serve(rl, app).await });
+    let (raddr, receiver_task) = super::bench::spawn_local(app).await?;
     let live_ep = store
         .create_endpoint(
             &account.id,

@@ -7,7 +7,6 @@
 //! rate reports the latency distribution. Client and server share this
 //! machine's cores, as they would in a single-box deployment.
 
-use crate::auth::Pepper;
 use crate::store::Store;
 use serde_json::json;
 use std::sync::Arc;
@@ -53,11 +52,7 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<Server> {
     ));
     let path = path.display().to_string();
     let store = Store::open(&format!("sqlite://{path}")).await?;
-    let pepper = Pepper::new(b"bench".to_vec());
-    let (account, key) = store
-        .bootstrap(&pepper)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("fresh database expected"))?;
+    let (pepper, account, key) = super::bench::fresh_account(&store).await?;
     let file = crate::runtime::bots::parse_bot_file(ELIPACKAGE, true)?;
     crate::runtime::bots::import(&store, &account.id, &file).await?;
     let delivery = crate::delivery::Delivery::new(Default::default())?;

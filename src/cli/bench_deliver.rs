@@ -13,7 +13,6 @@
 //!   to the receiver (one hop instead of two, no database);
 //! * a fixed-rate run (open loop, default 2,000 events/s) for its latency.
 
-use crate::auth::Pepper;
 use crate::delivery::ssrf::AllowList;
 use crate::delivery::{Delivery, Engine, Settings};
 use crate::domain::bot::{BotId, BotType};
@@ -197,11 +196,7 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", scratch.display()));
     let store = Store::open(&url).await?;
-    let pepper = Pepper::new(b"bench".to_vec());
-    let (account, key) = store
-        .bootstrap(&pepper)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the bench needs an empty database"))?;
+    let (pepper, account, key) = super::bench::fresh_account(&store).await?;
     store
         .create_bot(
             &account.id,
@@ -217,9 +212,7 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
         .route("/hook", post(hook))
         .route("/echo", post(echo))
         .with_state(arrivals.clone());
-    let rl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let raddr = rl.local_addr()?;
-    tokio::spawn(async move { axum::serve(rl, receiver).await });
+    let (raddr, _) = super::bench::spawn_local(receiver).await?;
     for _ in 0..args.endpoints {
         store
             .create_endpoint(

@@ -6,7 +6,6 @@
 //! process that answers at once. The same client sends the same message to
 //! each, one turn at a time, and the report compares the latencies.
 
-use crate::auth::Pepper;
 use crate::delivery::ssrf::AllowList;
 use crate::delivery::{Delivery, Settings};
 use crate::store::Store;
@@ -67,11 +66,8 @@ pub async fn run(b: StoryBench) -> anyhow::Result<()> {
         "/ping",
         axum::routing::post(|| async { axum::Json(json!({"responses": ["pong"]})) }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let receiver_base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, receiver).await;
-    });
+    let (raddr, _) = super::bench::spawn_local(receiver).await?;
+    let receiver_base = format!("http://{raddr}");
 
     let path = b
         .dir
@@ -82,11 +78,7 @@ pub async fn run(b: StoryBench) -> anyhow::Result<()> {
         .display()
         .to_string();
     let store = Store::open(&format!("sqlite://{path}")).await?;
-    let pepper = Pepper::new(b"bench".to_vec());
-    let (account, key) = store
-        .bootstrap(&pepper)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("fresh database expected"))?;
+    let (pepper, account, key) = super::bench::fresh_account(&store).await?;
     for text in [PLAIN.to_owned(), STORY.replace("RECEIVER", &receiver_base)] {
         let file = crate::runtime::bots::parse_bot_file(&text, true)?;
         crate::runtime::bots::import(&store, &account.id, &file).await?;
