@@ -33,59 +33,31 @@ struct Asset {
     body: &'static str,
 }
 
-const INDEX: Asset = Asset {
-    name: "index.html",
-    content_type: "text/html; charset=utf-8",
-    body: include_str!("../../console/index.html"),
-};
+/// An [`Asset`] for `console/{name}`, compiled in.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_str!(concat!("../../console/", $name)),
+        }
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
 
 const ASSETS: &[Asset] = &[
     INDEX,
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../../console/app.css"),
-    },
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../console/app.js"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../console/api.js"),
-    },
-    Asset {
-        name: "ui.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../console/ui.js"),
-    },
-    Asset {
-        name: "flow.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../console/flow.js"),
-    },
-    Asset {
-        name: "pages.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../console/pages.js"),
-    },
-    Asset {
-        name: "webhooks.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../console/webhooks.js"),
-    },
-    Asset {
-        name: "keys.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../../console/keys.js"),
-    },
-    Asset {
-        name: "favicon.svg",
-        content_type: "image/svg+xml",
-        body: include_str!("../../console/favicon.svg"),
-    },
+    asset!("app.css", "text/css; charset=utf-8"),
+    asset!("app.js", JS),
+    asset!("api.js", JS),
+    asset!("ui.js", JS),
+    asset!("flow.js", JS),
+    asset!("pages.js", JS),
+    asset!("webhooks.js", JS),
+    asset!("keys.js", JS),
+    asset!("favicon.svg", "image/svg+xml"),
 ];
 
 /// The example bot files offered by "Create from an example", in the order
