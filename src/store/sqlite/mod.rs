@@ -8,6 +8,8 @@
 use super::{Backend, BackendKind, Conn, Result, Row, StoreError, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
+pub mod backup;
+
 /// Migrations for SQLite, in order.
 static MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
@@ -37,6 +39,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
 /// A SQLite database file.
 pub struct Sqlite {
     path: String,
+    /// A shared `flock` on the database file, held while this backend is
+    /// in use, so `botwire restore` can tell a live database (see
+    /// [`backup`]). SQLite's own locks are `fcntl` locks, which `flock`
+    /// does not touch.
+    in_use: std::sync::OnceLock<std::fs::File>,
 }
 
 impl Sqlite {
@@ -57,7 +64,20 @@ impl Sqlite {
                 dir.display()
             )));
         }
-        Ok(Self { path })
+        Ok(Self {
+            path,
+            in_use: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The newest migration this binary knows for SQLite.
+    pub fn newest_migration() -> i64 {
+        MIGRATIONS.last().map_or(0, |m| m.0)
     }
 
     fn open(&self, writer: bool) -> Result<Box<dyn Conn>> {
@@ -66,6 +86,9 @@ impl Sqlite {
         conn.busy_timeout(super::BUSY_TIMEOUT).map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(256);
         let mut c = SqliteConn { conn };
+        if writer && self.in_use.get().is_none() {
+            let _ = self.in_use.set(backup::hold_in_use(&self.path)?);
+        }
         if writer {
             c.batch(
                 "PRAGMA journal_mode = WAL;
