@@ -56,6 +56,9 @@ pub struct Config {
     pub secret_key: SecretString,
     /// Largest request body accepted, in bytes.
     pub body_limit_bytes: usize,
+    /// After a shutdown signal, how long to keep serving with `/readyz`
+    /// answering 503 before closing, e.g. `5s`.
+    pub shutdown_delay: String,
     /// Outbound delivery settings.
     pub delivery: DeliveryConfig,
 }
@@ -176,6 +179,7 @@ impl Config {
             "BOTWIRE_DELIVERY_SECRET_GRACE",
         );
         set(&mut self.delivery.lease, "BOTWIRE_DELIVERY_LEASE");
+        set(&mut self.shutdown_delay, "BOTWIRE_SHUTDOWN_DELAY");
         if let Some(v) = env("BOTWIRE_SECRET_KEY") {
             self.secret_key = SecretString(v);
         }
@@ -236,7 +240,17 @@ impl Config {
                 "body_limit_bytes must be at least 1024".into(),
             ));
         }
+        self.shutdown_delay()?;
         Ok(())
+    }
+
+    /// `shutdown_delay` as a duration (`0s` or one span such as `5s`).
+    pub fn shutdown_delay(&self) -> Result<std::time::Duration, ConfigError> {
+        match self.shutdown_delay.trim() {
+            "0" | "0s" | "0ms" => Ok(std::time::Duration::ZERO),
+            text => crate::delivery::attempt::parse_span("shutdown_delay", text)
+                .map_err(ConfigError::Invalid),
+        }
     }
 }
 

@@ -614,3 +614,58 @@ fn backup_under_write_load_restores_into_a_server_that_delivers_what_was_pending
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn readiness_turns_503_on_sigterm_and_the_server_closes_after_the_delay() {
+    let dir = temp_dir("ready");
+    let db = format!("sqlite://{}", dir.join("r.db").display());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = bin()
+        .args(["serve", "--listen", &listen, "--database", &db])
+        .env("BOTWIRE_SHUTDOWN_DELAY", "2s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(&listen);
+    let started = Instant::now();
+    let ready = loop {
+        let (status, body) = http(&listen, "GET", "/readyz", "", "application/json", "");
+        if status == 200 || started.elapsed() > Duration::from_secs(20) {
+            break (status, body);
+        }
+        // Only while the store opens: 503 with the reason.
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("\"migrating\""), "{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(ready.0, 200, "{}", ready.1);
+    assert!(ready.1.contains("\"ready\":true"), "{}", ready.1);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let signalled = Instant::now();
+    let mut saw_503 = false;
+    while signalled.elapsed() < Duration::from_millis(1500) {
+        let (status, body) = http(&listen, "GET", "/readyz", "", "application/json", "");
+        if status == 503 {
+            assert!(body.contains("\"shutting_down\""), "{body}");
+            let (live, _) = http(&listen, "GET", "/healthz", "", "application/json", "");
+            assert_eq!(live, 200, "liveness holds while draining");
+            saw_503 = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(saw_503, "/readyz turned 503 after SIGTERM");
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "kept serving for the delay: {:?}",
+        signalled.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

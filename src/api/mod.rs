@@ -65,6 +65,8 @@ pub struct AppState {
     pub delivery: crate::delivery::Delivery,
     /// Chat messages counted per publishable key and visitor address.
     pub visitors: Arc<limits::VisitorLimit>,
+    /// Migrating, ready or shutting down, for `/readyz`.
+    pub readiness: Arc<health::Readiness>,
 }
 
 impl AppState {
@@ -78,6 +80,7 @@ impl AppState {
             keys: Arc::default(),
             delivery,
             visitors: Arc::default(),
+            readiness: Arc::default(),
         }
     }
 }
