@@ -34,9 +34,10 @@
 //!   merge into the contact (a `null` deletes too), its `responses` become
 //!   replies and its `quickreplies` are offered, both as the API wrote them:
 //!   returned text is text, never rendered as merge tags (an API that echoes
-//!   what the user typed must not let the user read memory or the contact); if the user's next message equals one of them (ignoring case and
-//!   spaces) it is saved in `memory["quickreply"]` as offered, before the message
-//!   is handled as usual. On failure the run goes to the node's `on_error`, else
+//!   what the user typed must not let the user read memory or the contact);
+//!   if the user's next message equals one of them (ignoring case and spaces)
+//!   it is saved in `memory["quickreply"]` as offered, before the message is
+//!   handled as usual. On failure the run goes to the node's `on_error`, else
 //!   the flow's `error` node (a campaign without one falls back to the main
 //!   flow's), else it says a polite apology and goes on to the success target,
 //!   so a conversation never sticks. A user message that arrives while a webhook
@@ -708,6 +709,10 @@ impl<'a> Runner<'a> {
     /// options) in one reply; when the whole is too long, the intro is cut
     /// so that the options stay readable.
     fn say_with_options(&mut self, mut intro: String, lines: &str) {
+        if self.budget.exhausted() {
+            self.turn.cut.dropped += 1;
+            return;
+        }
         let options_len = lines.len() + 1;
         if intro.len() + options_len > MAX_REPLY_BYTES
             && MAX_REPLY_BYTES.saturating_sub(options_len) >= CUT_MARKER.len()

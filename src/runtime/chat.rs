@@ -5,7 +5,9 @@
 //!    the same job (a stale turn is retried from fresh state).
 //! 2. Load the contact and its active conversation (a new one when there is
 //!    none or the last one ended) and the bot's current definition.
-//! 3. Step the pure engine.
+//! 3. Step the pure engine (and call the story webhooks it asks for). The
+//!    joined replies are kept to the output caps (`engine::cap_replies`);
+//!    a cut is logged and noted on the transcript's `out` line.
 //! 4. Commit state, transcript, contact attributes, events and any booking
 //!    in one transaction. If the store says the slot was just taken, step
 //!    again with that slot marked taken (the engine re-offers) and commit
