@@ -47,8 +47,12 @@ async fn receive(State(r): State<Receiver>, uri: Uri, body: Bytes) -> axum::resp
         .unwrap()
         .push((path.clone(), String::from_utf8_lossy(&body).into_owned()));
     if path == "/story" {
+        // The API builds its text from what it was sent: botwire shows
+        // returned text as written, never as merge tags.
+        let sent: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let who = sent["who"].as_str().unwrap_or("you");
         axum::Json(json!({
-            "responses": ["Hello {{memory.name}}, you are a VIP."],
+            "responses": [format!("Hello {who}, you are a VIP.")],
             "memory": {"vip": true},
             "user_attributes": {"tier": "gold"},
         }))

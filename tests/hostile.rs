@@ -172,3 +172,366 @@ async fn a_dripped_body_is_cut_off_and_others_are_still_served() {
     );
     healthz_fast(&s.addr).await;
 }
+
+// Chat turns: output caps, namespaces, returned text.
+
+/// A server for the chat-turn documents, over a fresh SQLite file; story
+/// webhooks may reach loopback, where the tests' receivers listen.
+struct ChatServer {
+    base: String,
+    key: String,
+    client: reqwest::Client,
+    _dir: std::path::PathBuf,
+}
+
+impl ChatServer {
+    async fn start() -> ChatServer {
+        let dir = std::env::temp_dir().join(format!(
+            "botwire-hostile-chat-{}",
+            botwire::domain::ids::new_id("t")
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.join("c.db").display()))
+            .await
+            .unwrap();
+        let pepper = Pepper::new(b"p".to_vec());
+        let (_, key) = store.bootstrap(&pepper).await.unwrap().unwrap();
+        let delivery = botwire::delivery::Delivery::new(botwire::delivery::Settings {
+            allow: botwire::delivery::ssrf::AllowList::parse(["127.0.0.0/8"]).unwrap(),
+            ..Default::default()
+        })
+        .unwrap();
+        let app = api::router(
+            AppState::new(store, pepper, delivery),
+            &RouterOptions::default(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app).await.unwrap()
+        });
+        ChatServer {
+            base,
+            key,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Sends a request with `key`; the status, the body's size in bytes and
+    /// the body as JSON.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        origin: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, usize, serde_json::Value) {
+        let mut req = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(key);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, bytes.len(), value)
+    }
+
+    async fn import(&self, yaml: String) {
+        let r = self
+            .client
+            .post(format!("{}/v1/bots/import", self.base))
+            .bearer_auth(&self.key)
+            .header("content-type", "application/yaml")
+            .body(yaml)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+
+    /// The secret key says `text` as `contact` to `bot`.
+    async fn say(
+        &self,
+        bot: &str,
+        contact: serde_json::Value,
+        text: &str,
+    ) -> (u16, usize, serde_json::Value) {
+        self.send(
+            "POST",
+            &format!("/v1/bots/{bot}/chat"),
+            &self.key.clone(),
+            None,
+            Some(serde_json::json!({"contact": contact, "text": text})),
+        )
+        .await
+    }
+}
+
+/// 100 texts of `{{memory.n}}` ×341 after an `ask` saving `n` rendered a
+/// 136 MB reply in 3.9 s, stored as a transcript and served back. Now each
+/// reply holds at most 4,096 bytes and a turn 64 KiB, the cut is marked and
+/// written in the transcript, and a message over 4,096 characters is a 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_tags_cannot_multiply_a_turn_past_its_caps() {
+    use botwire::domain::engine::{CUT_MARKER, MAX_REPLY_BYTES, MAX_TURN_BYTES};
+    let s = ChatServer::start().await;
+    let tags = "{{memory.n}}".repeat(341);
+    let mut yaml = String::from(
+        "id: multiplier\nname: Multiplier\ntype: support\nflow:\n  start: ask\n  nodes:\n    ask: { ask: \"Say something\", save_as: n, next: m1 }\n",
+    );
+    for i in 1..=99 {
+        let next = if i == 99 {
+            "done".to_string()
+        } else {
+            format!("m{}", i + 1)
+        };
+        yaml.push_str(&format!(
+            "    m{i}: {{ message: \"{tags}\", next: {next} }}\n"
+        ));
+    }
+    yaml.push_str(&format!("    done: {{ end: true, message: \"{tags}\" }}\n"));
+    s.import(yaml).await;
+    let visitor = serde_json::json!({"id": "multiplier-1"});
+
+    let (status, _, _) = s.say("multiplier", visitor.clone(), "hi").await;
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    let (status, size, body) = s
+        .say("multiplier", visitor.clone(), &"x".repeat(4000))
+        .await;
+    let took = started.elapsed();
+    eprintln!("100 texts x 341 tags x 4,000 characters: {size} bytes of answer in {took:?}");
+    assert_eq!(status, 200, "{body}");
+    let replies: Vec<&str> = body["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(replies.len(), MAX_TURN_BYTES / MAX_REPLY_BYTES);
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.len() == MAX_REPLY_BYTES && r.ends_with(CUT_MARKER))
+    );
+    assert!(size < MAX_TURN_BYTES + 4096, "answer of {size} bytes");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+
+    // The transcript holds the same capped replies and says what was cut.
+    let conversation = body["conversation_id"].as_str().unwrap();
+    let (status, size, conv) = s
+        .send(
+            "GET",
+            &format!("/v1/bots/multiplier/conversations/{conversation}"),
+            &s.key,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(size < 2 * MAX_TURN_BYTES, "transcript of {size} bytes");
+    let out = conv["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|m| m["direction"] == "out")
+        .unwrap();
+    assert_eq!(out["cut"]["shortened"], 16);
+    assert_eq!(out["cut"]["dropped"], 84);
+
+    // A message over 4,096 characters is refused before anything is stored.
+    let (status, _, body) = s
+        .say("multiplier", visitor.clone(), &"é".repeat(4097))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("4096") && message.contains("4097"),
+        "{message}"
+    );
+    let (_, _, body) = s.say("multiplier", visitor, &"é".repeat(4096)).await;
+    assert!(
+        body["conversation_id"].is_string(),
+        "4,096 is still accepted"
+    );
+}
+
+/// A secret-key client chatting as `web:collide-visitor-0001` and the widget
+/// visitor `collide-visitor-0001` landed in one conversation: the visitor
+/// answered the other's question and saw its memory. `web:` and the
+/// messaging channels' prefixes are now reserved for botwire's own contacts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_key_cannot_chat_as_a_widget_visitor() {
+    let s = ChatServer::start().await;
+    s.import(
+        "id: desk\nname: Desk\ntype: support\nflow:\n  start: q\n  nodes:\n    q: { ask: \"What is your question?\", save_as: question, next: a }\n    a: { ask: \"About {{memory.question}}: your account number?\", save_as: account, next: done }\n    done: { end: true, message: \"Noted {{memory.account}}\" }\n"
+            .to_string(),
+    )
+    .await;
+    let (status, _, key) = s
+        .send(
+            "POST",
+            "/v1/keys",
+            &s.key,
+            None,
+            Some(
+                serde_json::json!({"name": "site", "kind": "publishable", "bot_id": "desk",
+                                    "origins": ["http://localhost:8080"]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let widget_key = key["key"].as_str().unwrap().to_owned();
+    let visitor_says = |text: &'static str| {
+        let (s, key) = (&s, widget_key.clone());
+        async move {
+            s.send(
+                "POST",
+                "/v1/bots/desk/chat",
+                &key,
+                Some("http://localhost:8080"),
+                Some(serde_json::json!({"contact": {"id": "collide-visitor-0001"}, "text": text})),
+            )
+            .await
+        }
+    };
+
+    // The secret-key client goes first, as in the finding: refused, naming
+    // the prefix, with nothing stored.
+    for (id, prefix) in [
+        ("web:collide-visitor-0001", "\"web:\""),
+        ("Web:collide-visitor-0001", "\"web:\""),
+        ("whatsapp:+525500000000", "\"whatsapp:\""),
+        ("telegram:collide", "\"telegram:\""),
+        ("twilio:collide", "\"twilio:\""),
+        ("messenger:collide", "\"messenger:\""),
+    ] {
+        let (status, _, body) = s.say("desk", serde_json::json!({"id": id}), "hi").await;
+        assert_eq!(status, 422, "{id}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(prefix), "{id}: {message}");
+    }
+    // The visitor starts a conversation of its own.
+    let (status, _, body) = visitor_says("hi").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["replies"][0]["text"], "What is your question?");
+    let (_, _, body) = visitor_says("my refund").await;
+    assert_eq!(
+        body["replies"][0]["text"],
+        "About my refund: your account number?"
+    );
+
+    // The other way round: with the visitor half-way, the secret key still
+    // cannot reach its conversation, and its own id without the prefix is
+    // another contact that starts from the beginning.
+    let (status, _, _) = s
+        .say(
+            "desk",
+            serde_json::json!({"id": "web:collide-visitor-0001"}),
+            "12345",
+        )
+        .await;
+    assert_eq!(status, 422);
+    let (status, _, body) = s
+        .say(
+            "desk",
+            serde_json::json!({"id": "collide-visitor-0001"}),
+            "hi",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["replies"][0]["text"], "What is your question?");
+    let (_, _, body) = visitor_says("A-99").await;
+    assert_eq!(body["replies"][0]["text"], "Noted A-99");
+
+    let (_, _, list) = s
+        .send("GET", "/v1/bots/desk/conversations", &s.key, None, None)
+        .await;
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2, "{list}");
+    assert_ne!(data[0]["contact_id"], data[1]["contact_id"]);
+}
+
+/// A story webhook that echoes what the user typed let the user read
+/// `{{memory.*}}` set by the API and `{{contact.id}}`: returned `responses`
+/// were rendered as merge tags. They are text now, in the conversation and
+/// in the test bench; quick replies too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_webhook_answers_echoing_merge_tags_stay_text() {
+    use axum::routing::post;
+    let echo = axum::Router::new().route(
+        "/echo",
+        post(|body: String| async move {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            axum::Json(serde_json::json!({
+                "memory": {"x": "api-secret-7731"},
+                "responses": [format!("You said: {}", v["said"].as_str().unwrap_or(""))],
+                "quickreplies": [v["said"]],
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, echo).await.unwrap() });
+
+    let s = ChatServer::start().await;
+    s.import(format!(
+        "id: echo\nname: Echo\ntype: support\nwebhooks:\n  - name: echo\n    method: POST\n    url: \"{receiver}/echo\"\n    params: {{ said: \"{{{{memory.said}}}}\" }}\nflow:\n  start: ask\n  nodes:\n    ask: {{ ask: \"Say something\", save_as: said, next: hook }}\n    hook: {{ webhook: echo, next: again }}\n    again: {{ ask: \"Once more?\", save_as: said, next: hook }}\n"
+    ))
+    .await;
+    let me = serde_json::json!({"phone": "+525511112222"});
+    s.say("echo", me.clone(), "hi").await;
+    let typed = "{{memory.x}} {{contact.id}} {{contact.phone}}";
+    let (status, _, body) = s.say("echo", me.clone(), typed).await;
+    assert_eq!(status, 200, "{body}");
+    let said = body["replies"].to_string();
+    assert_eq!(body["replies"][0]["text"], format!("You said: {typed}"));
+    assert_eq!(body["quick_replies"], serde_json::json!([typed]));
+    assert!(
+        !said.contains("api-secret") && !said.contains("ct_") && !said.contains("5511112222"),
+        "{said}"
+    );
+    // The call succeeded: the API's memory landed where the flow can use it.
+    let conversation = body["conversation_id"].as_str().unwrap();
+    let (_, _, conv) = s
+        .send(
+            "GET",
+            &format!("/v1/bots/echo/conversations/{conversation}"),
+            &s.key,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(conv["memory"]["x"], "api-secret-7731");
+    assert_eq!(conv["calls"][0]["outcome"], "ok");
+
+    // The test bench shows them the same way.
+    let (status, _, bench) = s
+        .send(
+            "POST",
+            "/v1/bots/echo/webhooks/echo/test",
+            &s.key,
+            None,
+            Some(serde_json::json!({"memory": {"said": typed}, "contact": {"id": "ct_bench"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{bench}");
+    assert_eq!(
+        bench["would_merge"]["responses"],
+        serde_json::json!([format!("You said: {typed}")])
+    );
+    assert_eq!(
+        bench["would_merge"]["quickreplies"],
+        serde_json::json!([typed])
+    );
+}

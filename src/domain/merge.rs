@@ -191,6 +191,51 @@ pub fn tags(template: &str) -> Vec<String> {
         .collect()
 }
 
+/// Renders a template as plain text, but stops once the text is longer than
+/// `limit` bytes, so a template full of tags naming a long value costs no
+/// more than the caller will keep. The result is the whole rendering when
+/// that is at most `limit` bytes; otherwise it is a prefix of it longer than
+/// `limit` bytes (at most `limit + 4`, cut on a char boundary), which tells the
+/// caller it has to cut.
+pub fn render_text_within(template: &str, ctx: &Value, limit: usize) -> String {
+    let mut out = String::new();
+    for piece in scan(template) {
+        let value;
+        let part = match piece {
+            Piece::Text(t) => t,
+            Piece::Tag(path) => {
+                value = lookup(ctx, path).map(value_text).unwrap_or_default();
+                value.as_str()
+            }
+        };
+        if out.len() + part.len() > limit {
+            // Keep just enough to pass the limit: one byte more, rounded up
+            // to the end of the char it falls in.
+            let mut end = limit - out.len() + 1;
+            while !part.is_char_boundary(end) {
+                end += 1;
+            }
+            out.push_str(&part[..end]);
+            return out;
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char
+/// boundary.
+pub fn prefix_within(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +323,18 @@ mod tests {
         );
     }
 
+    #[test]
+    fn rendering_within_a_limit_stops_early() {
+        let c = json!({"memory": {"n": "é".repeat(2000)}});
+        let template = "{{memory.n}}".repeat(341);
+        let out = render_text_within(&template, &c, 4096);
+        assert!(out.len() > 4096 && out.len() <= 4100, "{}", out.len());
+        assert!(render_text(&template, &c).starts_with(&out));
+        assert_eq!(render_text_within("Hi {{memory.n}}", &json!({}), 3), "Hi ");
+        assert_eq!(prefix_within("aé", 2), "a");
+        assert_eq!(prefix_within("aé", 3), "aé");
+    }
+
     fn same_shape(a: &Value, b: &Value) -> bool {
         match (a, b) {
             (Value::Object(x), Value::Object(y)) => {
@@ -329,6 +386,19 @@ mod tests {
             let c = json!({"memory": {k.clone(): v.clone()}});
             let out = render_text(&format!("{pre}{{{{ memory.{k} }}}}"), &c);
             prop_assert_eq!(out, format!("{pre}{v}"));
+        }
+
+        #[test]
+        fn rendering_within_is_a_prefix_past_the_limit(t in "(\\{\\{memory\\.v\\}\\}|[a-zé€ ]){0,40}", v in "\\PC{0,30}", limit in 0usize..80) {
+            let c = json!({"memory": {"v": v}});
+            let full = render_text(&t, &c);
+            let within = render_text_within(&t, &c, limit);
+            if full.len() <= limit {
+                prop_assert_eq!(within, full);
+            } else {
+                prop_assert!(full.starts_with(&within));
+                prop_assert!(within.len() > limit && within.len() <= limit + 4);
+            }
         }
 
         #[test]

@@ -13,6 +13,8 @@
 //! The answer, when it is a 2xx with a JSON object, is read for
 //! `responses`, `memory`, `user_attributes` and `quickreplies` (other keys
 //! ignored; a known key of the wrong type is a failure that names it).
+//! `responses` and `quickreplies` are text: they are shown as the API wrote
+//! them, never rendered as merge tags, here and in the test bench.
 //! Anything else — timeout, refused connection, blocked target, non-2xx,
 //! non-JSON — is a failure, and the flow takes its error path.
 //!
@@ -22,7 +24,7 @@
 
 use crate::delivery::http::{Attempt, OutboundClient, OutboundRequest};
 use crate::delivery::signing::{self, Secret};
-use crate::domain::engine::WebhookReply;
+use crate::domain::engine::{self, ReplyCut, WebhookReply};
 use crate::domain::flow::StoryWebhook;
 use crate::domain::ids::new_id;
 use crate::domain::merge;
@@ -203,8 +205,9 @@ pub fn redact(headers: &[(String, String)]) -> Vec<(String, String)> {
 }
 
 /// What a reply would do, for the test endpoint: the memory and user
-/// attributes after merging, and the replies (merge tags rendered against
-/// them, as a conversation would show them) and quick replies.
+/// attributes after merging, and the replies and quick replies as a
+/// conversation would show them (as written, never rendered as merge tags;
+/// replies cut to the output caps).
 pub fn would_merge(
     reply: &WebhookReply,
     memory: &Map<String, Value>,
@@ -225,17 +228,7 @@ pub fn would_merge(
         apply(memory, &reply.memory),
         apply(user, &reply.user_attributes),
     );
-    let ctx = serde_json::json!({
-        "memory": memory,
-        "user": user,
-        "quote": memory.get("quote").cloned().unwrap_or(Value::Null),
-        "appointment": memory.get("appointment").cloned().unwrap_or(Value::Null),
-    });
-    let responses: Vec<String> = reply
-        .responses
-        .iter()
-        .map(|t| crate::domain::merge::render_text(t, &ctx))
-        .collect();
+    let responses = engine::cap_replies(reply.responses.clone(), &mut ReplyCut::default());
     serde_json::json!({
         "responses": responses,
         "quickreplies": reply.quickreplies,
@@ -363,7 +356,7 @@ mod tests {
     #[test]
     fn the_test_bench_shows_replies_as_the_conversation_would() {
         let reply = WebhookReply::from_json(&serde_json::json!({
-            "responses": ["Hello {{memory.name}}, you are {{user.tier}}."],
+            "responses": ["Hello Ana, you are gold.", "  "],
             "memory": {"vip": true, "old": null},
             "user_attributes": {"tier": "gold"},
             "quickreplies": ["Yes"]
@@ -386,6 +379,24 @@ mod tests {
         );
         assert_eq!(got["user"], serde_json::json!({"tier": "gold"}));
         assert_eq!(got["quickreplies"], serde_json::json!(["Yes"]));
+    }
+
+    #[test]
+    fn the_test_bench_shows_returned_text_as_text() {
+        let echoed = "{{memory.secret}} {{contact.id}} {{user.tier}}";
+        let reply = WebhookReply::from_json(&serde_json::json!({
+            "responses": [echoed], "quickreplies": [echoed],
+        }))
+        .unwrap();
+        let memory = serde_json::json!({"secret": "s3cr3t"});
+        let user = serde_json::json!({"tier": "gold"});
+        let got = would_merge(
+            &reply,
+            memory.as_object().unwrap(),
+            user.as_object().unwrap(),
+        );
+        assert_eq!(got["responses"], serde_json::json!([echoed]));
+        assert_eq!(got["quickreplies"], serde_json::json!([echoed]));
     }
 
     #[test]
