@@ -403,61 +403,6 @@ mod tests {
     }
 
     #[test]
-    fn get_params_go_to_the_query_and_others_to_a_json_body() {
-        let ctx = json!({"memory": {"thing": "a b/c"}, "user": {"name": "Ana \"x\""}});
-        let secrets = [Secret::generate()];
-        let get = prepare(&def("GET"), &ctx, &secrets, 1_700_000_000).unwrap();
-        assert_eq!(
-            get.request.url,
-            "http://api.test/r/a%20b%2Fc?min=10&who=Ana%20%22x%22&n=5"
-        );
-        assert!(get.request.body.is_none());
-        let post = prepare(&def("POST"), &ctx, &secrets, 1_700_000_000).unwrap();
-        let body: serde_json::Value =
-            serde_json::from_slice(post.request.body.as_ref().unwrap()).unwrap();
-        assert_eq!(
-            body,
-            json!({"min": "10", "who": "Ana \"x\"", "n": 5}),
-            "no JSON injection"
-        );
-        let names: Vec<&str> = post
-            .request
-            .headers
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .collect();
-        assert!(names.contains(&"webhook-signature") && names.contains(&"x-team"));
-        let sig = &post
-            .request
-            .headers
-            .iter()
-            .find(|(k, _)| k == "webhook-signature")
-            .unwrap()
-            .1;
-        let ts = 1_700_000_000i64;
-        signing::verify(
-            &secrets,
-            &post.id,
-            &ts.to_string(),
-            sig,
-            post.request.body.as_ref().unwrap(),
-            ts,
-            300,
-        )
-        .expect("the request verifies with the bot's secret");
-        let mut unsigned = def("POST");
-        unsigned.sign = Some(false);
-        let p = prepare(&unsigned, &ctx, &secrets, ts).unwrap();
-        assert!(
-            !p.request
-                .headers
-                .iter()
-                .any(|(k, _)| k.starts_with("webhook-"))
-        );
-        assert_eq!(p.request.timeout, Some(Duration::from_millis(10_000)));
-    }
-
-    #[test]
     fn a_value_that_would_walk_the_path_is_not_sent() {
         let hook: StoryWebhook = serde_json::from_value(json!({
             "name": "n", "url": "http://api.test/users/{{memory.x}}/profile?q={{memory.x}}"
@@ -552,6 +497,61 @@ mod tests {
         let mut gone = json!({"request_headers": [["x-who", "Ana"]]});
         redact_record(&mut gone, None);
         assert_eq!(gone["request_headers"], json!([["x-who", "••••"]]));
+    }
+
+    #[test]
+    fn get_params_go_to_the_query_and_others_to_a_json_body() {
+        let ctx = json!({"memory": {"thing": "a b/c"}, "user": {"name": "Ana \"x\""}});
+        let secrets = [Secret::generate()];
+        let get = prepare(&def("GET"), &ctx, &secrets, 1_700_000_000).unwrap();
+        assert_eq!(
+            get.request.url,
+            "http://api.test/r/a%20b%2Fc?min=10&who=Ana%20%22x%22&n=5"
+        );
+        assert!(get.request.body.is_none());
+        let post = prepare(&def("POST"), &ctx, &secrets, 1_700_000_000).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(post.request.body.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"min": "10", "who": "Ana \"x\"", "n": 5}),
+            "no JSON injection"
+        );
+        let names: Vec<&str> = post
+            .request
+            .headers
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert!(names.contains(&"webhook-signature") && names.contains(&"x-team"));
+        let sig = &post
+            .request
+            .headers
+            .iter()
+            .find(|(k, _)| k == "webhook-signature")
+            .unwrap()
+            .1;
+        let ts = 1_700_000_000i64;
+        signing::verify(
+            &secrets,
+            &post.id,
+            &ts.to_string(),
+            sig,
+            post.request.body.as_ref().unwrap(),
+            ts,
+            300,
+        )
+        .expect("the request verifies with the bot's secret");
+        let mut unsigned = def("POST");
+        unsigned.sign = Some(false);
+        let p = prepare(&unsigned, &ctx, &secrets, ts).unwrap();
+        assert!(
+            !p.request
+                .headers
+                .iter()
+                .any(|(k, _)| k.starts_with("webhook-"))
+        );
+        assert_eq!(p.request.timeout, Some(Duration::from_millis(10_000)));
     }
 
     #[test]
