@@ -534,4 +534,194 @@ async fn story_webhook_answers_echoing_merge_tags_stay_text() {
         bench["would_merge"]["quickreplies"],
         serde_json::json!([typed])
     );
+
+// Outbound calls: paths, hosts, headers, redaction.
+
+/// Sends `body` as JSON (or a bot file as YAML) with the server's key;
+/// answers the status and the error message, if any.
+async fn save(s: &Server, method: &str, path: &str, body: serde_json::Value) -> (u16, String) {
+    let req = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("http://{}{path}", s.addr))
+        .bearer_auth(&s.key);
+    let req = match body {
+        serde_json::Value::String(yaml) => {
+            req.header("content-type", "application/yaml").body(yaml)
+        }
+        json => req.json(&json),
+    };
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    let details = body["error"]["details"].to_string();
+    (status, format!("{message} {details}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_urls_and_headers_are_refused_at_save_by_one_set_of_rules() {
+    use serde_json::json;
+    let s = server().await;
+    let (status, m) = save(
+        &s,
+        "POST",
+        "/v1/bots",
+        json!({"id": "out", "name": "Out", "type": "support"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{m}");
+
+    // URLs refused for endpoints and story webhooks alike.
+    let urls = [
+        ("http://u:p@example.com/x", "user name"),
+        ("http://token@example.com/x", "user name"),
+        ("http://[fe80::1%25eth0]/x", "zone"),
+        ("http://exa\tmple.com/x", "tabs"),
+        ("http://example.com/a\r\nb", "line breaks"),
+        ("http://example.com/a b", "spaces"),
+        ("http://example.com/a/../b", ". or .."),
+        ("http://example.com/a/%2e%2E/b", ". or .."),
+        ("http://example.com/x#frag", "fragment"),
+        ("ftp://example.com/x", "http or https"),
+    ];
+    for (url, hint) in urls {
+        let (status, m) = save(&s, "POST", "/v1/bots/out/endpoints", json!({"url": url})).await;
+        assert_eq!(status, 422, "endpoint {url:?}: {m}");
+        assert!(m.contains(hint), "endpoint {url:?}: {m}");
+        let (status, m) = save(
+            &s,
+            "POST",
+            "/v1/bots/out/webhooks",
+            json!({"name": "w", "url": url}),
+        )
+        .await;
+        assert_eq!(status, 422, "story webhook {url:?}: {m}");
+        assert!(m.contains(hint), "story webhook {url:?}: {m}");
+    }
+    // Merge tags outside the path and query of a story webhook's URL.
+    for url in [
+        "http://{{memory.host}}:9001/x",
+        "http://127.0.0.1:{{memory.port}}/x",
+        "http://{{memory.user}}@example.com/x",
+        "http://example.com{{memory.rest}}",
+        "https://api.{{ memory.region }}.example.com/x",
+        "{{memory.url}}",
+    ] {
+        let (status, m) = save(
+            &s,
+            "POST",
+            "/v1/bots/out/webhooks",
+            json!({"name": "w", "url": url}),
+        )
+        .await;
+        assert_eq!(status, 422, "{url}: {m}");
+        assert!(m.contains("only in its path and query"), "{url}: {m}");
+    }
+    // Headers refused for both.
+    let headers = [
+        (json!({"x-a": "v\r\nx-evil: 1"}), "control"),
+        (json!({"x-a": "v\u{0}"}), "control"),
+        (json!({"x-a": "a\tb"}), "control"),
+        (json!({"Expect": "100-continue"}), "Expect"),
+        (
+            json!({"proxy-connection": "keep-alive"}),
+            "proxy-connection",
+        ),
+        (json!({"content-encoding": "gzip"}), "content-encoding"),
+        (json!({"Content-MD5": "Q2hlY2s="}), "Content-MD5"),
+        (json!({"content-range": "bytes 0-1/2"}), "content-range"),
+        (json!({"Host": "internal"}), "Host"),
+        (json!({"Transfer-Encoding": "chunked"}), "Transfer-Encoding"),
+        (json!({"webhook-signature": "v1,x"}), "webhook-signature"),
+        (json!({"X-A": "1", "x-a": "2"}), "twice"),
+        (json!({"x-a": "••••abcd"}), "redacted"),
+        (json!({"x-a": {"value": "v", "secret": true}}), "secret"),
+    ];
+    for (h, hint) in &headers {
+        let (status, m) = save(
+            &s,
+            "POST",
+            "/v1/bots/out/endpoints",
+            json!({"url": "http://example.com/x", "headers": h}),
+        )
+        .await;
+        assert_eq!(status, 422, "endpoint {h}: {m}");
+        assert!(m.contains(hint), "endpoint {h}: {m}");
+        let (status, m) = save(
+            &s,
+            "POST",
+            "/v1/bots/out/webhooks",
+            json!({"name": "w", "url": "http://example.com/x", "headers": h}),
+        )
+        .await;
+        assert_eq!(status, 422, "story webhook {h}: {m}");
+        assert!(m.contains(hint), "story webhook {h}: {m}");
+    }
+
+    // The other ways a story webhook is saved follow the same rules.
+    let (status, m) = save(
+        &s,
+        "POST",
+        "/v1/bots/out/webhooks",
+        json!({"name": "w", "url": "http://example.com/users/{{memory.x}}"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{m}");
+    let (status, m) = save(
+        &s,
+        "PATCH",
+        "/v1/bots/out/webhooks/w",
+        json!({"url": "http://{{memory.host}}/x"}),
+    )
+    .await;
+    assert_eq!(status, 422, "PATCH: {m}");
+    let (status, m) = save(
+        &s,
+        "PATCH",
+        "/v1/bots/out/webhooks/w",
+        json!({"headers": {"expect": "100-continue"}}),
+    )
+    .await;
+    assert_eq!(status, 422, "PATCH: {m}");
+    let (status, m) = save(
+        &s,
+        "PUT",
+        "/v1/bots/out/settings",
+        json!({"webhooks": [{"name": "w", "url": "http://{{memory.host}}/x"}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "PUT settings: {m}");
+    assert!(m.contains("only in its path and query"), "{m}");
+    let (status, m) = save(
+        &s,
+        "PUT",
+        "/v1/bots/out/settings",
+        json!({"webhooks": [{"name": "w", "url": "http://example.com/", "headers": {"x-a": "a\r\nb: c"}}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "PUT settings: {m}");
+    let file = "id: out2\nname: Out\ntype: support\nwebhooks:\n  - name: w\n    url: \"http://{{memory.host}}:9001/x\"\nflow:\n  start: a\n  nodes:\n    a: { webhook: w, next: b }\n    b: { end: true, message: Bye }\n";
+    let (status, m) = save(&s, "POST", "/v1/bots/import", json!(file)).await;
+    assert_eq!(status, 422, "import: {m}");
+    assert!(m.contains("only in its path and query"), "{m}");
+
+    // Nothing refused was stored.
+    let list = |path: &'static str| {
+        let (addr, key) = (s.addr.clone(), s.key.clone());
+        async move {
+            reqwest::Client::new()
+                .get(format!("http://{addr}{path}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let r = list("/v1/bots/out/endpoints").await;
+    assert_eq!(r["data"], json!([]), "{r}");
+    let r = list("/v1/bots/out/webhooks").await;
+    assert_eq!(r["data"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["data"][0]["url"], "http://example.com/users/{{memory.x}}");
 }

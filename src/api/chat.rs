@@ -319,6 +319,7 @@ pub async fn get_conversation(
         .await
         .or_not_found(|| ApiError::not_found(format!("conversation {id:?} not found")))?;
     let calls = state.store.conversation_calls(&conv.id).await?;
+    let hooks = super::webhooks::defined(&state, &p.account_id, &bot).await?;
     let (summary, st) = summary(&conv);
     let attributes: Value = serde_json::from_str(&contact.attributes).unwrap_or(Value::Null);
     Ok(Json(ConversationDetail {
@@ -341,7 +342,10 @@ pub async fn get_conversation(
                 body
             })
             .collect(),
-        calls: calls.into_iter().map(super::webhooks::call_view).collect(),
+        calls: calls
+            .into_iter()
+            .map(|c| super::webhooks::call_view(c, &hooks))
+            .collect(),
     }))
 }
 

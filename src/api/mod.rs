@@ -22,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod flows;
+pub mod headers;
 pub mod health;
 pub mod hooks;
 pub mod keys;

@@ -179,6 +179,24 @@ pub fn render_json(value: &Value, ctx: &Value) -> Value {
     }
 }
 
+/// The byte ranges of all well-formed tags in a template, in order
+/// (each from its `{{` to just after its `}}`).
+pub fn tag_spans(template: &str) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let mut pos = 0;
+    while let Some(found) = template[pos..].find("{{") {
+        let at = pos + found;
+        match tag_at(template, at) {
+            Some(tag) => {
+                spans.push(tag.start..tag.end);
+                pos = tag.end;
+            }
+            None => pos = at + 1,
+        }
+    }
+    spans
+}
+
 /// Lists the paths of all well-formed tags in a template, in order
 /// (`"memory.name"` for `{{ memory.name }}`).
 pub fn tags(template: &str) -> Vec<String> {
@@ -313,6 +331,15 @@ mod tests {
         assert_eq!(out.as_object().unwrap().len(), 3);
         assert_eq!(out["n"], json!(1));
         assert_eq!(out["list"][1], Value::Null);
+    }
+
+    #[test]
+    fn finds_tag_spans() {
+        let t = "a{{memory.x}}b{{ y }}{{bad tag}}";
+        let spans = tag_spans(t);
+        assert_eq!(spans, vec![1..13, 14..21]);
+        assert_eq!(&t[spans[1].clone()], "{{ y }}");
+        assert!(tag_spans("{{{{").is_empty());
     }
 
     #[test]

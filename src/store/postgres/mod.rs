@@ -35,6 +35,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "attempt_node",
         include_str!("migrations/0006_attempt_node.sql"),
     ),
+    (
+        7,
+        "plain_headers",
+        include_str!("migrations/0007_plain_headers.sql"),
+    ),
 ];
 
 /// A PostgreSQL database named by a URL.

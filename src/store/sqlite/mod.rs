@@ -34,6 +34,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "attempt_node",
         include_str!("migrations/0006_attempt_node.sql"),
     ),
+    (
+        7,
+        "plain_headers",
+        include_str!("migrations/0007_plain_headers.sql"),
+    ),
 ];
 
 /// A SQLite database file.
