@@ -534,6 +534,7 @@ async fn story_webhook_answers_echoing_merge_tags_stay_text() {
         bench["would_merge"]["quickreplies"],
         serde_json::json!([typed])
     );
+}
 
 // Outbound calls: paths, hosts, headers, redaction.
 
