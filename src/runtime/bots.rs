@@ -10,7 +10,7 @@ use super::RuntimeError;
 use crate::domain::bot::{BotId, BotType};
 use crate::domain::calendar::Calendar;
 use crate::domain::flow::{BotFile, Flow, FlowError, StoryWebhook};
-use crate::domain::quote::PriceTable;
+use crate::domain::quote::{PriceTable, QuoteError};
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -39,10 +39,12 @@ impl Settings {
         if let Some(t) = &self.price_table
             && let Err(es) = t.validate()
         {
-            errors.extend(
-                es.into_iter()
-                    .map(|e| FlowError::new("price_table", "", e.to_string())),
-            );
+            errors.extend(es.into_iter().map(|e| match e {
+                QuoteError::InvalidTable { field, message } => {
+                    FlowError::new("price_table", field, message)
+                }
+                other => FlowError::new("price_table", "", other.to_string()),
+            }));
         }
         if let Some(c) = &self.calendar
             && let Err(es) = c.validate()
