@@ -65,6 +65,8 @@ pub struct AppState {
     pub delivery: crate::delivery::Delivery,
     /// Chat messages counted per publishable key and visitor address.
     pub visitors: Arc<limits::VisitorLimit>,
+    /// Bounds on what an account may create (`[limits]` of the config).
+    pub limits: crate::config::LimitsConfig,
 }
 
 impl AppState {
@@ -78,6 +80,7 @@ impl AppState {
             keys: Arc::default(),
             delivery,
             visitors: Arc::default(),
+            limits: Default::default(),
         }
     }
 }

@@ -78,7 +78,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         eprintln!("botwire stopped cleanly");
         return Ok(());
     }
-    let state = AppState::new(store.clone(), pepper, delivery);
+    let mut state = AppState::new(store.clone(), pepper, delivery);
+    state.limits = config.limits.clone();
     let app = api::router(
         state,
         &RouterOptions {
