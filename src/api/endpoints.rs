@@ -263,7 +263,10 @@ pub async fn create_endpoint(
         new.secret = Some(Secret::parse(s).map_err(|e| invalid(format!("secret: {e}")))?);
     }
     load(&state, &p.account_id, &bot).await?;
-    let row = state.store.create_endpoint(&p.account_id, new).await?;
+    let row = state
+        .store
+        .create_endpoint(&p.account_id, new, state.limits.max_endpoints_per_bot)
+        .await?;
     Ok((StatusCode::CREATED, Json(EndpointView::of(row, true))))
 }
 

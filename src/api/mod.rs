@@ -68,6 +68,8 @@ pub struct AppState {
     pub visitors: Arc<limits::VisitorLimit>,
     /// Migrating, ready or shutting down, for `/readyz`.
     pub readiness: Arc<health::Readiness>,
+    /// Bounds on what an account may create (`[limits]` of the config).
+    pub limits: crate::config::LimitsConfig,
 }
 
 impl AppState {
@@ -82,6 +84,7 @@ impl AppState {
             delivery,
             visitors: Arc::default(),
             readiness: Arc::default(),
+            limits: Default::default(),
         }
     }
 }

@@ -183,6 +183,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let mut state = AppState::new(store.clone(), pepper, delivery);
     state.readiness = readiness.clone();
+    state.limits = config.limits.clone();
     let app = api::router(
         state,
         &RouterOptions {

@@ -880,6 +880,7 @@ impl Flow {
     pub fn from_yaml(src: &str) -> Result<Flow, Vec<FlowError>> {
         check_size(src)?;
         check_nesting(src)?;
+        check_expansion(src)?;
         let raw: RawFlow = serde_yaml_ng::from_str(src)
             .map_err(|e| vec![FlowError::new("", "", e.to_string())])?;
         Flow::from_raw(raw)
@@ -1324,6 +1325,13 @@ fn check_size(src: &str) -> Result<(), Vec<FlowError>> {
     }
 }
 
+/// Refuses a YAML document whose aliases expand it past [`MAX_SOURCE`]
+/// bytes (see [`crate::domain::expansion`]).
+fn check_expansion(src: &str) -> Result<(), Vec<FlowError>> {
+    crate::domain::expansion::check_yaml(src, MAX_SOURCE)
+        .map_err(|e| vec![FlowError::new("", "", e.to_string())])
+}
+
 /// Deepest `[`/`{` nesting accepted in a YAML document.
 pub const MAX_NESTING: usize = 64;
 
@@ -1499,6 +1507,7 @@ impl BotFile {
     pub fn from_yaml(src: &str) -> Result<BotFile, Vec<FlowError>> {
         check_size(src)?;
         check_nesting(src)?;
+        check_expansion(src)?;
         serde_yaml_ng::from_str(src).map_err(|e| vec![FlowError::new("", "", e.to_string())])
     }
 

@@ -12,6 +12,7 @@ pub mod bot;
 pub mod calendar;
 pub mod engine;
 pub mod event;
+pub mod expansion;
 pub mod flow;
 pub mod ids;
 pub mod merge;

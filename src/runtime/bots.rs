@@ -11,7 +11,7 @@ use crate::domain::bot::{BotId, BotType};
 use crate::domain::calendar::Calendar;
 use crate::domain::flow::{BotFile, Flow, FlowError, StoryWebhook};
 use crate::domain::outbound;
-use crate::domain::quote::PriceTable;
+use crate::domain::quote::{PriceTable, QuoteError};
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -43,10 +43,12 @@ impl Settings {
         if let Some(t) = &self.price_table
             && let Err(es) = t.validate()
         {
-            errors.extend(
-                es.into_iter()
-                    .map(|e| FlowError::new("price_table", "", e.to_string())),
-            );
+            errors.extend(es.into_iter().map(|e| match e {
+                QuoteError::InvalidTable { field, message } => {
+                    FlowError::new("price_table", field, message)
+                }
+                other => FlowError::new("price_table", "", other.to_string()),
+            }));
         }
         if let Some(c) = &self.calendar
             && let Err(es) = c.validate()

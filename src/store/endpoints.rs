@@ -6,6 +6,12 @@
 //! deliveries already queued in memory use the endpoint as it now is, and a
 //! disabled or deleted endpoint gets nothing more.
 //!
+//! A bot has at most a configured number of endpoints, of every kind
+//! together (`limits.max_endpoints_per_bot`): the count is taken inside the
+//! inserting transaction, after locking the bot's row, so concurrent
+//! creators — in this process or another sharing PostgreSQL — cannot pass
+//! it together.
+//!
 //! Secrets are kept newest first. A rotation puts a new secret in front and
 //! gives the previous one an expiry; until then both sign (the receiver may
 //! hold either).
@@ -329,6 +335,31 @@ fn insert(c: &mut dyn super::Conn, e: &EndpointRow) -> Result<()> {
     Ok(())
 }
 
+/// Inserts `e` unless its bot already has `max_per_bot` endpoints.
+fn insert_capped(c: &mut dyn super::Conn, e: &EndpointRow, max_per_bot: usize) -> Result<()> {
+    // A write to the bot's row: on PostgreSQL it holds the row's lock until
+    // commit, so a second transaction adding to the same bot waits here and
+    // then counts what the first added. SQLite's one writer already runs
+    // them one after the other.
+    c.execute(
+        "UPDATE bots SET updated_at = updated_at WHERE account_id = $1 AND id = $2",
+        &[(&e.account_id).into(), (&e.bot_id).into()],
+    )?;
+    let count = c
+        .query_one(
+            "SELECT COUNT(*) FROM endpoints WHERE account_id = $1 AND bot_id = $2",
+            &[(&e.account_id).into(), (&e.bot_id).into()],
+        )?
+        .int(0)?;
+    if usize::try_from(count).is_ok_and(|n| n >= max_per_bot) {
+        return Err(StoreError::LimitReached(format!(
+            "bot {:?} already has {count} endpoints, the most a bot may have (limits.max_endpoints_per_bot = {max_per_bot}); delete one it no longer needs (REST hook subscriptions count too) before adding another",
+            e.bot_id
+        )));
+    }
+    insert(c, e)
+}
+
 /// Writes every configuration column of `e` back (inside a transaction).
 pub(super) fn save(c: &mut dyn super::Conn, e: &EndpointRow) -> Result<()> {
     let n = c.execute(
@@ -396,11 +427,18 @@ pub enum Registered {
 }
 
 impl Store {
-    /// Creates an endpoint.
-    pub async fn create_endpoint(&self, account_id: &str, new: NewEndpoint) -> Result<EndpointRow> {
+    /// Creates an endpoint, unless its bot already has `max_per_bot`
+    /// ([`StoreError::LimitReached`]).
+    pub async fn create_endpoint(
+        &self,
+        account_id: &str,
+        new: NewEndpoint,
+        max_per_bot: usize,
+    ) -> Result<EndpointRow> {
         let row = new.into_row(account_id);
         let r = row.clone();
-        self.write(move |c| insert(c, &r)).await?;
+        self.write(move |c| insert_capped(c, &r, max_per_bot))
+            .await?;
         Ok(row)
     }
 
@@ -546,13 +584,15 @@ impl Store {
         Ok(row)
     }
 
-    /// The chatbot-webhook route: creates the bot's registered endpoint, or
-    /// points the existing one at `url` (and re-enables it).
+    /// The chatbot-webhook route: creates the bot's registered endpoint
+    /// (unless the bot already has `max_per_bot`), or points the existing
+    /// one at `url` (and re-enables it).
     pub async fn register_endpoint(
         &self,
         account_id: &str,
         bot_id: &str,
         url: &str,
+        max_per_bot: usize,
     ) -> Result<Registered> {
         let (a, b, url) = (account_id.to_owned(), bot_id.to_owned(), url.to_owned());
         let outcome = self
@@ -578,7 +618,7 @@ impl Store {
                     }
                     None => {
                         let e = NewEndpoint::new(&b, &url, kind::REGISTRATION).into_row(&a);
-                        insert(c, &e)?;
+                        insert_capped(c, &e, max_per_bot)?;
                         Ok(Registered::Created(e))
                     }
                 }
