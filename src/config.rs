@@ -56,8 +56,21 @@ pub struct Config {
     pub secret_key: SecretString,
     /// Largest request body accepted, in bytes.
     pub body_limit_bytes: usize,
+    /// How the HTTP server treats connections.
+    pub http: HttpConfig,
     /// Outbound delivery settings.
     pub delivery: DeliveryConfig,
+}
+
+/// How the HTTP server treats connections (`[http]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Longest time a connection may take to send a complete request head,
+    /// e.g. `10s`.
+    pub header_read_timeout: String,
+    /// Connections open at once at most.
+    pub max_connections: usize,
 }
 
 /// Outbound delivery settings.
@@ -193,6 +206,17 @@ impl Config {
                 ))
             })?;
         }
+        set(
+            &mut self.http.header_read_timeout,
+            "BOTWIRE_HTTP_HEADER_READ_TIMEOUT",
+        );
+        if let Some(v) = env("BOTWIRE_HTTP_MAX_CONNECTIONS") {
+            self.http.max_connections = v.parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "BOTWIRE_HTTP_MAX_CONNECTIONS must be a number, got {v:?}"
+                ))
+            })?;
+        }
         Ok(())
     }
 
@@ -231,6 +255,7 @@ impl Config {
             parse_net(net).map_err(ConfigError::Invalid)?;
         }
         crate::delivery::Settings::from_config(self).map_err(ConfigError::Invalid)?;
+        crate::api::ServerOptions::from_config(self).map_err(ConfigError::Invalid)?;
         if self.body_limit_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "body_limit_bytes must be at least 1024".into(),
@@ -330,5 +355,48 @@ mod tests {
         let c = Config::load(None, env, &Overrides::default()).unwrap();
         assert_eq!(c.secret_key.expose(), "hunter2");
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn http_settings_come_from_every_layer() {
+        let c = Config::load(None, no_env, &Overrides::default()).unwrap();
+        assert_eq!(c.http.header_read_timeout, "10s");
+        assert_eq!(c.http.max_connections, 10_000);
+
+        let env = |k: &str| match k {
+            "BOTWIRE_HTTP_HEADER_READ_TIMEOUT" => Some("500ms".to_owned()),
+            "BOTWIRE_HTTP_MAX_CONNECTIONS" => Some("50".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(None, env, &Overrides::default()).unwrap();
+        let server = crate::api::ServerOptions::from_config(&c).unwrap();
+        assert_eq!(
+            server.header_read_timeout,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(server.max_connections, 50);
+
+        let dir = std::env::temp_dir().join(format!("bw-config3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[http]\nmax_connections = 7\n").unwrap();
+        let c = Config::load(Some(&file), no_env, &Overrides::default()).unwrap();
+        assert_eq!(c.http.max_connections, 7);
+        assert_eq!(c.http.header_read_timeout, "10s", "the rest stays default");
+
+        for (name, value, says) in [
+            ("BOTWIRE_HTTP_MAX_CONNECTIONS", "many", "must be a number"),
+            ("BOTWIRE_HTTP_MAX_CONNECTIONS", "0", "at least 1"),
+            (
+                "BOTWIRE_HTTP_HEADER_READ_TIMEOUT",
+                "soon",
+                "http.header_read_timeout",
+            ),
+            ("BOTWIRE_HTTP_HEADER_READ_TIMEOUT", "0s", "longer than 0"),
+        ] {
+            let env = |k: &str| (k == name).then(|| value.to_owned());
+            let err = Config::load(None, env, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(says), "{name}={value}: {err}");
+        }
     }
 }

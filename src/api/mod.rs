@@ -28,6 +28,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod server;
 pub mod webhooks;
 pub mod widget;
 
@@ -38,6 +39,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, header};
 use error::ApiError;
 use serde::Serialize;
+pub use server::{ServerOptions, serve};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::request_id::{
@@ -203,28 +205,4 @@ pub fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
-/// requests finish (up to `grace`).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(());
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        r = &mut server => r,
-        _ = async { let _ = rx.await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
-            Ok(())
-        }
-    }
 }

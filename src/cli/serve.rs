@@ -6,11 +6,12 @@
 //! claim loop).
 //!
 //! On first start with an empty database it creates the first account and
-//! prints its admin key once. SIGINT/SIGTERM stop accepting connections,
-//! let in-flight requests finish, then close the store (committing any
-//! queued writes) and exit.
+//! prints its admin key once. Connections are served by [`api::server`]
+//! (header deadline, connection bound). SIGINT/SIGTERM stop accepting
+//! connections, let in-flight requests finish, then close the store
+//! (committing any queued writes) and exit.
 
-use crate::api::{self, AppState, RouterOptions};
+use crate::api::{self, AppState, RouterOptions, ServerOptions};
 use crate::config::{Config, Overrides};
 use anyhow::Context;
 use clap::Args;
@@ -86,6 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ..Default::default()
         },
     );
+    let server = ServerOptions::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -95,13 +97,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         database = %super::redact_url(&config.database),
         role = %config.role,
         allow_nets = ?config.allow_nets,
+        max_connections = server.max_connections,
+        header_read_timeout = ?server.header_read_timeout,
         "botwire is listening"
     );
     eprintln!(
         "botwire {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")
     );
-    api::serve(listener, app, shutdown_signal(), Duration::from_secs(30)).await?;
+    api::serve(listener, app, &server, shutdown_signal()).await?;
     tracing::info!("stopped accepting connections; closing the store");
     stop(engine, &store).await;
     eprintln!("botwire stopped cleanly");
