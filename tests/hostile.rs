@@ -465,3 +465,62 @@ async fn at_the_connection_bound_the_oldest_idle_clients_make_room_for_healthz()
     );
     assert!(stopping.elapsed() < Duration::from_secs(5));
 }
+
+/// The value of `name` in the head of a raw HTTP answer.
+fn header_of(answer: &str, name: &str) -> Option<String> {
+    answer.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_is_echoed_and_logged_only_when_it_is_a_plain_token() {
+    let mut server = Botwire::start(&[("BOTWIRE_LOG", "info,tower_http=debug")]).await;
+    let addr = server.addr.clone();
+    let ask = |headers: Vec<u8>| {
+        let addr = addr.clone();
+        async move {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            let mut req = b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_vec();
+            req.extend_from_slice(&headers);
+            req.extend_from_slice(b"\r\n");
+            s.write_all(&req).await.unwrap();
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer).await.unwrap();
+            let answer = String::from_utf8_lossy(&answer).into_owned();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            header_of(&answer, "x-request-id").expect("every answer has an id")
+        }
+    };
+
+    // Kept: 1 to 64 of A-Z a-z 0-9 . _ -
+    for id in ["abc.DEF_123-x", "7", &"a".repeat(64)] {
+        let echoed = ask(format!("x-request-id: {id}\r\n").into_bytes()).await;
+        assert_eq!(echoed, id);
+        server.wait_for_log(&format!("request_id={id}}}")).await;
+    }
+
+    // Replaced: anything that could pass for log syntax, too long, empty,
+    // not ASCII, or given twice.
+    let forged = "x} level=ERROR message=\"forged\" {y";
+    let mut hostile: Vec<Vec<u8>> = vec![
+        format!("x-request-id: {forged}\r\n").into_bytes(),
+        format!("x-request-id: {}\r\n", "a".repeat(65)).into_bytes(),
+        b"x-request-id: \r\n".to_vec(),
+        b"x-request-id: caf\xc3\xa9\r\n".to_vec(),
+        b"x-request-id: one\r\nx-request-id: two\r\n".to_vec(),
+        b"x-request-id: a b\r\n".to_vec(),
+    ];
+    for (i, headers) in hostile.drain(..).enumerate() {
+        let echoed = ask(headers).await;
+        assert!(
+            echoed.starts_with("req_") && botwire::api::is_valid_request_id(echoed.as_bytes()),
+            "case {i}: {echoed:?}"
+        );
+        server.wait_for_log(&format!("request_id={echoed}}}")).await;
+    }
+    let log = server.log_text();
+    assert!(!log.contains("forged"), "{log}");
+    assert!(!log.contains(&"a".repeat(65)), "{log}");
+}
