@@ -6,6 +6,7 @@
 //! output or logs.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -95,6 +96,11 @@ pub struct DeliveryConfig {
     /// Failed attempts in a row after which an endpoint gets one delivery at
     /// a time until one succeeds; 0 never.
     pub break_after: u32,
+    /// Whether names missing from `hosts` are asked of the system resolver.
+    pub system_dns: bool,
+    /// Fixed addresses for hostnames, consulted before any resolver: name →
+    /// one address, or several separated by commas.
+    pub hosts: BTreeMap<String, String>,
 }
 
 /// Values given on the command line; `None` leaves the lower layers alone.
@@ -216,6 +222,34 @@ impl Config {
                     "BOTWIRE_HTTP_MAX_CONNECTIONS must be a number, got {v:?}"
                 ))
             })?;
+        }
+        if let Some(v) = env("BOTWIRE_DELIVERY_SYSTEM_DNS") {
+            self.delivery.system_dns = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "BOTWIRE_DELIVERY_SYSTEM_DNS must be true or false, got {v:?}"
+                    )));
+                }
+            };
+        }
+        if let Some(v) = env("BOTWIRE_DELIVERY_HOSTS") {
+            let mut hosts: BTreeMap<String, String> = BTreeMap::new();
+            for entry in v.split([',', ' ']).filter(|s| !s.is_empty()) {
+                let (name, addr) = entry.split_once('=').ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "BOTWIRE_DELIVERY_HOSTS: {entry:?} is not name=address \
+                         (e.g. hooks.example.com=10.0.0.5)"
+                    ))
+                })?;
+                let addrs = hosts.entry(name.to_owned()).or_default();
+                if !addrs.is_empty() {
+                    addrs.push(',');
+                }
+                addrs.push_str(addr);
+            }
+            self.delivery.hosts = hosts;
         }
         Ok(())
     }
@@ -393,6 +427,62 @@ mod tests {
                 "http.header_read_timeout",
             ),
             ("BOTWIRE_HTTP_HEADER_READ_TIMEOUT", "0s", "longer than 0"),
+        ] {
+            let env = |k: &str| (k == name).then(|| value.to_owned());
+            let err = Config::load(None, env, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(says), "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn name_settings_come_from_every_layer() {
+        let c = Config::load(None, no_env, &Overrides::default()).unwrap();
+        assert!(
+            c.delivery.system_dns,
+            "the system resolver is on by default"
+        );
+        assert!(c.delivery.hosts.is_empty());
+
+        let env = |k: &str| match k {
+            "BOTWIRE_DELIVERY_SYSTEM_DNS" => Some("false".to_owned()),
+            "BOTWIRE_DELIVERY_HOSTS" => Some(
+                "hooks.example.com=10.0.0.5, hooks.example.com=fd00::5,a.test=127.0.0.1".into(),
+            ),
+            _ => None,
+        };
+        let c = Config::load(None, env, &Overrides::default()).unwrap();
+        assert!(!c.delivery.system_dns);
+        assert_eq!(c.delivery.hosts["hooks.example.com"], "10.0.0.5,fd00::5");
+        let settings = crate::delivery::Settings::from_config(&c).unwrap();
+        assert!(!settings.names.uses_system_resolver());
+        assert_eq!(settings.names.fixed("a.test").unwrap().len(), 1);
+
+        let dir = std::env::temp_dir().join(format!("bw-config4-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[delivery]\nsystem_dns = false\n[delivery.hosts]\n\"h.test\" = \"127.0.0.2\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), no_env, &Overrides::default()).unwrap();
+        assert_eq!(c.delivery.hosts["h.test"], "127.0.0.2");
+        assert!(!c.delivery.system_dns);
+        assert_eq!(c.delivery.timeout, "15s", "the rest stays default");
+
+        for (name, value, says) in [
+            ("BOTWIRE_DELIVERY_SYSTEM_DNS", "maybe", "true or false"),
+            (
+                "BOTWIRE_DELIVERY_HOSTS",
+                "hooks.example.com",
+                "name=address",
+            ),
+            (
+                "BOTWIRE_DELIVERY_HOSTS",
+                "h.test=10.0.0.300",
+                "not an IP address",
+            ),
+            ("BOTWIRE_DELIVERY_HOSTS", "a..b=10.0.0.1", "not a hostname"),
         ] {
             let env = |k: &str| (k == name).then(|| value.to_owned());
             let err = Config::load(None, env, &Overrides::default()).unwrap_err();

@@ -329,8 +329,8 @@ struct Botwire {
 }
 
 impl Botwire {
-    /// Starts `botwire serve` on a random port with `env` set and waits
-    /// until it listens.
+    /// Starts `botwire serve` on a random port with `env` set, the system
+    /// resolver off, and waits until it listens.
     async fn start(env: &[(&str, &str)]) -> Botwire {
         let dir = std::env::temp_dir().join(format!(
             "botwire-hostile-bin-{}",
@@ -346,6 +346,7 @@ impl Botwire {
         }
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--database"])
             .arg(format!("sqlite://{}", dir.join("b.db").display()))
+            .env("BOTWIRE_DELIVERY_SYSTEM_DNS", "false")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());

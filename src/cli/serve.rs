@@ -99,6 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         allow_nets = ?config.allow_nets,
         max_connections = server.max_connections,
         header_read_timeout = ?server.header_read_timeout,
+        system_dns = config.delivery.system_dns,
         "botwire is listening"
     );
     eprintln!(
