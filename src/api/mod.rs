@@ -14,6 +14,7 @@
 //! * `/openapi.json` describes it all.
 
 pub mod appointments;
+pub mod audit;
 pub mod bots;
 pub mod chart;
 pub mod chat;
@@ -165,7 +166,12 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(endpoints::routes())
         .merge(deliveries::routes())
         .merge(hooks::routes())
-        .merge(chatbot_webhook::routes());
+        .merge(chatbot_webhook::routes())
+        .merge(audit::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::track,
+        ));
     Router::new()
         .merge(v1)
         .merge(health::routes())

@@ -61,6 +61,16 @@ pub async fn accounts(cmd: AccountsCommand, config: &Config) -> anyhow::Result<(
                 bail!("the account name must not be empty");
             }
             let (account, key) = store.create_account(name.trim(), &pepper).await?;
+            let changes = serde_json::json!({"name": account.name});
+            audit(
+                &store,
+                &account.id,
+                "account.created",
+                "account",
+                &account.id,
+                changes,
+            )
+            .await?;
             eprintln!(
                 "created account {} ({}); its admin key follows — it is shown only once",
                 account.id, account.name
@@ -69,6 +79,30 @@ pub async fn accounts(cmd: AccountsCommand, config: &Config) -> anyhow::Result<(
         }
     }
     store.close().await;
+    Ok(())
+}
+
+/// Records a change made from the command line in the audit log.
+async fn audit(
+    store: &crate::store::Store,
+    account: &str,
+    action: &str,
+    resource_type: &str,
+    resource_id: &str,
+    changes: serde_json::Value,
+) -> anyhow::Result<()> {
+    store
+        .record_audit(crate::store::audit::NewAudit {
+            account_id: account.to_owned(),
+            actor: crate::store::audit::Actor::Cli,
+            request_id: None,
+            action: action.to_owned(),
+            resource_type: resource_type.to_owned(),
+            resource_id: Some(resource_id.to_owned()),
+            changes,
+        })
+        .await
+        .context("the change was made but could not be recorded in the audit log")?;
     Ok(())
 }
 
@@ -122,6 +156,13 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
                 }
             };
             let (row, key) = created.map_err(|e| anyhow::anyhow!("cannot create the key: {e}"))?;
+            let changes = serde_json::json!({
+                "name": row.name,
+                "bot_id": row.bot_id,
+                "kind": if row.publishable { "publishable" } else { "secret" },
+                "origins": row.origins,
+            });
+            audit(&store, &account, "key.created", "key", &row.id, changes).await?;
             match &row.bot_id {
                 Some(b) if row.publishable => eprintln!(
                     "created publishable key {} for bot {b}, chat only, from {}; shown only once:",
@@ -175,6 +216,8 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
                 .revoke_key(&account, &id)
                 .await
                 .with_context(|| format!("key {id:?} not found in account {account}"))?;
+            let changes = serde_json::json!({"name": key.name});
+            audit(&store, &account, "key.revoked", "key", &key.id, changes).await?;
             eprintln!("revoked key {} ({})", key.id, key.name);
         }
     }
@@ -233,6 +276,19 @@ pub async fn bots(cmd: BotsCommand, config: &Config) -> anyhow::Result<()> {
             let done = rb::import(&store, &account, &bot)
                 .await
                 .map_err(|e| anyhow::anyhow!("import failed: {e}"))?;
+            let changes = serde_json::json!({
+                "created": done.created,
+                "flow_version": done.flow_version,
+            });
+            audit(
+                &store,
+                &account,
+                "bot.imported",
+                "bot",
+                &done.bot_id,
+                changes,
+            )
+            .await?;
             eprintln!(
                 "{} bot {} (flow version {})",
                 if done.created { "created" } else { "updated" },
