@@ -19,3 +19,7 @@ CREATE TABLE audit (
 
 CREATE INDEX audit_account_id ON audit (account_id, id);
 CREATE INDEX audit_at ON audit (at);
+
+-- The W3C trace id of the request that caused an event, so every attempt
+-- of its deliveries (retries too) sends a `traceparent` in that trace.
+ALTER TABLE events ADD COLUMN trace_id TEXT;
