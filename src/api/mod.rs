@@ -229,7 +229,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
                     .get::<crate::trace::TraceId>()
                     .map(|t| t.as_str())
                     .unwrap_or("");
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id, trace_id = %trace)
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), trace_id = %trace, request_id = %id)
             }),
         )
         .layer(axum::middleware::map_request(assign_trace))
