@@ -270,3 +270,52 @@ async fn pruning_removes_only_old_entries() {
     let r = app.admin("GET", "/v1/audit", None).await;
     assert_eq!(r.body["data"], json!([]));
 }
+
+#[tokio::test]
+async fn a_key_and_its_audit_row_commit_together_or_not_at_all() {
+    use botwire::store::audit::{Actor, Pending, scope};
+    let Some(app) = spawn_app(Db::Sqlite).await else {
+        return;
+    };
+    // Recorded in the key's own write: one row, with the scope's actor.
+    let cli = Pending::new(Some(Actor::Cli), None);
+    let (row, _) = scope(
+        cli.clone(),
+        app.store
+            .create_key(&app.account_id, None, "together", &app.pepper),
+    )
+    .await
+    .unwrap();
+    assert!(cli.recorded());
+    let r = app.admin("GET", "/v1/audit?action=key.created", None).await;
+    assert_eq!(r.body["data"][0]["resource_id"], row.id.as_str());
+    assert_eq!(r.body["data"][0]["actor"]["kind"], "cli");
+
+    // When the audit row cannot be written, the key is not created either.
+    app.store
+        .write(|c| c.batch("ALTER TABLE audit RENAME TO audit_away"))
+        .await
+        .unwrap();
+    let failed = scope(
+        Pending::new(Some(Actor::Cli), None),
+        app.store
+            .create_key(&app.account_id, None, "alone", &app.pepper),
+    )
+    .await;
+    assert!(failed.is_err(), "{failed:?}");
+    app.store
+        .write(|c| c.batch("ALTER TABLE audit_away RENAME TO audit"))
+        .await
+        .unwrap();
+    let r = app.admin("GET", "/v1/keys", None).await;
+    let names: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"together") && !names.contains(&"alone"),
+        "{names:?}"
+    );
+}

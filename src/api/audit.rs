@@ -13,16 +13,20 @@
 //! [`crate::store::Store::record_audit`] (or, inside a write closure,
 //! [`crate::store::audit::record`]).
 //!
-//! The row is written right after the change's own commit, not inside it:
-//! recording at the route layer covers every route the same way without
-//! threading an audit row through each store function, at the price that a
-//! process killed between the two commits leaves that one change unrecorded.
+//! The handler runs inside [`crate::store::audit::scope`]: a store function
+//! that records the change in its own transaction (keys created and
+//! revoked) marks it recorded, and [`track`] writes nothing more. For the
+//! other routes the row is written right after the change's own commit, not
+//! inside it: recording at the route layer covers every route the same way
+//! without threading an audit row through each store function, at the price
+//! that a process killed between the two commits leaves that one change
+//! unrecorded.
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiQuery, Auth, PageQuery};
 use super::{AppState, List, time};
 use crate::domain::account::Principal;
-use crate::store::audit::{Actor, AuditEntry, AuditFilter, NewAudit};
+use crate::store::audit::{Actor, AuditEntry, AuditFilter, NewAudit, Pending};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
@@ -34,18 +38,24 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use utoipa::{IntoParams, ToSchema};
 
-/// Where the `Auth` extractor leaves the request's principal for [`track`].
+/// Where the `Auth` extractor leaves the request's principal for [`track`],
+/// and the [`Pending`] change store functions that record in their own
+/// transaction see.
 #[derive(Clone, Default)]
-pub struct AuditSlot(Arc<Mutex<Option<Principal>>>);
+pub struct AuditSlot {
+    principal: Arc<Mutex<Option<Principal>>>,
+    pending: Pending,
+}
 
 impl AuditSlot {
     /// Sets the principal the request acts as.
     pub fn set(&self, p: &Principal) {
-        *self.0.lock().expect("audit slot") = Some(p.clone());
+        *self.principal.lock().expect("audit slot") = Some(p.clone());
+        self.pending.set_actor(Actor::Key(p.key_id.clone()));
     }
 
     fn take(&self) -> Option<Principal> {
-        self.0.lock().expect("audit slot").take()
+        self.principal.lock().expect("audit slot").take()
     }
 }
 
@@ -303,16 +313,19 @@ pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) 
     }) else {
         return next.run(req).await;
     };
-    let slot = AuditSlot::default();
-    req.extensions_mut().insert(slot.clone());
     let path = req.uri().path().to_owned();
     let request_id = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let response = next.run(req).await;
-    if !response.status().is_success() {
+    let slot = AuditSlot {
+        principal: Arc::default(),
+        pending: Pending::new(None, request_id.clone()),
+    };
+    req.extensions_mut().insert(slot.clone());
+    let response = crate::store::audit::scope(slot.pending.clone(), next.run(req)).await;
+    if !response.status().is_success() || slot.pending.recorded() {
         return response;
     }
     let Some(principal) = slot.take() else {

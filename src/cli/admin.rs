@@ -138,6 +138,9 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
                 eprintln!("created the first account ({})", acc.id);
             }
             let account = account_id(&store, account).await?;
+            // Recorded in the key's own transaction (see `store::audit`).
+            let cli =
+                crate::store::audit::Pending::new(Some(crate::store::audit::Actor::Cli), None);
             let created = match (bot.as_deref(), origins.is_empty()) {
                 (Some(bot), false) => {
                     let origins = origins
@@ -145,24 +148,16 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
                         .map(|o| crate::domain::account::parse_origin(o))
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| anyhow::anyhow!("cannot create the key: {e}"))?;
-                    store
-                        .create_publishable_key(&account, bot, &name, origins, &pepper)
-                        .await
+                    let create =
+                        store.create_publishable_key(&account, bot, &name, origins, &pepper);
+                    crate::store::audit::scope(cli, create).await
                 }
                 _ => {
-                    store
-                        .create_key(&account, bot.as_deref(), &name, &pepper)
-                        .await
+                    let create = store.create_key(&account, bot.as_deref(), &name, &pepper);
+                    crate::store::audit::scope(cli, create).await
                 }
             };
             let (row, key) = created.map_err(|e| anyhow::anyhow!("cannot create the key: {e}"))?;
-            let changes = serde_json::json!({
-                "name": row.name,
-                "bot_id": row.bot_id,
-                "kind": if row.publishable { "publishable" } else { "secret" },
-                "origins": row.origins,
-            });
-            audit(&store, &account, "key.created", "key", &row.id, changes).await?;
             match &row.bot_id {
                 Some(b) if row.publishable => eprintln!(
                     "created publishable key {} for bot {b}, chat only, from {}; shown only once:",
@@ -212,12 +207,12 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { id, account } => {
             let account = account_id(&store, account).await?;
-            let key = store
-                .revoke_key(&account, &id)
+            // Recorded in the revocation's own transaction.
+            let cli =
+                crate::store::audit::Pending::new(Some(crate::store::audit::Actor::Cli), None);
+            let key = crate::store::audit::scope(cli, store.revoke_key(&account, &id))
                 .await
                 .with_context(|| format!("key {id:?} not found in account {account}"))?;
-            let changes = serde_json::json!({"name": key.name});
-            audit(&store, &account, "key.revoked", "key", &key.id, changes).await?;
             eprintln!("revoked key {} ({})", key.id, key.name);
         }
     }

@@ -2,13 +2,101 @@
 //!
 //! [`record`] inserts one row on a connection, so a write closure can log
 //! its change in the same transaction; [`Store::record_audit`] does the same
-//! as a write of its own. The acting key's name is read when the row is
+//! as a write of its own.
+//!
+//! A change made on behalf of someone runs inside [`scope`] with a
+//! [`Pending`] naming the actor and request id. A store function that can
+//! record in its own transaction takes [`pending`] before its write, inserts
+//! the row in the same closure, and marks the change recorded, so the route
+//! layer does not record it a second time (key creation and revocation do
+//! this). The acting key's name is read when the row is
 //! written, so a later rename or revocation does not rewrite history.
 //! Callers pass `changes` with secret values already removed (see
 //! `api::audit::redact`); nothing here looks inside it.
 
 use super::{Conn, Page, PageRequest, Result, Row, Store, StoreError, now_ms};
 use crate::domain::ids::new_id;
+use std::sync::{Arc, Mutex};
+
+/// Who is changing things in the running task, and whether the change has
+/// been recorded already (see the module documentation).
+#[derive(Clone, Debug, Default)]
+pub struct Pending(Arc<Mutex<PendingState>>);
+
+#[derive(Debug, Default)]
+struct PendingState {
+    actor: Option<Actor>,
+    request_id: Option<String>,
+    recorded: bool,
+}
+
+impl Pending {
+    /// A change made by `actor` (set later with [`Pending::set_actor`] when
+    /// not yet known) in request `request_id`.
+    pub fn new(actor: Option<Actor>, request_id: Option<String>) -> Self {
+        Self(Arc::new(Mutex::new(PendingState {
+            actor,
+            request_id,
+            recorded: false,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PendingState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Names the actor once the request's key is known.
+    pub fn set_actor(&self, actor: Actor) {
+        self.state().actor = Some(actor);
+    }
+
+    /// The row to record for a change, when the actor is known.
+    pub fn entry(
+        &self,
+        account_id: &str,
+        action: &str,
+        resource_type: &str,
+        resource_id: &str,
+        changes: serde_json::Value,
+    ) -> Option<NewAudit> {
+        let s = self.state();
+        Some(NewAudit {
+            account_id: account_id.to_owned(),
+            actor: s.actor.clone()?,
+            request_id: s.request_id.clone(),
+            action: action.to_owned(),
+            resource_type: resource_type.to_owned(),
+            resource_id: Some(resource_id.to_owned()),
+            changes,
+        })
+    }
+
+    /// Notes that the change was recorded with its own commit.
+    pub fn mark_recorded(&self) {
+        self.state().recorded = true;
+    }
+
+    /// Whether the change was recorded already.
+    pub fn recorded(&self) -> bool {
+        self.state().recorded
+    }
+}
+
+tokio::task_local! {
+    static PENDING: Pending;
+}
+
+/// Runs `f` as a change on behalf of `pending`'s actor.
+pub async fn scope<F: std::future::Future>(pending: Pending, f: F) -> F::Output {
+    PENDING.scope(pending, f).await
+}
+
+/// The running task's [`Pending`], inside [`scope`].
+pub fn pending() -> Option<Pending> {
+    PENDING.try_with(Clone::clone).ok()
+}
 
 /// Who made a change.
 #[derive(Clone, Debug, PartialEq, Eq)]
