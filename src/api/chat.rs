@@ -10,7 +10,8 @@ use super::bots::load;
 use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiJson, ApiQuery, Auth, ChatAuth, PageQuery};
 use super::{AppState, List, time};
-use crate::runtime::chat::ContactRef;
+use crate::domain::engine::Input;
+use crate::runtime::chat::{ContactRef, Source};
 use crate::store::conversations::{ConversationFilter, ConversationRow};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -85,15 +86,21 @@ pub async fn chat(
         ContactRef::parse(body.contact.phone.as_deref(), body.contact.id.as_deref())
             .map_err(ApiError::unprocessable)?
     };
+    let source = if p.publishable {
+        Source::Web
+    } else {
+        Source::Api
+    };
     let reply = state
         .chat
-        .message(
+        .handle(
             &state.store,
             state.delivery.client(),
             &p.account_id,
             &bot,
             &contact,
-            &body.text,
+            Input::Text(&body.text),
+            &source,
         )
         .await
         .map_err(|e| match e {

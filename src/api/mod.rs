@@ -12,6 +12,7 @@
 
 pub mod appointments;
 pub mod bots;
+pub mod channels;
 pub mod chart;
 pub mod chat;
 pub mod chatbot_webhook;
@@ -65,6 +66,10 @@ pub struct AppState {
     pub delivery: crate::delivery::Delivery,
     /// Chat messages counted per publishable key and visitor address.
     pub visitors: Arc<limits::VisitorLimit>,
+    /// Channels by id, for the webhook route and the inbound processor.
+    pub channels: Arc<crate::runtime::inbound::ChannelCache>,
+    /// The address platforms see (`public_url`); empty: each request's host.
+    pub public_url: Arc<str>,
 }
 
 impl AppState {
@@ -78,7 +83,15 @@ impl AppState {
             keys: Arc::default(),
             delivery,
             visitors: Arc::default(),
+            channels: Arc::default(),
+            public_url: Arc::from(""),
         }
+    }
+
+    /// The same state with `public_url` as the address platforms see.
+    pub fn with_public_url(mut self, url: &str) -> Self {
+        self.public_url = Arc::from(url.trim_end_matches('/'));
+        self
     }
 }
 
@@ -128,6 +141,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(endpoints::routes())
         .merge(deliveries::routes())
         .merge(hooks::routes())
+        .merge(channels::routes())
         .merge(chatbot_webhook::routes());
     Router::new()
         .merge(v1)

@@ -72,7 +72,10 @@ pub async fn accounts(cmd: AccountsCommand, config: &Config) -> anyhow::Result<(
     Ok(())
 }
 
-async fn account_id(store: &crate::store::Store, given: Option<String>) -> anyhow::Result<String> {
+pub(super) async fn account_id(
+    store: &crate::store::Store,
+    given: Option<String>,
+) -> anyhow::Result<String> {
     match given {
         Some(id) => Ok(store
             .get_account(&id)

@@ -1,5 +1,5 @@
 //! The `botwire` command line: `serve`, `migrate`, `config`, `accounts`,
-//! `keys`, `bots`, `verify`, `listen`, `bench`.
+//! `keys`, `bots`, `channels`, `verify`, `listen`, `bench`.
 //!
 //! Every subcommand that touches data takes the same `--database` and
 //! `--config` (and reads the same `BOTWIRE_*` environment), so what `serve`
@@ -12,6 +12,7 @@ pub mod bench_backlog;
 mod bench_chat;
 mod bench_deliver;
 mod bench_story;
+mod channels;
 pub mod listen;
 mod serve;
 pub mod verify;
@@ -65,6 +66,9 @@ enum Command {
     /// Import and export whole bots (YAML or JSON bot files).
     #[command(subcommand)]
     Bots(admin::BotsCommand),
+    /// Put bots on messaging platforms (WhatsApp, Telegram, Twilio, Messenger).
+    #[command(subcommand)]
+    Channels(channels::ChannelsCommand),
     /// Check a webhook signature (for people writing receivers).
     Verify(verify::VerifyArgs),
     /// Run a local receiver that prints every delivery and checks its signature.
@@ -126,6 +130,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bots(cmd) => {
             let config = load_config(&cli.common, Overrides::default())?;
             admin::bots(cmd, &config).await
+        }
+        Command::Channels(cmd) => {
+            let config = load_config(&cli.common, Overrides::default())?;
+            channels::channels(cmd, &config).await
         }
         Command::Verify(args) => verify::run(args),
         Command::Listen(args) => listen::run(args).await,

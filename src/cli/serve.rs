@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:8080.
     #[arg(long)]
     listen: Option<String>,
+    /// The address messaging platforms reach this server at, e.g.
+    /// https://bots.example.com (default http://{listen}).
+    #[arg(long)]
+    public_url: Option<String>,
     /// A network outbound calls may reach despite the SSRF guard (CIDR;
     /// repeatable).
     #[arg(long = "allow-net", value_name = "CIDR")]
@@ -36,6 +40,7 @@ impl ServeArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             listen: self.listen.clone(),
+            public_url: self.public_url.clone(),
             allow_nets: self.allow_net.clone(),
             role: self.role.clone(),
             ..Default::default()
@@ -68,17 +73,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(engine) = &engine {
         tracing::info!(node = engine.node(), "delivery engine started");
     }
+    let chat = crate::runtime::chat::Chat::default();
+    let channels = std::sync::Arc::new(crate::runtime::inbound::ChannelCache::default());
+    let workers = (config.role != "api").then(|| {
+        let sender = crate::delivery::outbox::Sender::start(
+            store.clone(),
+            delivery.clone(),
+            &config.public_url(),
+        );
+        let inbound = crate::runtime::inbound::Inbound::new(
+            store.clone(),
+            chat.clone(),
+            delivery.client().clone(),
+            channels.clone(),
+        );
+        let processor = crate::runtime::inbound::Processor::start(
+            inbound,
+            delivery.settings().lease,
+            delivery.settings().poll,
+        );
+        (sender, processor)
+    });
     if config.role == "worker" {
         eprintln!(
             "botwire {} delivering events (role worker)",
             env!("CARGO_PKG_VERSION")
         );
         shutdown_signal().await;
-        stop(engine, &store).await;
+        stop(engine, workers, &store).await;
         eprintln!("botwire stopped cleanly");
         return Ok(());
     }
-    let state = AppState::new(store.clone(), pepper, delivery);
+    let mut state =
+        AppState::new(store.clone(), pepper, delivery).with_public_url(&config.public_url());
+    state.chat = chat;
+    state.channels = channels;
     let app = api::router(
         state,
         &RouterOptions {
@@ -103,13 +132,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     api::serve(listener, app, shutdown_signal(), Duration::from_secs(30)).await?;
     tracing::info!("stopped accepting connections; closing the store");
-    stop(engine, &store).await;
+    stop(engine, workers, &store).await;
     eprintln!("botwire stopped cleanly");
     Ok(())
 }
 
-/// Lets deliveries in flight finish (briefly), then closes the store.
-async fn stop(engine: Option<crate::delivery::Engine>, store: &crate::store::Store) {
+/// The channel workers of a process: the outbox sender and the inbound
+/// processor.
+type ChannelWorkers = (
+    crate::delivery::outbox::Sender,
+    crate::runtime::inbound::Processor,
+);
+
+/// Lets deliveries, channel messages and inbound messages in flight finish
+/// (briefly), then closes the store.
+async fn stop(
+    engine: Option<crate::delivery::Engine>,
+    workers: Option<ChannelWorkers>,
+    store: &crate::store::Store,
+) {
+    if let Some((sender, mut processor)) = workers {
+        processor.shutdown(Duration::from_secs(10)).await;
+        sender.shutdown(Duration::from_secs(10)).await;
+    }
     if let Some(engine) = engine {
         engine.shutdown(Duration::from_secs(10)).await;
     }

@@ -193,7 +193,7 @@ mod tests {
         }
         assert!(check_event_types(&["message.received".into(), "order.paid".into()]).is_ok());
         assert!(
-            check_event_types(&["message.sent".into()])
+            check_event_types(&["message.bounced".into()])
                 .unwrap_err()
                 .contains("catalog")
         );

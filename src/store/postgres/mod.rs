@@ -35,6 +35,7 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "attempt_node",
         include_str!("migrations/0006_attempt_node.sql"),
     ),
+    (8, "channels", include_str!("migrations/0008_channels.sql")),
 ];
 
 /// A PostgreSQL database named by a URL.

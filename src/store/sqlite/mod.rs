@@ -32,6 +32,7 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "attempt_node",
         include_str!("migrations/0006_attempt_node.sql"),
     ),
+    (8, "channels", include_str!("migrations/0008_channels.sql")),
 ];
 
 /// A SQLite database file.
