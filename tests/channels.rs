@@ -358,8 +358,17 @@ async fn whatsapp(w: &World, fake: &Platform) -> (Value, String) {
 // ------------------------------------------------------------------- tests
 
 #[tokio::test]
-async fn whatsapp_runs_elipackage_to_the_end() {
-    let Some(w) = world(Db::Sqlite).await else {
+async fn whatsapp_runs_elipackage_to_the_end_sqlite() {
+    whatsapp_runs_elipackage_to_the_end(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn whatsapp_runs_elipackage_to_the_end_postgres() {
+    whatsapp_runs_elipackage_to_the_end(Db::Postgres).await;
+}
+
+async fn whatsapp_runs_elipackage_to_the_end(kind: Db) {
+    let Some(w) = world(kind).await else {
         return;
     };
     w.elipackage().await;
@@ -486,8 +495,17 @@ async fn whatsapp_runs_elipackage_to_the_end() {
 }
 
 #[tokio::test]
-async fn whatsapp_signatures_duplicates_and_batches() {
-    let Some(w) = world(Db::Sqlite).await else {
+async fn whatsapp_signatures_duplicates_and_batches_sqlite() {
+    whatsapp_signatures_duplicates_and_batches(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn whatsapp_signatures_duplicates_and_batches_postgres() {
+    whatsapp_signatures_duplicates_and_batches(Db::Postgres).await;
+}
+
+async fn whatsapp_signatures_duplicates_and_batches(kind: Db) {
+    let Some(w) = world(kind).await else {
         return;
     };
     w.elipackage().await;
@@ -559,8 +577,17 @@ async fn whatsapp_signatures_duplicates_and_batches() {
 }
 
 #[tokio::test]
-async fn outbox_retries_in_order_and_records_permanent_failures() {
-    let Some(w) = world(Db::Sqlite).await else {
+async fn outbox_retries_in_order_and_records_permanent_failures_sqlite() {
+    outbox_retries_in_order_and_records_permanent_failures(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn outbox_retries_in_order_and_records_permanent_failures_postgres() {
+    outbox_retries_in_order_and_records_permanent_failures(Db::Postgres).await;
+}
+
+async fn outbox_retries_in_order_and_records_permanent_failures(kind: Db) {
+    let Some(w) = world(kind).await else {
         return;
     };
     w.elipackage().await;
@@ -1021,4 +1048,167 @@ async fn channel_crud_keeps_secrets_write_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+// ------------------------------------------------------------ crash test
+
+/// A `botwire serve` process; killed with SIGKILL when dropped.
+struct Node(std::process::Child, std::path::PathBuf);
+
+impl Node {
+    fn start(
+        db: &str,
+        port: u16,
+        role: &str,
+        log: std::path::PathBuf,
+    ) -> (Node, std::sync::mpsc::Receiver<String>) {
+        use std::io::BufRead;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_botwire"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BOTWIRE_") {
+                cmd.env_remove(k);
+            }
+        }
+        let listen = format!("127.0.0.1:{port}");
+        cmd.args([
+            "serve",
+            "--database",
+            db,
+            "--role",
+            role,
+            "--allow-net",
+            "127.0.0.0/8",
+            "--listen",
+            &listen,
+        ])
+        .env("BOTWIRE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(file));
+        let mut child = cmd.spawn().expect("spawn botwire");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let line = line.trim();
+                if line.starts_with("bw_") && line.len() == 46 {
+                    let _ = tx.send(line.to_owned());
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(&listen).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "botwire did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (Node(child, log), rx)
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A message answered 200 and then lost to a `kill -9` before any worker
+/// processed it is processed when a worker starts on the same database.
+/// The first process serves the API only (`--role api`), as a node of a
+/// scaled-out setup does: it stores and answers, and never processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stored_before_a_kill_is_processed_after_restart() {
+    let Some(db) = test_db(Db::Sqlite) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("botwire_channels_crash_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    // Installs the TLS provider the HTTP client needs.
+    Delivery::new(Settings::default()).unwrap();
+    let fake = Platform::start("whatsapp").await;
+    let (mut api_node, keys) = Node::start(&db.url, port, "api", dir.join("api.log"));
+    let key = keys
+        .recv_timeout(Duration::from_secs(30))
+        .expect("admin key");
+    let client = reqwest::Client::new();
+    let text = std::fs::read_to_string("examples/elipackage.yaml").unwrap();
+    let r = client
+        .post(format!("{base}/v1/bots/import"))
+        .bearer_auth(&key)
+        .header("content-type", "application/yaml")
+        .body(text)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let ch: Value = client
+        .post(format!("{base}/v1/bots/elipackage/channels"))
+        .bearer_auth(&key)
+        .json(&json!({"kind": "whatsapp", "phone_number_id": "106540352242922", "access_token": "EAAG-token",
+                      "app_secret": "app-secret", "verify_token": "v", "api_base": fake.base}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = ch["inbound_url"].as_str().unwrap().to_owned();
+    let b = wa_text("wamid.crash1", "Hola");
+    let r = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", meta::signature("app-secret", &b))
+        .body(b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    api_node.kill();
+    assert!(
+        fake.got().is_empty(),
+        "nothing was processed before the kill"
+    );
+
+    let (_worker, _) = Node::start(&db.url, port, "all", dir.join("all.log"));
+    let started = std::time::Instant::now();
+    while fake.got().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the stored message was never processed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = fake.got();
+    assert_eq!(got.len(), 1, "processed once");
+    assert_eq!(
+        got[0].json()["text"]["body"],
+        "Welcome to EliPackage, can you enter your name, please?"
+    );
+    println!(
+        "processed {:.0?} after the worker started",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
