@@ -1053,7 +1053,7 @@ async fn channel_crud_keeps_secrets_write_only() {
 // ------------------------------------------------------------ crash test
 
 /// A `botwire serve` process; killed with SIGKILL when dropped.
-struct Node(std::process::Child, std::path::PathBuf);
+struct Node(std::process::Child);
 
 impl Node {
     fn start(
@@ -1112,7 +1112,7 @@ impl Node {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        (Node(child, log), rx)
+        (Node(child), rx)
     }
 
     /// `kill -9`.
