@@ -9,6 +9,7 @@
 mod admin;
 mod bench;
 pub mod bench_backlog;
+mod bench_channel;
 mod bench_chat;
 mod bench_deliver;
 mod bench_story;
