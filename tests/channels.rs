@@ -651,6 +651,49 @@ async fn outbox_retries_in_order_and_records_permanent_failures(kind: Db) {
             .unwrap()
             .contains("131030")
     );
+    // Every attempt is logged: the 400 with Meta's body.
+    let (_, attempts) = w
+        .call(
+            "GET",
+            &format!(
+                "/v1/channels/{id}/messages/{}/attempts",
+                failed[0]["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(attempts["data"][0]["status"], 400);
+    assert!(
+        attempts["data"][0]["response_body"]
+            .as_str()
+            .unwrap()
+            .contains("fbtrace_id")
+    );
+    let (_, first) = w
+        .call(
+            "GET",
+            &format!("/v1/channels/{id}/messages?limit=200"),
+            None,
+        )
+        .await;
+    let welcome = first["data"].as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, attempts) = w
+        .call(
+            "GET",
+            &format!("/v1/channels/{id}/messages/{welcome}/attempts"),
+            None,
+        )
+        .await;
+    let statuses: Vec<i64> = attempts["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 429], "newest first");
     let events = w.events("message.failed").await;
     assert_eq!(events.len(), 1);
     assert!(
@@ -1036,6 +1079,42 @@ async fn channel_crud_keeps_secrets_write_only() {
     assert_eq!(s, 422);
     let (_, list) = w.call("GET", "/v1/bots/elipackage/channels", None).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
+
+    // The SSRF guard covers api_base: a channel aimed at the cloud metadata
+    // address gets nothing sent there; its message fails as blocked.
+    let tg = w
+        .channel(
+            json!({"kind": "telegram", "bot_token": "1:a", "secret_token": "ok",
+                        "api_base": "http://169.254.169.254/latest"}),
+        )
+        .await;
+    let tg_id = tg["id"].as_str().unwrap();
+    let (s, b) = w
+        .call(
+            "POST",
+            &format!("/v1/channels/{tg_id}/messages"),
+            Some(json!({"to": "42", "text": "hi"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    w.settle().await;
+    let (_, msgs) = w
+        .call("GET", &format!("/v1/channels/{tg_id}/messages"), None)
+        .await;
+    assert_eq!(msgs["data"][0]["status"], "failed");
+    let (_, attempts) = w
+        .call(
+            "GET",
+            &format!(
+                "/v1/channels/{tg_id}/messages/{}/attempts",
+                msgs["data"][0]["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(attempts["data"][0]["error_kind"], "blocked", "{attempts}");
+    w.call("DELETE", &format!("/v1/channels/{tg_id}"), None)
+        .await;
     let (s, _) = w.call("DELETE", &format!("/v1/channels/{id}"), None).await;
     assert_eq!(s, 204);
     let (s, _) = w.call("GET", &format!("/v1/channels/{id}"), None).await;

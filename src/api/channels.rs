@@ -569,6 +569,58 @@ pub async fn list_messages(
     Ok(Json(List::from_page(rows, ChannelMessageView::from)))
 }
 
+/// One send attempt of a channel message.
+#[derive(Serialize, ToSchema)]
+pub struct ChannelAttemptView {
+    /// `catt_…`
+    pub id: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The platform's HTTP status, when it answered.
+    pub status: Option<i64>,
+    /// The first 16 KiB of its answer.
+    pub response_body: String,
+    /// `timeout`, `connect`, `dns`, `blocked`, `tls`, `status`, `invalid`,
+    /// `window` (outside WhatsApp's 24 hours); null on success.
+    pub error_kind: Option<String>,
+    /// The failure, in the platform's words when it gave some.
+    pub error: Option<String>,
+    /// The node that made it.
+    pub node: Option<String>,
+}
+
+/// Every attempt to send one message of the channel's outbox, newest first.
+#[utoipa::path(get, path = "/v1/channels/{id}/messages/{message}/attempts", tag = "channels",
+    params(("id" = String, Path), ("message" = String, Path)),
+    responses((status = 200, body = List<ChannelAttemptView>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_message_attempts(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((id, message)): Path<(String, String)>,
+) -> ApiResult<Json<List<ChannelAttemptView>>> {
+    let c = channel_for(&state, &auth, &id).await?;
+    let attempts = state.store.list_message_attempts(&c.id, &message).await?;
+    Ok(Json(List {
+        data: attempts
+            .into_iter()
+            .map(|a| ChannelAttemptView {
+                id: a.id,
+                started_at: time(a.started_at),
+                duration_ms: a.duration_ms,
+                status: a.status,
+                response_body: a.response_body,
+                error_kind: a.error_kind,
+                error: a.error_message,
+                node: a.node,
+            })
+            .collect(),
+        next_cursor: None,
+    }))
+}
+
 fn refused(state: &AppState, channel: &ChannelRow, e: &VerifyError) -> Response {
     let kind = channel.kind().as_str();
     state.metrics.channel_refused(kind);
@@ -671,6 +723,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/channels/{id}/messages",
             get(list_messages).post(send_message),
+        )
+        .route(
+            "/v1/channels/{id}/messages/{message}/attempts",
+            get(list_message_attempts),
         )
         .route(
             "/channels/{id}/webhook",

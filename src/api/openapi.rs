@@ -74,6 +74,7 @@ use utoipa::{Modify, OpenApi};
         super::channels::delete_channel,
         super::channels::send_message,
         super::channels::list_messages,
+        super::channels::list_message_attempts,
     ),
     modifiers(&Bearer, &CommonErrors),
     tags((name = "bots"), (name = "flows"), (name = "conversations"), (name = "events"),

@@ -1130,14 +1130,19 @@ impl Store {
             .await
     }
 
-    /// The attempts of one outbox message, newest first.
-    pub async fn list_message_attempts(&self, message_id: &str) -> Result<Vec<ChannelAttemptRow>> {
-        let id = message_id.to_owned();
+    /// The attempts of one outbox message of a channel, newest first (at
+    /// most 100: a message gets fewer than the retry schedule has delays).
+    pub async fn list_message_attempts(
+        &self,
+        channel_id: &str,
+        message_id: &str,
+    ) -> Result<Vec<ChannelAttemptRow>> {
+        let (ch, id) = (channel_id.to_owned(), message_id.to_owned());
         self.read(move |c| {
             c.query(
                 "SELECT id, started_at, duration_ms, status, response_body, error_kind, error_message, node
-                 FROM channel_attempts WHERE message_id = $1 ORDER BY id DESC LIMIT 100",
-                &[id.into()],
+                 FROM channel_attempts WHERE channel_id = $1 AND message_id = $2 ORDER BY id DESC LIMIT 100",
+                &[ch.into(), id.into()],
             )?
             .iter()
             .map(|r| {
