@@ -11,6 +11,7 @@
 //! turn, and its reply sent to the fake Graph API. Then a paced run posts at
 //! a fixed rate and reports inbound→outbound latency.
 
+use super::bench_chat::percentile;
 use crate::channels::meta;
 use crate::store::Store;
 use axum::body::Bytes;
@@ -122,13 +123,6 @@ impl Bench {
 /// A person of the paced run: the next line of the script, and where
 /// their replies arrive.
 type Person = (usize, mpsc::UnboundedReceiver<Instant>);
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)] as f64 / 1000.0
-}
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(b: ChannelBench) -> anyhow::Result<()> {
