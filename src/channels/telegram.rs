@@ -107,10 +107,9 @@ pub fn parse(body: &[u8]) -> Result<Received, ParseError> {
         }
         return Ok(out);
     }
-    let m = match u.get("message").or_else(|| u.get("edited_message")) {
-        Some(m) if u.get("message").is_some() => m,
-        // Edits, channel posts, joins…: nothing to answer.
-        _ => return Ok(out),
+    // Edits, channel posts, joins…: nothing to answer.
+    let Some(m) = u.get("message") else {
+        return Ok(out);
     };
     let Some(chat) = id_text(&m["chat"]["id"]) else {
         return Ok(out);

@@ -185,7 +185,6 @@ impl OutboxSink for Sink {
 /// A running channel sender.
 pub struct Sender {
     inner: Arc<Inner>,
-    sink: Arc<dyn OutboxSink>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -220,10 +219,9 @@ impl Sender {
             tasks.push(tokio::spawn(claim_loop(inner.clone(), every)));
         }
         let sink: Arc<dyn OutboxSink> = Arc::new(Sink(inner.clone()));
-        store.set_outbox_sink(Some(sink.clone()));
+        store.set_outbox_sink(Some(sink));
         Self {
             inner,
-            sink,
             tasks: Mutex::new(tasks),
         }
     }
@@ -263,7 +261,6 @@ impl Sender {
     /// `grace`), then stops. Unsent messages stay leased and fall due later.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.store.set_outbox_sink(None);
-        let _ = &self.sink;
         let _ = tokio::time::timeout(grace, self.idle()).await;
         for t in self.tasks.lock().expect("tasks lock").drain(..) {
             t.abort();

@@ -280,7 +280,6 @@ impl InboundSink for Sink {
 /// A worker's inbound processor: the hot path and the claim loop.
 pub struct Processor {
     shared: Arc<Shared>,
-    sink: Arc<dyn InboundSink>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -313,8 +312,8 @@ impl Processor {
             })
         });
         let sink: Arc<dyn InboundSink> = Arc::new(Sink(shared.clone()));
-        store.set_inbound_sink(Some(sink.clone()));
-        Self { shared, sink, task }
+        store.set_inbound_sink(Some(sink));
+        Self { shared, task }
     }
 
     /// Claims what is pending and unheld now, processes it, and waits for
@@ -341,7 +340,6 @@ impl Processor {
     pub async fn shutdown(&mut self, grace: Duration) {
         let store = self.shared.inbound.store.clone();
         store.set_inbound_sink(None);
-        let _ = &self.sink;
         if let Some(t) = self.task.take() {
             t.abort();
         }
