@@ -1,9 +1,11 @@
-//! `botwire serve`: the HTTP API and the delivery engine over one database.
+//! `botwire serve`: the HTTP API and the workers over one database.
 //!
-//! `--role all` (the default) runs both; `--role api` only serves the API
-//! (its deliveries are written due and unleased, for workers to claim);
-//! `--role worker` only runs the delivery engine (dispatcher, recorder and
-//! claim loop).
+//! The workers are the delivery engine (dispatcher, recorder and claim
+//! loop), the channel outbox sender and the channel inbound processor.
+//! `--role all` (the default) runs the API and the workers; `--role api`
+//! only serves the API (its deliveries, channel messages received and test
+//! sends are written unleased, for workers to claim); `--role worker` only
+//! runs the workers.
 //!
 //! On first start with an empty database it creates the first account and
 //! prints its admin key once. SIGINT/SIGTERM stop accepting connections,
