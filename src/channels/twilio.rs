@@ -87,7 +87,7 @@ fn port_variant(url: &str) -> Option<String> {
         "http" => 80,
         _ => return None,
     };
-    let host = parsed.host_str()?;
+    parsed.host_str()?;
     let scheme_end = url.find("://")? + 3;
     let authority_end = url[scheme_end..]
         .find(['/', '?', '#'])
@@ -100,7 +100,6 @@ fn port_variant(url: &str) -> Option<String> {
     } else {
         return None;
     };
-    let _ = host;
     Some(format!(
         "{}{}{}",
         &url[..scheme_end],

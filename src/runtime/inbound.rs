@@ -21,7 +21,7 @@
 
 use super::RuntimeError;
 use super::chat::{Chat, ContactRef, Source};
-use crate::channels::{ChannelKind, Reply};
+use crate::channels::Reply;
 use crate::delivery::http::OutboundClient;
 use crate::domain::engine::Input;
 use crate::domain::ids::new_id;
@@ -183,7 +183,7 @@ impl Inbound {
                 .await?;
             return Ok(());
         };
-        let kind: ChannelKind = channel.kind();
+        let kind = channel.kind();
         let m = row.message.clone();
         let contact = ContactRef::Channel {
             id: format!("{kind}:{}", m.user),
