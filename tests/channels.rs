@@ -1212,11 +1212,23 @@ impl Drop for Node {
 /// The first process serves the API only (`--role api`), as a node of a
 /// scaled-out setup does: it stores and answers, and never processes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_stored_before_a_kill_is_processed_after_restart() {
-    let Some(db) = test_db(Db::Sqlite) else {
+async fn a_message_stored_before_a_kill_is_processed_after_restart_sqlite() {
+    a_message_stored_before_a_kill_is_processed_after_restart(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stored_before_a_kill_is_processed_after_restart_postgres() {
+    a_message_stored_before_a_kill_is_processed_after_restart(Db::Postgres).await;
+}
+
+async fn a_message_stored_before_a_kill_is_processed_after_restart(kind: Db) {
+    let Some(db) = test_db(kind) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("botwire_channels_crash_{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "botwire_channels_crash_{kind:?}_{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
