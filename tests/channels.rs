@@ -1115,6 +1115,46 @@ async fn channel_crud_keeps_secrets_write_only() {
     assert_eq!(attempts["data"][0]["error_kind"], "blocked", "{attempts}");
     w.call("DELETE", &format!("/v1/channels/{tg_id}"), None)
         .await;
+
+    // A transport error quotes the URL, and Telegram's holds the bot token:
+    // the attempt log never shows it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let tg = w
+        .channel(
+            json!({"kind": "telegram", "bot_token": "777:SECRET-TOKEN", "secret_token": "ok",
+                        "api_base": closed_base}),
+        )
+        .await;
+    let tg_id = tg["id"].as_str().unwrap();
+    let (s, _) = w
+        .call(
+            "POST",
+            &format!("/v1/channels/{tg_id}/messages"),
+            Some(json!({"to": "42", "text": "hi"})),
+        )
+        .await;
+    assert_eq!(s, 202);
+    w.settle().await;
+    let (_, msgs) = w
+        .call("GET", &format!("/v1/channels/{tg_id}/messages"), None)
+        .await;
+    assert_eq!(msgs["data"][0]["status"], "retrying");
+    let (_, attempts) = w
+        .call(
+            "GET",
+            &format!(
+                "/v1/channels/{tg_id}/messages/{}/attempts",
+                msgs["data"][0]["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(attempts["data"][0]["error_kind"], "connect", "{attempts}");
+    for shown in [attempts.to_string(), msgs.to_string()] {
+        assert!(!shown.contains("SECRET-TOKEN"), "{shown}");
+    }
     let (s, _) = w.call("DELETE", &format!("/v1/channels/{id}"), None).await;
     assert_eq!(s, 204);
     let (s, _) = w.call("GET", &format!("/v1/channels/{id}"), None).await;

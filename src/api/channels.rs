@@ -298,7 +298,8 @@ async fn register_telegram(
             "platform_unreachable",
             format!(
                 "could not reach Telegram to register the webhook: {}",
-                attempt.error_message.unwrap_or_default()
+                ChannelConfig::Telegram(config.clone())
+                    .redact(&attempt.error_message.unwrap_or_default())
             ),
         ));
     };

@@ -442,6 +442,25 @@ impl ChannelConfig {
         (m, secrets)
     }
 
+    /// `text` with every secret of these settings replaced by `***`: for
+    /// error messages that may quote a request (Telegram's token is part
+    /// of its URLs).
+    pub fn redact(&self, text: &str) -> String {
+        let secrets: Vec<&Secret> = match self {
+            ChannelConfig::Whatsapp(c) => vec![&c.access_token, &c.app_secret],
+            ChannelConfig::Telegram(c) => vec![&c.bot_token, &c.secret_token],
+            ChannelConfig::Twilio(c) => vec![&c.auth_token],
+            ChannelConfig::Messenger(c) => vec![&c.page_access_token, &c.app_secret],
+        };
+        let mut out = text.to_owned();
+        for s in secrets {
+            if !s.expose().is_empty() {
+                out = out.replace(s.expose(), "***");
+            }
+        }
+        out
+    }
+
     /// The token Meta's subscription handshake must echo (Meta kinds only).
     pub fn verify_token(&self) -> Option<&str> {
         match self {
@@ -878,6 +897,12 @@ mod tests {
         assert!(!serde_json::to_string(&public).unwrap().contains("s3cret"));
         assert_eq!(secrets, vec!["bot_token", "secret_token"]);
         assert_eq!(c.api_base(), "https://api.telegram.org");
+        assert_eq!(
+            c.redact(
+                "error sending request for url (https://api.telegram.org/bot123:abc/sendMessage)"
+            ),
+            "error sending request for url (https://api.telegram.org/bot***/sendMessage)"
+        );
         let err = ChannelConfig::create(ChannelKind::Whatsapp, &ChannelFields::default());
         assert!(err.unwrap_err().0.contains("phone_number_id"));
     }

@@ -113,7 +113,11 @@ impl Inner {
         self.outcome(t, attempt)
     }
 
-    fn outcome(&self, t: &OutboxTicket, a: Attempt) -> MessageOutcome {
+    fn outcome(&self, t: &OutboxTicket, mut a: Attempt) -> MessageOutcome {
+        // A transport error may quote the URL, and Telegram's holds its token.
+        let config = &t.channel.config;
+        a.error_message = a.error_message.map(|m| config.redact(&m));
+        a.response_body = config.redact(&a.response_body);
         let result = match (a.status, a.error) {
             (Some(status), None | Some(ErrorKind::Status)) => {
                 t.channel.config.read_result(status, &a.response_body)
