@@ -9,6 +9,7 @@ import {
 } from "./webhooks.js";
 import { keys } from "./keys.js";
 import { audit } from "./audit.js";
+import { channels } from "./channels.js";
 
 /** [pattern, page, section, title]; `:name` captures a path segment. */
 const ROUTES = [
@@ -16,6 +17,7 @@ const ROUTES = [
   ["/bots/new", newBot, "bots", "New bot"],
   ["/bots/:id", botDetail, "bots", "Bot"],
   ["/bots/:id/edit", editFlow, "bots", "Edit flow"],
+  ["/bots/:id/channels", channels, "bots", "Channels"],
   ["/webhooks", endpoints, "webhooks", "Webhooks"],
   ["/webhooks/new", endpointForm, "webhooks", "New Webhook"],
   ["/webhooks/:id", endpointDetail, "webhooks", "Webhook"],

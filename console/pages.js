@@ -148,6 +148,7 @@ export async function botDetail(main, { id }) {
       h("a", { class: "button primary", href: `#/bots/${seg(id)}/edit` }, "Edit flow"),
       h("a", { class: "button", href: `#/webhooks/new?bot=${seg(id)}` }, "Add webhook"),
       h("a", { class: "button", href: `#/stories?bot=${seg(id)}` }, "Story webhooks"),
+      h("a", { class: "button", href: `#/bots/${seg(id)}/channels` }, "Channels"),
     ],
   }));
   if (!flow) {

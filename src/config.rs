@@ -45,6 +45,9 @@ impl fmt::Debug for SecretString {
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: String,
+    /// The address messaging platforms reach this server at; empty:
+    /// `http://{listen}`.
+    pub public_url: String,
     /// `sqlite://FILE` or `postgres://…`.
     pub database: String,
     /// CIDRs outbound calls may reach despite the SSRF guard.
@@ -148,6 +151,8 @@ pub struct DeliveryConfig {
 pub struct Overrides {
     /// `--listen`
     pub listen: Option<String>,
+    /// `--public-url`
+    pub public_url: Option<String>,
     /// `--database`
     pub database: Option<String>,
     /// `--allow-net` (repeatable)
@@ -183,6 +188,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The address messaging platforms reach this server at, without a
+    /// trailing `/`: `public_url`, else `http://{listen}`.
+    pub fn public_url(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            self.public_url.trim_end_matches('/').to_owned()
+        }
+    }
+
     /// Builds the configuration from all layers.
     pub fn load(
         file: Option<&Path>,
@@ -218,6 +233,7 @@ impl Config {
             }
         };
         set(&mut self.listen, "BOTWIRE_LISTEN");
+        set(&mut self.public_url, "BOTWIRE_PUBLIC_URL");
         set(&mut self.database, "BOTWIRE_DATABASE");
         set(&mut self.log_format, "BOTWIRE_LOG_FORMAT");
         set(&mut self.role, "BOTWIRE_ROLE");
@@ -307,6 +323,9 @@ impl Config {
         if let Some(v) = &flags.listen {
             self.listen = v.clone();
         }
+        if let Some(v) = &flags.public_url {
+            self.public_url = v.clone();
+        }
         if let Some(v) = &flags.database {
             self.database = v.clone();
         }
@@ -333,6 +352,14 @@ impl Config {
                 "role must be \"all\", \"api\" or \"worker\", got {:?}",
                 self.role
             )));
+        }
+        if !self.public_url.is_empty() {
+            crate::channels::check_api_base(&self.public_url).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "public_url must be an http(s) URL without user name, query or fragment, e.g. https://bots.example.com; got {:?}",
+                    self.public_url
+                ))
+            })?;
         }
         for net in &self.allow_nets {
             parse_net(net).map_err(ConfigError::Invalid)?;
@@ -416,6 +443,7 @@ mod tests {
         let c = Config::load(None, no_env, &Overrides::default()).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.database, "sqlite://botwire.db");
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080");
 
         let dir = std::env::temp_dir().join(format!("bw-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -428,12 +456,17 @@ mod tests {
         let env = |k: &str| (k == "BOTWIRE_DATABASE").then(|| "sqlite://env.db".to_owned());
         let flags = Overrides {
             listen: Some("127.0.0.1:9".into()),
+            public_url: Some("https://bots.example.com/".into()),
             ..Default::default()
         };
         let c = Config::load(Some(&file), env, &flags).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9", "flag beats file");
         assert_eq!(c.database, "sqlite://env.db", "env beats file");
         assert_eq!(c.delivery.timeout, "3s", "file beats defaults");
+        assert_eq!(c.public_url(), "https://bots.example.com");
+        let env = |k: &str| (k == "BOTWIRE_PUBLIC_URL").then(|| "ftp://x".to_owned());
+        let err = Config::load(None, env, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("public_url"), "{err}");
         assert_eq!(c.delivery.retry_schedule, "5s,5m,30m,2h,5h,10h,14h,20h,24h");
     }
 

@@ -7,7 +7,10 @@
 //!   framework, no SQL driver.
 //! * [`store`] — durable state. One [`store::Backend`] trait with a SQLite and a
 //!   PostgreSQL implementation, one group-commit writer in front of both.
-//! * [`delivery`] — getting events to the endpoints that subscribed to them.
+//! * [`delivery`] — getting events to the endpoints that subscribed to them,
+//!   and the bots' replies to the messaging platforms (the channel outbox).
+//! * [`channels`] — the messaging platforms (WhatsApp, Telegram, Twilio,
+//!   Messenger): webhook security, formats and limits. Pure: no I/O.
 //! * [`api`] — the JSON HTTP API, one module per resource.
 //! * [`runtime`] — runs chat turns and imports bots; between the API and the store.
 //! * [`cli`] — the `botwire` command line.
@@ -17,6 +20,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod delivery;

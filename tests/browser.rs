@@ -630,3 +630,193 @@ async fn a_new_user_walks_through_the_console() {
     no_console_errors(&s, "signing out").await;
     s.quit().await;
 }
+
+/// A fake Graph API: records each send, answers as WhatsApp does.
+#[derive(Clone, Default)]
+struct Graph {
+    got: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+async fn graph(State(g): State<Graph>, body: Bytes) -> axum::Json<serde_json::Value> {
+    let mut got = g.got.lock().unwrap();
+    got.push(serde_json::from_slice(&body).unwrap_or_default());
+    axum::Json(
+        json!({"messaging_product": "whatsapp", "contacts": [{"input": "525500000000", "wa_id": "525500000000"}],
+                      "messages": [{"id": format!("wamid.out{}", got.len())}]}),
+    )
+}
+
+/// The Channels tab: a new user adds a WhatsApp channel pointing at a fake
+/// Graph API, reads the inbound URL and verify token to paste into Meta,
+/// chats through EliPackage by posting signed webhook bodies, sees the
+/// replies arrive as a list, sees them in the channel's recent replies,
+/// and sends a test message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_user_puts_a_bot_on_whatsapp() {
+    use botwire::api::{AppState, RouterOptions};
+    if !webdriver::browser_available() {
+        return;
+    }
+    let db = common::test_db(Db::Sqlite).unwrap();
+    let store = botwire::store::Store::open(&db.url).await.unwrap();
+    let pepper = botwire::auth::Pepper::new(b"p".to_vec());
+    let (_, key) = store.bootstrap(&pepper).await.unwrap().unwrap();
+    let delivery = Delivery::new(Settings {
+        allow: AllowList::parse(["127.0.0.0/8"]).unwrap(),
+        timeout: Duration::from_secs(5),
+        ..Settings::default()
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = AppState::new(store.clone(), pepper, delivery.clone()).with_public_url(&base);
+    let inbound = botwire::runtime::inbound::Inbound::new(
+        store.clone(),
+        state.chat.clone(),
+        delivery.client().clone(),
+        state.channels.clone(),
+    );
+    let app = botwire::api::router(state, &RouterOptions::default());
+    tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app).await.unwrap();
+    });
+    let _engine = Engine::start(store.clone(), delivery.clone());
+    let _sender = botwire::delivery::outbox::Sender::start(store.clone(), delivery.clone(), &base);
+    let _processor = botwire::runtime::inbound::Processor::start(
+        inbound,
+        Duration::from_secs(60),
+        Some(Duration::from_secs(1)),
+    );
+    let g = Graph::default();
+    let gl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let graph_base = format!("http://{}", gl.local_addr().unwrap());
+    let graph_app = axum::Router::new().fallback(graph).with_state(g.clone());
+    tokio::spawn(async move { axum::serve(gl, graph_app).await });
+
+    let driver = Driver::start().await;
+    let s = driver.session(1280, 900).await;
+    s.goto(&format!("{base}/")).await;
+    s.wait_for("input[name=key]").await;
+    s.fill("input[name=key]", &key).await;
+    s.click("form button[type=submit]").await;
+    s.wait_text("h1", "Bots").await;
+    s.click("a.button[href='#/bots/new']").await;
+    s.click("button[data-example=elipackage]").await;
+    s.wait_text("h1", "EliPackage").await;
+
+    // ---- The Channels tab: add a WhatsApp channel (a missing field first).
+    s.click("a.button[href='#/bots/elipackage/channels']").await;
+    s.wait_text("h1", "channels").await;
+    s.wait_text("main", "No channels yet").await;
+    s.select("select[name=kind]", "whatsapp").await;
+    s.fill("input[name=phone_number_id]", "106540352242922")
+        .await;
+    s.fill("input[name=access_token]", "EAAG-token").await;
+    s.fill("input[name=app_secret]", "app-secret").await;
+    s.click("#add-channel button[type=submit]").await;
+    s.wait_text("#add-channel", "verify_token").await;
+    only_expected_failures(&s, "a channel without its verify token", &[422]).await;
+    s.fill("input[name=verify_token]", "verify-me").await;
+    s.fill("input[name=access_token]", "EAAG-token").await;
+    s.fill("input[name=app_secret]", "app-secret").await;
+    s.fill("input[name=api_base]", &format!("{graph_base}/v21.0"))
+        .await;
+    s.click("#add-channel button[type=submit]").await;
+    s.wait_for("section.channel[data-kind=whatsapp]").await;
+    let card = s.text("section.channel[data-kind=whatsapp]").await;
+    assert!(card.contains(&format!("{base}/channels/ch_")), "{card}");
+    assert!(
+        card.contains("/webhook") && card.contains("verify-me"),
+        "{card}"
+    );
+    assert!(
+        !card.contains("EAAG-token") && !card.contains("app-secret"),
+        "secrets are never shown: {card}"
+    );
+    s.screenshot("channels-01-added").await;
+
+    // ---- Chat through EliPackage as WhatsApp would, with signed bodies.
+    let url = s
+        .execute(
+            "return document.querySelector('section.channel code.copy').textContent",
+            vec![],
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::new();
+    for (id, text) in [("wamid.1", "Hola"), ("wamid.2", "Ana")] {
+        let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp", "metadata": {"phone_number_id": "106540352242922"},
+            "contacts": [{"profile": {"name": "Ana"}, "wa_id": "525500000000"}],
+            "messages": [{"from": "525500000000", "id": id, "timestamp": "1", "type": "text", "text": {"body": text}}]}}]}]})
+        .to_string();
+        let r = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header(
+                "x-hub-signature-256",
+                botwire::channels::meta::signature("app-secret", body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let list = s
+        .wait_until("the menu as a WhatsApp list", WAIT, || {
+            let g = g.clone();
+            async move { g.got.lock().unwrap().get(1).cloned() }
+        })
+        .await;
+    assert_eq!(list["interactive"]["type"], "list");
+    assert_eq!(
+        list["interactive"]["action"]["sections"][0]["rows"][1]["id"],
+        "Six months"
+    );
+
+    // ---- The replies show on the channel, with their status.
+    s.goto(&format!("{base}/#/bots/elipackage")).await;
+    s.wait_text("h1", "EliPackage").await;
+    s.click("a.button[href='#/bots/elipackage/channels']").await;
+    s.wait_for("section.channel tr[data-status=sent]").await;
+    let recent = s.text("section.channel table").await;
+    assert!(
+        recent.contains("525500000000") && recent.contains("messages"),
+        "{recent}"
+    );
+    s.screenshot("channels-02-replies").await;
+
+    // ---- A test message goes out through the outbox.
+    s.fill("form.test-message input[name=to]", "525500000000")
+        .await;
+    s.fill(
+        "form.test-message textarea[name=text]",
+        "Your parcel is on its way",
+    )
+    .await;
+    s.click("form.test-message button[type=submit]").await;
+    s.wait_text("form.test-message .alert", "Queued 1 message")
+        .await;
+    s.wait_until("the test message at the Graph API", WAIT, || {
+        let g = g.clone();
+        async move {
+            g.got
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|m| m["text"]["body"] == "Your parcel is on its way")
+                .then_some(())
+        }
+    })
+    .await;
+    no_console_errors(&s, "the Channels tab").await;
+    every_input_is_labelled(&s, "channels").await;
+    s.resize(375, 800).await;
+    no_horizontal_overflow(&s, "channels").await;
+    s.screenshot("channels-03-mobile").await;
+    s.quit().await;
+}

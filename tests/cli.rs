@@ -671,3 +671,104 @@ fn readiness_turns_503_on_sigterm_and_the_server_closes_after_the_delay() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn channels_add_list_and_remove_from_the_shell() {
+    let dir = temp_dir("channels");
+    let db = format!("sqlite://{}", dir.join("b.db").display());
+    let out = bin()
+        .args([
+            "bots",
+            "import",
+            "examples/elipackage.yaml",
+            "--database",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A missing field is named; nothing is added.
+    let out = bin()
+        .args([
+            "channels",
+            "add",
+            "--kind",
+            "telegram",
+            "--bot",
+            "elipackage",
+            "--database",
+            &db,
+        ])
+        .env("BOTWIRE_CHANNEL_BOT_TOKEN", "123:abc")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("secret_token"));
+
+    let out = bin()
+        .args([
+            "channels",
+            "add",
+            "--kind",
+            "telegram",
+            "--bot",
+            "elipackage",
+            "--name",
+            "TG",
+            "--secret-token",
+            "tg_secret",
+            "--database",
+            &db,
+        ])
+        .env("BOTWIRE_CHANNEL_BOT_TOKEN", "123:abc-secret")
+        .env("BOTWIRE_PUBLIC_URL", "https://bots.example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = last_line(&out.stdout);
+    assert!(
+        url.starts_with("https://bots.example.com/channels/ch_") && url.ends_with("/webhook"),
+        "{url}"
+    );
+    let id = url.split('/').nth(4).unwrap().to_owned();
+
+    let out = bin()
+        .args(["channels", "list", "--bot", "elipackage", "--database", &db])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listed.contains(&id) && listed.contains("telegram") && listed.contains("TG"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("abc-secret") && !listed.contains("tg_secret"),
+        "secrets are never printed: {listed}"
+    );
+
+    let out = bin()
+        .args(["channels", "remove", &id, "--database", &db])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = bin()
+        .args(["channels", "list", "--bot", "elipackage", "--database", &db])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    let out = bin()
+        .args(["channels", "remove", &id, "--database", &db])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let _ = std::fs::remove_dir_all(dir);
+}

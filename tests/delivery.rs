@@ -1212,7 +1212,7 @@ async fn endpoint_input_is_checked_with_messages_that_say_what_to_fix() {
             "body must be a JSON object",
         ),
         (
-            json!({"url": "https://example.com", "events": ["message.sent"]}),
+            json!({"url": "https://example.com", "events": ["message.bounced"]}),
             "catalog",
         ),
         (

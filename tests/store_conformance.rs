@@ -501,6 +501,7 @@ fn booking_turn(account: &str, n: usize, seat_capacity: u32) -> TurnWrite {
         }),
         cancel: None,
         calls: vec![],
+        channel: None,
     }
 }
 

@@ -15,8 +15,9 @@ use super::bots::load;
 use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiJson, ApiQuery, Auth, ChatAuth, PageQuery};
 use super::{AppState, List, time};
+use crate::domain::engine::Input;
 use crate::domain::flow::MAX_TEXT;
-use crate::runtime::chat::ContactRef;
+use crate::runtime::chat::{ContactRef, Source};
 use crate::store::conversations::{ConversationFilter, ConversationRow};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -100,15 +101,21 @@ pub async fn chat(
             "text is {length} characters long; a message may hold at most {MAX_TEXT}: send it in parts"
         )));
     }
+    let source = if p.publishable {
+        Source::Web
+    } else {
+        Source::Api
+    };
     let reply = state
         .chat
-        .message(
+        .handle(
             &state.store,
             state.delivery.client(),
             &p.account_id,
             &bot,
             &contact,
-            &body.text,
+            Input::Text(&body.text),
+            &source,
         )
         .await
         .map_err(|e| match e {

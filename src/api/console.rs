@@ -58,6 +58,7 @@ const ASSETS: &[Asset] = &[
     asset!("webhooks.js", JS),
     asset!("keys.js", JS),
     asset!("audit.js", JS),
+    asset!("channels.js", JS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 

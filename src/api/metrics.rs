@@ -26,6 +26,8 @@ struct Series {
 #[derive(Default)]
 pub struct Metrics {
     series: Mutex<BTreeMap<(String, String, u16), Series>>,
+    /// Channel webhook requests refused, per platform.
+    refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -42,6 +44,16 @@ impl Metrics {
                 s.buckets[i] += 1;
             }
         }
+    }
+
+    /// Counts a channel webhook request refused by its platform's scheme.
+    pub fn channel_refused(&self, kind: &'static str) {
+        *self
+            .refused
+            .lock()
+            .expect("metrics lock")
+            .entry(kind)
+            .or_default() += 1;
     }
 
     /// The exposition text.
@@ -84,6 +96,14 @@ impl Metrics {
                 out,
                 "botwire_http_request_duration_seconds_count{{{labels}}} {}",
                 s.count
+            );
+        }
+        out.push_str("# HELP botwire_channel_webhooks_refused_total Channel webhook requests refused (bad or missing signature), by platform.\n");
+        out.push_str("# TYPE botwire_channel_webhooks_refused_total counter\n");
+        for (kind, n) in self.refused.lock().expect("metrics lock").iter() {
+            let _ = writeln!(
+                out,
+                "botwire_channel_webhooks_refused_total{{kind=\"{kind}\"}} {n}"
             );
         }
         for (name, help, value) in writer_stats_fields(writer) {

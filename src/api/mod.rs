@@ -20,6 +20,7 @@
 pub mod appointments;
 pub mod audit;
 pub mod bots;
+pub mod channels;
 pub mod chart;
 pub mod chat;
 pub mod chatbot_webhook;
@@ -80,6 +81,10 @@ pub struct AppState {
     pub readiness: Arc<health::Readiness>,
     /// Bounds on what an account may create (`[limits]` of the config).
     pub limits: crate::config::LimitsConfig,
+    /// Channels by id, for the webhook route and the inbound processor.
+    pub channels: Arc<crate::runtime::inbound::ChannelCache>,
+    /// The address platforms see (`public_url`); empty: each request's host.
+    pub public_url: Arc<str>,
 }
 
 impl AppState {
@@ -95,7 +100,15 @@ impl AppState {
             visitors: Arc::default(),
             readiness: Arc::default(),
             limits: Default::default(),
+            channels: Arc::default(),
+            public_url: Arc::from(""),
         }
+    }
+
+    /// The same state with `public_url` as the address platforms see.
+    pub fn with_public_url(mut self, url: &str) -> Self {
+        self.public_url = Arc::from(url.trim_end_matches('/'));
+        self
     }
 }
 
@@ -194,6 +207,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(endpoints::routes())
         .merge(deliveries::routes())
         .merge(hooks::routes())
+        .merge(channels::routes())
         .merge(chatbot_webhook::routes())
         .merge(audit::routes())
         .route_layer(axum::middleware::from_fn_with_state(

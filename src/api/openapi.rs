@@ -69,10 +69,18 @@ use utoipa::{Modify, OpenApi};
         super::hooks::unsubscribe,
         super::chatbot_webhook::register_webhook,
         super::audit::list_audit,
+        super::channels::create_channel,
+        super::channels::list_channels,
+        super::channels::get_channel,
+        super::channels::update_channel,
+        super::channels::delete_channel,
+        super::channels::send_message,
+        super::channels::list_messages,
+        super::channels::list_message_attempts,
     ),
     modifiers(&Bearer, &CommonErrors),
     tags((name = "bots"), (name = "flows"), (name = "conversations"), (name = "events"),
-        (name = "appointments"), (name = "story webhooks"), (name = "endpoints"), (name = "deliveries"), (name = "hooks"),
+        (name = "appointments"), (name = "story webhooks"), (name = "endpoints"), (name = "deliveries"), (name = "hooks"), (name = "channels"),
         (name = "keys"), (name = "audit"), (name = "health"))
 )]
 pub struct ApiDoc;

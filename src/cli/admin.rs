@@ -106,7 +106,10 @@ async fn audit(
     Ok(())
 }
 
-async fn account_id(store: &crate::store::Store, given: Option<String>) -> anyhow::Result<String> {
+pub(super) async fn account_id(
+    store: &crate::store::Store,
+    given: Option<String>,
+) -> anyhow::Result<String> {
     match given {
         Some(id) => Ok(store
             .get_account(&id)

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// Chat turns/s over HTTP on the elipackage flow, and latency at a fixed rate.
     Chat(super::bench_chat::ChatBench),
+    /// Messages/s answered through a messaging channel (signed webhook →
+    /// turn → send to a fake platform API), and latency at a fixed rate.
+    Channel(super::bench_channel::ChannelBench),
     /// What a story-webhook call adds to a chat turn (p50, p99).
     Story(super::bench_story::StoryBench),
     /// Durable writes/s with concurrent writers: group commit vs one commit per write.
@@ -84,6 +87,7 @@ pub(super) async fn serve_locally(
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Chat(b) => super::bench_chat::run(b).await,
+        BenchCommand::Channel(b) => super::bench_channel::run(b).await,
         BenchCommand::Story(b) => super::bench_story::run(b).await,
         BenchCommand::Deliver(args) => super::bench_deliver::run(args).await,
         BenchCommand::Backlog(args) => super::bench_backlog::run(args).await,

@@ -1,5 +1,6 @@
 //! The `botwire` command line: `serve`, `migrate`, `config`, `accounts`,
-//! `keys`, `bots`, `backup`, `restore`, `verify`, `listen`, `bench`.
+//! `keys`, `bots`, `channels`, `backup`, `restore`, `verify`, `listen`,
+//! `bench`.
 //!
 //! Every subcommand that touches data takes the same `--database` and
 //! `--config` (and reads the same `BOTWIRE_*` environment), so what `serve`
@@ -10,9 +11,11 @@ mod admin;
 mod backup;
 mod bench;
 pub mod bench_backlog;
+mod bench_channel;
 mod bench_chat;
 mod bench_deliver;
 mod bench_story;
+mod channels;
 pub mod listen;
 mod serve;
 pub mod verify;
@@ -70,6 +73,9 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Put a backup in place of a SQLite database that is not in use.
     Restore(backup::RestoreArgs),
+    /// Put bots on messaging platforms (WhatsApp, Telegram, Twilio, Messenger).
+    #[command(subcommand)]
+    Channels(channels::ChannelsCommand),
     /// Check a webhook signature (for people writing receivers).
     Verify(verify::VerifyArgs),
     /// Run a local receiver that prints every delivery and checks its signature.
@@ -139,6 +145,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(args) => {
             let config = load_config(&cli.common, Overrides::default())?;
             backup::run_restore(args, &config).await
+        }
+        Command::Channels(cmd) => {
+            let config = load_config(&cli.common, Overrides::default())?;
+            channels::channels(cmd, &config).await
         }
         Command::Verify(args) => verify::run(args),
         Command::Listen(args) => listen::run(args).await,

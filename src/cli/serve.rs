@@ -1,15 +1,20 @@
-//! `botwire serve`: the HTTP API and the delivery engine over one database.
+//! `botwire serve`: the HTTP API and the workers over one database.
 //!
-//! `--role all` (the default) runs both; `--role api` only serves the API
-//! (its deliveries are written due and unleased, for workers to claim);
-//! `--role worker` only runs the delivery engine (dispatcher, recorder and
-//! claim loop).
+//! The workers are the delivery engine (dispatcher, recorder and claim
+//! loop), the channel outbox sender and the channel inbound processor.
+//! `--role all` (the default) runs the API and the workers; `--role api`
+//! only serves the API (its deliveries, channel messages received and test
+//! sends are written unleased, for workers to claim); `--role worker` only
+//! runs the workers.
 //!
 //! On first start with an empty database it creates the first account and
 //! prints its admin key once. Connections are served by [`api::server`]
-//! (header deadline, connection bound). SIGINT/SIGTERM stop accepting
-//! connections, let in-flight requests finish, then close the store
-//! (committing any queued writes) and exit.
+//! (header deadline, connection bound) from the first moment: while the
+//! store opens, a front door answers `/healthz` and `/readyz` (503,
+//! migrating) and holds other requests for the API. SIGINT/SIGTERM turn
+//! `/readyz` to 503, wait `shutdown_delay`, stop accepting connections, let
+//! in-flight requests finish, then close the store (committing any queued
+//! writes) and exit.
 
 use crate::api::health::{Phase, Readiness, ReadyStatus};
 use crate::api::{self, AppState, RouterOptions, ServerOptions};
@@ -91,6 +96,10 @@ pub struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:8080.
     #[arg(long)]
     listen: Option<String>,
+    /// The address messaging platforms reach this server at, e.g.
+    /// https://bots.example.com (default http://{listen}).
+    #[arg(long)]
+    public_url: Option<String>,
     /// A network outbound calls may reach despite the SSRF guard (CIDR;
     /// repeatable).
     #[arg(long = "allow-net", value_name = "CIDR")]
@@ -105,6 +114,7 @@ impl ServeArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             listen: self.listen.clone(),
+            public_url: self.public_url.clone(),
             allow_nets: self.allow_net.clone(),
             role: self.role.clone(),
             ..Default::default()
@@ -170,6 +180,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(engine) = &engine {
         tracing::info!(node = engine.node(), "delivery engine started");
     }
+    let chat = crate::runtime::chat::Chat::default();
+    let channels = std::sync::Arc::new(crate::runtime::inbound::ChannelCache::default());
+    let workers = (config.role != "api").then(|| {
+        let sender = crate::delivery::outbox::Sender::start(
+            store.clone(),
+            delivery.clone(),
+            &config.public_url(),
+        );
+        let inbound = crate::runtime::inbound::Inbound::new(
+            store.clone(),
+            chat.clone(),
+            delivery.client().clone(),
+            channels.clone(),
+        );
+        let processor = crate::runtime::inbound::Processor::start(
+            inbound,
+            delivery.settings().lease,
+            delivery.settings().poll,
+        );
+        (sender, processor)
+    });
     if config.role == "worker" {
         eprintln!(
             "botwire {} delivering events (role worker)",
@@ -177,11 +208,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         shutdown_signal().await;
         pruner.abort();
-        stop(engine, &store).await;
+        stop(engine, workers, &store).await;
         eprintln!("botwire stopped cleanly");
         return Ok(());
     }
-    let mut state = AppState::new(store.clone(), pepper, delivery);
+    let mut state =
+        AppState::new(store.clone(), pepper, delivery).with_public_url(&config.public_url());
+    state.chat = chat;
+    state.channels = channels;
     state.readiness = readiness.clone();
     state.limits = config.limits.clone();
     let app = api::router(
@@ -213,7 +247,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     server.await.context("the HTTP server task failed")??;
     tracing::info!("stopped accepting connections; closing the store");
     pruner.abort();
-    stop(engine, &store).await;
+    stop(engine, workers, &store).await;
     eprintln!("botwire stopped cleanly");
     Ok(())
 }
@@ -232,8 +266,24 @@ async fn prune_audit(store: crate::store::Store, keep: Duration) {
     }
 }
 
-/// Lets deliveries in flight finish (briefly), then closes the store.
-async fn stop(engine: Option<crate::delivery::Engine>, store: &crate::store::Store) {
+/// The channel workers of a process: the outbox sender and the inbound
+/// processor.
+type ChannelWorkers = (
+    crate::delivery::outbox::Sender,
+    crate::runtime::inbound::Processor,
+);
+
+/// Lets deliveries, channel messages and inbound messages in flight finish
+/// (briefly), then closes the store.
+async fn stop(
+    engine: Option<crate::delivery::Engine>,
+    workers: Option<ChannelWorkers>,
+    store: &crate::store::Store,
+) {
+    if let Some((sender, mut processor)) = workers {
+        processor.shutdown(Duration::from_secs(10)).await;
+        sender.shutdown(Duration::from_secs(10)).await;
+    }
     if let Some(engine) = engine {
         engine.shutdown(Duration::from_secs(10)).await;
     }

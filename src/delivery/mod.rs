@@ -18,6 +18,9 @@
 //! - [`recorder`] — writes attempt results in batches.
 //! - [`rules`] — what an endpoint may be configured with.
 //! - [`clock`] — the scheduling clock (steppable in tests).
+//! - [`outbox`] — the channel sender: the bots' replies to messaging
+//!   platforms, in order per conversation, with the same retries, attempt
+//!   log and SSRF guard.
 //!
 //! Invariants shared by the modules: nothing here panics on user input, no
 //! database transaction is open while a request is in flight, no outbound
@@ -30,6 +33,7 @@ pub mod dispatcher;
 pub mod engine;
 pub mod format;
 pub mod http;
+pub mod outbox;
 pub mod ratelimit;
 pub mod recorder;
 pub mod rules;

@@ -93,7 +93,7 @@ mod tests {
     fn events_and_limits() {
         assert!(check_event_types(&["message.received".into(), "order.paid".into()]).is_ok());
         assert!(
-            check_event_types(&["message.sent".into()])
+            check_event_types(&["message.bounced".into()])
                 .unwrap_err()
                 .contains("catalog")
         );

@@ -225,7 +225,21 @@ pub struct Context<'a> {
 pub enum Input<'a> {
     /// A text message.
     Text(&'a str),
+    /// A picture, voice note, file, location… from a messaging channel:
+    /// `message.received` carries `media` (`{"type", "id"}`); its caption,
+    /// if any, is read as the text. Without one, a new conversation opens
+    /// as with any first message, and a waiting question is asked again.
+    Media {
+        /// `image`, `audio`, `video`, `document`, `location`, …
+        kind: &'a str,
+        /// The platform's reference to it.
+        id: Option<&'a str>,
+        /// The caption sent with it.
+        caption: Option<&'a str>,
+    },
 }
+
+const SORRY_MEDIA: &str = "Sorry, I can only read text messages here.";
 
 /// A slot the caller must book atomically with the turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -525,7 +539,19 @@ pub fn merge_context(state: &State, contact: &Contact, pending_user: &Map<String
 
 /// Runs one user input through the flow.
 pub fn step(flow: &Flow, state: &State, ctx: &Context, input: Input) -> Turn {
-    let Input::Text(text) = input;
+    let (text, media) = match input {
+        Input::Text(t) => (t, None),
+        Input::Media { kind, id, caption } => {
+            (caption.unwrap_or(""), Some(json!({"type": kind, "id": id})))
+        }
+    };
+    let received = |text: &str| {
+        let mut data = json!({ "text": text });
+        if let Some(m) = &media {
+            data["media"] = m.clone();
+        }
+        data
+    };
     let mut r = Runner::new(flow, ctx, state.clone());
     if state.completed {
         r.turn.ended = true;
@@ -535,6 +561,30 @@ pub fn step(flow: &Flow, state: &State, ctx: &Context, input: Input) -> Turn {
         .node
         .as_deref()
         .and_then(|id| flow.node(&state.flow, id));
+    if media.is_some() && text.trim().is_empty() {
+        // Media without a caption: recorded, but nothing to read.
+        match current {
+            None if state.node.is_none() => {
+                r.emit(EventType::ConversationStarted, None, json!({}));
+                r.emit(EventType::MessageReceived, None, received(text));
+                r.run(Jump {
+                    flow: MAIN.into(),
+                    node: flow.main.start.clone(),
+                });
+            }
+            Some(node) => {
+                r.emit(EventType::MessageReceived, Some(node), received(text));
+                if let Some(p) = &state.pending_webhook {
+                    r.turn.call_webhook = Some(p.name.clone());
+                } else {
+                    r.say_plain(SORRY_MEDIA.into());
+                    r.prompt_again(node);
+                }
+            }
+            None => r.say_plain(SORRY_MEDIA.into()),
+        }
+        return r.turn;
+    }
     if let Err(reason) = check_text(text) {
         r.say_plain(format!("{SORRY_UNREADABLE} ({reason})."));
         match current {
@@ -546,7 +596,7 @@ pub fn step(flow: &Flow, state: &State, ctx: &Context, input: Input) -> Turn {
     }
     let Some(waiting_id) = state.node.clone() else {
         r.emit(EventType::ConversationStarted, None, json!({}));
-        r.emit(EventType::MessageReceived, None, json!({ "text": text }));
+        r.emit(EventType::MessageReceived, None, received(text));
         r.run(Jump {
             flow: MAIN.into(),
             node: flow.main.start.clone(),
@@ -559,7 +609,7 @@ pub fn step(flow: &Flow, state: &State, ctx: &Context, input: Input) -> Turn {
             EventType::MessageReceived,
             Some(&waiting_id),
             Some(&waiting_id),
-            json!({ "text": text }),
+            received(text),
         );
         let st = &mut r.turn.state;
         st.offered_slots.clear();
@@ -572,11 +622,7 @@ pub fn step(flow: &Flow, state: &State, ctx: &Context, input: Input) -> Turn {
         });
         return r.turn;
     };
-    r.emit(
-        EventType::MessageReceived,
-        Some(node),
-        json!({ "text": text }),
-    );
+    r.emit(EventType::MessageReceived, Some(node), received(text));
     if let Some(p) = &state.pending_webhook {
         r.turn.call_webhook = Some(p.name.clone());
         return r.turn;
@@ -1252,6 +1298,59 @@ mod tests {
             .find(|e| e.event_type == ty)
             .unwrap_or_else(|| panic!("no {ty} in {:?}", types(t)))
             .data
+    }
+
+    #[test]
+    fn media_is_recorded_and_its_caption_read() {
+        let mut c = Chat::new(FIXTURE);
+        let ctx_step = |c: &mut Chat, input: Input| {
+            let ctx = Context {
+                conversation_id: "cv_1",
+                contact: &c.contact,
+                now: now(),
+                price_table: None,
+                calendar: None,
+                free_slots: &[],
+                taken_slot: None,
+            };
+            let t = step(&c.flow, &c.state, &ctx, input);
+            check(&t);
+            c.state = t.state.clone();
+            t
+        };
+        let photo = Input::Media {
+            kind: "image",
+            id: Some("1479537139650973"),
+            caption: None,
+        };
+        // A first message that is a picture opens the conversation.
+        let t = ctx_step(&mut c, photo);
+        assert_eq!(types(&t), ["conversation.started", "message.received"]);
+        let m = event(&t, EventType::MessageReceived);
+        assert_eq!(
+            m["media"],
+            json!({"type": "image", "id": "1479537139650973"})
+        );
+        assert_eq!(m["text"], "");
+        assert_eq!(c.state.node.as_deref(), Some("welcome"));
+        // At a question, a picture without caption asks again.
+        let t = ctx_step(&mut c, photo);
+        assert_eq!(types(&t), ["message.received"]);
+        assert_eq!(t.replies[0], SORRY_MEDIA);
+        assert!(t.replies[1].starts_with("Welcome to EliPackage"));
+        assert_eq!(c.state.node.as_deref(), Some("welcome"));
+        // Its caption is the answer.
+        let t = ctx_step(
+            &mut c,
+            Input::Media {
+                kind: "image",
+                id: Some("2"),
+                caption: Some("John Doe"),
+            },
+        );
+        assert_eq!(types(&t), ["message.received", "response.received"]);
+        assert_eq!(event(&t, EventType::MessageReceived)["media"]["id"], "2");
+        assert_eq!(c.state.memory["name"], json!("John Doe"));
     }
 
     #[test]

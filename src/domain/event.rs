@@ -11,6 +11,15 @@
 //!   (integer); `datapoint.collected` adds `field` and `value`;
 //!   `quote.generated` adds `quote`; `appointment.*` add `appointment`
 //!   (`{"id", "start", "end", "label", "timezone"}`, times RFC 3339 UTC);
+//! - conversation events written by a chat turn also carry `channel`: where
+//!   the conversation happens (`api`, `web`, `whatsapp`, `telegram`,
+//!   `twilio`, `messenger`); `message.received` from a messaging channel
+//!   may carry `media` (`{"type", "id"}`);
+//! - `message.sent`, `message.delivered`, `message.read` and
+//!   `message.failed` follow one reply sent through a messaging channel:
+//!   `{"message_id", "conversation_id", "channel", "channel_id", "contact",
+//!   "recipient", "platform_message_id", "status"}` and, on failure,
+//!   `error` (the platform's words);
 //! - `webhook.test` is `{"message"}`; `endpoint.disabled` is
 //!   `{"endpoint_id", "url", "reason"}`.
 //!
@@ -57,6 +66,19 @@ pub enum EventType {
     /// An endpoint was disabled (operational).
     #[serde(rename = "endpoint.disabled")]
     EndpointDisabled,
+    /// A reply was accepted by a messaging platform.
+    #[serde(rename = "message.sent")]
+    MessageSent,
+    /// A messaging platform reports a reply on the person's device.
+    #[serde(rename = "message.delivered")]
+    MessageDelivered,
+    /// A messaging platform reports a reply read.
+    #[serde(rename = "message.read")]
+    MessageRead,
+    /// A reply will not arrive: refused by the platform, out of attempts,
+    /// or outside WhatsApp's 24-hour window.
+    #[serde(rename = "message.failed")]
+    MessageFailed,
 }
 
 /// Prefixes no outside system may publish under: the catalog's namespaces and
@@ -77,7 +99,7 @@ pub const RESERVED_PREFIXES: [&str; 11] = [
 
 impl EventType {
     /// Every catalog type, in catalog order.
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 15] = [
         EventType::MessageReceived,
         EventType::ConversationStarted,
         EventType::ConversationCompleted,
@@ -89,6 +111,10 @@ impl EventType {
         EventType::AppointmentCancelled,
         EventType::WebhookTest,
         EventType::EndpointDisabled,
+        EventType::MessageSent,
+        EventType::MessageDelivered,
+        EventType::MessageRead,
+        EventType::MessageFailed,
     ];
 
     /// The dotted name, e.g. `message.received`.
@@ -105,6 +131,10 @@ impl EventType {
             EventType::AppointmentCancelled => "appointment.cancelled",
             EventType::WebhookTest => "webhook.test",
             EventType::EndpointDisabled => "endpoint.disabled",
+            EventType::MessageSent => "message.sent",
+            EventType::MessageDelivered => "message.delivered",
+            EventType::MessageRead => "message.read",
+            EventType::MessageFailed => "message.failed",
         }
     }
 
@@ -132,7 +162,15 @@ impl EventType {
 
     /// Whether events of this type concern a conversation (carry the common keys).
     pub fn is_conversation_event(self) -> bool {
-        !matches!(self, EventType::WebhookTest | EventType::EndpointDisabled)
+        !matches!(
+            self,
+            EventType::WebhookTest
+                | EventType::EndpointDisabled
+                | EventType::MessageSent
+                | EventType::MessageDelivered
+                | EventType::MessageRead
+                | EventType::MessageFailed
+        )
     }
 }
 
@@ -193,6 +231,62 @@ const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
 const RFC3339: &str =
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$";
 const MONEY: &str = r"^-?[0-9]+\.[0-9]{2}$";
+/// Where a conversation happens: the chat API, the website widget, or a
+/// messaging channel.
+const CHANNELS: [&str; 6] = ["api", "web", "whatsapp", "telegram", "twilio", "messenger"];
+
+fn message_status_schema(title: &str, status: &str) -> Value {
+    let mut props = json!({
+        "message_id": {"type": "string", "minLength": 1, "description": "the outbox message (out_…)"},
+        "conversation_id": {"type": ["string", "null"]},
+        "channel": {"enum": &CHANNELS[2..]},
+        "channel_id": {"type": "string", "minLength": 1},
+        "contact": {
+            "type": "object",
+            "required": ["id", "phone", "external_id"],
+            "properties": {
+                "id": {"type": ["string", "null"]},
+                "phone": {"type": ["string", "null"]},
+                "external_id": {"type": ["string", "null"]}
+            }
+        },
+        "recipient": {"type": "string", "description": "the person in the platform's terms"},
+        "platform_message_id": {"type": ["string", "null"]},
+        "status": {"const": status}
+    });
+    let mut required = vec![
+        "message_id",
+        "conversation_id",
+        "channel",
+        "channel_id",
+        "contact",
+        "recipient",
+        "platform_message_id",
+        "status",
+    ];
+    if status == "failed" {
+        props["error"] = json!({"type": "string", "description": "the platform's words"});
+        required.push("error");
+    }
+    json!({"$schema": DRAFT, "title": title, "type": "object", "required": required, "properties": props})
+}
+
+fn sample_message_status(status: &str) -> Value {
+    let mut v = json!({
+        "message_id": "out_01jd7k2m5n6p7q8r9s0t1v2w3x",
+        "conversation_id": "cv_01HZX3K5M8Q2",
+        "channel": "whatsapp",
+        "channel_id": "ch_01jd7k0a1b2c3d4e5f6g7h8j9k",
+        "contact": {"id": "ct_01HZX3K0B1C2", "phone": "+525500000000", "external_id": "whatsapp:525500000000"},
+        "recipient": "525500000000",
+        "platform_message_id": "wamid.HBgLNTI1NTAwMDAwMDAwFQIAERgSQ0M0QjNGRjA0RjM1NkQ5QjlEAA==",
+        "status": status
+    });
+    if status == "failed" {
+        v["error"] = json!("(#131026) Message undeliverable (code 131026)");
+    }
+    v
+}
 
 fn conversation_schema(title: &str, extra: Value, extra_required: &[&str]) -> Value {
     let mut props = json!({
@@ -200,6 +294,7 @@ fn conversation_schema(title: &str, extra: Value, extra_required: &[&str]) -> Va
         "flow": {"type": "string", "minLength": 1, "description": "\"main\" or the campaign name"},
         "node": {"type": ["string", "null"], "description": "node id; null before the flow starts"},
         "label": {"type": ["string", "null"], "description": "node label"},
+        "channel": {"enum": CHANNELS, "description": "where the conversation happens; always present on events a chat turn writes"},
         "contact": {
             "type": "object",
             "required": ["id", "phone", "external_id"],
@@ -273,7 +368,8 @@ fn sample_common(node: Option<&str>, label: Option<&str>) -> Value {
         "flow": "main",
         "node": node,
         "label": label,
-        "contact": {"id": "ct_01HZX3K0B1C2", "phone": "+525500000000", "external_id": null}
+        "channel": "whatsapp",
+        "contact": {"id": "ct_01HZX3K0B1C2", "phone": "+525500000000", "external_id": "whatsapp:525500000000"}
     })
 }
 
@@ -305,7 +401,14 @@ pub fn info(t: EventType) -> EventTypeInfo {
     let (description, schema, sample) = match t {
         EventType::MessageReceived => (
             "A user sent a message to the bot.",
-            conversation_schema(name, json!({"text": {"type": "string"}}), &["text"]),
+            conversation_schema(
+                name,
+                json!({"text": {"type": "string"}, "media": {
+                    "type": "object", "required": ["type", "id"],
+                    "properties": {"type": {"type": "string"}, "id": {"type": ["string", "null"]}}
+                }}),
+                &["text"],
+            ),
             with(
                 sample_common(Some("membership"), Some("Membership")),
                 json!({"text": "1"}),
@@ -415,6 +518,26 @@ pub fn info(t: EventType) -> EventTypeInfo {
             }),
             json!({"endpoint_id": "ep_01HZX3M2", "url": "https://example.com/hooks", "reason": "no successful delivery for 5 days"}),
         ),
+        EventType::MessageSent => (
+            "A reply was accepted by the messaging platform.",
+            message_status_schema(name, "sent"),
+            sample_message_status("sent"),
+        ),
+        EventType::MessageDelivered => (
+            "The messaging platform reports a reply on the person's device.",
+            message_status_schema(name, "delivered"),
+            sample_message_status("delivered"),
+        ),
+        EventType::MessageRead => (
+            "The messaging platform reports a reply read.",
+            message_status_schema(name, "read"),
+            sample_message_status("read"),
+        ),
+        EventType::MessageFailed => (
+            "A reply will not arrive: refused by the platform (with its error), out of attempts, or outside WhatsApp's 24-hour window.",
+            message_status_schema(name, "failed"),
+            sample_message_status("failed"),
+        ),
     };
     EventTypeInfo {
         name,
@@ -448,7 +571,11 @@ pub(crate) mod tests {
             assert_eq!(serde_json::to_value(t).unwrap(), json!(t.as_str()));
             assert!(is_reserved(t.as_str()));
         }
-        assert_eq!(EventType::parse("message.sent"), None);
+        assert_eq!(
+            EventType::parse("message.sent"),
+            Some(EventType::MessageSent)
+        );
+        assert_eq!(EventType::parse("message.bounced"), None);
         assert_eq!(EventType::MessageReceived.camel_name(), "messageReceived");
         assert_eq!(
             EventType::AppointmentBooked.to_string(),

@@ -44,6 +44,15 @@ pub enum ContactRef {
     Phone(String),
     /// Any id of 1–128 printable characters.
     External(String),
+    /// A person on a messaging channel, `{kind}:{platform user id}`
+    /// (`whatsapp:525500000000`), with the phone the platform gave. Made by
+    /// the channel inbound path only, never from the chat API.
+    Channel {
+        /// `whatsapp:525500000000`, `telegram:1111111`, …
+        id: String,
+        /// E.164, when the platform gives one.
+        phone: Option<String>,
+    },
 }
 
 /// Contact id prefixes kept for contacts that botwire makes itself: `web:`
@@ -112,7 +121,47 @@ impl ContactRef {
     fn key(&self) -> String {
         match self {
             ContactRef::Phone(p) => format!("p:{p}"),
-            ContactRef::External(i) => format!("x:{i}"),
+            ContactRef::External(i) | ContactRef::Channel { id: i, .. } => format!("x:{i}"),
+        }
+    }
+
+    /// What finds the contact: (phone, external id).
+    fn lookup(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            ContactRef::Phone(p) => (Some(p.as_str()), None),
+            ContactRef::External(i) | ContactRef::Channel { id: i, .. } => (None, Some(i.as_str())),
+        }
+    }
+
+    /// What a new contact row holds: (phone, external id).
+    fn stored(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            ContactRef::Channel { id, phone } => (phone.as_deref(), Some(id.as_str())),
+            other => other.lookup(),
+        }
+    }
+}
+
+/// Where a message came from; every event of its turn carries this as
+/// `channel`.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// The chat API, with a secret key.
+    Api,
+    /// The website widget (a publishable key).
+    Web,
+    /// A messaging channel: the stored inbound message, whose row the turn
+    /// marks done, and whose replies go to the channel's outbox.
+    Channel(Box<super::inbound::ChannelSource>),
+}
+
+impl Source {
+    /// `api`, `web`, or the channel's kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Web => "web",
+            Source::Channel(c) => c.channel.kind().as_str(),
         }
     }
 }
@@ -176,7 +225,7 @@ impl Chat {
             .retain(|k, _| !k.starts_with(&prefix));
     }
 
-    /// Handles one message from `contact` to `bot`.
+    /// Handles one message from `contact` to `bot` through the chat API.
     pub async fn message(
         &self,
         store: &Store,
@@ -186,6 +235,30 @@ impl Chat {
         contact: &ContactRef,
         text: &str,
     ) -> Result<ChatReply, RuntimeError> {
+        self.handle(
+            store,
+            client,
+            account,
+            bot,
+            contact,
+            Input::Text(text),
+            &Source::Api,
+        )
+        .await
+    }
+
+    /// Handles one input from `contact` to `bot`, come from `source`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn handle(
+        &self,
+        store: &Store,
+        client: &OutboundClient,
+        account: &str,
+        bot: &str,
+        contact: &ContactRef,
+        input: Input<'_>,
+        source: &Source,
+    ) -> Result<ChatReply, RuntimeError> {
         let key = format!("{account}/{bot}/{}", contact.key());
         let lock = {
             let mut locks = self.locks.lock().expect("locks");
@@ -193,7 +266,7 @@ impl Chat {
         };
         let result = {
             let _guard = lock.lock().await;
-            self.turn(store, client, account, bot, &key, contact, text)
+            self.turn(store, client, account, bot, &key, contact, input, source)
                 .await
         };
         drop(lock);
@@ -213,7 +286,8 @@ impl Chat {
         bot: &str,
         key: &str,
         contact_ref: &ContactRef,
-        text: &str,
+        input: Input<'_>,
+        source: &Source,
     ) -> Result<ChatReply, RuntimeError> {
         let def = self.definitions.load(store, account, bot).await?;
         for _ in 0..STALE_RETRIES {
@@ -231,7 +305,8 @@ impl Chat {
                     &def,
                     contact_ref,
                     session,
-                    text,
+                    input,
+                    source,
                 )
                 .await
             {
@@ -266,10 +341,7 @@ impl Chat {
         bot: &str,
         contact_ref: &ContactRef,
     ) -> Result<Option<Session>, RuntimeError> {
-        let (phone, external) = match contact_ref {
-            ContactRef::Phone(p) => (Some(p.as_str()), None),
-            ContactRef::External(i) => (None, Some(i.as_str())),
-        };
+        let (phone, external) = contact_ref.lookup();
         let Some(contact) = store.find_contact(account, bot, phone, external).await? else {
             return Ok(None);
         };
@@ -290,11 +362,13 @@ impl Chat {
         def: &Definition,
         contact_ref: &ContactRef,
         session: Option<Session>,
-        text: &str,
+        input: Input<'_>,
+        source: &Source,
     ) -> Result<(ChatReply, Session), RuntimeError> {
-        let (phone, external) = match contact_ref {
-            ContactRef::Phone(p) => (Some(p.as_str()), None),
-            ContactRef::External(i) => (None, Some(i.as_str())),
+        let (phone, external) = contact_ref.stored();
+        let text = match input {
+            Input::Text(t) => t,
+            Input::Media { caption, .. } => caption.unwrap_or(""),
         };
         let contact_is_new = session.is_none();
         let (contact_row, active) = match session {
@@ -340,7 +414,7 @@ impl Chat {
                 free_slots: &free,
                 taken_slot: taken,
             };
-            let mut turn = engine::step(&def.flow, &state, &ctx, Input::Text(text));
+            let mut turn = engine::step(&def.flow, &state, &ctx, input);
             let mut calls = Vec::new();
             // Story webhooks: called with no transaction open; a webhook's
             // answer may lead to another (at most MAX_CALLS per turn).
@@ -382,7 +456,7 @@ impl Chat {
                     engine::MAX_TURN_BYTES,
                 );
             }
-            let write = build_write(
+            let mut write = build_write(
                 account,
                 bot,
                 def,
@@ -395,7 +469,16 @@ impl Chat {
                 text,
                 &turn,
                 calls,
+                source,
             );
+            if let Source::Channel(ch) = source {
+                write.channel = Some(ch.turn_write(
+                    &conversation_id,
+                    &contact_row.id,
+                    &turn.replies,
+                    &turn.quick_replies,
+                ));
+            }
             let event_ids = write.events.iter().map(|e| e.id.clone()).collect();
             let (next_contact, next_conversation) =
                 (write.contact.clone(), write.conversation.clone());
@@ -548,6 +631,7 @@ fn build_write(
     text: &str,
     turn: &Turn,
     calls: Vec<CallRow>,
+    source: &Source,
 ) -> TurnWrite {
     let mut attributes = contact.attributes.clone();
     for (k, v) in &turn.user_attributes {
@@ -561,12 +645,16 @@ fn build_write(
         .events
         .iter()
         .map(|e| {
+            let mut data = e.data.clone();
+            if let Some(d) = data.as_object_mut() {
+                d.insert("channel".into(), Value::from(source.name()));
+            }
             EventRow::new(
                 account,
                 bot,
                 e.event_type.as_str(),
                 Some(conversation_id),
-                e.data.to_string(),
+                data.to_string(),
             )
         })
         .collect();
@@ -621,6 +709,7 @@ fn build_write(
         }),
         cancel: turn.cancel_booking.clone(),
         calls,
+        channel: None,
     }
 }
 

@@ -8,11 +8,14 @@
 //!   imports and exports whole bot files.
 //! * [`story`] calls the user's APIs from flows (story webhooks) and reads
 //!   their answers back into the conversation.
+//! * [`inbound`] turns messages received on messaging channels into chat
+//!   turns whose replies go to the channel's outbox.
 //!
 //! Nothing here knows about HTTP; the API and the CLI both call it.
 
 pub mod bots;
 pub mod chat;
+pub mod inbound;
 pub mod story;
 
 use crate::store::StoreError;

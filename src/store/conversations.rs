@@ -97,6 +97,9 @@ pub struct TurnWrite {
     pub cancel: Option<String>,
     /// Story-webhook calls the turn made (made before the commit, logged with it).
     pub calls: Vec<super::story::CallRow>,
+    /// For a turn that answers a message received on a channel: the inbound
+    /// row to mark done, the channel contact and the replies to send.
+    pub channel: Option<super::channels::ChannelTurnWrite>,
 }
 
 /// What committing a turn did.
@@ -161,7 +164,7 @@ impl Store {
             c.query_opt(
                 "SELECT id, phone, external_id, attributes FROM contacts
                  WHERE account_id = $1 AND bot_id = $2
-                   AND ((CAST($3 AS TEXT) IS NOT NULL AND phone = $3)
+                   AND ((CAST($3 AS TEXT) IS NOT NULL AND phone = $3 AND external_id IS NULL)
                      OR (CAST($4 AS TEXT) IS NOT NULL AND external_id = $4))
                  LIMIT 1",
                 &[a.into(), b.into(), phone.into(), external_id.into()],
@@ -196,7 +199,9 @@ impl Store {
     /// `Conflict(STALE)` with nothing written.
     pub async fn commit_turn(&self, t: TurnWrite) -> Result<TurnCommit> {
         let lease = self.delivery_lease();
-        let (commit, tickets) = self.write(move |c| {
+        let outbox_lease = self.outbox_lease();
+        let leased = outbox_lease.is_some();
+        let (commit, tickets, messages) = self.write(move |c| {
             if let Some(b) = &t.booking {
                 let mut booked = false;
                 for seat in 0..i64::from(b.capacity.max(1)) {
@@ -224,7 +229,7 @@ impl Store {
                     }
                 }
                 if !booked {
-                    return Ok((TurnCommit::SlotTaken, Vec::new()));
+                    return Ok((TurnCommit::SlotTaken, Vec::new(), Vec::new()));
                 }
             }
             let now = now_ms();
@@ -320,10 +325,22 @@ impl Store {
             for e in &t.events {
                 tickets.extend(insert_event(c, e, None, lease.as_ref())?);
             }
-            Ok((TurnCommit::Committed(revision), tickets))
+            let messages = match &t.channel {
+                Some(ch) => super::channels::write_channel_turn(
+                    c,
+                    ch,
+                    &t.contact.id,
+                    outbox_lease.as_ref(),
+                )?,
+                None => Vec::new(),
+            };
+            Ok((TurnCommit::Committed(revision), tickets, messages))
         })
         .await?;
         self.hand_over(tickets);
+        if leased {
+            self.hand_over_messages(messages);
+        }
         Ok(commit)
     }
 

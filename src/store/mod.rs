@@ -7,7 +7,7 @@
 //! dialect quirks and its migrations, and exposes plain synchronous
 //! connections through [`Conn`]. The resource modules ([`accounts`],
 //! [`keys`], [`bots`], [`conversations`], [`events`], [`endpoints`],
-//! [`deliveries`], …) hold the queries, written once in the SQL both
+//! [`deliveries`], [`channels`], …) hold the queries, written once in the SQL both
 //! backends speak (`$1` placeholders, `BIGINT` epoch milliseconds, ids and
 //! JSON as `TEXT`), and the conformance suite in `tests/` runs the same
 //! operations against both backends.
@@ -30,6 +30,7 @@ pub mod accounts;
 pub mod appointments;
 pub mod audit;
 pub mod bots;
+pub mod channels;
 pub mod conversations;
 pub mod deliveries;
 pub mod endpoints;
@@ -286,6 +287,12 @@ pub struct Store {
     /// Where deliveries created by a commit go once it is durable (the
     /// delivery engine, when this process runs one).
     sink: Arc<std::sync::RwLock<Option<Arc<dyn deliveries::DeliverySink>>>>,
+    /// Where outbox messages created by a commit go once it is durable (the
+    /// channel sender, when this process runs one).
+    outbox_sink: Arc<std::sync::RwLock<Option<Arc<dyn channels::OutboxSink>>>>,
+    /// Where inbound messages go once stored (the inbound processor, when
+    /// this process runs one).
+    inbound_sink: Arc<std::sync::RwLock<Option<Arc<dyn channels::InboundSink>>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -331,6 +338,8 @@ impl Store {
             writer: Arc::new(writer),
             readers: Arc::new(readers),
             sink: Arc::default(),
+            outbox_sink: Arc::default(),
+            inbound_sink: Arc::default(),
         })
     }
 

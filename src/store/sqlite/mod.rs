@@ -39,6 +39,7 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "plain_headers",
         include_str!("migrations/0007_plain_headers.sql"),
     ),
+    (8, "channels", include_str!("migrations/0008_channels.sql")),
     (10, "audit", include_str!("migrations/0010_audit.sql")),
 ];
 

@@ -1,0 +1,1164 @@
+//! Messaging channels: the channels themselves, the messages people send
+//! through them (the inbound table), and the bot's replies waiting to go out
+//! (the outbox, `channel_messages`).
+//!
+//! * **Inbound.** [`Store::receive`] writes a webhook's messages, and
+//!   applies its delivery statuses, in one transaction before the platform
+//!   is answered. The unique index on (channel, platform message id) makes a
+//!   retried message a no-op: only rows written now come back to be
+//!   processed. A row stays `pending` until the chat turn it causes commits,
+//!   which marks it `done` in the same transaction ([`ChannelTurnWrite`]),
+//!   so a crash in between loses nothing and a second processing commits
+//!   nothing. Rows written by a node that processes them are leased to it;
+//!   others (an API-only node's, or a dead node's once the lease expires)
+//!   are claimed with [`Store::claim_inbound`].
+//! * **Outbox.** Replies are written in the turn's transaction. A lane (the
+//!   conversation) sends one message at a time, in id order: a claim takes
+//!   only the first unfinished message of each lane ([`Store::claim_outbox`]).
+//!   Rows written by a node that sends them are leased to it and handed to
+//!   its sender in memory once durable ([`OutboxSink`]).
+//! * **Statuses** only move forward (sent → delivered → read; failed from
+//!   any), so a report that arrives twice or late changes nothing; each
+//!   change writes its `message.*` event.
+
+use super::deliveries::{DeliveryTicket, Lease};
+use super::events::{EventRow, insert_event};
+use super::{Conn, Page, PageRequest, Result, Row, Store, StoreError, Value, now_ms};
+use crate::channels::{
+    ChannelConfig, ChannelKind, DeliveryStatus, InboundMessage, Outgoing, StatusTarget,
+    StatusUpdate,
+};
+use crate::domain::ids::new_id;
+use serde_json::json;
+use std::sync::Arc;
+
+/// A channel as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelRow {
+    /// `ch_…`
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// The bot it is bound to.
+    pub bot_id: String,
+    /// A name for people.
+    pub name: String,
+    /// Settings, secrets included.
+    pub config: ChannelConfig,
+    /// When the last message came in.
+    pub last_inbound_at: Option<i64>,
+    /// The last refused webhook request, in words.
+    pub last_inbound_error: Option<String>,
+    /// When the last reply was sent (or failed).
+    pub last_outbound_at: Option<i64>,
+    /// The last send failure, in the platform's words.
+    pub last_outbound_error: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+impl ChannelRow {
+    /// Which platform.
+    pub fn kind(&self) -> ChannelKind {
+        self.config.kind()
+    }
+}
+
+const CH_COLUMNS: &str = "id, account_id, bot_id, name, config, last_inbound_at, last_inbound_error, last_outbound_at, last_outbound_error, created_at, updated_at";
+
+fn channel_from(r: &Row) -> Result<ChannelRow> {
+    Ok(ChannelRow {
+        id: r.text(0)?,
+        account_id: r.text(1)?,
+        bot_id: r.text(2)?,
+        name: r.text(3)?,
+        config: r.json(4)?,
+        last_inbound_at: r.opt_int(5)?,
+        last_inbound_error: r.opt_text(6)?,
+        last_outbound_at: r.opt_int(7)?,
+        last_outbound_error: r.opt_text(8)?,
+        created_at: r.int(9)?,
+        updated_at: r.int(10)?,
+    })
+}
+
+fn config_json(c: &ChannelConfig) -> String {
+    serde_json::to_string(c).expect("channel settings serialise")
+}
+
+/// A message received, as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboundRow {
+    /// `in_…`
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// The channel's bot.
+    pub bot_id: String,
+    /// The channel.
+    pub channel_id: String,
+    /// The message, normalised.
+    pub message: InboundMessage,
+    /// Unix ms.
+    pub received_at: i64,
+}
+
+const IN_COLUMNS: &str = "id, account_id, bot_id, channel_id, message, received_at";
+
+fn inbound_from(r: &Row) -> Result<InboundRow> {
+    Ok(InboundRow {
+        id: r.text(0)?,
+        account_id: r.text(1)?,
+        bot_id: r.text(2)?,
+        channel_id: r.text(3)?,
+        message: r.json(4)?,
+        received_at: r.int(5)?,
+    })
+}
+
+/// One outbox message to write with a turn (or on its own, a test send).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxWrite {
+    /// `out_…`, in the order the messages must go.
+    pub id: String,
+    /// What orders it: the conversation, or for a message outside one the
+    /// channel and recipient.
+    pub lane: String,
+    /// The conversation, when there is one.
+    pub conversation_id: Option<String>,
+    /// The contact, when known.
+    pub contact_id: Option<String>,
+    /// Who it goes to, in the platform's terms.
+    pub recipient: String,
+    /// The platform request.
+    pub outgoing: Outgoing,
+}
+
+/// What a chat turn that answers an inbound message writes besides the
+/// turn itself.
+#[derive(Clone, Debug)]
+pub struct ChannelTurnWrite {
+    /// The channel.
+    pub channel: Arc<ChannelRow>,
+    /// The inbound row the turn answers: marked done with the turn; the
+    /// turn is refused (`Conflict`) if it was already.
+    pub inbound_id: String,
+    /// The person, in the platform's terms.
+    pub user: String,
+    /// Their phone, when the platform gives one.
+    pub phone: Option<String>,
+    /// Their profile name.
+    pub name: Option<String>,
+    /// When their message arrived (Unix ms).
+    pub received_at: i64,
+    /// The replies to send, in order.
+    pub outbox: Vec<OutboxWrite>,
+}
+
+/// The `Conflict` message when an inbound message was processed already.
+pub const ALREADY_PROCESSED: &str = "this inbound message was processed already";
+
+/// One outbox message ready to send: everything the sender needs.
+#[derive(Clone, Debug)]
+pub struct OutboxTicket {
+    /// `out_…`
+    pub id: String,
+    /// The channel as it was when the ticket was made.
+    pub channel: Arc<ChannelRow>,
+    /// Its lane.
+    pub lane: String,
+    /// The conversation, when there is one.
+    pub conversation_id: Option<String>,
+    /// The contact, when known.
+    pub contact_id: Option<String>,
+    /// Who it goes to.
+    pub recipient: String,
+    /// The platform request.
+    pub outgoing: Outgoing,
+    /// Attempts already made.
+    pub attempts: u32,
+    /// When the recipient last wrote (for WhatsApp's 24-hour window).
+    pub last_inbound_at: Option<i64>,
+}
+
+/// Where committed outbox messages go: the channel sender of this process.
+pub trait OutboxSink: Send + Sync {
+    /// The lease new messages are written under; `None` writes them
+    /// unleased, for any sender's claim.
+    fn lease(&self) -> Option<Lease>;
+    /// Takes messages whose rows are durable.
+    fn hand_over(&self, tickets: Vec<OutboxTicket>);
+}
+
+/// Where committed inbound messages go: this process's processor.
+pub trait InboundSink: Send + Sync {
+    /// The lease new rows are written under (`None`: unleased).
+    fn lease(&self) -> Option<Lease>;
+    /// Takes rows whose writes are durable.
+    fn hand_over(&self, rows: Vec<InboundRow>);
+}
+
+/// An outbox message as the API lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MessageRow {
+    /// `out_…`
+    pub id: String,
+    /// The channel.
+    pub channel_id: String,
+    /// The conversation, when there is one.
+    pub conversation_id: Option<String>,
+    /// Who it goes to.
+    pub recipient: String,
+    /// The platform operation.
+    pub op: String,
+    /// The platform request body, JSON.
+    pub body: String,
+    /// `pending`, `retrying`, `sent`, `delivered`, `read`, `failed`.
+    pub status: String,
+    /// The platform's id of it, once sent.
+    pub platform_message_id: Option<String>,
+    /// Attempts made.
+    pub attempts: i64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+const MSG_COLUMNS: &str = "id, channel_id, conversation_id, recipient, op, body, status, platform_message_id, attempts, last_error, created_at, updated_at";
+
+fn message_from(r: &Row) -> Result<MessageRow> {
+    Ok(MessageRow {
+        id: r.text(0)?,
+        channel_id: r.text(1)?,
+        conversation_id: r.opt_text(2)?,
+        recipient: r.text(3)?,
+        op: r.text(4)?,
+        body: r.text(5)?,
+        status: r.text(6)?,
+        platform_message_id: r.opt_text(7)?,
+        attempts: r.int(8)?,
+        last_error: r.opt_text(9)?,
+        created_at: r.int(10)?,
+        updated_at: r.int(11)?,
+    })
+}
+
+/// One send attempt, as recorded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelAttemptRow {
+    /// `catt_…`
+    pub id: String,
+    /// Unix ms.
+    pub started_at: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// HTTP status, when an answer came.
+    pub status: Option<i64>,
+    /// The first 16 KiB of the answer.
+    pub response_body: String,
+    /// `timeout`, `connect`, `dns`, `blocked`, `tls`, `status`, `invalid`,
+    /// `window`; `None` on success.
+    pub error_kind: Option<String>,
+    /// The failure in words (the platform's, when it said).
+    pub error_message: Option<String>,
+    /// The node that made it.
+    pub node: Option<String>,
+}
+
+/// What an outbox message becomes after an attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MessageNext {
+    /// Accepted by the platform, with its id of the message.
+    Sent(Option<String>),
+    /// Try again at this time (Unix ms).
+    RetryAt(i64),
+    /// Refused for good.
+    Failed,
+    /// Not attempted: release the lease and keep the state (its lane
+    /// stopped behind a message that must be retried first).
+    Held,
+}
+
+/// The result of one attempt, ready to be recorded.
+#[derive(Clone, Debug)]
+pub struct MessageOutcome {
+    /// The message.
+    pub ticket: OutboxTicket,
+    /// The attempt, unless held.
+    pub attempt: Option<ChannelAttemptRow>,
+    /// What it becomes.
+    pub next: MessageNext,
+}
+
+/// The outbox's order of statuses: a report moves a message forward only.
+fn rank(status: &str) -> i64 {
+    match status {
+        "sent" => 1,
+        "delivered" => 2,
+        "read" => 3,
+        "failed" => 4,
+        _ => 0,
+    }
+}
+
+fn event_type(status: DeliveryStatus) -> &'static str {
+    match status {
+        DeliveryStatus::Sent => "message.sent",
+        DeliveryStatus::Delivered => "message.delivered",
+        DeliveryStatus::Read => "message.read",
+        DeliveryStatus::Failed => "message.failed",
+    }
+}
+
+/// Writes the `message.*` event of an outbox message's new status, with one
+/// delivery per endpoint that wants it.
+#[allow(clippy::too_many_arguments)]
+fn status_event(
+    c: &mut dyn Conn,
+    account_id: &str,
+    bot_id: &str,
+    kind: &str,
+    channel_id: &str,
+    message_id: &str,
+    status: DeliveryStatus,
+    error: Option<&str>,
+    lease: Option<&Lease>,
+) -> Result<Vec<DeliveryTicket>> {
+    let row = c.query_one(
+        "SELECT m.conversation_id, m.contact_id, m.platform_message_id, m.recipient,
+                ct.phone, ct.external_id
+         FROM channel_messages m LEFT JOIN contacts ct ON ct.id = m.contact_id
+         WHERE m.id = $1",
+        &[message_id.into()],
+    )?;
+    let conversation_id = row.opt_text(0)?;
+    let mut data = json!({
+        "message_id": message_id,
+        "conversation_id": conversation_id,
+        "channel": kind,
+        "channel_id": channel_id,
+        "contact": {
+            "id": row.opt_text(1)?,
+            "phone": row.opt_text(4)?,
+            "external_id": row.opt_text(5)?,
+        },
+        "recipient": row.text(3)?,
+        "platform_message_id": row.opt_text(2)?,
+        "status": status.as_str(),
+    });
+    if let Some(e) = error {
+        data["error"] = json!(e);
+    }
+    let event = EventRow::new(
+        account_id,
+        bot_id,
+        event_type(status),
+        conversation_id.as_deref(),
+        data.to_string(),
+    );
+    insert_event(c, &event, None, lease)
+}
+
+/// The lease a lane's new messages may be written under: `lease`, unless
+/// an earlier message of the lane waits outside this node's sender (one to
+/// retry, one handed back, one another node holds) — then the new ones must
+/// wait behind it, on the claim path, so the lane keeps its order.
+fn lane_lease<'a>(
+    c: &mut dyn Conn,
+    lane: &str,
+    lease: Option<&'a Lease>,
+) -> Result<Option<&'a Lease>> {
+    let Some(l) = lease else { return Ok(None) };
+    let waiting = c.query_opt(
+        "SELECT 1 FROM channel_messages
+         WHERE lane = $1 AND status IN ('pending', 'retrying')
+           AND (status = 'retrying' OR locked_by IS NULL OR locked_by <> $2)
+         LIMIT 1",
+        &[lane.into(), l.node.to_string().into()],
+    )?;
+    Ok(if waiting.is_some() { None } else { Some(l) })
+}
+
+/// Inserts outbox rows inside the caller's transaction, leased to `lease`
+/// when given.
+pub(super) fn insert_outbox(
+    c: &mut dyn Conn,
+    channel: &ChannelRow,
+    rows: &[OutboxWrite],
+    lease: Option<&Lease>,
+) -> Result<()> {
+    let now = now_ms();
+    for m in rows {
+        c.execute(
+            "INSERT INTO channel_messages (id, account_id, bot_id, channel_id, lane, conversation_id,
+                    contact_id, recipient, op, body, status, attempts, next_attempt_at, locked_until,
+                    locked_by, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, $11, $12, $13, $11, $11)",
+            &[
+                (&m.id).into(),
+                (&channel.account_id).into(),
+                (&channel.bot_id).into(),
+                (&channel.id).into(),
+                (&m.lane).into(),
+                m.conversation_id.as_deref().into(),
+                m.contact_id.as_deref().into(),
+                (&m.recipient).into(),
+                (&m.outgoing.op).into(),
+                m.outgoing.body.to_string().into(),
+                now.into(),
+                lease.map(|l| now + l.ms).into(),
+                lease.map(|l| l.node.to_string()).into(),
+            ],
+        )?;
+    }
+    if lease.is_none() && !rows.is_empty() {
+        c.notify_deliveries()?;
+    }
+    Ok(())
+}
+
+/// Writes what a turn that answers an inbound message adds: the inbound row
+/// marked done (refusing the turn if it was already), the person's channel
+/// contact, and the replies. Called inside the turn's transaction.
+pub(super) fn write_channel_turn(
+    c: &mut dyn Conn,
+    w: &ChannelTurnWrite,
+    contact_id: &str,
+    lease: Option<&Lease>,
+) -> Result<Vec<OutboxTicket>> {
+    let now = now_ms();
+    let n = c.execute(
+        "UPDATE channel_inbound SET status = 'done', processed_at = $1, locked_until = NULL,
+                locked_by = NULL, error = NULL
+         WHERE id = $2 AND status = 'pending'",
+        &[now.into(), (&w.inbound_id).into()],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(ALREADY_PROCESSED.into()));
+    }
+    c.execute(
+        "INSERT INTO channel_contacts (channel_id, user_id, contact_id, phone, name, last_inbound_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (channel_id, user_id) DO UPDATE SET contact_id = $3,
+             phone = COALESCE($4, channel_contacts.phone), name = COALESCE($5, channel_contacts.name),
+             last_inbound_at = CASE WHEN channel_contacts.last_inbound_at > $6
+                                    THEN channel_contacts.last_inbound_at ELSE $6 END",
+        &[
+            (&w.channel.id).into(),
+            (&w.user).into(),
+            contact_id.into(),
+            w.phone.as_deref().into(),
+            w.name.as_deref().into(),
+            w.received_at.into(),
+        ],
+    )?;
+    let lease = match w.outbox.first() {
+        Some(m) => lane_lease(c, &m.lane, lease)?,
+        None => None,
+    };
+    insert_outbox(c, &w.channel, &w.outbox, lease)?;
+    if lease.is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(w.outbox
+        .iter()
+        .map(|m| OutboxTicket {
+            id: m.id.clone(),
+            channel: w.channel.clone(),
+            lane: m.lane.clone(),
+            conversation_id: m.conversation_id.clone(),
+            contact_id: m.contact_id.clone(),
+            recipient: m.recipient.clone(),
+            outgoing: m.outgoing.clone(),
+            attempts: 0,
+            last_inbound_at: Some(w.received_at),
+        })
+        .collect())
+}
+
+/// Applies delivery statuses inside the caller's transaction; answers the
+/// deliveries of the events they wrote.
+fn apply_statuses(
+    c: &mut dyn Conn,
+    channel: &ChannelRow,
+    statuses: &[StatusUpdate],
+    lease: Option<&Lease>,
+) -> Result<Vec<DeliveryTicket>> {
+    let now = now_ms();
+    let kind = channel.kind().as_str();
+    let mut tickets = Vec::new();
+    for s in statuses {
+        let rows = match &s.target {
+            StatusTarget::Message(pid) => c.query(
+                "SELECT id, status FROM channel_messages
+                 WHERE channel_id = $1 AND platform_message_id = $2",
+                &[(&channel.id).into(), pid.into()],
+            )?,
+            StatusTarget::Until { user, until_ms } => c.query(
+                "SELECT id, status FROM channel_messages
+                 WHERE channel_id = $1 AND recipient = $2 AND status IN ('sent', 'delivered')
+                   AND updated_at <= $3",
+                &[(&channel.id).into(), user.into(), (*until_ms).into()],
+            )?,
+        };
+        for r in rows {
+            let (id, current) = (r.text(0)?, r.text(1)?);
+            if rank(s.status.as_str()) <= rank(&current) {
+                continue;
+            }
+            c.execute(
+                "UPDATE channel_messages SET status = $1, updated_at = $2,
+                        last_error = COALESCE($3, last_error)
+                 WHERE id = $4",
+                &[
+                    s.status.as_str().into(),
+                    now.into(),
+                    s.error.as_deref().into(),
+                    (&id).into(),
+                ],
+            )?;
+            tickets.extend(status_event(
+                c,
+                &channel.account_id,
+                &channel.bot_id,
+                kind,
+                &channel.id,
+                &id,
+                s.status,
+                s.error.as_deref(),
+                lease,
+            )?);
+        }
+    }
+    Ok(tickets)
+}
+
+/// Filters for an outbox listing.
+#[derive(Clone, Debug, Default)]
+pub struct MessageFilter {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this conversation's.
+    pub conversation_id: Option<String>,
+}
+
+impl Store {
+    /// Connects (or with `None` disconnects) this process's channel sender.
+    pub fn set_outbox_sink(&self, sink: Option<Arc<dyn OutboxSink>>) {
+        *self.outbox_sink.write().expect("sink lock") = sink;
+    }
+
+    fn outbox_sink(&self) -> Option<Arc<dyn OutboxSink>> {
+        self.outbox_sink.read().expect("sink lock").clone()
+    }
+
+    pub(super) fn outbox_lease(&self) -> Option<Lease> {
+        self.outbox_sink().and_then(|s| s.lease())
+    }
+
+    pub(super) fn hand_over_messages(&self, tickets: Vec<OutboxTicket>) {
+        if tickets.is_empty() {
+            return;
+        }
+        if let Some(sink) = self.outbox_sink() {
+            sink.hand_over(tickets);
+        }
+    }
+
+    /// Connects (or with `None` disconnects) this process's inbound
+    /// processor.
+    pub fn set_inbound_sink(&self, sink: Option<Arc<dyn InboundSink>>) {
+        *self.inbound_sink.write().expect("sink lock") = sink;
+    }
+
+    fn inbound_sink(&self) -> Option<Arc<dyn InboundSink>> {
+        self.inbound_sink.read().expect("sink lock").clone()
+    }
+
+    /// Creates a channel for a bot (the bot must exist).
+    pub async fn create_channel(
+        &self,
+        account_id: &str,
+        bot_id: &str,
+        id: &str,
+        name: &str,
+        config: ChannelConfig,
+    ) -> Result<ChannelRow> {
+        let now = now_ms();
+        let row = ChannelRow {
+            id: id.to_owned(),
+            account_id: account_id.to_owned(),
+            bot_id: bot_id.to_owned(),
+            name: name.to_owned(),
+            config,
+            last_inbound_at: None,
+            last_inbound_error: None,
+            last_outbound_at: None,
+            last_outbound_error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let r = row.clone();
+        self.write(move |c| {
+            c.query_one(
+                "SELECT 1 FROM bots WHERE account_id = $1 AND id = $2",
+                &[(&r.account_id).into(), (&r.bot_id).into()],
+            )?;
+            c.execute(
+                &format!(
+                    "INSERT INTO channels ({CH_COLUMNS}, kind) VALUES ($1, $2, $3, $4, $5, NULL, NULL, NULL, NULL, $6, $6, $7)"
+                ),
+                &[
+                    (&r.id).into(),
+                    (&r.account_id).into(),
+                    (&r.bot_id).into(),
+                    (&r.name).into(),
+                    config_json(&r.config).into(),
+                    now.into(),
+                    r.kind().as_str().into(),
+                ],
+            )?;
+            Ok(())
+        })
+        .await?;
+        Ok(row)
+    }
+
+    /// A bot's channels, oldest first.
+    pub async fn list_channels(
+        &self,
+        account_id: &str,
+        bot_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<ChannelRow>> {
+        let sql = format!(
+            "SELECT {CH_COLUMNS} FROM channels
+             WHERE account_id = $1 AND bot_id = $2 AND (CAST($3 AS TEXT) IS NULL OR id > $3)
+             ORDER BY id LIMIT $4"
+        );
+        let params = vec![account_id.into(), bot_id.into(), page.after.clone().into()];
+        self.read_page(sql, params, page, channel_from, |c| c.id.clone())
+            .await
+    }
+
+    /// One channel of the account.
+    pub async fn get_channel(&self, account_id: &str, id: &str) -> Result<ChannelRow> {
+        let (a, id) = (account_id.to_owned(), id.to_owned());
+        self.read(move |c| {
+            channel_from(&c.query_one(
+                &format!("SELECT {CH_COLUMNS} FROM channels WHERE account_id = $1 AND id = $2"),
+                &[a.into(), id.into()],
+            )?)
+        })
+        .await
+    }
+
+    /// A channel by id alone (the webhook route knows nothing else).
+    pub async fn find_channel(&self, id: &str) -> Result<Option<ChannelRow>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.query_opt(
+                &format!("SELECT {CH_COLUMNS} FROM channels WHERE id = $1"),
+                &[id.into()],
+            )?
+            .as_ref()
+            .map(channel_from)
+            .transpose()
+        })
+        .await
+    }
+
+    /// Saves a channel's name and settings.
+    pub async fn update_channel(&self, row: ChannelRow) -> Result<ChannelRow> {
+        let mut row = row;
+        row.updated_at = now_ms().max(row.updated_at + 1);
+        let r = row.clone();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE channels SET name = $1, config = $2, updated_at = $3
+                 WHERE account_id = $4 AND id = $5",
+                &[
+                    (&r.name).into(),
+                    config_json(&r.config).into(),
+                    r.updated_at.into(),
+                    (&r.account_id).into(),
+                    (&r.id).into(),
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(row)
+    }
+
+    /// Deletes a channel with its inbound rows, outbox and attempts.
+    pub async fn delete_channel(&self, account_id: &str, id: &str) -> Result<()> {
+        let (a, id) = (account_id.to_owned(), id.to_owned());
+        self.write(move |c| {
+            let n = c.execute(
+                "DELETE FROM channels WHERE account_id = $1 AND id = $2",
+                &[a.into(), (&id).into()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            for table in [
+                "channel_inbound",
+                "channel_messages",
+                "channel_attempts",
+                "channel_contacts",
+            ] {
+                c.execute(
+                    &format!("DELETE FROM {table} WHERE channel_id = $1"),
+                    &[(&id).into()],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Notes a refused webhook request on the channel (nothing else is
+    /// stored of it).
+    pub async fn note_inbound_error(&self, id: &str, error: String) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE channels SET last_inbound_error = $1 WHERE id = $2",
+                &[error.into(), id.into()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stores a verified webhook's messages and applies its statuses, in
+    /// one transaction; answers the messages not seen before (the only ones
+    /// to process). They are handed to this process's processor, when it
+    /// has one, once durable.
+    pub async fn receive(
+        &self,
+        channel: &ChannelRow,
+        messages: Vec<InboundMessage>,
+        statuses: Vec<StatusUpdate>,
+    ) -> Result<Vec<InboundRow>> {
+        let lease = self.inbound_sink().and_then(|s| s.lease());
+        let delivery_lease = self.delivery_lease();
+        let channel = channel.clone();
+        let (rows, tickets) = self
+            .write(move |c| {
+                let now = now_ms();
+                let mut fresh = Vec::new();
+                for m in messages {
+                    let row = InboundRow {
+                        id: new_id("in"),
+                        account_id: channel.account_id.clone(),
+                        bot_id: channel.bot_id.clone(),
+                        channel_id: channel.id.clone(),
+                        message: m,
+                        received_at: now,
+                    };
+                    let n = c.execute(
+                        "INSERT INTO channel_inbound (id, account_id, bot_id, channel_id, message_id, message,
+                             status, locked_until, locked_by, received_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9)
+                         ON CONFLICT (channel_id, message_id) DO NOTHING",
+                        &[
+                            (&row.id).into(),
+                            (&row.account_id).into(),
+                            (&row.bot_id).into(),
+                            (&row.channel_id).into(),
+                            (&row.message.message_id).into(),
+                            serde_json::to_string(&row.message)
+                                .expect("messages serialise")
+                                .into(),
+                            lease.as_ref().map(|l| now + l.ms).into(),
+                            lease.as_ref().map(|l| l.node.to_string()).into(),
+                            now.into(),
+                        ],
+                    )?;
+                    if n == 1 {
+                        fresh.push(row);
+                    }
+                }
+                let tickets = apply_statuses(c, &channel, &statuses, delivery_lease.as_ref())?;
+                c.execute(
+                    "UPDATE channels SET last_inbound_at = $1, last_inbound_error = NULL WHERE id = $2",
+                    &[now.into(), (&channel.id).into()],
+                )?;
+                if lease.is_none() && !fresh.is_empty() {
+                    c.notify_deliveries()?;
+                }
+                Ok((fresh, tickets))
+            })
+            .await?;
+        self.hand_over(tickets);
+        if let Some(sink) = self.inbound_sink()
+            && sink.lease().is_some()
+            && !rows.is_empty()
+        {
+            sink.hand_over(rows.clone());
+        }
+        Ok(rows)
+    }
+
+    /// Leases up to `limit` pending inbound rows that no live worker holds,
+    /// oldest first.
+    pub async fn claim_inbound(
+        &self,
+        now: i64,
+        lease: Lease,
+        limit: usize,
+    ) -> Result<Vec<InboundRow>> {
+        let skip = self.backend.skip_locked();
+        self.write(move |c| {
+            let rows = c.query(
+                &format!(
+                    "UPDATE channel_inbound SET locked_until = $1, locked_by = $2
+                     WHERE id IN (SELECT id FROM channel_inbound
+                                  WHERE status = 'pending' AND (locked_until IS NULL OR locked_until < $3)
+                                  ORDER BY received_at LIMIT $4 {skip})
+                     RETURNING {IN_COLUMNS}"
+                ),
+                &[
+                    (now + lease.ms).into(),
+                    lease.node.to_string().into(),
+                    now.into(),
+                    (limit as i64).into(),
+                ],
+            )?;
+            let mut out = rows.iter().map(inbound_from).collect::<Result<Vec<_>>>()?;
+            out.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.id.cmp(&b.id)));
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Marks an inbound row that cannot become a turn (its bot has no flow,
+    /// its channel is gone…) as failed, with the reason.
+    pub async fn fail_inbound(&self, id: &str, error: String) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE channel_inbound SET status = 'failed', error = $1, processed_at = $2,
+                        locked_until = NULL, locked_by = NULL
+                 WHERE id = $3 AND status = 'pending'",
+                &[error.into(), now_ms().into(), id.into()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Counts a channel's inbound rows by status (for tests and the console).
+    pub async fn inbound_counts(&self, channel_id: &str) -> Result<Vec<(String, i64)>> {
+        let id = channel_id.to_owned();
+        self.read(move |c| {
+            c.query(
+                "SELECT status, COUNT(*) FROM channel_inbound WHERE channel_id = $1
+                 GROUP BY status ORDER BY status",
+                &[id.into()],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)?)))
+            .collect()
+        })
+        .await
+    }
+
+    /// When `user` last wrote to the channel, and which contact they are.
+    pub async fn channel_contact(
+        &self,
+        channel_id: &str,
+        user: &str,
+    ) -> Result<Option<(String, i64)>> {
+        let (ch, u) = (channel_id.to_owned(), user.to_owned());
+        self.read(move |c| {
+            c.query_opt(
+                "SELECT contact_id, last_inbound_at FROM channel_contacts
+                 WHERE channel_id = $1 AND user_id = $2",
+                &[ch.into(), u.into()],
+            )?
+            .map(|r| Ok((r.text(0)?, r.int(1)?)))
+            .transpose()
+        })
+        .await
+    }
+
+    /// Writes outbox messages outside a turn (a test send) and hands them to
+    /// this process's sender.
+    pub async fn enqueue_messages(
+        &self,
+        channel: Arc<ChannelRow>,
+        rows: Vec<OutboxWrite>,
+        last_inbound_at: Option<i64>,
+    ) -> Result<()> {
+        let lease = self.outbox_lease();
+        let ch = channel.clone();
+        let r = rows.clone();
+        let leased = self
+            .write(move |c| {
+                let lease = match r.first() {
+                    Some(m) => lane_lease(c, &m.lane, lease.as_ref())?,
+                    None => None,
+                };
+                insert_outbox(c, &ch, &r, lease)?;
+                Ok(lease.is_some())
+            })
+            .await?;
+        if leased {
+            self.hand_over_messages(
+                rows.into_iter()
+                    .map(|m| OutboxTicket {
+                        id: m.id,
+                        channel: channel.clone(),
+                        lane: m.lane,
+                        conversation_id: m.conversation_id,
+                        contact_id: m.contact_id,
+                        recipient: m.recipient,
+                        outgoing: m.outgoing,
+                        attempts: 0,
+                        last_inbound_at,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Leases due outbox messages that are first in their lane, at most
+    /// `limit`, and returns them as tickets.
+    pub async fn claim_outbox(
+        &self,
+        now: i64,
+        lease: Lease,
+        limit: usize,
+    ) -> Result<Vec<OutboxTicket>> {
+        let skip = self.backend.skip_locked();
+        self.write(move |c| {
+            let ids = c.query(
+                &format!(
+                    "UPDATE channel_messages SET locked_until = $1, locked_by = $2
+                     WHERE id IN (
+                        SELECT m.id FROM channel_messages m
+                        WHERE m.status IN ('pending', 'retrying') AND m.next_attempt_at <= $3
+                          AND (m.locked_until IS NULL OR m.locked_until < $3)
+                          AND NOT EXISTS (SELECT 1 FROM channel_messages p
+                                          WHERE p.lane = m.lane AND p.id < m.id
+                                            AND p.status IN ('pending', 'retrying'))
+                        ORDER BY m.next_attempt_at LIMIT $4 {skip})
+                     RETURNING id"
+                ),
+                &[
+                    (now + lease.ms).into(),
+                    lease.node.to_string().into(),
+                    now.into(),
+                    (limit as i64).into(),
+                ],
+            )?;
+            let mut tickets = Vec::with_capacity(ids.len());
+            for r in ids {
+                let id = r.text(0)?;
+                let row = c.query_one(
+                    &format!(
+                        "SELECT m.lane, m.conversation_id, m.contact_id, m.recipient, m.op, m.body, m.attempts,
+                                cc.last_inbound_at, {}
+                         FROM channel_messages m
+                         JOIN channels ch ON ch.id = m.channel_id
+                         LEFT JOIN channel_contacts cc ON cc.channel_id = m.channel_id AND cc.user_id = m.recipient
+                         WHERE m.id = $1",
+                        CH_COLUMNS
+                            .split(", ")
+                            .map(|c| format!("ch.{c}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    &[(&id).into()],
+                )?;
+                let channel = channel_from(&Row(row.0[8..].to_vec()))?;
+                tickets.push(OutboxTicket {
+                    id,
+                    lane: row.text(0)?,
+                    conversation_id: row.opt_text(1)?,
+                    contact_id: row.opt_text(2)?,
+                    recipient: row.text(3)?,
+                    outgoing: Outgoing {
+                        op: row.text(4)?,
+                        body: row.json(5)?,
+                    },
+                    attempts: u32::try_from(row.int(6)?).unwrap_or(u32::MAX),
+                    last_inbound_at: row.opt_int(7)?,
+                    channel: Arc::new(channel),
+                });
+            }
+            tickets.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(tickets)
+        })
+        .await
+    }
+
+    /// Writes a batch of send outcomes in one transaction: attempts, the
+    /// messages' new states, the channels' last outbound time and error, and
+    /// `message.sent` / `message.failed` events.
+    pub async fn record_message_outcomes(&self, outcomes: Vec<MessageOutcome>) -> Result<()> {
+        let lease = self.delivery_lease();
+        let tickets = self
+            .write(move |c| {
+                let now = now_ms();
+                let mut tickets = Vec::new();
+                for o in &outcomes {
+                    let t = &o.ticket;
+                    let error = o.attempt.as_ref().and_then(|a| a.error_message.clone());
+                    let updated = match &o.next {
+                        MessageNext::Held => c.execute(
+                            "UPDATE channel_messages SET locked_until = NULL, locked_by = NULL WHERE id = $1",
+                            &[(&t.id).into()],
+                        )?,
+                        MessageNext::Sent(pid) => c.execute(
+                            "UPDATE channel_messages SET status = 'sent', attempts = attempts + 1,
+                                    platform_message_id = $1, next_attempt_at = NULL, locked_until = NULL,
+                                    locked_by = NULL, updated_at = $2
+                             WHERE id = $3 AND status IN ('pending', 'retrying')",
+                            &[pid.as_deref().into(), now.into(), (&t.id).into()],
+                        )?,
+                        MessageNext::RetryAt(at) => c.execute(
+                            "UPDATE channel_messages SET status = 'retrying', attempts = attempts + 1,
+                                    next_attempt_at = $1, locked_until = NULL, locked_by = NULL,
+                                    last_error = $2, updated_at = $3
+                             WHERE id = $4 AND status IN ('pending', 'retrying')",
+                            &[(*at).into(), error.as_deref().into(), now.into(), (&t.id).into()],
+                        )?,
+                        MessageNext::Failed => c.execute(
+                            "UPDATE channel_messages SET status = 'failed', attempts = attempts + 1,
+                                    next_attempt_at = NULL, locked_until = NULL, locked_by = NULL,
+                                    last_error = $1, updated_at = $2
+                             WHERE id = $3 AND status IN ('pending', 'retrying')",
+                            &[error.as_deref().into(), now.into(), (&t.id).into()],
+                        )?,
+                    };
+                    let Some(a) = &o.attempt else { continue };
+                    if updated == 0 {
+                        // Gone (its channel was deleted) or already settled.
+                        continue;
+                    }
+                    c.execute(
+                        "INSERT INTO channel_attempts (id, message_id, channel_id, account_id, started_at,
+                             duration_ms, status, response_body, error_kind, error_message, node)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                        &[
+                            (&a.id).into(),
+                            (&t.id).into(),
+                            (&t.channel.id).into(),
+                            (&t.channel.account_id).into(),
+                            a.started_at.into(),
+                            a.duration_ms.into(),
+                            a.status.into(),
+                            (&a.response_body).into(),
+                            a.error_kind.as_deref().into(),
+                            a.error_message.as_deref().into(),
+                            a.node.as_deref().into(),
+                        ],
+                    )?;
+                    let ok = matches!(o.next, MessageNext::Sent(_));
+                    c.execute(
+                        "UPDATE channels SET last_outbound_at = $1,
+                                last_outbound_error = CASE WHEN $2 THEN NULL ELSE $3 END
+                         WHERE id = $4",
+                        &[
+                            now.into(),
+                            Value::Bool(ok),
+                            error.as_deref().into(),
+                            (&t.channel.id).into(),
+                        ],
+                    )?;
+                    let status = match &o.next {
+                        MessageNext::Sent(_) => Some(DeliveryStatus::Sent),
+                        MessageNext::Failed => Some(DeliveryStatus::Failed),
+                        _ => None,
+                    };
+                    if let Some(status) = status {
+                        tickets.extend(status_event(
+                            c,
+                            &t.channel.account_id,
+                            &t.channel.bot_id,
+                            t.channel.kind().as_str(),
+                            &t.channel.id,
+                            &t.id,
+                            status,
+                            error.as_deref(),
+                            lease.as_ref(),
+                        )?);
+                    }
+                }
+                Ok(tickets)
+            })
+            .await?;
+        self.hand_over(tickets);
+        Ok(())
+    }
+
+    /// A channel's outbox, newest first.
+    pub async fn list_channel_messages(
+        &self,
+        channel_id: &str,
+        filter: MessageFilter,
+        page: PageRequest,
+    ) -> Result<Page<MessageRow>> {
+        let sql = format!(
+            "SELECT {MSG_COLUMNS} FROM channel_messages
+             WHERE channel_id = $1
+               AND (CAST($2 AS TEXT) IS NULL OR status = $2)
+               AND (CAST($3 AS TEXT) IS NULL OR conversation_id = $3)
+               AND (CAST($4 AS TEXT) IS NULL OR id < $4)
+             ORDER BY id DESC LIMIT $5"
+        );
+        let params = vec![
+            channel_id.into(),
+            filter.status.into(),
+            filter.conversation_id.into(),
+            page.after.clone().into(),
+        ];
+        self.read_page(sql, params, page, message_from, |m| m.id.clone())
+            .await
+    }
+
+    /// The attempts of one outbox message of a channel, newest first (at
+    /// most 100: a message gets fewer than the retry schedule has delays).
+    pub async fn list_message_attempts(
+        &self,
+        channel_id: &str,
+        message_id: &str,
+    ) -> Result<Vec<ChannelAttemptRow>> {
+        let (ch, id) = (channel_id.to_owned(), message_id.to_owned());
+        self.read(move |c| {
+            c.query(
+                "SELECT id, started_at, duration_ms, status, response_body, error_kind, error_message, node
+                 FROM channel_attempts WHERE channel_id = $1 AND message_id = $2 ORDER BY id DESC LIMIT 100",
+                &[ch.into(), id.into()],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(ChannelAttemptRow {
+                    id: r.text(0)?,
+                    started_at: r.int(1)?,
+                    duration_ms: r.int(2)?,
+                    status: r.opt_int(3)?,
+                    response_body: r.text(4)?,
+                    error_kind: r.opt_text(5)?,
+                    error_message: r.opt_text(6)?,
+                    node: r.opt_text(7)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+}
