@@ -60,7 +60,7 @@ pub struct AppState {
     pub store: Store,
     /// The key-hash pepper.
     pub pepper: Pepper,
-    /// Request counters for `/metrics`.
+    /// What `/metrics` computes at scrape time (the cached backlog).
     pub metrics: Arc<metrics::Metrics>,
     /// Runs chat turns (and caches bot definitions).
     pub chat: crate::runtime::chat::Chat,
@@ -80,6 +80,7 @@ pub struct AppState {
 impl AppState {
     /// State over a store, with empty caches and counters.
     pub fn new(store: Store, pepper: Pepper, delivery: crate::delivery::Delivery) -> Self {
+        crate::telemetry::install();
         Self {
             store,
             pepper,
@@ -174,10 +175,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(widget::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(
             options.body_deadline,
