@@ -16,6 +16,7 @@
 //! * [`cli`] — the `botwire` command line.
 //! * [`config`] — layered configuration: defaults, file, environment, flags.
 //! * [`auth`] — API keys: generation, keyed hashing, scopes.
+//! * [`telemetry`] — operator metrics, exported at `/metrics`.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -27,4 +28,5 @@ pub mod delivery;
 pub mod domain;
 pub mod runtime;
 pub mod store;
+pub mod telemetry;
 pub mod trace;

@@ -1731,3 +1731,212 @@ async fn deliveries_carry_the_trace_of_the_request_that_caused_them_retries_too(
     let t4 = got[3].header("traceparent").split('-').nth(1).unwrap();
     assert!(t3 != trace && t4 != trace && t3 != t4, "{t3} {t4}");
 }
+// ----------------------------------------------------------------- metrics
+
+/// The value of the series of `name` whose labels include every pair of
+/// `labels`, summed over the series that match (0 when none does).
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let have: Vec<(&str, &str)> = rest
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once("=\"")?;
+                    Some((k, v.trim_end_matches('"')))
+                })
+                .collect();
+            (n == name && labels.iter().all(|l| have.contains(l)))
+                .then(|| value.parse::<f64>().unwrap())
+        })
+        .sum()
+}
+
+/// Every family `/metrics` declares with a `# TYPE` line.
+fn families(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Metric names (`botwire_…`) a dashboard or rules file refers to, without
+/// the `_bucket`/`_sum`/`_count` suffixes of histogram series.
+fn names_used(text: &str) -> std::collections::BTreeSet<String> {
+    let re = regex::Regex::new(r"botwire_[a-z0-9_]+").unwrap();
+    re.find_iter(text)
+        .map(|m| {
+            let n = m.as_str();
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s))
+                .unwrap_or(n)
+                .to_owned()
+        })
+        .collect()
+}
+
+/// A scripted run — chat turns, a story-webhook call, deliveries of an
+/// event type this test owns to a receiver answering 200 then 500 until
+/// the delivery is dead — moves every family of `/metrics` by what it did.
+/// The recorder is process-wide and other tests run beside this one, so it
+/// compares values after against before, exactly for the series labelled
+/// with what only this test uses (its bot, its event type, its endpoint)
+/// and as a lower bound for the shared ones.
+async fn metrics_move_by_what_a_scripted_run_did(kind: Db) {
+    let Some(w) = world_with(kind, |s| s.break_after = 3).await else {
+        return;
+    };
+    // Labels only this test (on this backend) uses.
+    let (bot, ty) = match kind {
+        Db::Sqlite => ("metered-sqlite", "metrics.sqlite"),
+        Db::Postgres => ("metered-postgres", "metrics.postgres"),
+    };
+    let scrape = || async {
+        let r = w
+            .app
+            .client
+            .get(format!("{}/metrics", w.app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    // A story API answering JSON, on 127.0.0.1.
+    let story = axum::Router::new()
+        .fallback(|| async { axum::Json(json!({"responses": ["Your random number is 15"]})) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let story_base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, story).await });
+    let file = std::fs::read_to_string("examples/stories.yaml")
+        .unwrap()
+        .replace("id: stories", &format!("id: {bot}"))
+        .replace("http://127.0.0.1:8787", &story_base);
+    w.app.import_yaml(file).await;
+    let ep = w
+        .endpoint(bot, json!({"url": w.rx.url("/m"), "events": [ty]}))
+        .await;
+    let ep_id = ep["id"].as_str().unwrap().to_owned();
+    let before = scrape().await;
+
+    // Two chat turns; the second calls the story webhook.
+    w.chat(bot, "hi").await;
+    w.chat(bot, "1").await;
+    // One delivery succeeds; one fails three times (the schedule has two
+    // retries) and is dead, which opens the endpoint's circuit (3 in a row).
+    w.publish(bot, ty).await;
+    w.engine.idle().await;
+    w.rx.answer("/m", 500);
+    w.publish(bot, ty).await;
+    w.engine.idle().await;
+
+    // It waits: the backlog shows it once the delivery clock passes its
+    // due time (a minute later, well past the first delay of 10 s ±20 %).
+    let t = w.clock.advance(60_000);
+    let waiting = scrape().await;
+    let mine = [("endpoint", ep_id.as_str())];
+    assert_eq!(series(&waiting, "botwire_deliveries_pending", &mine), 1.0);
+    assert!(series(&waiting, "botwire_deliveries_pending_all", &[]) >= 1.0);
+    let age = series(&waiting, "botwire_delivery_oldest_due_age_seconds", &mine);
+    assert!(
+        (47.0..=53.0).contains(&age),
+        "waited {age} s past its due time"
+    );
+    assert!(series(&waiting, "botwire_delivery_oldest_due_age_all_seconds", &[]) >= age);
+    assert_eq!(w.engine.run_due_once(t + 3_600_000).await.unwrap(), 1);
+    assert_eq!(w.engine.run_due_once(t + 7_200_000).await.unwrap(), 1);
+    // Now dead, but the reading is cached for a few seconds of the same
+    // clock; a minute later it is read afresh.
+    let cached = scrape().await;
+    assert_eq!(series(&cached, "botwire_deliveries_pending", &mine), 1.0);
+    w.clock.advance(60_000);
+    let after = scrape().await;
+    assert_eq!(series(&after, "botwire_deliveries_pending", &mine), 0.0);
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        series(&after, name, labels) - series(&before, name, labels)
+    };
+    let probe = [("event_type", ty)];
+    // Attempts: one success, then the second delivery's three failures
+    // (the third one in a row opens the endpoint's circuit).
+    assert_eq!(moved("botwire_delivery_attempts_total", &probe), 4.0);
+    assert_eq!(moved("botwire_deliveries_succeeded_total", &probe), 1.0);
+    assert_eq!(
+        moved(
+            "botwire_delivery_attempt_failures_total",
+            &[("event_type", ty), ("error_kind", "status")]
+        ),
+        3.0
+    );
+    assert_eq!(moved("botwire_deliveries_dead_total", &probe), 1.0);
+    assert_eq!(
+        moved("botwire_delivery_attempt_duration_seconds_count", &probe),
+        4.0
+    );
+    assert!(moved("botwire_delivery_attempt_duration_seconds_sum", &probe) > 0.0);
+    assert!(moved("botwire_delivery_circuit_opens_total", &[]) >= 1.0);
+
+    let turns = [("bot", bot), ("channel", "api")];
+    assert_eq!(
+        moved(
+            "botwire_chat_turns_total",
+            &[("bot", bot), ("channel", "api"), ("outcome", "ok")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        moved("botwire_chat_turn_duration_seconds_count", &turns),
+        2.0
+    );
+    assert!(moved("botwire_story_calls_total", &[("outcome", "ok")]) >= 1.0);
+    assert!(
+        moved(
+            "botwire_story_call_duration_seconds_count",
+            &[("outcome", "ok")]
+        ) >= 1.0
+    );
+    assert!(moved("botwire_store_commit_batch_size_count", &[]) >= 1.0);
+    assert!(moved("botwire_store_commit_duration_seconds_count", &[]) >= 1.0);
+    assert!(moved("botwire_store_commits_total", &[]) >= 1.0);
+    assert!(series(&after, "botwire_store_read_pool_size", &[]) >= 1.0);
+    let chat_route = [
+        ("method", "POST"),
+        ("route", "/v1/bots/{bot}/chat"),
+        ("status", "200"),
+    ];
+    assert!(moved("botwire_http_requests_total", &chat_route) >= 2.0);
+    assert!(moved("botwire_http_request_duration_seconds_count", &chat_route) >= 2.0);
+    assert!(
+        !after.contains(&w.rx.base) && !after.contains("+525500000000"),
+        "no URL or contact in a label"
+    );
+
+    // Every name the shipped dashboard and alert rules use is one botwire
+    // exports.
+    let exported = families(&after);
+    for file in [
+        "deploy/grafana/botwire.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let used = names_used(&std::fs::read_to_string(file).unwrap());
+        assert!(!used.is_empty(), "{file} uses no botwire metric");
+        let unknown: Vec<_> = used.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses unknown metrics {unknown:?}"
+        );
+    }
+}
+
+both!(
+    metrics_move_by_what_a_scripted_run_did,
+    metrics_move_by_what_a_scripted_run_did_sqlite,
+    metrics_move_by_what_a_scripted_run_did_postgres
+);

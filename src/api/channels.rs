@@ -624,7 +624,7 @@ pub async fn list_message_attempts(
 
 fn refused(state: &AppState, channel: &ChannelRow, e: &VerifyError) -> Response {
     let kind = channel.kind().as_str();
-    state.metrics.channel_refused(kind);
+    crate::telemetry::channel_webhook_refused(kind);
     state.channels.note_refusal(&channel.id, e.to_string());
     tracing::warn!(channel = %channel.id, kind, reason = %e, "channel webhook refused");
     let err = match e {

@@ -155,7 +155,7 @@ pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let text = state.metrics.render(&state.store.writer_stats());
+    let text = state.metrics.render(&state).await;
     (
         [(
             header::CONTENT_TYPE,

@@ -1,135 +1,153 @@
-//! Request metrics for `/metrics`, in Prometheus text format.
+//! `/metrics`: the process's metrics (see [`crate::telemetry`]) in
+//! Prometheus text format, followed by the figures of this server's store.
 //!
-//! Labels are the route template (`/v1/bots/{bot}`), never the raw path or
-//! a URL, so cardinality stays bounded.
+//! HTTP requests are labelled by route template (`/v1/bots/{bot}`), never
+//! the raw path or a URL, so cardinality stays bounded. The store's figures
+//! are computed at scrape time: the group-commit writer's counters, the read
+//! pool's use, and the delivery backlog — a total plus the [`TOP_ENDPOINTS`]
+//! endpoints with the most waiting, read at most once per
+//! [`BACKLOG_TTL`] however often Prometheus scrapes.
 
 use super::AppState;
+use crate::store::deliveries::Backlog;
 use crate::store::writer_stats_fields;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
 
-const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+/// Endpoints shown one by one in the backlog gauges.
+pub const TOP_ENDPOINTS: usize = 10;
 
-#[derive(Default)]
-struct Series {
-    count: u64,
-    sum: f64,
-    buckets: [u64; BUCKETS.len()],
-}
+/// How long one reading of the backlog is served.
+pub const BACKLOG_TTL: Duration = Duration::from_secs(5);
 
-/// Counters and latency histograms per (method, route, status).
+/// Pending deliveries of one of the top endpoints.
+pub const PENDING: &str = "botwire_deliveries_pending";
+/// Pending deliveries of all endpoints.
+pub const PENDING_ALL: &str = "botwire_deliveries_pending_all";
+/// How long the oldest due delivery of one of the top endpoints has waited.
+pub const OLDEST_DUE: &str = "botwire_delivery_oldest_due_age_seconds";
+/// How long the oldest due delivery of all has waited.
+pub const OLDEST_DUE_ALL: &str = "botwire_delivery_oldest_due_age_all_seconds";
+/// Read connections in use.
+pub const POOL_IN_USE: &str = "botwire_store_read_pool_in_use";
+/// Read connections at most.
+pub const POOL_SIZE: &str = "botwire_store_read_pool_size";
+
+/// The scrape-time state of one server: its cached backlog reading.
 #[derive(Default)]
 pub struct Metrics {
-    series: Mutex<BTreeMap<(String, String, u16), Series>>,
-    /// Channel webhook requests refused, per platform.
-    refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// The last reading and when it was taken, by the delivery clock.
+    backlog: Mutex<Option<(i64, Backlog)>>,
 }
 
 impl Metrics {
-    /// Records one finished request.
-    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let mut map = self.series.lock().expect("metrics lock");
-        let s = map
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default();
-        s.count += 1;
-        s.sum += seconds;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if seconds <= *b {
-                s.buckets[i] += 1;
+    /// The backlog, read afresh when the cached reading is older than
+    /// [`BACKLOG_TTL`] by the delivery clock (the clock its due times are
+    /// kept in); `None` when the database cannot be read.
+    async fn backlog(&self, state: &AppState, now: i64) -> Option<Backlog> {
+        let ttl = i64::try_from(BACKLOG_TTL.as_millis()).unwrap_or(i64::MAX);
+        let mut cached = self.backlog.lock().await;
+        if let Some((at, b)) = &*cached
+            && (*at..at.saturating_add(ttl)).contains(&now)
+        {
+            return Some(b.clone());
+        }
+        match state.store.backlog(TOP_ENDPOINTS).await {
+            Ok(b) => {
+                *cached = Some((now, b.clone()));
+                Some(b)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the delivery backlog for /metrics");
+                None
             }
         }
-    }
-
-    /// Counts a channel webhook request refused by its platform's scheme.
-    pub fn channel_refused(&self, kind: &'static str) {
-        *self
-            .refused
-            .lock()
-            .expect("metrics lock")
-            .entry(kind)
-            .or_default() += 1;
     }
 
     /// The exposition text.
-    pub fn render(&self, writer: &crate::store::writer::WriterStats) -> String {
-        let mut out = String::new();
-        out.push_str(
-            "# HELP botwire_http_requests_total HTTP requests by method, route and status.\n",
-        );
-        out.push_str("# TYPE botwire_http_requests_total counter\n");
-        let map = self.series.lock().expect("metrics lock");
-        for ((m, r, st), s) in map.iter() {
-            let _ = writeln!(
-                out,
-                "botwire_http_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{st}\"}} {}",
-                s.count
-            );
+    pub async fn render(&self, state: &AppState) -> String {
+        let mut out = crate::telemetry::install().render();
+        for (name, help, value) in writer_stats_fields(&state.store.writer_stats()) {
+            family(&mut out, name, help, "counter");
+            let _ = writeln!(out, "{name} {value}");
         }
-        out.push_str("# HELP botwire_http_request_duration_seconds HTTP request latency.\n");
-        out.push_str("# TYPE botwire_http_request_duration_seconds histogram\n");
-        for ((m, r, st), s) in map.iter() {
-            let labels = format!("method=\"{m}\",route=\"{r}\",status=\"{st}\"");
-            for (i, b) in BUCKETS.iter().enumerate() {
+        let (size, in_use) = state.store.read_pool_usage();
+        family(&mut out, POOL_SIZE, "Read connections at most.", "gauge");
+        let _ = writeln!(out, "{POOL_SIZE} {size}");
+        family(&mut out, POOL_IN_USE, "Read connections in use.", "gauge");
+        let _ = writeln!(out, "{POOL_IN_USE} {in_use}");
+        let now = state.delivery.now_ms();
+        if let Some(b) = self.backlog(state, now).await {
+            let age =
+                |earliest: Option<i64>| earliest.map_or(0.0, |e| (now - e).max(0) as f64 / 1000.0);
+            family(
+                &mut out,
+                PENDING_ALL,
+                "Deliveries waiting (pending or to be retried), all endpoints.",
+                "gauge",
+            );
+            let _ = writeln!(out, "{PENDING_ALL} {}", b.pending);
+            family(
+                &mut out,
+                OLDEST_DUE_ALL,
+                "Seconds the oldest due delivery has waited past its time, all endpoints (0 when none is due).",
+                "gauge",
+            );
+            let _ = writeln!(out, "{OLDEST_DUE_ALL} {}", age(b.earliest_ms));
+            family(
+                &mut out,
+                PENDING,
+                "Deliveries waiting, for the endpoints with the most.",
+                "gauge",
+            );
+            for e in &b.top {
                 let _ = writeln!(
                     out,
-                    "botwire_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
-                    s.buckets[i]
+                    "{PENDING}{{endpoint=\"{}\"}} {}",
+                    e.endpoint_id, e.pending
                 );
             }
-            let _ = writeln!(
-                out,
-                "botwire_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                s.count
+            family(
+                &mut out,
+                OLDEST_DUE,
+                "Seconds the oldest due delivery has waited past its time, for the endpoints with the most waiting.",
+                "gauge",
             );
-            let _ = writeln!(
-                out,
-                "botwire_http_request_duration_seconds_sum{{{labels}}} {}",
-                s.sum
-            );
-            let _ = writeln!(
-                out,
-                "botwire_http_request_duration_seconds_count{{{labels}}} {}",
-                s.count
-            );
-        }
-        out.push_str("# HELP botwire_channel_webhooks_refused_total Channel webhook requests refused (bad or missing signature), by platform.\n");
-        out.push_str("# TYPE botwire_channel_webhooks_refused_total counter\n");
-        for (kind, n) in self.refused.lock().expect("metrics lock").iter() {
-            let _ = writeln!(
-                out,
-                "botwire_channel_webhooks_refused_total{{kind=\"{kind}\"}} {n}"
-            );
-        }
-        for (name, help, value) in writer_stats_fields(writer) {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            for e in &b.top {
+                let _ = writeln!(
+                    out,
+                    "{OLDEST_DUE}{{endpoint=\"{}\"}} {}",
+                    e.endpoint_id,
+                    age(e.earliest_ms)
+                );
+            }
         }
         out
     }
 }
 
+fn family(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 /// Middleware: times each request and records it under its route template.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn track(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(req).await;
-    state.metrics.observe(
-        &method,
+    crate::telemetry::http_request(
+        method.as_str(),
         &route,
         response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
+        started.elapsed(),
     );
     response
 }

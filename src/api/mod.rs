@@ -66,7 +66,7 @@ pub struct AppState {
     pub store: Store,
     /// The key-hash pepper.
     pub pepper: Pepper,
-    /// Request counters for `/metrics`.
+    /// What `/metrics` computes at scrape time (the cached backlog).
     pub metrics: Arc<metrics::Metrics>,
     /// Runs chat turns (and caches bot definitions).
     pub chat: crate::runtime::chat::Chat,
@@ -90,6 +90,7 @@ pub struct AppState {
 impl AppState {
     /// State over a store, with empty caches and counters.
     pub fn new(store: Store, pepper: Pepper, delivery: crate::delivery::Delivery) -> Self {
+        crate::telemetry::install();
         Self {
             store,
             pepper,
@@ -222,10 +223,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(widget::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::middleware::from_fn(in_trace))
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(

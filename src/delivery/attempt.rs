@@ -24,6 +24,7 @@ use super::ssrf::{AllowList, NameTable};
 use crate::domain::ids::new_id;
 use crate::domain::outbound::{self, CustomHeader};
 use crate::store::deliveries::{AttemptRow, DeliveryTicket, NextState, Outcome};
+use crate::telemetry::AttemptResult;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,8 +213,20 @@ impl Delivery {
         let signed_at = chrono::Utc::now().timestamp();
         let request = self.request(ticket, signed_at);
         let logged_headers = redacted_headers(&request.headers, &ticket.endpoint.headers);
+        let sent = std::time::Instant::now();
         let attempt = self.0.client.send(request).await;
+        let elapsed = sent.elapsed();
         let outcome = self.outcome(ticket, &attempt, logged_headers);
+        crate::telemetry::delivery_attempt(
+            &ticket.event.event_type,
+            attempt.error.map(ErrorKind::as_str),
+            match outcome.next {
+                NextState::Succeeded => AttemptResult::Succeeded,
+                NextState::Dead => AttemptResult::Dead,
+                NextState::RetryAt(_) | NextState::Held => AttemptResult::Retrying,
+            },
+            elapsed,
+        );
         (attempt, outcome)
     }
 

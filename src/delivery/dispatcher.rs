@@ -387,6 +387,7 @@ impl Dispatcher {
                         let _ = self.outcomes.send(held(&t));
                     }
                     if opens {
+                        crate::telemetry::circuit_opened();
                         tracing::warn!(
                             endpoint = endpoint_id,
                             failures = lane.failures,

@@ -123,6 +123,7 @@ impl Engine {
     /// Starts an engine over `store` and connects it as the store's
     /// delivery sink. Must run inside a Tokio runtime.
     pub fn start(store: Store, delivery: Delivery) -> Self {
+        crate::telemetry::install();
         let settings: &Settings = delivery.settings();
         let lease = Lease {
             node: Arc::from(crate::domain::ids::new_id("node")),

@@ -118,6 +118,19 @@ impl ContactRef {
         }
     }
 
+    /// The channel the contact talks through, for metrics: the reserved
+    /// prefix of botwire's own contacts without its colon (`web` for the
+    /// widget's visitors), `api` for contacts named through the API.
+    pub fn channel(&self) -> &'static str {
+        match self {
+            ContactRef::External(i) => RESERVED_ID_PREFIXES
+                .iter()
+                .find(|p| i.starts_with(*p))
+                .map_or("api", |p| p.trim_end_matches(':')),
+            ContactRef::Phone(_) => "api",
+        }
+    }
+
     fn key(&self) -> String {
         match self {
             ContactRef::Phone(p) => format!("p:{p}"),
@@ -264,11 +277,13 @@ impl Chat {
             let mut locks = self.locks.lock().expect("locks");
             locks.entry(key.clone()).or_default().clone()
         };
+        let started = std::time::Instant::now();
         let result = {
             let _guard = lock.lock().await;
             self.turn(store, client, account, bot, &key, contact, input, source)
                 .await
         };
+        crate::telemetry::chat_turn(bot, contact.channel(), result.is_ok(), started.elapsed());
         drop(lock);
         let mut locks = self.locks.lock().expect("locks");
         if locks.get(&key).is_some_and(|l| Arc::strong_count(l) == 1) {
@@ -731,6 +746,15 @@ mod tests {
             ContactRef::parse(Some("+525500000000"), Some("x")),
             Err(ContactError::Both)
         );
+    }
+
+    #[test]
+    fn the_metrics_channel_comes_from_the_contact_prefix() {
+        let ext = |i: &str| ContactRef::External(i.to_owned());
+        assert_eq!(ext("web:v_123").channel(), "web");
+        assert_eq!(ext("telegram:42").channel(), "telegram");
+        assert_eq!(ext("customer-7").channel(), "api");
+        assert_eq!(ContactRef::Phone("+525500000000".into()).channel(), "api");
     }
 
     #[test]

@@ -209,6 +209,7 @@ pub async fn call(
                 error: Some(why.clone()),
                 started_at: now.timestamp_millis(),
             };
+            crate::telemetry::story_call(false, None);
             return (Err(why), record);
         }
     };
@@ -217,8 +218,11 @@ pub async fn call(
     }
     let request_line = format!("{} {}", def.method, prepared.request.url);
     let request_headers = redact(&prepared.request.headers, &def.headers);
+    let sent = std::time::Instant::now();
     let attempt = client.send(prepared.request).await;
+    let elapsed = sent.elapsed();
     let outcome = interpret(&attempt);
+    crate::telemetry::story_call(outcome.is_ok(), Some(elapsed));
     let mut head = attempt.response_body.clone();
     if head.len() > LOGGED_BODY {
         let mut cut = LOGGED_BODY;

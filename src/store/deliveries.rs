@@ -1092,3 +1092,63 @@ fn insert_backlog_chunk(
     }
     Ok(())
 }
+
+/// The delivery backlog as `/metrics` shows it: a total, and the endpoints
+/// with the most waiting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Deliveries pending or failed-and-retrying, all endpoints.
+    pub pending: i64,
+    /// The earliest `next_attempt_at` among them (Unix ms).
+    pub earliest_ms: Option<i64>,
+    /// The endpoints with the largest backlogs, largest first.
+    pub top: Vec<EndpointBacklog>,
+}
+
+/// One endpoint's share of the [`Backlog`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointBacklog {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// Its deliveries pending or failed-and-retrying.
+    pub pending: i64,
+    /// The earliest `next_attempt_at` among them (Unix ms).
+    pub earliest_ms: Option<i64>,
+}
+
+impl Store {
+    /// The backlog: a total and the `top` endpoints with the most deliveries
+    /// waiting. Both read the due index only; the caller caches the answer
+    /// so that frequent scrapes stay cheap.
+    pub async fn backlog(&self, top: usize) -> Result<Backlog> {
+        let top = i64::try_from(top).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let all = c.query_one(
+                "SELECT COUNT(*), MIN(next_attempt_at) FROM deliveries
+                 WHERE status IN ('pending', 'failed')",
+                &[],
+            )?;
+            let rows = c.query(
+                "SELECT endpoint_id, COUNT(*) AS n, MIN(next_attempt_at) FROM deliveries
+                 WHERE status IN ('pending', 'failed')
+                 GROUP BY endpoint_id ORDER BY n DESC, endpoint_id LIMIT $1",
+                &[top.into()],
+            )?;
+            Ok(Backlog {
+                pending: all.int(0)?,
+                earliest_ms: all.opt_int(1)?,
+                top: rows
+                    .iter()
+                    .map(|r| {
+                        Ok(EndpointBacklog {
+                            endpoint_id: r.text(0)?,
+                            pending: r.int(1)?,
+                            earliest_ms: r.opt_int(2)?,
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            })
+        })
+        .await
+    }
+}

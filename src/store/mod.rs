@@ -400,6 +400,11 @@ impl Store {
     pub fn writer_stats(&self) -> writer::WriterStats {
         self.writer.stats()
     }
+
+    /// The read pool's size and the connections in use now.
+    pub fn read_pool_usage(&self) -> (usize, usize) {
+        self.readers.usage()
+    }
 }
 
 /// A page of results and the cursor for the next one.

@@ -13,6 +13,7 @@ pub struct ReadPool {
     backend: Arc<dyn Backend>,
     idle: Mutex<Vec<Box<dyn Conn>>>,
     permits: Arc<Semaphore>,
+    size: usize,
 }
 
 impl ReadPool {
@@ -23,7 +24,16 @@ impl ReadPool {
             backend,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size)),
+            size,
         }
+    }
+
+    /// The pool's size and how many of its connections are in use now.
+    pub fn usage(&self) -> (usize, usize) {
+        (
+            self.size,
+            self.size.saturating_sub(self.permits.available_permits()),
+        )
     }
 
     /// Runs `f` on a pooled connection.

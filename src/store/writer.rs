@@ -147,10 +147,12 @@ fn run(
             }
         }
         let n = batch.len() as u64;
+        let started = std::time::Instant::now();
         let outcome = commit_batch(&mut *conn, begin, &mut batch, &mut finishes, counters);
         match outcome {
             Ok(true) => {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
+                crate::telemetry::commit(n as usize, started.elapsed());
             }
             Ok(false) => {}
             Err(_) => {
