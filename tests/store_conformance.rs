@@ -436,6 +436,7 @@ fn booking_turn(account: &str, n: usize, seat_capacity: u32) -> TurnWrite {
         }),
         cancel: None,
         calls: vec![],
+        timers: Default::default(),
     }
 }
 

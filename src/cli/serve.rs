@@ -79,6 +79,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         return Ok(());
     }
     let state = AppState::new(store.clone(), pepper, delivery);
+    // Conversation timers (reminders, timeouts, expiries) fire on every API
+    // node; the store's leases make each fire once.
+    let timers = tokio::spawn(
+        state
+            .chat
+            .clone()
+            .run_timers(store.clone(), Duration::from_secs(1)),
+    );
     let app = api::router(
         state,
         &RouterOptions {
@@ -102,6 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION")
     );
     api::serve(listener, app, shutdown_signal(), Duration::from_secs(30)).await?;
+    timers.abort();
     tracing::info!("stopped accepting connections; closing the store");
     stop(engine, &store).await;
     eprintln!("botwire stopped cleanly");

@@ -75,10 +75,14 @@
 //!   `appointment` (both from memory).
 
 use crate::domain::calendar::{Calendar, Slot};
+use crate::domain::condition::{Scope, ScopeInput};
 use crate::domain::event::{EventType, NewEvent};
-use crate::domain::flow::{Flow, FlowNode, Goto, MAIN, MAX_TEXT, MenuOption, Node};
+use crate::domain::flow::{
+    Flow, FlowNode, Goto, MAIN, MAX_TEXT, Media, MenuOption, Next, Node, SetTarget, SetValue,
+};
 use crate::domain::merge;
 use crate::domain::quote::{PriceTable, price};
+use crate::domain::validate::Validation;
 use crate::domain::validate::normalise;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -193,6 +197,8 @@ pub struct Context<'a> {
     pub free_slots: &'a [Slot],
     /// Set when the store refused the booking of this slot in the previous try.
     pub taken_slot: Option<DateTime<Utc>>,
+    /// The channel the conversation is on (`api`, `web` …), seen by conditions.
+    pub channel: &'a str,
 }
 
 /// One input to a conversation.
@@ -215,6 +221,50 @@ pub struct BookingClaim {
     pub label: String,
 }
 
+/// A timer a waiting conversation sets: what fires and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// Say the node's `reminder`.
+    Reminder,
+    /// Go to the node's `on_timeout`.
+    Timeout,
+    /// End the idle conversation (`expire_after`).
+    Expiry,
+}
+
+impl TimerKind {
+    /// As stored.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TimerKind::Reminder => "reminder",
+            TimerKind::Timeout => "timeout",
+            TimerKind::Expiry => "expiry",
+        }
+    }
+
+    /// From its stored name.
+    pub fn parse(s: &str) -> Option<TimerKind> {
+        match s {
+            "reminder" => Some(TimerKind::Reminder),
+            "timeout" => Some(TimerKind::Timeout),
+            "expiry" => Some(TimerKind::Expiry),
+            _ => None,
+        }
+    }
+}
+
+/// A timer to store with the turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerPlan {
+    /// What it does.
+    pub kind: TimerKind,
+    /// The node it was set at (`None` for expiry).
+    pub node: Option<String>,
+    /// When it is due.
+    pub due_at: DateTime<Utc>,
+}
+
 /// The result of one turn.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Turn {
@@ -222,6 +272,14 @@ pub struct Turn {
     pub state: State,
     /// Texts to send, in order.
     pub replies: Vec<String>,
+    /// Media sent with replies: `(index in replies, media)`, URL and caption rendered.
+    pub media: Vec<(usize, Media)>,
+    /// Lines for the conversation's log (a condition that could not be
+    /// evaluated, a `set` that failed); not shown to the user.
+    pub log: Vec<String>,
+    /// The conversation's timers after this turn: `Some` replaces them all
+    /// (an empty list clears them), `None` leaves them as they are.
+    pub timers: Option<Vec<TimerPlan>>,
     /// Quick replies to offer with them.
     pub quick_replies: Vec<String>,
     /// Events to write with the state.
@@ -325,6 +383,118 @@ pub fn merge_context(state: &State, contact: &Contact, pending_user: &Map<String
 
 /// Runs one user input through the flow.
 pub fn step(flow: &Flow, state: &State, ctx: &Context, input: Input) -> Turn {
+    let mut turn = step_input(flow, state, ctx, input);
+    if !state.completed {
+        plan_timers(flow, &mut turn, ctx.now);
+    }
+    turn
+}
+
+/// The timers a conversation has after a turn: the reminder and timeout of
+/// the node it waits at, and the bot's expiry; none once it is over.
+fn plan_timers(flow: &Flow, turn: &mut Turn, now: DateTime<Utc>) {
+    let st = &turn.state;
+    if st.completed {
+        turn.timers = Some(Vec::new());
+        return;
+    }
+    if st.pending_webhook.is_some() {
+        return;
+    }
+    let after =
+        |span: crate::domain::flow::Span| now + chrono::Duration::milliseconds(span.millis());
+    let mut timers = Vec::new();
+    let node = st.node.as_deref().and_then(|id| flow.node(&st.flow, id));
+    if let Some(n) = node
+        && let Some(w) = n.kind.wait()
+    {
+        if let (Some(_), Some(after_span)) = (&w.reminder, w.remind_after) {
+            timers.push(TimerPlan {
+                kind: TimerKind::Reminder,
+                node: Some(n.id.clone()),
+                due_at: after(after_span),
+            });
+        }
+        if let (Some(t), Some(_)) = (w.timeout, &w.on_timeout) {
+            timers.push(TimerPlan {
+                kind: TimerKind::Timeout,
+                node: Some(n.id.clone()),
+                due_at: after(t),
+            });
+        }
+    }
+    if let Some(e) = flow.expire_after {
+        timers.push(TimerPlan {
+            kind: TimerKind::Expiry,
+            node: None,
+            due_at: after(e),
+        });
+    }
+    turn.timers = Some(timers);
+}
+
+/// Fires a timer the conversation set: a reminder says the node's
+/// `reminder` (once; the timeout and expiry stay), a timeout goes to the
+/// node's `on_timeout`, an expiry ends the conversation with
+/// `conversation.expired`. A timer set at a node the conversation has left
+/// (`node` differs) does nothing, and neither does any timer of a completed
+/// conversation or one waiting for a story webhook.
+pub fn on_timer(
+    flow: &Flow,
+    state: &State,
+    ctx: &Context,
+    kind: TimerKind,
+    node: Option<&str>,
+) -> Turn {
+    let mut r = Runner::new(flow, ctx, state.clone());
+    if state.completed || state.pending_webhook.is_some() {
+        return r.turn;
+    }
+    let here = state
+        .node
+        .as_deref()
+        .and_then(|id| flow.node(&state.flow, id));
+    match kind {
+        TimerKind::Expiry => {
+            let st = &mut r.turn.state;
+            st.completed = true;
+            st.offered_slots.clear();
+            st.quick_replies.clear();
+            r.emit(EventType::ConversationExpired, here, json!({}));
+            r.turn.ended = true;
+            r.turn.timers = Some(Vec::new());
+        }
+        TimerKind::Reminder => {
+            let Some(n) = here.filter(|n| Some(n.id.as_str()) == node) else {
+                return r.turn;
+            };
+            if let Some(text) = n.kind.wait().and_then(|w| w.reminder.as_deref()) {
+                r.say(text);
+                r.offer_again(n);
+            }
+        }
+        TimerKind::Timeout => {
+            let Some(n) = here.filter(|n| Some(n.id.as_str()) == node) else {
+                return r.turn;
+            };
+            let Some(target) = n.kind.wait().and_then(|w| w.on_timeout.clone()) else {
+                return r.turn;
+            };
+            let st = &mut r.turn.state;
+            st.offered_slots.clear();
+            st.quick_replies.clear();
+            let flow_name = st.flow.clone();
+            r.run(Jump {
+                flow: flow_name,
+                node: target,
+            });
+            plan_timers(flow, &mut r.turn, ctx.now);
+        }
+    }
+    r.turn
+}
+
+fn step_input(flow: &Flow, state: &State, ctx: &Context, input: Input) -> Turn {
     let Input::Text(text) = input;
     let mut r = Runner::new(flow, ctx, state.clone());
     if state.completed {
@@ -347,10 +517,12 @@ pub fn step(flow: &Flow, state: &State, ctx: &Context, input: Input) -> Turn {
     let Some(waiting_id) = state.node.clone() else {
         r.emit(EventType::ConversationStarted, None, json!({}));
         r.emit(EventType::MessageReceived, None, json!({ "text": text }));
-        r.run(Jump {
-            flow: MAIN.into(),
-            node: flow.main.start.clone(),
-        });
+        if !r.keyword(text) {
+            r.run(Jump {
+                flow: MAIN.into(),
+                node: flow.main.start.clone(),
+            });
+        }
         return r.turn;
     };
     let Some(node) = current else {
@@ -379,6 +551,9 @@ pub fn step(flow: &Flow, state: &State, ctx: &Context, input: Input) -> Turn {
     );
     if let Some(p) = &state.pending_webhook {
         r.turn.call_webhook = Some(p.name.clone());
+        return r.turn;
+    }
+    if r.keyword(text) {
         return r.turn;
     }
     let offered = std::mem::take(&mut r.turn.state.quick_replies);
@@ -429,6 +604,7 @@ pub fn resume_after_webhook(
             }
         },
     }
+    plan_timers(flow, &mut r.turn, ctx.now);
     r.turn
 }
 
@@ -570,14 +746,36 @@ impl<'a> Runner<'a> {
                 node: n.clone(),
             };
             match &node.kind {
-                FlowNode::Message { text, next } => {
-                    self.say(text);
-                    at = here(next);
+                FlowNode::Message { text, media, next } => {
+                    self.say_with(text, media.as_ref());
+                    at = here(&self.choose(node, next));
                 }
-                FlowNode::Ask { prompt, .. } => return self.say(prompt),
-                FlowNode::Menu { text, options, .. } => {
+                FlowNode::Set { assignments, next } => {
+                    self.assign(node, assignments);
+                    at = here(&self.choose(node, next));
+                }
+                FlowNode::Ask {
+                    prompt,
+                    media,
+                    validate,
+                    ..
+                } => {
+                    self.say_with(prompt, media.as_ref());
+                    if let Some(Validation::Choice { options }) = validate {
+                        self.turn.quick_replies.extend(options.iter().cloned());
+                    }
+                    return;
+                }
+                FlowNode::Menu {
+                    text,
+                    media,
+                    options,
+                    ..
+                } => {
                     let text = merge::render_text(text, &self.merge_context());
-                    return self.show_menu(text, options);
+                    self.show_menu(text, options);
+                    self.attach(media.as_ref());
+                    return;
                 }
                 FlowNode::Booking { .. } => match self.offer_slots(node, None) {
                     Some(j) => at = j,
@@ -588,9 +786,10 @@ impl<'a> Runner<'a> {
                     next,
                     on_error,
                 } => {
+                    let on_success = here(&self.choose(node, next));
                     self.turn.state.pending_webhook = Some(PendingWebhook {
                         name: name.clone(),
-                        on_success: here(next),
+                        on_success,
                         on_error: self.error_target(&at.flow, on_error.as_ref()),
                     });
                     self.turn.call_webhook = Some(name.clone());
@@ -606,15 +805,16 @@ impl<'a> Runner<'a> {
                         Ok(q) => {
                             self.turn.state.memory.insert("quote".into(), q.clone());
                             self.emit(EventType::QuoteGenerated, Some(node), json!({ "quote": q }));
-                            at = here(next);
+                            at = here(&self.choose(node, next));
                         }
                         Err(reason) => {
                             self.say_plain(format!(
                                 "Sorry, we could not prepare your quote: {reason}."
                             ));
-                            at = self
-                                .error_target(&at.flow, on_error.as_ref())
-                                .unwrap_or_else(|| here(next));
+                            at = match self.error_target(&at.flow, on_error.as_ref()) {
+                                Some(j) => j,
+                                None => here(&self.choose(node, next)),
+                            };
                         }
                     }
                 }
@@ -675,11 +875,11 @@ impl<'a> Runner<'a> {
         if free.is_empty() {
             self.turn.state.offered_slots.clear();
             self.say_plain(SORRY_NO_SLOTS.into());
-            let target = on_error.as_ref().unwrap_or(next);
-            return Some(Jump {
-                flow,
-                node: target.clone(),
-            });
+            let target = match on_error {
+                Some(e) => e.clone(),
+                None => self.choose(node, next),
+            };
+            return Some(Jump { flow, node: target });
         }
         let lines: Vec<String> = free
             .iter()
@@ -702,7 +902,10 @@ impl<'a> Runner<'a> {
     /// Says the question of the node the conversation waits at again.
     fn prompt_again(&mut self, node: &Node) {
         match &node.kind {
-            FlowNode::Ask { prompt, .. } => self.say(prompt),
+            FlowNode::Ask { prompt, .. } => {
+                self.say(prompt);
+                self.offer_again(node);
+            }
             FlowNode::Menu { text, options, .. } => {
                 let text = merge::render_text(text, &self.merge_context());
                 self.show_menu(text, options);
@@ -714,6 +917,202 @@ impl<'a> Runner<'a> {
             }
             _ => {}
         }
+    }
+
+    /// Adds a rendered media to the last reply (or alone when the text rendered empty).
+    fn attach(&mut self, media: Option<&Media>) {
+        let Some(m) = media else { return };
+        let ctx = self.merge_context();
+        let rendered = Media {
+            kind: m.kind,
+            url: merge::render_url(&m.url, &ctx),
+            caption: m.caption.as_deref().map(|c| merge::render_text(c, &ctx)),
+        };
+        if self.turn.replies.is_empty() {
+            self.turn.replies.push(String::new());
+        }
+        self.turn
+            .media
+            .push((self.turn.replies.len() - 1, rendered));
+    }
+
+    /// Says a text with merge tags and its media, if any.
+    fn say_with(&mut self, template: &str, media: Option<&Media>) {
+        let before = self.turn.replies.len();
+        self.say(template);
+        if media.is_some() && self.turn.replies.len() == before {
+            // The text rendered empty: the media goes alone.
+            self.turn.replies.push(String::new());
+        }
+        self.attach(media);
+    }
+
+    /// Offers a choice ask's options again, numbered, as quick replies.
+    fn offer_again(&mut self, node: &Node) {
+        match &node.kind {
+            FlowNode::Ask {
+                validate: Some(Validation::Choice { options }),
+                ..
+            } => {
+                let lines: Vec<String> = options
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| format!("{}. {o}", i + 1))
+                    .collect();
+                if let Some(last) = self.turn.replies.last_mut() {
+                    last.push('\n');
+                    last.push_str(&lines.join("\n"));
+                }
+                self.turn.quick_replies.extend(options.iter().cloned());
+            }
+            FlowNode::Menu { options, .. } => self
+                .turn
+                .quick_replies
+                .extend(options.iter().map(|o| o.label.clone())),
+            FlowNode::Booking { .. } => self.turn.quick_replies.extend(
+                self.turn
+                    .state
+                    .offered_slots
+                    .iter()
+                    .map(|s| s.label.clone()),
+            ),
+            _ => {}
+        }
+    }
+
+    /// The contact's attributes with this turn's changes.
+    fn user_now(&self) -> Map<String, Value> {
+        let mut user = self.ctx.contact.attributes.clone();
+        for (k, v) in &self.turn.user_attributes {
+            if v.is_null() {
+                user.remove(k);
+            } else {
+                user.insert(k.clone(), v.clone());
+            }
+        }
+        user
+    }
+
+    /// The values conditions see, for the roots in `roots`.
+    fn scope(&self, roots: &std::collections::BTreeSet<&'static str>) -> Scope {
+        let user = if roots.contains("user") {
+            self.user_now()
+        } else {
+            Map::new()
+        };
+        let c = self.ctx.contact;
+        Scope::new(
+            &ScopeInput {
+                memory: &self.turn.state.memory,
+                user: &user,
+                contact: json!({"id": c.id, "phone": c.phone, "external_id": c.external_id}),
+                channel: self.ctx.channel,
+                now: self.ctx.now,
+                date_keys: &self.flow.date_keys,
+            },
+            roots,
+        )
+    }
+
+    /// Where `next` leads: the node, or the first branch whose condition
+    /// holds. A condition that cannot be evaluated takes `else` and is
+    /// written to the conversation's log.
+    fn choose(&mut self, node: &Node, next: &Next) -> String {
+        let branches = match next {
+            Next::Node(n) => return n.clone(),
+            Next::Branches(b) => b,
+        };
+        let mut roots = std::collections::BTreeSet::new();
+        for b in branches {
+            if let Some(e) = &b.when {
+                roots.extend(e.roots().iter().copied());
+            }
+        }
+        let scope = self.scope(&roots);
+        for (i, b) in branches.iter().enumerate() {
+            let Some(cond) = &b.when else {
+                return b.then.clone();
+            };
+            match cond.eval_bool(&scope) {
+                Ok(true) => return b.then.clone(),
+                Ok(false) => {}
+                Err(e) => {
+                    self.turn.log.push(format!(
+                        "node {}: next[{i}].if could not be evaluated, took else: {e}",
+                        node.id
+                    ));
+                    return next.fallback().to_string();
+                }
+            }
+        }
+        next.fallback().to_string()
+    }
+
+    /// Runs a `set` node's assignments in order.
+    fn assign(&mut self, node: &Node, assignments: &[crate::domain::flow::Assignment]) {
+        for a in assignments {
+            let value = match &a.value {
+                SetValue::Literal(v) => Ok(v.clone()),
+                SetValue::Template(t) => {
+                    Ok(Value::String(merge::render_text(t, &self.merge_context())))
+                }
+                SetValue::Expr(e) => e.eval_json(&self.scope(e.roots())),
+            };
+            match value {
+                Ok(v) => match &a.target {
+                    SetTarget::Memory(k) => {
+                        self.turn.state.memory.insert(k.clone(), v);
+                    }
+                    SetTarget::User(k) => {
+                        self.turn.user_attributes.insert(k.clone(), v);
+                    }
+                },
+                Err(e) => self.turn.log.push(format!(
+                    "node {}: set {} was skipped: {e}",
+                    node.id,
+                    a.target.path()
+                )),
+            }
+        }
+    }
+
+    /// Handles a global keyword; `false` when `text` is none.
+    fn keyword(&mut self, text: &str) -> bool {
+        let said = normalise(text);
+        let Some(k) = self
+            .flow
+            .keywords
+            .iter()
+            .find(|k| normalise(&k.word) == said)
+        else {
+            return false;
+        };
+        let flow = self.flow;
+        let here = self
+            .turn
+            .state
+            .node
+            .as_deref()
+            .and_then(|id| flow.node(&self.turn.state.flow, id));
+        if k.opt_out || k.opt_in {
+            self.turn
+                .user_attributes
+                .insert("opted_out".into(), Value::Bool(k.opt_out));
+            let t = if k.opt_out {
+                EventType::ContactOptedOut
+            } else {
+                EventType::ContactOptedIn
+            };
+            self.emit(t, here, json!({ "keyword": k.word }));
+        }
+        let st = &mut self.turn.state;
+        st.offered_slots.clear();
+        st.quick_replies.clear();
+        self.run(Jump {
+            flow: MAIN.into(),
+            node: k.next.clone(),
+        });
+        true
     }
 
     /// Handles the user's answer at the node the conversation waits at.
@@ -732,19 +1131,35 @@ impl<'a> Runner<'a> {
                 notify,
                 datapoint,
                 next,
+                ..
             } => {
                 let checked = match validate {
+                    Some(Validation::Choice { options }) => {
+                        // A choice also accepts the option's number.
+                        let said = normalise(text);
+                        let number = said.trim_end_matches(['.', ')']).parse::<usize>().ok();
+                        match number
+                            .and_then(|n| n.checked_sub(1))
+                            .and_then(|i| options.get(i))
+                        {
+                            Some(o) => Ok(Value::String(o.clone())),
+                            None => validate.as_ref().map_or(Ok(Value::Null), |v| v.check(text)),
+                        }
+                    }
                     Some(v) => v.check(text),
                     None => Ok(Value::String(text.trim().to_string())),
                 };
                 match checked {
-                    Err(reason) => match retry {
-                        Some(r) => self.say(r),
-                        None => {
-                            let prompt = merge::render_text(prompt, &self.merge_context());
-                            self.say_plain(format!("Sorry, {reason}. {prompt}"));
+                    Err(reason) => {
+                        match retry {
+                            Some(r) => self.say(r),
+                            None => {
+                                let prompt = merge::render_text(prompt, &self.merge_context());
+                                self.say_plain(format!("Sorry, {reason}. {prompt}"));
+                            }
                         }
-                    },
+                        self.offer_again(node);
+                    }
                     Ok(value) => {
                         self.turn
                             .state
@@ -764,7 +1179,8 @@ impl<'a> Runner<'a> {
                                 json!({"field": save_as, "value": value}),
                             );
                         }
-                        self.run(here(next));
+                        let target = self.choose(node, next);
+                        self.run(here(&target));
                     }
                 }
             }
@@ -904,7 +1320,8 @@ impl<'a> Runner<'a> {
                     Some(node),
                     json!({ "appointment": apt }),
                 );
-                self.run(here(next));
+                let target = self.choose(node, next);
+                self.run(here(&target));
             }
             // Not a waiting node (state written by an older engine, or a webhook
             // state without its pending call): run from it.
@@ -978,12 +1395,43 @@ mod tests {
                 calendar: self.calendar.as_ref(),
                 free_slots: &self.free,
                 taken_slot: taken,
+                channel: "api",
             };
             let t = step(&self.flow, &self.state, &ctx, Input::Text(text));
             check(&t);
             if commit {
-                self.state = t.state.clone();
+                self.commit(&t);
             }
+            t
+        }
+
+        /// Keeps the turn's state and merges its attribute changes, as the runtime does.
+        fn commit(&mut self, t: &Turn) {
+            self.state = t.state.clone();
+            for (k, v) in &t.user_attributes {
+                if v.is_null() {
+                    self.contact.attributes.remove(k);
+                } else {
+                    self.contact.attributes.insert(k.clone(), v.clone());
+                }
+            }
+        }
+
+        /// Fires a timer at `now() + minutes`.
+        fn timer(&mut self, kind: TimerKind, node: Option<&str>, minutes: i64) -> Turn {
+            let ctx = Context {
+                conversation_id: "cv_1",
+                contact: &self.contact,
+                now: now() + chrono::Duration::minutes(minutes),
+                price_table: self.table.as_ref(),
+                calendar: self.calendar.as_ref(),
+                free_slots: &self.free,
+                taken_slot: None,
+                channel: "api",
+            };
+            let t = on_timer(&self.flow, &self.state, &ctx, kind, node);
+            check(&t);
+            self.commit(&t);
             t
         }
 
@@ -1000,6 +1448,7 @@ mod tests {
                 calendar: self.calendar.as_ref(),
                 free_slots: &self.free,
                 taken_slot: None,
+                channel: "api",
             };
             let t = resume_after_webhook(&self.flow, &self.state, &ctx, result);
             check(&t);
@@ -1576,6 +2025,215 @@ campaigns:
         c.state.offered_slots = slots(2);
         let v = serde_json::to_value(&c.state).unwrap();
         assert_eq!(serde_json::from_value::<State>(v).unwrap(), c.state);
+    }
+
+    const LEADS: &str = include_str!("../../examples/leads.yaml");
+    const HELPDESK: &str = include_str!("../../examples/helpdesk.yaml");
+
+    fn example_flow(src: &str) -> String {
+        let bot = crate::domain::flow::BotFile::from_yaml(src).unwrap();
+        bot.flow.to_yaml()
+    }
+
+    #[test]
+    fn conditions_route_and_set_scores() {
+        let mut c = Chat::new(&example_flow(LEADS));
+        let t = c.send("hi");
+        assert_eq!(
+            t.replies,
+            [
+                "Hi! Three quick questions and we will put you in touch with the right team.",
+                "What is your work e-mail?"
+            ]
+        );
+        assert_eq!(t.media.len(), 1);
+        assert_eq!(t.media[0].0, 0, "the image goes with the first reply");
+        assert_eq!(t.media[0].1.url, "https://example.com/leads/welcome.png");
+        c.send("ana@acme.com");
+        c.send("1500");
+        let t = c.send("3");
+        assert_eq!(
+            c.state.memory["size"],
+            json!("50 or more"),
+            "a choice by number"
+        );
+        assert_eq!(c.state.memory["score"], json!(100));
+        assert_eq!(
+            c.state.memory["summary"],
+            json!("ana@acme.com, 1500 EUR, 50 or more people")
+        );
+        assert_eq!(t.user_attributes["segment"], json!("enterprise"));
+        assert_eq!(
+            t.replies,
+            ["Great fit! A sales engineer will write to ana@acme.com today (score 100)."]
+        );
+        assert!(t.ended && t.log.is_empty());
+
+        // A low score goes to the else branch, with its file.
+        let mut c = Chat::new(&example_flow(LEADS));
+        c.send("hi");
+        c.send("bob@gmail.com");
+        c.send("50");
+        let t = c.send("1-9");
+        assert_eq!(c.state.memory["score"], json!(0));
+        assert_eq!(
+            t.replies[0],
+            "Thank you! Our free plan is a good place to start."
+        );
+        assert_eq!(t.media[0].1.kind, crate::domain::flow::MediaKind::File);
+    }
+
+    #[test]
+    fn an_evaluation_error_takes_else_and_is_logged() {
+        let y = r#"
+start: q
+nodes:
+  q: { ask: "Code?", save_as: code, next: route }
+  route:
+    set: { memory.n: "memory.code + 1" }
+    next:
+      - if: memory.code >= 10
+        then: big
+      - else: small
+  big: { message: big, next: done }
+  small: { message: small, next: done }
+  done: { end: true }
+"#;
+        let mut c = Chat::new(y);
+        c.send("hi");
+        let t = c.send("12");
+        // The answer is text: "12" + 1 and "12" >= 10 are type errors.
+        assert_eq!(t.replies, ["small"]);
+        assert_eq!(t.log.len(), 2, "{:?}", t.log);
+        assert!(t.log[0].contains("set memory.n was skipped"), "{:?}", t.log);
+        assert!(t.log[1].contains("next[0].if"), "{:?}", t.log);
+        assert!(!c.state.memory.contains_key("n"));
+        assert!(t.ended, "never stuck");
+    }
+
+    #[test]
+    fn keywords_come_first_and_opt_out() {
+        let mut c = Chat::new(&example_flow(LEADS));
+        c.send("hi");
+        c.send("ana@acme.com");
+        // "MENU" (case and spaces ignored) starts over at any waiting node.
+        let t = c.send("  MENU ");
+        assert_eq!(types(&t), ["message.received"]);
+        assert_eq!(t.replies[1], "What is your work e-mail?");
+        assert_eq!(c.state.node.as_deref(), Some("email"));
+        let t = c.send("Stop");
+        assert_eq!(
+            types(&t),
+            [
+                "message.received",
+                "contact.opted_out",
+                "conversation.completed"
+            ]
+        );
+        assert_eq!(
+            event(&t, EventType::ContactOptedOut)["keyword"],
+            json!("stop")
+        );
+        assert_eq!(c.contact.attributes["opted_out"], json!(true));
+        assert!(t.ended);
+        // A new conversation: "start" opts back in and runs its node.
+        c.state = State::new();
+        let t = c.send("start");
+        assert_eq!(
+            types(&t),
+            [
+                "conversation.started",
+                "message.received",
+                "contact.opted_in"
+            ]
+        );
+        assert_eq!(c.contact.attributes["opted_out"], json!(false));
+        assert_eq!(c.state.node.as_deref(), Some("email"));
+    }
+
+    #[test]
+    fn choices_are_tappable_and_numbered() {
+        let mut c = Chat::new(&example_flow(HELPDESK));
+        c.send("hi");
+        let t = c.send("Printer on fire");
+        assert_eq!(t.quick_replies, ["low", "high", "critical"]);
+        let t = c.send("4");
+        assert_eq!(
+            t.replies,
+            ["Sorry, it must be one of: low, high, critical. How bad is it: low, high or critical?
+1. low
+2. high
+3. critical"]
+        );
+        assert_eq!(t.quick_replies, ["low", "high", "critical"]);
+        let t = c.send("3");
+        assert_eq!(
+            event(&t, EventType::ResponseReceived)["response"],
+            json!("3")
+        );
+        assert_eq!(c.state.memory["severity"], json!("critical"));
+        assert_eq!(
+            t.replies,
+            ["Critical: the on-call engineer has been paged and will call you within 15 minutes."]
+        );
+    }
+
+    #[test]
+    fn timers_remind_time_out_and_expire() {
+        let mut c = Chat::new(&example_flow(HELPDESK));
+        let t = c.send("hi");
+        let plans: Vec<TimerKind> = t.timers.clone().unwrap().iter().map(|p| p.kind).collect();
+        assert_eq!(plans, [TimerKind::Expiry], "describe has no reminder");
+        let t = c.send("VPN is down");
+        let plans = t.timers.clone().unwrap();
+        assert_eq!(
+            plans
+                .iter()
+                .map(|p| (p.kind, (p.due_at - now()).num_minutes()))
+                .collect::<Vec<_>>(),
+            [
+                (TimerKind::Reminder, 10),
+                (TimerKind::Timeout, 30),
+                (TimerKind::Expiry, 24 * 60)
+            ]
+        );
+        // The reminder: said once, the other timers stay.
+        let t = c.timer(TimerKind::Reminder, Some("severity"), 10);
+        assert_eq!(
+            t.replies,
+            [
+                "Are you still there? Choose low, high or critical so we can route your ticket.
+1. low
+2. high
+3. critical"
+            ]
+        );
+        assert!(t.timers.is_none() && t.events.is_empty());
+        // A timer set at a node the conversation left does nothing.
+        let t = c.timer(TimerKind::Reminder, Some("describe"), 11);
+        assert!(t.replies.is_empty());
+        // The timeout goes to on_timeout.
+        let t = c.timer(TimerKind::Timeout, Some("severity"), 30);
+        assert_eq!(
+            t.replies,
+            ["We did not hear back, so we opened a ticket with what you told us."]
+        );
+        assert!(t.ended);
+        assert_eq!(t.timers, Some(vec![]));
+
+        // Expiry ends an idle conversation with conversation.expired.
+        let mut c = Chat::new(&example_flow(HELPDESK));
+        c.send("hi");
+        let t = c.timer(TimerKind::Expiry, None, 24 * 60);
+        assert_eq!(types(&t), ["conversation.expired"]);
+        assert_eq!(
+            event(&t, EventType::ConversationExpired)["node"],
+            json!("describe")
+        );
+        assert!(t.ended && c.state.completed);
+        assert_eq!(t.timers, Some(vec![]));
+        // Nothing fires on a completed conversation.
+        assert!(c.timer(TimerKind::Expiry, None, 25 * 60).events.is_empty());
     }
 
     proptest! {

@@ -50,6 +50,7 @@
 //! both layers cannot loop forever without waiting for the user.
 
 use crate::domain::calendar::Calendar;
+use crate::domain::condition::{Expr, ExprError};
 use crate::domain::quote::PriceTable;
 use crate::domain::validate::{Validation, normalise};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -83,6 +84,9 @@ pub struct FlowError {
     pub field: String,
     /// What is wrong.
     pub message: String,
+    /// 1-based column inside the field's text (conditions and expressions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
 }
 
 impl FlowError {
@@ -96,6 +100,15 @@ impl FlowError {
             node: node.into(),
             field: field.into(),
             message: message.into(),
+            column: None,
+        }
+    }
+
+    /// An error about an expression in `node`'s `field`, with its column.
+    pub fn in_expr(node: impl Into<String>, field: impl Into<String>, e: &ExprError) -> Self {
+        FlowError {
+            column: e.column(),
+            ..FlowError::new(node, field, e.to_string())
         }
     }
 
@@ -128,6 +141,221 @@ pub struct Flow {
     pub main: Graph,
     /// Other flows of the bot, by name, reachable from menu options.
     pub campaigns: BTreeMap<String, Graph>,
+    /// Words that work at any waiting node, before its own answers.
+    pub keywords: Vec<Keyword>,
+    /// An idle conversation ends after this long (`conversation.expired`).
+    pub expire_after: Option<Span>,
+    /// Memory keys saved by `date` asks (conditions see them as timestamps);
+    /// derived from the nodes when the flow is parsed.
+    pub date_keys: BTreeSet<String>,
+}
+
+/// A global keyword: typed at any waiting node (case and spaces ignored),
+/// it is handled before the node's own answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keyword {
+    /// The word, as written.
+    pub word: String,
+    /// Node of the main flow the conversation goes to.
+    pub next: String,
+    /// Sets `user.opted_out = true` and emits `contact.opted_out`.
+    pub opt_out: bool,
+    /// Sets `user.opted_out = false` and emits `contact.opted_in`.
+    pub opt_in: bool,
+}
+
+/// A length of time written `30s`, `10m`, `24h` or `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span {
+    /// Seconds.
+    pub seconds: u64,
+}
+
+impl Span {
+    /// Longest span accepted (a year).
+    pub const MAX_SECONDS: u64 = 366 * 24 * 3600;
+
+    /// Parses `<number><unit>` with unit `s`, `m`, `h` or `d`.
+    pub fn parse(s: &str) -> Result<Span, String> {
+        let bad = || {
+            format!("\"{s}\" is not a duration; write a number and s, m, h or d, like 10m or 24h")
+        };
+        let t = s.trim();
+        let unit = t.chars().last().ok_or_else(bad)?;
+        let n: u64 = t[..t.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+        let mult = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let seconds = n.checked_mul(mult).ok_or_else(bad)?;
+        if seconds == 0 || seconds > Self::MAX_SECONDS {
+            return Err(format!("\"{s}\" must be between 1s and 366d"));
+        }
+        Ok(Span { seconds })
+    }
+
+    /// Milliseconds, for adding to a clock.
+    pub fn millis(&self) -> i64 {
+        i64::try_from(self.seconds.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.seconds;
+        if s.is_multiple_of(86_400) {
+            write!(f, "{}d", s / 86_400)
+        } else if s.is_multiple_of(3600) {
+            write!(f, "{}h", s / 3600)
+        } else if s.is_multiple_of(60) {
+            write!(f, "{}m", s / 60)
+        } else {
+            write!(f, "{s}s")
+        }
+    }
+}
+
+/// Where a node goes next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Always this node.
+    Node(String),
+    /// The first branch whose condition holds; the last branch is `else`.
+    Branches(Vec<Branch>),
+}
+
+/// One branch of a `next` list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Branch {
+    /// The condition; `None` for the closing `else`.
+    pub when: Option<Expr>,
+    /// Node taken when the condition holds.
+    pub then: String,
+}
+
+impl Next {
+    /// Every target with the field that names it (`next`, `next[1].then`, `next[2].else`).
+    pub fn targets(&self) -> Vec<(String, &str)> {
+        match self {
+            Next::Node(n) => vec![("next".into(), n.as_str())],
+            Next::Branches(bs) => bs
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let key = if b.when.is_some() { "then" } else { "else" };
+                    (format!("next[{i}].{key}"), b.then.as_str())
+                })
+                .collect(),
+        }
+    }
+
+    /// The `else` target of a branch list, or the single target.
+    pub fn fallback(&self) -> &str {
+        match self {
+            Next::Node(n) => n,
+            Next::Branches(bs) => bs.last().map_or("", |b| b.then.as_str()),
+        }
+    }
+}
+
+/// Timers of a waiting node (`ask`, `menu`, `booking`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Wait {
+    /// How long to wait for an answer before going to `on_timeout`.
+    pub timeout: Option<Span>,
+    /// Node taken when the timeout passes.
+    pub on_timeout: Option<String>,
+    /// Said once, `remind_after` after the question, if no answer came.
+    pub reminder: Option<String>,
+    /// When the reminder is said.
+    pub remind_after: Option<Span>,
+}
+
+impl Wait {
+    /// Whether any timer is set.
+    pub fn is_set(&self) -> bool {
+        self.timeout.is_some() || self.reminder.is_some()
+    }
+}
+
+/// A picture, video, sound or file sent with a text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Media {
+    /// What it is.
+    pub kind: MediaKind,
+    /// Where it is (`https://…`; merge tags allowed).
+    pub url: String,
+    /// Text shown with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+}
+
+/// The kinds of media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// A picture.
+    Image,
+    /// A video.
+    Video,
+    /// A sound.
+    Audio,
+    /// Any other file (a PDF …).
+    File,
+}
+
+impl MediaKind {
+    /// The field name (`image` …).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Video => "video",
+            MediaKind::Audio => "audio",
+            MediaKind::File => "file",
+        }
+    }
+}
+
+/// One assignment of a `set` node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    /// What is assigned.
+    pub target: SetTarget,
+    /// The value.
+    pub value: SetValue,
+}
+
+/// Where a `set` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetTarget {
+    /// `memory.KEY`
+    Memory(String),
+    /// `user.KEY` (contact attributes, kept across conversations).
+    User(String),
+}
+
+impl SetTarget {
+    /// As written (`memory.score`).
+    pub fn path(&self) -> String {
+        match self {
+            SetTarget::Memory(k) => format!("memory.{k}"),
+            SetTarget::User(k) => format!("user.{k}"),
+        }
+    }
+}
+
+/// The value a `set` assigns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetValue {
+    /// A YAML/JSON number, boolean or null, stored as is.
+    Literal(serde_json::Value),
+    /// A text with merge tags (`"{{memory.name}} from {{user.city}}"`), rendered.
+    Template(String),
+    /// A CEL expression (any other text), evaluated.
+    Expr(Expr),
 }
 
 /// One flow: a start node, an optional error node and the nodes, in authoring order.
@@ -166,22 +394,30 @@ pub enum FlowNode {
     Message {
         /// The text.
         text: String,
+        /// A picture, video, sound or file sent with it.
+        media: Option<Media>,
         /// Next node.
-        next: String,
+        next: Next,
     },
     /// Shows numbered options and waits for a choice.
     Menu {
         /// Text shown above the options.
         text: String,
+        /// A picture, video, sound or file sent with it.
+        media: Option<Media>,
         /// The options.
         options: Vec<MenuOption>,
         /// Said when the answer matches no option (the options follow it).
         retry: Option<String>,
+        /// Reminder and timeout.
+        wait: Wait,
     },
     /// Asks a question, validates the answer and saves it to memory.
     Ask {
         /// The question.
         prompt: String,
+        /// A picture, video, sound or file sent with it.
+        media: Option<Media>,
         /// Memory key the answer is saved under.
         save_as: String,
         /// How the answer is checked; any non-empty text when absent.
@@ -193,21 +429,23 @@ pub enum FlowNode {
         /// Emit `datapoint.collected` after a valid answer.
         datapoint: bool,
         /// Next node.
-        next: String,
+        next: Next,
+        /// Reminder and timeout.
+        wait: Wait,
     },
     /// Calls a story webhook, then goes on.
     Webhook {
         /// Story webhook name.
         name: String,
         /// Next node on success.
-        next: String,
+        next: Next,
         /// Node on failure.
         on_error: Option<String>,
     },
     /// Prices memory against the bot's price table.
     Quote {
         /// Next node on success.
-        next: String,
+        next: Next,
         /// Node on failure.
         on_error: Option<String>,
     },
@@ -222,9 +460,18 @@ pub enum FlowNode {
         /// Answer that cancels the booking held in memory.
         cancel_keyword: Option<String>,
         /// Next node once booked.
-        next: String,
+        next: Next,
         /// Node when there are no free slots; `next` when absent.
         on_error: Option<String>,
+        /// Reminder and timeout.
+        wait: Wait,
+    },
+    /// Assigns memory or contact attributes, then goes on.
+    Set {
+        /// The assignments, in order (a later one sees the earlier ones).
+        assignments: Vec<Assignment>,
+        /// Next node.
+        next: Next,
     },
     /// Ends the conversation.
     End {
@@ -243,6 +490,7 @@ impl FlowNode {
             FlowNode::Webhook { .. } => "webhook",
             FlowNode::Quote { .. } => "quote",
             FlowNode::Booking { .. } => "booking",
+            FlowNode::Set { .. } => "set",
             FlowNode::End { .. } => "end",
         }
     }
@@ -253,6 +501,16 @@ impl FlowNode {
             self,
             FlowNode::Ask { .. } | FlowNode::Menu { .. } | FlowNode::Booking { .. }
         )
+    }
+
+    /// The timers of a waiting node.
+    pub fn wait(&self) -> Option<&Wait> {
+        match self {
+            FlowNode::Ask { wait, .. }
+            | FlowNode::Menu { wait, .. }
+            | FlowNode::Booking { wait, .. } => Some(wait),
+            _ => None,
+        }
     }
 }
 
@@ -464,6 +722,129 @@ struct RawFlow {
     nodes: RawNodes,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     campaigns: BTreeMap<String, RawGraph>,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "ordered_keywords"
+    )]
+    keywords: Vec<(String, RawKeyword)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expire_after: Option<String>,
+}
+
+/// A keyword's target: a node id, or the node with opt-out/opt-in flags.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawKeyword {
+    Node(String),
+    Full {
+        next: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        opt_out: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        opt_in: bool,
+    },
+}
+
+/// Keywords keep their authoring order (first match wins on equal words).
+mod ordered_keywords {
+    use super::RawKeyword;
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(String, RawKeyword)], s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(v.len()))?;
+        for (k, x) in v {
+            m.serialize_entry(k, x)?;
+        }
+        m.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, RawKeyword)>, D::Error> {
+        let m = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        m.into_iter()
+            .map(|(k, v)| {
+                RawKeyword::deserialize(v)
+                    .map(|x| (k.clone(), x))
+                    .map_err(|_| {
+                        serde::de::Error::custom(format!(
+                            "keyword \"{k}\": give a node id, or {{ next: NODE, opt_out: true }}"
+                        ))
+                    })
+            })
+            .collect()
+    }
+}
+
+/// `next`: a node id or a list of branches.
+#[derive(Debug)]
+enum RawNext {
+    Node(String),
+    Branches(Vec<RawBranch>),
+}
+
+impl<'de> Deserialize<'de> for RawNext {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawNext;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a node id, or a list of branches (- if: CONDITION then: NODE … - else: NODE)",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawNext, E> {
+                Ok(RawNext::Node(v.to_string()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawNext, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element::<RawBranch>()? {
+                    if out.len() >= MAX_BRANCHES {
+                        return Err(de::Error::custom(format!(
+                            "more than {MAX_BRANCHES} branches"
+                        )));
+                    }
+                    out.push(b);
+                }
+                Ok(RawNext::Branches(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for RawNext {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RawNext::Node(n) => s.serialize_str(n),
+            RawNext::Branches(b) => b.serialize(s),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBranch {
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    when: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    then: Option<String>,
+    #[serde(default, rename = "else", skip_serializing_if = "Option::is_none")]
+    otherwise: Option<String>,
+}
+
+/// A media field: a URL, or `{ url, caption }`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawMedia {
+    Url(String),
+    Full {
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caption: Option<String>,
+    },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -536,7 +917,17 @@ struct RawNode {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     booking: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    set: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     end: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image: Option<RawMedia>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    video: Option<RawMedia>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audio: Option<RawMedia>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<RawMedia>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     save_as: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -554,9 +945,17 @@ struct RawNode {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     datapoint: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    next: Option<String>,
+    next: Option<RawNext>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     on_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    on_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reminder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remind_after: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -576,9 +975,14 @@ struct RawOption {
     campaign: Option<String>,
 }
 
-const KIND_KEYS: [&str; 7] = [
-    "message", "menu", "ask", "webhook", "quote", "booking", "end",
+const KIND_KEYS: [&str; 8] = [
+    "message", "menu", "ask", "webhook", "quote", "booking", "set", "end",
 ];
+
+/// Most branches in one `next` list.
+pub const MAX_BRANCHES: usize = 32;
+/// Most assignments in one `set` node.
+pub const MAX_ASSIGNMENTS: usize = 32;
 
 impl RawNode {
     /// Names of the optional fields that are present (kind keys excluded).
@@ -599,6 +1003,14 @@ impl RawNode {
         add(self.datapoint.is_some(), "datapoint");
         add(self.next.is_some(), "next");
         add(self.on_error.is_some(), "on_error");
+        add(self.timeout.is_some(), "timeout");
+        add(self.on_timeout.is_some(), "on_timeout");
+        add(self.reminder.is_some(), "reminder");
+        add(self.remind_after.is_some(), "remind_after");
+        add(self.image.is_some(), "image");
+        add(self.video.is_some(), "video");
+        add(self.audio.is_some(), "audio");
+        add(self.file.is_some(), "file");
         f
     }
 
@@ -610,6 +1022,7 @@ impl RawNode {
             self.webhook.is_some(),
             self.quote.is_some(),
             self.booking.is_some(),
+            self.set.is_some(),
             self.end.is_some(),
         ];
         KIND_KEYS
@@ -642,7 +1055,7 @@ fn node_from_raw(
             errs.push(FlowError::new(
                 &at,
                 "kind",
-                "node has no kind; give it exactly one of message, menu, ask, webhook, quote, booking, end",
+                "node has no kind; give it exactly one of message, menu, ask, webhook, quote, booking, set, end",
             ));
             return None;
         }
@@ -658,20 +1071,32 @@ fn node_from_raw(
             return None;
         }
     };
-    let allowed: &[&str] = match kind {
-        "message" => &["next"],
-        "menu" => &["options", "retry"],
-        "ask" => &[
-            "save_as",
-            "validate",
-            "retry",
-            "notify",
-            "datapoint",
-            "next",
-        ],
-        "webhook" | "quote" => &["next", "on_error"],
-        "booking" => &["offer", "retry", "cancel_keyword", "next", "on_error"],
-        _ => &[],
+    const WAIT: [&str; 4] = ["timeout", "on_timeout", "reminder", "remind_after"];
+    const MEDIA: [&str; 4] = ["image", "video", "audio", "file"];
+    let allowed: Vec<&str> = match kind {
+        "message" => [&["next"][..], &MEDIA].concat(),
+        "menu" => [&["options", "retry"][..], &MEDIA, &WAIT].concat(),
+        "ask" => [
+            &[
+                "save_as",
+                "validate",
+                "retry",
+                "notify",
+                "datapoint",
+                "next",
+            ][..],
+            &MEDIA,
+            &WAIT,
+        ]
+        .concat(),
+        "webhook" | "quote" => vec!["next", "on_error"],
+        "booking" => [
+            &["offer", "retry", "cancel_keyword", "next", "on_error"][..],
+            &WAIT,
+        ]
+        .concat(),
+        "set" => vec!["next"],
+        _ => Vec::new(),
     };
     let before = errs.len();
     for f in raw.present_fields() {
@@ -683,35 +1108,35 @@ fn node_from_raw(
             ));
         }
     }
+    let missing =
+        |field: &str| FlowError::new(&at, field, format!("missing required field \"{field}\""));
     let require = |value: Option<String>, field: &str, errs: &mut Vec<FlowError>| -> String {
+        value.unwrap_or_else(|| {
+            errs.push(missing(field));
+            String::new()
+        })
+    };
+    let next = |value: Option<RawNext>, errs: &mut Vec<FlowError>| -> Next {
         match value {
-            Some(v) => v,
+            Some(n) => next_from_raw(&at, n, errs),
             None => {
-                errs.push(FlowError::new(
-                    &at,
-                    field,
-                    format!("missing required field \"{field}\""),
-                ));
-                String::new()
+                errs.push(missing("next"));
+                Next::Node(String::new())
             }
         }
     };
+    let media = media_from_raw(&at, &raw, errs);
+    let wait = wait_from_raw(&at, &raw, errs);
     let node_kind = match kind {
-        "message" => {
-            let next = require(raw.next, "next", errs);
-            FlowNode::Message {
-                text: raw.message.unwrap_or_default(),
-                next,
-            }
-        }
+        "message" => FlowNode::Message {
+            text: raw.message.unwrap_or_default(),
+            media,
+            next: next(raw.next, errs),
+        },
         "menu" => {
             let options = match raw.options {
                 None => {
-                    errs.push(FlowError::new(
-                        &at,
-                        "options",
-                        "missing required field \"options\"",
-                    ));
+                    errs.push(missing("options"));
                     Vec::new()
                 }
                 Some(list) => list
@@ -722,52 +1147,53 @@ fn node_from_raw(
             };
             FlowNode::Menu {
                 text: raw.menu.unwrap_or_default(),
+                media,
                 options,
                 retry: raw.retry,
+                wait,
             }
         }
         "ask" => {
             let save_as = require(raw.save_as, "save_as", errs);
-            let next = require(raw.next, "next", errs);
             FlowNode::Ask {
                 prompt: raw.ask.unwrap_or_default(),
+                media,
                 save_as,
                 validate: raw.validate,
                 retry: raw.retry,
                 notify: raw.notify.unwrap_or(false),
                 datapoint: raw.datapoint.unwrap_or(false),
-                next,
+                next: next(raw.next, errs),
+                wait,
             }
         }
-        "webhook" => {
-            let next = require(raw.next, "next", errs);
-            FlowNode::Webhook {
-                name: raw.webhook.unwrap_or_default(),
-                next,
-                on_error: raw.on_error,
-            }
-        }
+        "webhook" => FlowNode::Webhook {
+            name: raw.webhook.unwrap_or_default(),
+            next: next(raw.next, errs),
+            on_error: raw.on_error,
+        },
         "quote" => {
             if raw.quote != Some(true) {
                 errs.push(FlowError::new(&at, "quote", "write \"quote: true\""));
             }
-            let next = require(raw.next, "next", errs);
             FlowNode::Quote {
-                next,
+                next: next(raw.next, errs),
                 on_error: raw.on_error,
             }
         }
-        "booking" => {
-            let next = require(raw.next, "next", errs);
-            FlowNode::Booking {
-                prompt: raw.booking.unwrap_or_default(),
-                offer: raw.offer.unwrap_or(3),
-                retry: raw.retry,
-                cancel_keyword: raw.cancel_keyword,
-                next,
-                on_error: raw.on_error,
-            }
-        }
+        "booking" => FlowNode::Booking {
+            prompt: raw.booking.unwrap_or_default(),
+            offer: raw.offer.unwrap_or(3),
+            retry: raw.retry,
+            cancel_keyword: raw.cancel_keyword,
+            next: next(raw.next, errs),
+            on_error: raw.on_error,
+            wait,
+        },
+        "set" => FlowNode::Set {
+            assignments: assignments_from_raw(&at, raw.set.unwrap_or_default(), errs),
+            next: next(raw.next, errs),
+        },
         _ => {
             if raw.end != Some(true) {
                 errs.push(FlowError::new(&at, "end", "write \"end: true\""));
@@ -782,6 +1208,164 @@ fn node_from_raw(
         label: raw.label,
         kind: node_kind,
     })
+}
+
+/// Compiles a `next`: a node id, or branches whose conditions compile and
+/// which end with exactly one `else`.
+fn next_from_raw(at: &str, raw: RawNext, errs: &mut Vec<FlowError>) -> Next {
+    let list = match raw {
+        RawNext::Node(n) => return Next::Node(n),
+        RawNext::Branches(list) => list,
+    };
+    let mut out = Vec::with_capacity(list.len());
+    let count = list.len();
+    for (i, b) in list.into_iter().enumerate() {
+        let field = |s: &str| format!("next[{i}]{s}");
+        let last = i + 1 == count;
+        match (b.when, b.then, b.otherwise) {
+            (Some(cond), Some(then), None) => match Expr::compile(&cond) {
+                Ok(e) => out.push(Branch {
+                    when: Some(e),
+                    then,
+                }),
+                Err(e) => errs.push(FlowError::in_expr(at, field(".if"), &e)),
+            },
+            (None, None, Some(target)) if last => out.push(Branch {
+                when: None,
+                then: target,
+            }),
+            (None, None, Some(_)) => errs.push(FlowError::new(
+                at,
+                field(".else"),
+                "else must be the last branch",
+            )),
+            (Some(_), None, _) => errs.push(FlowError::new(
+                at,
+                field(".then"),
+                "a branch with if needs then: NODE",
+            )),
+            (Some(_), Some(_), Some(_)) | (None, Some(_), Some(_)) => errs.push(FlowError::new(
+                at,
+                field(""),
+                "a branch is either { if, then } or { else }, not both",
+            )),
+            (None, Some(_), None) => errs.push(FlowError::new(
+                at,
+                field(".if"),
+                "a branch with then needs if: CONDITION",
+            )),
+            (None, None, None) => errs.push(FlowError::new(
+                at,
+                field(""),
+                "empty branch: write { if: CONDITION, then: NODE } or { else: NODE }",
+            )),
+        }
+    }
+    if out.last().is_none_or(|b| b.when.is_some()) {
+        errs.push(FlowError::new(
+            at,
+            "next",
+            "a branch list must end with - else: NODE (taken when no condition holds or one cannot be evaluated)",
+        ));
+    }
+    Next::Branches(out)
+}
+
+fn media_from_raw(at: &str, raw: &RawNode, errs: &mut Vec<FlowError>) -> Option<Media> {
+    let given: Vec<(MediaKind, &RawMedia)> = [
+        (MediaKind::Image, &raw.image),
+        (MediaKind::Video, &raw.video),
+        (MediaKind::Audio, &raw.audio),
+        (MediaKind::File, &raw.file),
+    ]
+    .into_iter()
+    .filter_map(|(k, m)| m.as_ref().map(|m| (k, m)))
+    .collect();
+    match given.as_slice() {
+        [] => None,
+        [(kind, m)] => Some(match m {
+            RawMedia::Url(u) => Media {
+                kind: *kind,
+                url: u.clone(),
+                caption: None,
+            },
+            RawMedia::Full { url, caption } => Media {
+                kind: *kind,
+                url: url.clone(),
+                caption: caption.clone(),
+            },
+        }),
+        [_, (second, _), ..] => {
+            errs.push(FlowError::new(
+                at,
+                second.as_str(),
+                "a node carries at most one of image, video, audio, file",
+            ));
+            None
+        }
+    }
+}
+
+fn wait_from_raw(at: &str, raw: &RawNode, errs: &mut Vec<FlowError>) -> Wait {
+    let span = |v: &Option<String>, field: &str, errs: &mut Vec<FlowError>| {
+        v.as_deref().and_then(|s| {
+            Span::parse(s)
+                .map_err(|m| errs.push(FlowError::new(at, field, m)))
+                .ok()
+        })
+    };
+    Wait {
+        timeout: span(&raw.timeout, "timeout", errs),
+        on_timeout: raw.on_timeout.clone(),
+        reminder: raw.reminder.clone(),
+        remind_after: span(&raw.remind_after, "remind_after", errs),
+    }
+}
+
+fn assignments_from_raw(
+    at: &str,
+    raw: serde_json::Map<String, serde_json::Value>,
+    errs: &mut Vec<FlowError>,
+) -> Vec<Assignment> {
+    let mut out = Vec::new();
+    for (path, value) in raw {
+        let field = format!("set.{path}");
+        let target = match path.split_once('.') {
+            Some(("memory", k)) if is_valid_id(k) => SetTarget::Memory(k.to_string()),
+            Some(("user", k)) if is_valid_id(k) => SetTarget::User(k.to_string()),
+            _ => {
+                errs.push(FlowError::new(
+                    at,
+                    field,
+                    "set writes memory.KEY or user.KEY (KEY: 1-64 characters of A-Z a-z 0-9 _ -)",
+                ));
+                continue;
+            }
+        };
+        let value = match value {
+            serde_json::Value::String(src) if src.contains("{{") => SetValue::Template(src),
+            serde_json::Value::String(src) => match Expr::compile(&src) {
+                Ok(e) => SetValue::Expr(e),
+                Err(e) => {
+                    errs.push(FlowError::in_expr(at, field, &e));
+                    continue;
+                }
+            },
+            v @ (serde_json::Value::Number(_)
+            | serde_json::Value::Bool(_)
+            | serde_json::Value::Null) => SetValue::Literal(v),
+            _ => {
+                errs.push(FlowError::new(
+                    at,
+                    field,
+                    "a value is a number, true/false, null, a text with {{merge tags}} or a CEL expression",
+                ));
+                continue;
+            }
+        };
+        out.push(Assignment { target, value });
+    }
+    out
 }
 
 fn option_from_raw(
@@ -865,7 +1449,7 @@ impl Flow {
     fn from_raw(raw: RawFlow) -> Result<Flow, Vec<FlowError>> {
         let mut errs = Vec::new();
         let main = graph_from_raw(None, raw.start, raw.error, raw.nodes, &mut errs);
-        let campaigns = raw
+        let campaigns: BTreeMap<String, Graph> = raw
             .campaigns
             .into_iter()
             .map(|(name, g)| {
@@ -873,8 +1457,59 @@ impl Flow {
                 (name, graph)
             })
             .collect();
+        let mut keywords: Vec<Keyword> = Vec::new();
+        for (word, k) in raw.keywords {
+            let (next, opt_out, opt_in) = match k {
+                RawKeyword::Node(n) => (n, false, false),
+                RawKeyword::Full {
+                    next,
+                    opt_out,
+                    opt_in,
+                } => (next, opt_out, opt_in),
+            };
+            let w = normalise(&word);
+            let opt_out = opt_out || w == "stop";
+            let opt_in = opt_in || w == "start";
+            if opt_out && opt_in {
+                errs.push(FlowError::new(
+                    "keywords",
+                    &word,
+                    "a keyword opts out or in, not both",
+                ));
+            }
+            keywords.push(Keyword {
+                word,
+                next,
+                opt_out,
+                opt_in,
+            });
+        }
+        let expire_after = raw.expire_after.as_deref().and_then(|s| {
+            Span::parse(s)
+                .map_err(|m| errs.push(FlowError::new("", "expire_after", m)))
+                .ok()
+        });
         if errs.is_empty() {
-            Ok(Flow { main, campaigns })
+            let mut date_keys = BTreeSet::new();
+            for g in std::iter::once(&main).chain(campaigns.values()) {
+                for n in &g.nodes {
+                    if let FlowNode::Ask {
+                        save_as,
+                        validate: Some(Validation::Date {}),
+                        ..
+                    } = &n.kind
+                    {
+                        date_keys.insert(save_as.clone());
+                    }
+                }
+            }
+            Ok(Flow {
+                main,
+                campaigns,
+                keywords,
+                expire_after,
+                date_keys,
+            })
         } else {
             Err(errs)
         }
@@ -891,6 +1526,25 @@ impl Flow {
                 .iter()
                 .map(|(k, v)| (k.clone(), graph_to_raw(v)))
                 .collect(),
+            keywords: self
+                .keywords
+                .iter()
+                .map(|k| {
+                    let default_flags = k.opt_out == (normalise(&k.word) == "stop")
+                        && k.opt_in == (normalise(&k.word) == "start");
+                    let raw = if default_flags {
+                        RawKeyword::Node(k.next.clone())
+                    } else {
+                        RawKeyword::Full {
+                            next: k.next.clone(),
+                            opt_out: k.opt_out,
+                            opt_in: k.opt_in,
+                        }
+                    };
+                    (k.word.clone(), raw)
+                })
+                .collect(),
+            expire_after: self.expire_after.map(|s| s.to_string()),
         }
     }
 
@@ -988,6 +1642,33 @@ impl Flow {
                 ));
             }
         }
+        let main_ids: BTreeSet<&str> = self.main.nodes.iter().map(|n| n.id.as_str()).collect();
+        for (i, k) in self.keywords.iter().enumerate() {
+            let w = normalise(&k.word);
+            if w.is_empty() || k.word.chars().count() > 64 {
+                errs.push(FlowError::new(
+                    "keywords",
+                    &k.word,
+                    "a keyword is 1 to 64 characters",
+                ));
+            } else if self.keywords[..i].iter().any(|o| normalise(&o.word) == w) {
+                errs.push(FlowError::new(
+                    "keywords",
+                    &k.word,
+                    format!("duplicate keyword \"{}\"", k.word),
+                ));
+            }
+            if !main_ids.contains(k.next.as_str()) {
+                errs.push(FlowError::new(
+                    "keywords",
+                    &k.word,
+                    format!(
+                        "unknown target \"{}\" (keywords lead to nodes of the main flow)",
+                        k.next
+                    ),
+                ));
+            }
+        }
         self.validate_graph(None, &self.main, known_webhooks, &mut errs);
         for (name, g) in &self.campaigns {
             self.validate_graph(Some(name), g, known_webhooks, &mut errs);
@@ -1048,20 +1729,108 @@ impl Flow {
                     push(id, field, unknown(t));
                 }
             };
+            let next_targets = |next: &Next, push: &mut dyn FnMut(&str, &str, String)| {
+                for (field, t) in next.targets() {
+                    target(&field, t, push);
+                }
+            };
+            let media_ok = |media: &Option<Media>, push: &mut dyn FnMut(&str, &str, String)| {
+                let Some(m) = media else { return };
+                let f = m.kind.as_str();
+                let scheme_ok = m.url.starts_with("https://")
+                    || m.url.starts_with("http://")
+                    || m.url.starts_with("{{");
+                if !scheme_ok || m.url.len() > 2048 || m.url.chars().any(char::is_whitespace) {
+                    push(
+                        id,
+                        f,
+                        "a media url starts with https:// or http://, has no spaces and is at most 2048 characters".into(),
+                    );
+                }
+                if m.caption.as_deref().is_some_and(|c| !text_ok(c)) {
+                    push(id, &format!("{f}.caption"), too_long.clone());
+                }
+            };
+            if let Some(w) = n.kind.wait() {
+                if let Some(t) = &w.on_timeout {
+                    target("on_timeout", t, &mut push);
+                }
+                match (&w.timeout, &w.on_timeout) {
+                    (Some(_), None) => {
+                        push(id, "on_timeout", "a timeout needs on_timeout: NODE".into())
+                    }
+                    (None, Some(_)) => {
+                        push(id, "timeout", "on_timeout needs timeout: DURATION".into())
+                    }
+                    _ => {}
+                }
+                match (&w.reminder, &w.remind_after) {
+                    (Some(_), None) => push(
+                        id,
+                        "remind_after",
+                        "a reminder needs remind_after: DURATION".into(),
+                    ),
+                    (None, Some(_)) => {
+                        push(id, "reminder", "remind_after needs reminder: TEXT".into())
+                    }
+                    (Some(r), Some(_)) if r.trim().is_empty() || !text_ok(r) => push(
+                        id,
+                        "reminder",
+                        format!("reminder is 1 to {MAX_TEXT} characters"),
+                    ),
+                    _ => {}
+                }
+                if let (Some(r), Some(t)) = (&w.remind_after, &w.timeout)
+                    && r >= t
+                {
+                    push(
+                        id,
+                        "remind_after",
+                        format!("remind_after ({r}) must be shorter than timeout ({t})"),
+                    );
+                }
+            }
             match &n.kind {
-                FlowNode::Message { text, next } => {
+                FlowNode::Message { text, media, next } => {
                     if text.trim().is_empty() {
                         push(id, "message", "message text is empty".into());
                     } else if !text_ok(text) {
                         push(id, "message", too_long.clone());
                     }
-                    target("next", next, &mut push);
+                    media_ok(media, &mut push);
+                    next_targets(next, &mut push);
+                }
+                FlowNode::Set { assignments, next } => {
+                    if assignments.len() > MAX_ASSIGNMENTS {
+                        push(
+                            id,
+                            "set",
+                            format!("at most {MAX_ASSIGNMENTS} assignments in one set node"),
+                        );
+                    }
+                    for a in assignments {
+                        let f = format!("set.{}", a.target.path());
+                        if let SetTarget::Memory(k) = &a.target
+                            && RESERVED_MEMORY_KEYS.contains(&k.as_str())
+                        {
+                            push(id, &f, format!("\"{k}\" is reserved for the engine"));
+                        }
+                        if let SetValue::Template(t) = &a.value
+                            && !text_ok(t)
+                        {
+                            push(id, &f, too_long.clone());
+                        }
+                    }
+                    next_targets(next, &mut push);
                 }
                 FlowNode::Menu {
                     text,
+                    media,
                     options,
                     retry,
+                    ..
                 } => {
+                    media_ok(media, &mut push);
                     if !text_ok(text) {
                         push(id, "menu", too_long.clone());
                     }
@@ -1109,12 +1878,14 @@ impl Flow {
                 }
                 FlowNode::Ask {
                     prompt,
+                    media,
                     save_as,
                     validate,
                     retry,
                     next,
                     ..
                 } => {
+                    media_ok(media, &mut push);
                     if prompt.trim().is_empty() {
                         push(id, "ask", "the question is empty".into());
                     } else if !text_ok(prompt) {
@@ -1146,7 +1917,7 @@ impl Flow {
                             push(id, &field, msg);
                         }
                     }
-                    target("next", next, &mut push);
+                    next_targets(next, &mut push);
                 }
                 FlowNode::Webhook {
                     name,
@@ -1156,13 +1927,13 @@ impl Flow {
                     if name.trim().is_empty() || !hook_known(name) {
                         push(id, "webhook", format!("unknown webhook \"{name}\""));
                     }
-                    target("next", next, &mut push);
+                    next_targets(next, &mut push);
                     if let Some(e) = on_error {
                         target("on_error", e, &mut push);
                     }
                 }
                 FlowNode::Quote { next, on_error } => {
-                    target("next", next, &mut push);
+                    next_targets(next, &mut push);
                     if let Some(e) = on_error {
                         target("on_error", e, &mut push);
                     }
@@ -1174,6 +1945,7 @@ impl Flow {
                     cancel_keyword,
                     next,
                     on_error,
+                    ..
                 } => {
                     if !text_ok(prompt) {
                         push(id, "booking", too_long.clone());
@@ -1194,7 +1966,7 @@ impl Flow {
                     {
                         push(id, "cancel_keyword", "cancel keyword is empty".into());
                     }
-                    target("next", next, &mut push);
+                    next_targets(next, &mut push);
                     if let Some(e) = on_error {
                         target("on_error", e, &mut push);
                     }
@@ -1211,6 +1983,10 @@ impl Flow {
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         let mut queue: Vec<&str> = vec![g.start.as_str()];
         queue.extend(g.error.as_deref());
+        if campaign.is_none() {
+            // A keyword can be typed at any waiting node.
+            queue.extend(self.keywords.iter().map(|k| k.next.as_str()));
+        }
         while let Some(id) = queue.pop() {
             if !seen.insert(id) {
                 continue;
@@ -1273,17 +2049,19 @@ impl Flow {
     }
 }
 
-/// Outgoing edges of a node inside its own graph, with the field that makes them.
+/// Outgoing edges of a node inside its own graph, with the field that makes
+/// them. `on_timeout` counts for reachability; the cycle check leaves
+/// waiting nodes (and so their timeouts) out.
 fn edges(kind: &FlowNode) -> Vec<(String, &str)> {
     let mut out: Vec<(String, &str)> = Vec::new();
     match kind {
-        FlowNode::Message { next, .. } | FlowNode::Ask { next, .. } => {
-            out.push(("next".into(), next))
-        }
+        FlowNode::Message { next, .. }
+        | FlowNode::Ask { next, .. }
+        | FlowNode::Set { next, .. } => out.extend(next.targets()),
         FlowNode::Webhook { next, on_error, .. }
         | FlowNode::Quote { next, on_error }
         | FlowNode::Booking { next, on_error, .. } => {
-            out.push(("next".into(), next));
+            out.extend(next.targets());
             if let Some(e) = on_error {
                 out.push(("on_error".into(), e));
             }
@@ -1296,6 +2074,9 @@ fn edges(kind: &FlowNode) -> Vec<(String, &str)> {
             }
         }
         FlowNode::End { .. } => {}
+    }
+    if let Some(t) = kind.wait().and_then(|w| w.on_timeout.as_deref()) {
+        out.push(("on_timeout".into(), t));
     }
     out
 }
@@ -1401,22 +2182,72 @@ fn graph_to_raw(g: &Graph) -> RawGraph {
     }
 }
 
+fn next_to_raw(next: &Next) -> RawNext {
+    match next {
+        Next::Node(n) => RawNext::Node(n.clone()),
+        Next::Branches(bs) => RawNext::Branches(
+            bs.iter()
+                .map(|b| match &b.when {
+                    Some(e) => RawBranch {
+                        when: Some(e.source().to_string()),
+                        then: Some(b.then.clone()),
+                        otherwise: None,
+                    },
+                    None => RawBranch {
+                        otherwise: Some(b.then.clone()),
+                        ..RawBranch::default()
+                    },
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn media_to_raw(r: &mut RawNode, media: &Option<Media>) {
+    let Some(m) = media else { return };
+    let raw = match &m.caption {
+        None => RawMedia::Url(m.url.clone()),
+        Some(c) => RawMedia::Full {
+            url: m.url.clone(),
+            caption: Some(c.clone()),
+        },
+    };
+    match m.kind {
+        MediaKind::Image => r.image = Some(raw),
+        MediaKind::Video => r.video = Some(raw),
+        MediaKind::Audio => r.audio = Some(raw),
+        MediaKind::File => r.file = Some(raw),
+    }
+}
+
+fn wait_to_raw(r: &mut RawNode, w: &Wait) {
+    r.timeout = w.timeout.map(|s| s.to_string());
+    r.on_timeout = w.on_timeout.clone();
+    r.reminder = w.reminder.clone();
+    r.remind_after = w.remind_after.map(|s| s.to_string());
+}
+
 fn node_to_raw(n: &Node) -> RawNode {
     let mut r = RawNode {
         label: n.label.clone(),
         ..RawNode::default()
     };
     match &n.kind {
-        FlowNode::Message { text, next } => {
+        FlowNode::Message { text, media, next } => {
             r.message = Some(text.clone());
-            r.next = Some(next.clone());
+            media_to_raw(&mut r, media);
+            r.next = Some(next_to_raw(next));
         }
         FlowNode::Menu {
             text,
+            media,
             options,
             retry,
+            wait,
         } => {
             r.menu = Some(text.clone());
+            media_to_raw(&mut r, media);
+            wait_to_raw(&mut r, wait);
             r.retry = retry.clone();
             r.options = Some(
                 options
@@ -1440,20 +2271,24 @@ fn node_to_raw(n: &Node) -> RawNode {
         }
         FlowNode::Ask {
             prompt,
+            media,
             save_as,
             validate,
             retry,
             notify,
             datapoint,
             next,
+            wait,
         } => {
             r.ask = Some(prompt.clone());
+            media_to_raw(&mut r, media);
+            wait_to_raw(&mut r, wait);
             r.save_as = Some(save_as.clone());
             r.validate = validate.clone();
             r.retry = retry.clone();
             r.notify = notify.then_some(true);
             r.datapoint = datapoint.then_some(true);
-            r.next = Some(next.clone());
+            r.next = Some(next_to_raw(next));
         }
         FlowNode::Webhook {
             name,
@@ -1461,12 +2296,12 @@ fn node_to_raw(n: &Node) -> RawNode {
             on_error,
         } => {
             r.webhook = Some(name.clone());
-            r.next = Some(next.clone());
+            r.next = Some(next_to_raw(next));
             r.on_error = on_error.clone();
         }
         FlowNode::Quote { next, on_error } => {
             r.quote = Some(true);
-            r.next = Some(next.clone());
+            r.next = Some(next_to_raw(next));
             r.on_error = on_error.clone();
         }
         FlowNode::Booking {
@@ -1476,13 +2311,31 @@ fn node_to_raw(n: &Node) -> RawNode {
             cancel_keyword,
             next,
             on_error,
+            wait,
         } => {
             r.booking = Some(prompt.clone());
+            wait_to_raw(&mut r, wait);
             r.offer = Some(*offer);
             r.retry = retry.clone();
             r.cancel_keyword = cancel_keyword.clone();
-            r.next = Some(next.clone());
+            r.next = Some(next_to_raw(next));
             r.on_error = on_error.clone();
+        }
+        FlowNode::Set { assignments, next } => {
+            r.set = Some(
+                assignments
+                    .iter()
+                    .map(|a| {
+                        let v = match &a.value {
+                            SetValue::Literal(v) => v.clone(),
+                            SetValue::Template(t) => serde_json::Value::String(t.clone()),
+                            SetValue::Expr(e) => serde_json::Value::String(e.source().to_string()),
+                        };
+                        (a.target.path(), v)
+                    })
+                    .collect(),
+            );
+            r.next = Some(next_to_raw(next));
         }
         FlowNode::End { message } => {
             r.end = Some(true);
@@ -1978,7 +2831,159 @@ nodes:
         assert!(errs.len() >= 4, "{errs:#?}");
     }
 
-    const EXAMPLES: [(&str, &str); 5] = [
+    #[test]
+    fn branches_compile_with_columns() {
+        let y = r#"
+start: a
+nodes:
+  a:
+    message: hi
+    next:
+      - if: memory.size >= 10 && usr.plan == "vip"
+        then: b
+      - if: "memory.size >"
+        then: b
+      - else: b
+  b: { end: true }
+"#;
+        let errs = errors(y, None);
+        let e0 = errs
+            .iter()
+            .find(|e| e.field == "next[0].if")
+            .expect("unknown root");
+        assert_eq!((e0.node.as_str(), e0.column), ("a", Some(22)));
+        assert!(
+            e0.message.contains("unknown name \"usr\" at column 22"),
+            "{e0:?}"
+        );
+        let e1 = errs
+            .iter()
+            .find(|e| e.field == "next[1].if")
+            .expect("syntax");
+        assert!(
+            e1.column.is_some() && e1.message.contains("syntax error at column"),
+            "{e1:?}"
+        );
+        expect(
+            "start: a\nnodes:\n  a: { message: hi, next: [ { if: 'memory.x == 1', then: b } ] }\n  b: { end: true }\n",
+            "a",
+            "next",
+            "must end with - else",
+        );
+        expect(
+            "start: a\nnodes:\n  a: { message: hi, next: [ { else: b }, { if: 'memory.x == 1', then: b } ] }\n  b: { end: true }\n",
+            "a",
+            "next[0].else",
+            "last branch",
+        );
+        expect(
+            "start: a\nnodes:\n  a: { message: hi, next: [ { if: 'memory.x == 1', then: zz }, { else: b } ] }\n  b: { end: true }\n",
+            "a",
+            "next[0].then",
+            "unknown target \"zz\"",
+        );
+    }
+
+    #[test]
+    fn branches_count_for_reachability_and_cycles() {
+        // c is reachable only through a branch; d is not reachable at all.
+        let y = r#"
+start: a
+nodes:
+  a: { message: hi, next: [ { if: "memory.x == 1", then: c }, { else: b } ] }
+  b: { end: true }
+  c: { end: true }
+  d: { end: true }
+"#;
+        let errs = errors(y, None);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(has(&errs, "d", ""));
+        // A loop of set nodes and branches never waits.
+        let y = r#"
+start: a
+nodes:
+  a: { set: { memory.n: "1" }, next: s }
+  s: { set: { memory.n: "memory.n + 1" }, next: [ { if: "memory.n < 5", then: a }, { else: e } ] }
+  e: { end: true }
+"#;
+        let errs = errors(y, None);
+        assert!(
+            errs.iter().any(|e| e.node == "s"
+                && e.field == "next[0].then"
+                && e.message.contains("cycle without input")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn set_keywords_and_timers_are_checked() {
+        expect(
+            "start: a\nnodes:\n  a: { set: { memory.quote: \"1\" }, next: b }\n  b: { end: true }\n",
+            "a",
+            "set.memory.quote",
+            "reserved",
+        );
+        expect(
+            "start: a\nnodes:\n  a: { set: { score: \"1\" }, next: b }\n  b: { end: true }\n",
+            "a",
+            "set.score",
+            "memory.KEY or user.KEY",
+        );
+        expect(
+            "start: a\nnodes:\n  a: { set: { memory.s: \"memory.s +\" }, next: b }\n  b: { end: true }\n",
+            "a",
+            "set.memory.s",
+            "syntax error",
+        );
+        expect(
+            "start: a\nkeywords: { menu: nowhere }\nnodes: { a: { end: true } }\n",
+            "keywords",
+            "menu",
+            "unknown target \"nowhere\"",
+        );
+        expect(
+            "start: a\nnodes:\n  a: { ask: Q, save_as: q, timeout: 10m, on_timeout: gone, next: b }\n  b: { end: true }\n",
+            "a",
+            "on_timeout",
+            "unknown target \"gone\"",
+        );
+        expect(
+            "start: a\nnodes:\n  a: { ask: Q, save_as: q, timeout: 10 minutes, on_timeout: b, next: b }\n  b: { end: true }\n",
+            "a",
+            "timeout",
+            "not a duration",
+        );
+        expect(
+            "start: a\nnodes:\n  a: { ask: Q, save_as: q, reminder: Hello?, next: b }\n  b: { end: true }\n",
+            "a",
+            "remind_after",
+            "needs remind_after",
+        );
+        expect(
+            "start: a\nnodes:\n  a: { message: hi, image: \"ftp://x/y.png\", next: b }\n  b: { end: true }\n",
+            "a",
+            "image",
+            "https://",
+        );
+        expect(
+            "start: a\nnodes:\n  a: { end: true, timeout: 1m }\n",
+            "a",
+            "timeout",
+            "does not use",
+        );
+        // A node reachable only through a keyword or an on_timeout is reachable.
+        let ok = "start: a\nkeywords: { help: h }\nnodes:\n  a: { ask: Q, save_as: q, timeout: 1h, on_timeout: t, next: b }\n  b: { end: true }\n  h: { message: help, next: a }\n  t: { end: true }\n";
+        assert!(errors(ok, None).is_empty(), "{:#?}", errors(ok, None));
+        let f = Flow::from_yaml(ok).unwrap();
+        assert_eq!(Flow::from_yaml(&f.to_yaml()).unwrap(), f, "round trip");
+        assert_eq!(Span::parse("24h").unwrap().to_string(), "1d");
+        assert_eq!(Span::parse("90m").unwrap().seconds, 5400);
+        assert!(Span::parse("0s").is_err() && Span::parse("400d").is_err());
+    }
+
+    const EXAMPLES: [(&str, &str); 7] = [
+        ("leads", include_str!("../../examples/leads.yaml")),
+        ("helpdesk", include_str!("../../examples/helpdesk.yaml")),
         ("elipackage", include_str!("../../examples/elipackage.yaml")),
         ("incident", include_str!("../../examples/incident.yaml")),
         ("quote", include_str!("../../examples/quote.yaml")),
@@ -2009,13 +3014,13 @@ nodes:
 
     #[test]
     fn bot_file_checks_config() {
-        let src = EXAMPLES[2]
+        let src = EXAMPLES[4]
             .1
             .replace("type: quote_generation", "type: quotes");
         let bot = BotFile::from_yaml(&src).unwrap();
         let errs = bot.validate().unwrap_err();
         assert!(has(&errs, "bot", "type"), "{errs:#?}");
-        let mut bot = BotFile::from_yaml(EXAMPLES[3].1).unwrap();
+        let mut bot = BotFile::from_yaml(EXAMPLES[5].1).unwrap();
         bot.calendar = None;
         assert!(has(&bot.validate().unwrap_err(), "calendar", ""));
     }
