@@ -178,33 +178,53 @@ export function isoToLocal(iso) {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
 }
 
+/** What the API shows in place of a secret header value. */
+const REDACTED = "••••";
+
 /**
- * Rows of name/value inputs with add and delete (custom headers).
- * Returns {el, read()} where read() answers an object.
+ * Custom headers: rows of name, value and a "Secret" box, with add and
+ * delete. `initial` is `{name: {value, sensitive}}` as the API shows it;
+ * a new row starts secret. A secret shows as •••• and its last four
+ * characters once saved: left as it is, the server keeps the stored value;
+ * unticking "Secret" on it empties the value, to be typed again.
+ * Returns {el, read()} where read() answers `{name: {value, sensitive}}`.
  */
-export function keyValueEditor(legend, initial = {}, { keyLabel = "Name", valueLabel = "Value", addLabel = "Add header" } = {}) {
+export function headerEditor(legend, initial = {}) {
   const rows = h("div", {});
-  const addRow = (k = "", v = "", focus = false) => {
+  const addRow = (k = "", v = "", secret = true, focus = false) => {
     const ki = h("input", { type: "text", value: k, autocomplete: "off", class: "kv-key" });
-    const vi = h("input", { type: "text", value: v, autocomplete: "off", class: "kv-value" });
-    const row = h("div", { class: "kv-row" }, field(keyLabel, ki), field(valueLabel, vi));
-    const del = h("button", { type: "button", class: "danger small", "aria-label": `Delete ${keyLabel.toLowerCase()} row` }, "Delete");
+    const vi = h("input", { type: "text", value: v, autocomplete: "off", spellcheck: "false", class: "kv-value" });
+    const box = h("input", { type: "checkbox", class: "kv-secret", checked: secret });
+    box.addEventListener("change", () => {
+      if (!box.checked && vi.value.startsWith(REDACTED)) {
+        vi.value = "";
+        vi.placeholder = "Type the value again to show it in clear";
+        vi.focus();
+      }
+    });
+    const row = h("div", { class: "kv-row" }, field("Name", ki), field("Value", vi),
+      h("label", { class: "inline kv-check" }, box, "Secret"));
+    const del = h("button", { type: "button", class: "danger small", "aria-label": "Delete header row" }, "Delete");
     del.addEventListener("click", () => { row.remove(); addBtn.focus(); });
     row.append(del);
     rows.append(row);
     if (focus) ki.focus();
   };
-  const addBtn = h("button", { type: "button", class: "small" }, addLabel);
-  addBtn.addEventListener("click", () => addRow("", "", true));
-  Object.entries(initial || {}).forEach(([k, v]) => addRow(k, v));
-  const el = h("fieldset", {}, h("legend", {}, legend), rows, addBtn);
+  const addBtn = h("button", { type: "button", class: "small" }, "Add header");
+  addBtn.addEventListener("click", () => addRow("", "", true, true));
+  Object.entries(initial || {}).forEach(([k, v]) => {
+    if (v && typeof v === "object") addRow(k, v.value, v.sensitive !== false);
+    else addRow(k, v ?? "", true);
+  });
+  const note = h("p", { class: "small muted" }, "A secret is shown once, when it is saved, then as •••• and its last four characters (in the delivery log too). Leave a •••• value as it is to keep it.");
+  const el = h("fieldset", {}, h("legend", {}, legend), note, rows, addBtn);
   return {
     el,
     read() {
       const out = {};
       rows.querySelectorAll(".kv-row").forEach((r) => {
         const k = r.querySelector(".kv-key").value.trim();
-        if (k) out[k] = r.querySelector(".kv-value").value;
+        if (k) out[k] = { value: r.querySelector(".kv-value").value, sensitive: r.querySelector(".kv-secret").checked };
       });
       return out;
     },

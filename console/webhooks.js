@@ -5,7 +5,7 @@
 import { api, all, plain, seg } from "./api.js";
 import {
   h, field, alert, toast, button, badge, time, pageHead, facts, showError, clearErrors, select, pretty,
-  healthBadge, statusBadge, pct, parseObject, keyValueEditor, localToIso, isoToLocal, fieldError,
+  healthBadge, statusBadge, pct, parseObject, headerEditor, localToIso, isoToLocal, fieldError,
 } from "./ui.js";
 
 const FORMATS = [
@@ -128,7 +128,7 @@ export async function endpointForm(main, { id, query }) {
     h("div", { class: "row" }, h("label", { class: "inline", for: "ev-all" }, everything, "All events"), h("label", { class: "inline", for: "ev-some" }, some, "Only these:")),
     checks);
   const format = select("format", FORMATS, ep ? ep.format : "standard");
-  const headers = keyValueEditor("Custom headers", ep ? ep.headers : {});
+  const headers = headerEditor("Custom headers", ep ? ep.headers : {});
   const body = h("textarea", { name: "body", rows: 4, placeholder: "{\"campaignId\": \"13010\"}" });
   body.value = ep && ep.body && Object.keys(ep.body).length ? pretty(ep.body) : "";
   const rate = h("input", { type: "number", name: "rate_limit", min: 1, max: 100000, value: ep && ep.rate_limit ? ep.rate_limit : "", inputmode: "numeric" });
@@ -205,7 +205,7 @@ export async function endpointDetail(main, { id }) {
     facts([
       ["Events", ep.events ? ep.events.join(", ") : "All events"],
       ["Format", ep.format],
-      ["Headers", Object.keys(ep.headers).length ? h("div", {}, Object.entries(ep.headers).map(([k, v]) => h("div", {}, h("code", {}, `${k}: ${v}`)))) : "None"],
+      ["Headers", Object.keys(ep.headers).length ? h("div", {}, Object.entries(ep.headers).map(([k, v]) => h("div", { class: "header-line" }, h("code", {}, `${k}: ${v.value}`), v.sensitive ? [" ", badge("off", "secret")] : null))) : "None"],
       ["Extra body", ep.body && Object.keys(ep.body).length ? h("pre", {}, pretty(ep.body)) : "None"],
       ["Rate limit", ep.rate_limit ? `${ep.rate_limit} per second` : "None"],
       ["Description", ep.description || "—"],
@@ -432,14 +432,14 @@ export async function storyDetail(main, { bot, name }) {
   const url = h("input", { type: "url", name: "url", value: w.url, autocomplete: "off" });
   const params = h("textarea", { name: "params", rows: 4 });
   params.value = w.params && Object.keys(w.params).length ? pretty(w.params) : "";
-  const headers = keyValueEditor("Headers", w.headers);
+  const headers = headerEditor("Headers", w.headers);
   const timeout = h("input", { type: "number", name: "timeout_ms", min: 1, max: 30000, value: w.timeout_ms ?? 10000 });
   const sign = h("input", { type: "checkbox", name: "sign", checked: w.sign !== false, id: "sign" });
   const save = h("button", { type: "submit", class: "primary" }, isNew ? "Create" : "Save");
   const form = h("form", { class: "stack", novalidate: true },
     field("Name", nameIn, isNew ? "Flows call it by this name." : "Names cannot change; flows call it by name."),
     field("Method", method),
-    field("URL", url, "Merge tags like {{memory.city}} are allowed."),
+    field("URL", url, "Merge tags like {{memory.city}} are allowed in the path and query, not in the host."),
     field("Params (JSON object)", params, "The query string for GET and DELETE, the JSON body otherwise."),
     headers.el,
     field("Timeout (ms)", timeout),

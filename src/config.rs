@@ -56,8 +56,30 @@ pub struct Config {
     pub secret_key: SecretString,
     /// Largest request body accepted, in bytes.
     pub body_limit_bytes: usize,
+    /// After a shutdown signal, how long to keep serving with `/readyz`
+    /// answering 503 before closing, e.g. `5s`.
+    pub shutdown_delay: String,
+    /// Bounds on what one account may create.
+    pub limits: LimitsConfig,
     /// Outbound delivery settings.
     pub delivery: DeliveryConfig,
+}
+
+/// Bounds on what one account may create.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most endpoints one bot may have, of every kind together.
+    pub max_endpoints_per_bot: usize,
+}
+
+impl Default for LimitsConfig {
+    /// The values of the built-in defaults file.
+    fn default() -> Self {
+        Self {
+            max_endpoints_per_bot: 100,
+        }
+    }
 }
 
 /// Outbound delivery settings.
@@ -176,6 +198,7 @@ impl Config {
             "BOTWIRE_DELIVERY_SECRET_GRACE",
         );
         set(&mut self.delivery.lease, "BOTWIRE_DELIVERY_LEASE");
+        set(&mut self.shutdown_delay, "BOTWIRE_SHUTDOWN_DELAY");
         if let Some(v) = env("BOTWIRE_SECRET_KEY") {
             self.secret_key = SecretString(v);
         }
@@ -185,6 +208,13 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect();
+        }
+        if let Some(v) = env("BOTWIRE_LIMITS_MAX_ENDPOINTS_PER_BOT") {
+            self.limits.max_endpoints_per_bot = v.parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "BOTWIRE_LIMITS_MAX_ENDPOINTS_PER_BOT must be a number, got {v:?}"
+                ))
+            })?;
         }
         if let Some(v) = env("BOTWIRE_BODY_LIMIT_BYTES") {
             self.body_limit_bytes = v.parse().map_err(|_| {
@@ -231,12 +261,27 @@ impl Config {
             parse_net(net).map_err(ConfigError::Invalid)?;
         }
         crate::delivery::Settings::from_config(self).map_err(ConfigError::Invalid)?;
+        if self.limits.max_endpoints_per_bot == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_endpoints_per_bot must be at least 1".into(),
+            ));
+        }
         if self.body_limit_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "body_limit_bytes must be at least 1024".into(),
             ));
         }
+        self.shutdown_delay()?;
         Ok(())
+    }
+
+    /// `shutdown_delay` as a duration (`0s` or one span such as `5s`).
+    pub fn shutdown_delay(&self) -> Result<std::time::Duration, ConfigError> {
+        match self.shutdown_delay.trim() {
+            "0" | "0s" | "0ms" => Ok(std::time::Duration::ZERO),
+            text => crate::delivery::attempt::parse_span("shutdown_delay", text)
+                .map_err(ConfigError::Invalid),
+        }
     }
 }
 
@@ -311,6 +356,27 @@ mod tests {
         assert_eq!(c.database, "sqlite://env.db", "env beats file");
         assert_eq!(c.delivery.timeout, "3s", "file beats defaults");
         assert_eq!(c.delivery.retry_schedule, "5s,5m,30m,2h,5h,10h,14h,20h,24h");
+    }
+
+    #[test]
+    fn the_endpoint_cap_defaults_to_100_and_layers() {
+        let c = Config::load(None, no_env, &Overrides::default()).unwrap();
+        assert_eq!(c.limits, LimitsConfig::default());
+        assert_eq!(c.limits.max_endpoints_per_bot, 100);
+        let env = |k: &str| (k == "BOTWIRE_LIMITS_MAX_ENDPOINTS_PER_BOT").then(|| "7".to_owned());
+        let c = Config::load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(c.limits.max_endpoints_per_bot, 7);
+        for bad in ["0", "many"] {
+            let env =
+                |k: &str| (k == "BOTWIRE_LIMITS_MAX_ENDPOINTS_PER_BOT").then(|| bad.to_owned());
+            let err = Config::load(None, env, &Overrides::default()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .to_lowercase()
+                    .contains("max_endpoints_per_bot"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -997,3 +997,29 @@ async fn a_key_revoked_under_load_stops_at_once() {
         "load ran on both sides ({before_ok} before, {after} after)"
     );
 }
+
+#[tokio::test]
+async fn readiness_says_when_the_store_cannot_commit() {
+    let app = app().await;
+    let r = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["ready"], true);
+    assert_eq!(r.body["reason"], "ready");
+
+    // The writer is gone: reads still answer, commits cannot happen.
+    app.store.close().await;
+    let r = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["ready"], false);
+    assert_eq!(r.body["reason"], "store_unavailable");
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot commit"),
+        "{}",
+        r.body
+    );
+    let r = app.call("GET", "/healthz", None, None).await;
+    assert_eq!(r.status, 200, "liveness stays cheap: {}", r.body);
+}

@@ -5,7 +5,8 @@
 //! One walk through the console as a new user would take it: sign in
 //! (a wrong key first), create a bot from `examples/elipackage`, chat until
 //! an event fires, break and fix its flow in the editor, start a bot from
-//! scratch, add an endpoint pointing at the receiver, test it, rotate its
+//! scratch, add an endpoint pointing at the receiver (with a secret header,
+//! shown redacted after, and a plain one), test it, rotate its
 //! secret, see a delivery succeed, filter the deliveries, open the
 //! attempts, define and test a story webhook, look at the health chart,
 //! import the other examples, lose the key to a revocation, then the same
@@ -32,23 +33,39 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use webdriver::{Driver, Session, WAIT};
 
-/// A receiver that records paths and answers 200: JSON for `/story` (a story
-/// webhook's answer), `thanks` elsewhere.
+/// A receiver that records paths (and `Authorization` headers) and answers
+/// 200: JSON for `/story` (a story webhook's answer), `thanks` elsewhere.
 #[derive(Clone, Default)]
 struct Receiver {
     got: Arc<Mutex<Vec<(String, String)>>>,
+    authorization: Arc<Mutex<Vec<String>>>,
 }
 
-async fn receive(State(r): State<Receiver>, uri: Uri, body: Bytes) -> axum::response::Response {
+async fn receive(
+    State(r): State<Receiver>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let path = uri.path().to_owned();
+    if let Some(a) = headers.get("authorization") {
+        r.authorization
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(a.as_bytes()).into_owned());
+    }
     r.got
         .lock()
         .unwrap()
         .push((path.clone(), String::from_utf8_lossy(&body).into_owned()));
     if path == "/story" {
+        // The API builds its text from what it was sent: botwire shows
+        // returned text as written, never as merge tags.
+        let sent: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let who = sent["who"].as_str().unwrap_or("you");
         axum::Json(json!({
-            "responses": ["Hello {{memory.name}}, you are a VIP."],
+            "responses": [format!("Hello {who}, you are a VIP.")],
             "memory": {"vip": true},
             "user_attributes": {"tier": "gold"},
         }))
@@ -299,16 +316,30 @@ async fn a_new_user_walks_through_the_console() {
     s.fill("input[name=url]", &format!("{rx_base}/hooks/botwire"))
         .await;
     s.fill("input[name=description]", "Orders CRM").await;
+    // A secret header (the default) and a plain one.
+    s.click_text("button", "Add header").await;
+    s.fill(".kv-row:last-of-type .kv-key", "Authorization")
+        .await;
+    s.fill(
+        ".kv-row:last-of-type .kv-value",
+        "Bearer console-secret-0042",
+    )
+    .await;
     s.click_text("button", "Add header").await;
     s.fill(".kv-row:last-of-type .kv-key", "X-Team").await;
     s.fill(".kv-row:last-of-type .kv-value", "growth").await;
+    s.click(".kv-row:last-of-type .kv-secret").await;
     s.fill("textarea[name=body]", r#"{"campaignId": "13010"}"#)
         .await;
     s.fill("input[name=rate_limit]", "50").await;
     s.screenshot("06-webhook-new").await;
     s.click_text("button", "Create webhook").await;
     s.wait_text("h1", &format!("{rx_base}/hooks/botwire")).await;
-    s.wait_text("main", "growth").await;
+    let page = s.wait_text("main", "growth").await;
+    assert!(
+        page.contains("authorization: ••••0042") && !page.contains("console-secret"),
+        "the secret is shown redacted once saved: {page}"
+    );
 
     // Test: status, latency and response.
     s.click_text("button", "Send test event").await;
@@ -318,6 +349,11 @@ async fn a_new_user_walks_through_the_console() {
         "{result}"
     );
     assert!(rx.count("/hooks/botwire", "webhook.test") >= 1);
+    assert_eq!(
+        rx.authorization.lock().unwrap().last().map(String::as_str),
+        Some("Bearer console-secret-0042"),
+        "the receiver gets the secret whole"
+    );
 
     // Reveal, then rotate the secret.
     s.click_text("button", "Reveal secret").await;
@@ -331,10 +367,11 @@ async fn a_new_user_walks_through_the_console() {
     s.wait_text("main", "previous one keeps signing").await;
     s.screenshot("07-webhook-detail").await;
 
-    // Edit: change the header's value.
+    // Edit: change the plain header's value; the secret stays as shown
+    // (redacted), which keeps the stored value.
     s.click_text("a.button", "Edit").await;
     s.wait_text("h1", "Edit webhook").await;
-    s.fill(".kv-row .kv-value", "platform").await;
+    s.fill(".kv-row:last-of-type .kv-value", "platform").await;
     s.click_text("button", "Save changes").await;
     s.wait_text("main", "platform").await;
 
@@ -391,6 +428,18 @@ async fn a_new_user_walks_through_the_console() {
     assert!(
         attempts.contains("HTTP 200") && attempts.contains("thanks"),
         "{attempts}"
+    );
+    assert!(
+        attempts.contains("••••0042") && !attempts.contains("console-secret"),
+        "the attempt log holds the secret redacted: {attempts}"
+    );
+    assert!(
+        rx.authorization
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| a == "Bearer console-secret-0042"),
+        "every request, after the edit too, carried the stored secret"
     );
     s.screenshot("09-delivery-attempts").await;
     s.click_text("button", "Retry now").await;

@@ -339,3 +339,333 @@ fn bots_import_and_export_from_the_shell() {
     assert!(err.contains("product") && err.contains("nowhere"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// One HTTP/1.1 request over a fresh connection; answers status and body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw[9..12].parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(addr: &str) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{addr} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `botwire serve`; answers the child and, on a first start, the key.
+fn start_server(db: &str, listen: &str, role: &str) -> (std::process::Child, Option<String>) {
+    let mut child = bin()
+        .args([
+            "serve",
+            "--listen",
+            listen,
+            "--database",
+            db,
+            "--role",
+            role,
+        ])
+        .args(["--allow-net", "127.0.0.0/8"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if is_key(line.trim()) {
+                let _ = tx.send(line.trim().to_owned());
+            }
+        }
+    });
+    wait_for_port(listen);
+    (child, rx.recv_timeout(Duration::from_millis(500)).ok())
+}
+
+fn stop(child: &mut std::process::Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn backup_under_write_load_restores_into_a_server_that_delivers_what_was_pending() {
+    let dir = temp_dir("backup");
+    let live = format!("sqlite://{}", dir.join("live.db").display());
+    let copy = dir.join("copy.db");
+    let restored = format!("sqlite://{}", dir.join("restored.db").display());
+
+    // An API-only node: deliveries are written and wait for a worker.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (mut server, key) = start_server(&live, &listen, "api");
+    let key = key.expect("first start prints the admin key");
+    let bot = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/elipackage.yaml"
+    ))
+    .unwrap();
+    let (status, body) = http(
+        &listen,
+        "POST",
+        "/v1/bots/import",
+        &key,
+        "application/yaml",
+        &bot,
+    );
+    assert_eq!(status, 201, "{body}");
+    let receiver_port = free_port();
+    let (status, body) = http(
+        &listen,
+        "POST",
+        "/v1/bots/elipackage/endpoints",
+        &key,
+        "application/json",
+        &format!(r#"{{"url": "http://127.0.0.1:{receiver_port}/hook"}}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+
+    // Write load: publish events one after another until told to stop.
+    let stop_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let load = {
+        let (stop_load, acked, listen, key) = (
+            stop_load.clone(),
+            acked.clone(),
+            listen.clone(),
+            key.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop_load.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let (status, body) = http(
+                    &listen,
+                    "POST",
+                    "/v1/bots/elipackage/events",
+                    &key,
+                    "application/json",
+                    &format!(r#"{{"type": "order.paid", "data": {{"n": {n}}}}}"#),
+                );
+                assert_eq!(status, 201, "{body}");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                acked
+                    .lock()
+                    .unwrap()
+                    .push(v["id"].as_str().unwrap().to_owned());
+            }
+        })
+    };
+    while acked.lock().unwrap().len() < 50 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before: Vec<String> = acked.lock().unwrap().clone();
+    let out = bin()
+        .args(["backup", copy.to_str().unwrap(), "--database", &live])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backed up"));
+    let during = acked.lock().unwrap().len();
+    std::thread::sleep(Duration::from_millis(200));
+    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    let total = acked.lock().unwrap().len();
+    assert!(
+        total > during,
+        "the load went on during and after the backup ({during} → {total})"
+    );
+
+    // A backup never overwrites; a live database is never restored over.
+    let again = bin()
+        .args(["backup", copy.to_str().unwrap(), "--database", &live])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let refused = bin()
+        .args([
+            "restore",
+            copy.to_str().unwrap(),
+            "--force",
+            "--database",
+            &live,
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("in use by a running botwire"), "{why}");
+    stop(&mut server);
+
+    // Restore into a fresh place and serve it, with workers this time.
+    let out = bin()
+        .args(["restore", copy.to_str().unwrap(), "--database", &restored])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut receiver = bin()
+        .args(["listen", "--port", &receiver_port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, arrivals) = std::sync::mpsc::channel();
+    let receiver_out = receiver.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(receiver_out).lines().map_while(Result::ok) {
+            if let Some(id) = line.trim().strip_prefix("webhook-id: ") {
+                let _ = tx.send(id.to_owned());
+            }
+        }
+    });
+    wait_for_port(&format!("127.0.0.1:{receiver_port}"));
+    let listen2 = format!("127.0.0.1:{}", free_port());
+    let (mut server2, new_key) = start_server(&restored, &listen2, "all");
+    assert!(
+        new_key.is_none(),
+        "the restored database has its account and keys"
+    );
+    let (status, body) = http(
+        &listen2,
+        "GET",
+        "/v1/bots/elipackage",
+        &key,
+        "application/json",
+        "",
+    );
+    assert_eq!(status, 200, "the same key reads the same bot: {body}");
+    let (status, body) = http(
+        &listen2,
+        "GET",
+        "/v1/bots/elipackage/endpoints",
+        &key,
+        "application/json",
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("127.0.0.1:{receiver_port}/hook")),
+        "{body}"
+    );
+
+    // Every event acknowledged before the backup began is delivered.
+    let mut missing: std::collections::HashSet<String> = before.iter().cloned().collect();
+    let mut received = 0;
+    let started = Instant::now();
+    while !missing.is_empty() && started.elapsed() < Duration::from_secs(60) {
+        if let Ok(id) = arrivals.recv_timeout(Duration::from_millis(200)) {
+            received += 1;
+            missing.remove(&id);
+        }
+    }
+    stop(&mut server2);
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    assert!(
+        missing.is_empty(),
+        "{} of {} events acknowledged before the backup were not delivered after the restore",
+        missing.len(),
+        before.len()
+    );
+    assert!(
+        received <= total,
+        "nothing invented: {received} arrivals for {total} events"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn readiness_turns_503_on_sigterm_and_the_server_closes_after_the_delay() {
+    let dir = temp_dir("ready");
+    let db = format!("sqlite://{}", dir.join("r.db").display());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = bin()
+        .args(["serve", "--listen", &listen, "--database", &db])
+        .env("BOTWIRE_SHUTDOWN_DELAY", "2s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(&listen);
+    let started = Instant::now();
+    let ready = loop {
+        let (status, body) = http(&listen, "GET", "/readyz", "", "application/json", "");
+        if status == 200 || started.elapsed() > Duration::from_secs(20) {
+            break (status, body);
+        }
+        // Only while the store opens: 503 with the reason.
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("\"migrating\""), "{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(ready.0, 200, "{}", ready.1);
+    assert!(ready.1.contains("\"ready\":true"), "{}", ready.1);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let signalled = Instant::now();
+    let mut saw_503 = false;
+    while signalled.elapsed() < Duration::from_millis(1500) {
+        let (status, body) = http(&listen, "GET", "/readyz", "", "application/json", "");
+        if status == 503 {
+            assert!(body.contains("\"shutting_down\""), "{body}");
+            let (live, _) = http(&listen, "GET", "/healthz", "", "application/json", "");
+            assert_eq!(live, 200, "liveness holds while draining");
+            saw_503 = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(saw_503, "/readyz turned 503 after SIGTERM");
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "kept serving for the delay: {:?}",
+        signalled.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1502,3 +1502,176 @@ async fn workers_in_other_processes_are_woken_at_once_on_postgres() {
     );
     drop(worker);
 }
+
+both!(
+    custom_header_values_are_secrets_in_answers_and_the_attempt_log,
+    custom_header_values_are_secrets_in_answers_and_the_attempt_log_sqlite,
+    custom_header_values_are_secrets_in_answers_and_the_attempt_log_postgres
+);
+
+async fn custom_header_values_are_secrets_in_answers_and_the_attempt_log(kind: Db) {
+    let Some(w) = world(kind).await else { return };
+    w.app.create_bot("eli", "data_collection").await;
+    let secrets = [
+        ("authorization", "Bearer tok-0123456789abcd", "••••abcd"),
+        ("x-signature", "sha256=feedface00112233", "••••2233"),
+        ("x-hmac", "hmac-value-987654321", "••••4321"),
+        ("x-pass", "hunter2", "••••"),
+        ("x-credential", "cred-aaaabbbbcccc", "••••cccc"),
+    ];
+    let mut headers = serde_json::Map::new();
+    for (name, value, _) in secrets {
+        headers.insert(name.into(), json!(value));
+    }
+    headers.insert(
+        "X-Team".into(),
+        json!({"value": "growth", "sensitive": false}),
+    );
+    // The answer that creates the endpoint shows every value once.
+    let ep = w
+        .endpoint(
+            "eli",
+            json!({"url": w.rx.url("/secret-headers"), "headers": headers}),
+        )
+        .await;
+    let id = ep["id"].as_str().unwrap().to_owned();
+    for (name, value, _) in secrets {
+        assert_eq!(
+            ep["headers"][name],
+            json!({"value": value, "sensitive": true})
+        );
+    }
+    assert_eq!(
+        ep["headers"]["x-team"],
+        json!({"value": "growth", "sensitive": false})
+    );
+
+    // Every later answer shows secrets redacted, plain values as they are.
+    let shown = |body: &Value| {
+        for (name, value, redacted) in secrets {
+            assert_eq!(
+                body["headers"][name],
+                json!({"value": redacted, "sensitive": true}),
+                "{name}"
+            );
+            assert!(!body.to_string().contains(value), "{name} leaked: {body}");
+        }
+        assert_eq!(body["headers"]["x-team"]["value"], "growth");
+    };
+    let got = w.get(&format!("/v1/endpoints/{id}")).await;
+    shown(&got);
+    shown(&w.get("/v1/bots/eli/endpoints").await["data"][0]);
+
+    // The receiver gets the real values; the attempt log does not keep them.
+    let r = w
+        .app
+        .admin("POST", &format!("/v1/endpoints/{id}/test"), None)
+        .await;
+    assert_eq!(r.body["success"], true, "{}", r.body);
+    w.publish("eli", "order.paid").await;
+    w.engine.idle().await;
+    let received = w.rx.at("/secret-headers");
+    assert_eq!(received.len(), 2, "the test ping and the event");
+    for r in &received {
+        for (name, value, _) in secrets {
+            assert_eq!(r.header(name), value);
+        }
+        assert_eq!(r.header("x-team"), "growth");
+    }
+    let deliveries = w.deliveries_of(&ep).await;
+    assert_eq!(deliveries.len(), 2);
+    for d in &deliveries {
+        let attempts = w
+            .get(&format!(
+                "/v1/deliveries/{}/attempts",
+                d["id"].as_str().unwrap()
+            ))
+            .await;
+        let logged = &attempts["data"][0]["request_headers"];
+        for (name, value, redacted) in secrets {
+            assert_eq!(logged[name], redacted, "{name}: {logged}");
+            assert!(!logged.to_string().contains(value));
+        }
+        assert_eq!(logged["x-team"], "growth");
+        assert!(
+            logged["webhook-signature"]
+                .as_str()
+                .unwrap()
+                .starts_with("v1,")
+        );
+        // Redacted when written, not only when shown.
+        let rows = w
+            .app
+            .store
+            .list_attempts(
+                &w.app.account_id,
+                d["id"].as_str().unwrap(),
+                PageRequest {
+                    limit: 10,
+                    after: None,
+                },
+            )
+            .await
+            .unwrap();
+        for (_, value, _) in secrets {
+            assert!(!rows.items[0].request_headers.contains(value));
+        }
+    }
+
+    // PATCH with the headers as shown keeps the stored secrets; a value
+    // typed again (with sensitive: false) becomes plain.
+    let mut back = got["headers"].clone();
+    back["x-team"] = json!({"value": "platform", "sensitive": false});
+    back["x-pass"] = json!({"value": "hunter2", "sensitive": false});
+    let r = w
+        .app
+        .admin(
+            "PATCH",
+            &format!("/v1/endpoints/{id}"),
+            Some(json!({"headers": back})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["headers"]["authorization"],
+        json!({"value": "••••abcd", "sensitive": true}),
+        "the PATCH answer is redacted too"
+    );
+    assert_eq!(
+        r.body["headers"]["x-pass"],
+        json!({"value": "hunter2", "sensitive": false})
+    );
+    w.app
+        .admin("POST", &format!("/v1/endpoints/{id}/test"), None)
+        .await;
+    let last = w.rx.at("/secret-headers").pop().unwrap();
+    for (name, value, _) in secrets {
+        assert_eq!(last.header(name), value, "{name} kept its stored value");
+    }
+    assert_eq!(last.header("x-team"), "platform");
+
+    // A redacted value that is not the stored one's, or a secret turned
+    // plain without its value, is refused: it would be sent as ••••.
+    for (name, value) in [
+        ("authorization", json!("••••0000")),
+        ("x-new", json!("••••abcd")),
+        (
+            "x-signature",
+            json!({"value": "••••2233", "sensitive": false}),
+        ),
+    ] {
+        let mut h = back.clone();
+        h[name] = value;
+        let r = w
+            .app
+            .admin(
+                "PATCH",
+                &format!("/v1/endpoints/{id}"),
+                Some(json!({"headers": h})),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{name}: {}", r.body);
+        let m = r.body["error"]["message"].as_str().unwrap();
+        assert!(m.contains(name) && m.contains("redacted"), "{m}");
+    }
+}

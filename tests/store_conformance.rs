@@ -25,7 +25,71 @@ async fn suite(kind: Db) {
     migrations_are_idempotent(&store, &db.url).await;
     one_booking_per_slot(&store, &db.url).await;
     claims_take_only_due_work_of_enabled_endpoints(&store).await;
+    endpoint_cap_holds_across_writers(&store, &db.url).await;
     store.close().await;
+}
+
+/// 40 concurrent creations against a cap of 10, half through a second
+/// store (another process's writer): exactly 10 endpoints exist after, and
+/// the others are refused as over the limit.
+async fn endpoint_cap_holds_across_writers(store: &Store, url: &str) {
+    use botwire::store::endpoints::{NewEndpoint, kind};
+    let account = store.first_account().await.unwrap().unwrap().id;
+    store
+        .create_bot(
+            &account,
+            BotId::parse("capped").unwrap(),
+            "Capped",
+            BotType::Support,
+        )
+        .await
+        .unwrap();
+    let second = Store::open(url).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = if i % 2 == 0 {
+            store.clone()
+        } else {
+            second.clone()
+        };
+        let a = account.clone();
+        let k = if i % 3 == 0 {
+            kind::HOOK
+        } else {
+            kind::ENDPOINT
+        };
+        tasks.push(tokio::spawn(async move {
+            s.create_endpoint(
+                &a,
+                NewEndpoint::new("capped", "https://cap.example/h", k),
+                10,
+            )
+            .await
+        }));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(StoreError::LimitReached(m)) => {
+                assert!(m.contains("limits.max_endpoints_per_bot"), "{m}");
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    let stored = store
+        .read(|c| {
+            c.query_one(
+                "SELECT COUNT(*) FROM endpoints WHERE bot_id = 'capped'",
+                &[],
+            )?
+            .int(0)
+        })
+        .await
+        .unwrap();
+    assert_eq!((created, refused, stored), (10, 30, 10));
+    second.close().await;
 }
 
 /// A claim finds every enabled endpoint's due deliveries among many idle
@@ -50,6 +114,7 @@ async fn claims_take_only_due_work_of_enabled_endpoints(store: &Store) {
             .create_endpoint(
                 &account.id,
                 NewEndpoint::new("claims", &format!("https://c{i}.example/h"), kind::ENDPOINT),
+                100,
             )
             .await
             .unwrap();

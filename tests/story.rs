@@ -2,13 +2,14 @@
 //! receiver on 127.0.0.1 playing the user's API. Golden transcripts of the
 //! three examples — the random number, the favourite thing, the age — and
 //! every failure path: timeout, refused connection, blocked target,
-//! non-2xx, non-JSON, a known key of the wrong type.
+//! non-2xx, non-JSON, a known key of the wrong type; a chat answer that
+//! would walk up the URL's path; secret header values shown once.
 
 mod common;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::routing::{get, post};
 use botwire::delivery::signing::{Secret, verify};
 use botwire::delivery::ssrf::AllowList;
@@ -72,6 +73,11 @@ async fn receiver() -> (String, Seen) {
                 Json(json!({}))
             }),
         )
+        // Anything else: recorded with the exact path and query it came on.
+        .fallback(|State(s): State<Seen>, uri: Uri, h: HeaderMap| async move {
+            s.0.lock().unwrap().push(("fallback".into(), h, uri.to_string()));
+            Json(json!({}))
+        })
         .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -432,4 +438,246 @@ async fn a_message_during_a_call_waits_for_it() {
         .map(|m| m["text"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(texts, ["hi", "1", "2"], "handled in order, one at a time");
+}
+
+/// What the receiver's fallback route recorded: the exact path and query
+/// of each request, in order.
+fn fallback_paths(seen: &Seen) -> Vec<String> {
+    seen.0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _, _)| p == "fallback")
+        .map(|(_, _, uri)| uri.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_answer_cannot_walk_up_the_webhook_path() {
+    let (app, base, seen) = app_with_local_api().await;
+    // The answer to "What is your favourite thing?" goes into the path.
+    let r = app
+        .admin(
+            "PATCH",
+            "/v1/bots/stories/webhooks/remember_thing",
+            Some(json!({"url": format!("{base}/users/{{{{memory.thing}}}}/profile?of={{{{memory.thing}}}}")})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let phone = "+6591234599";
+    say(&app, phone, "hi").await;
+    // Sent, each value one encoded segment under /users/: the receiver
+    // records the exact path it got.
+    for (answer, path) in [
+        ("%2e%2e", "/users/%252e%252e/profile?of=%252e%252e"),
+        (".%2E", "/users/.%252E/profile?of=.%252E"),
+        ("../profile", "/users/..%2Fprofile/profile?of=..%2Fprofile"),
+        ("...", "/users/.../profile?of=..."),
+        ("a.b", "/users/a.b/profile?of=a.b"),
+    ] {
+        say(&app, phone, "2").await;
+        let reply = say(&app, phone, answer).await;
+        assert!(
+            reply["replies"].to_string().contains("I will remember"),
+            "{answer}: {reply}"
+        );
+        assert_eq!(
+            fallback_paths(&seen).last().map(String::as_str),
+            Some(path),
+            "{answer}"
+        );
+    }
+    let sent = fallback_paths(&seen).len();
+    // Refused unsent: the flow takes its error path and the log says why.
+    for answer in ["..", "."] {
+        say(&app, phone, "2").await;
+        let reply = say(&app, phone, answer).await;
+        let texts = reply["replies"].to_string();
+        assert!(texts.contains("not answering"), "{answer}: {texts}");
+        assert!(texts.contains("What shall we try?"), "{answer}: {texts}");
+        let log = app
+            .admin(
+                "GET",
+                "/v1/bots/stories/webhooks/remember_thing/calls?limit=1",
+                None,
+            )
+            .await;
+        let call = &log.body["data"][0];
+        assert_eq!(call["outcome"], "error");
+        let error = call["record"]["error"].as_str().unwrap();
+        assert!(
+            error.contains("not sent") && error.contains(". or .. path segment"),
+            "{answer}: {error}"
+        );
+        assert!(call["record"]["status"].is_null());
+    }
+    assert_eq!(fallback_paths(&seen).len(), sent, "nothing more was sent");
+    assert!(
+        !seen
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, _, _)| p == "profile"),
+        "nothing reached /profile"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_webhook_header_values_are_shown_once_and_sent_whole() {
+    let (app, base, seen) = app_with_local_api().await;
+    let token = "tok-0123456789abcdef";
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/stories/webhooks",
+            Some(json!({
+                "name": "crm", "url": format!("{base}/crm/{{{{contact.phone}}}}"),
+                "headers": {
+                    "X-Api-Token": token,
+                    "X-Team": {"value": "growth", "sensitive": false},
+                    "X-Who": {"value": "{{memory.name}}", "sensitive": false}
+                }
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        r.body["headers"]["X-Api-Token"],
+        json!({"value": token, "sensitive": true}),
+        "shown in full once"
+    );
+    let redacted = json!({"value": "••••cdef", "sensitive": true});
+    let get = app
+        .admin("GET", "/v1/bots/stories/webhooks/crm", None)
+        .await;
+    assert_eq!(get.body["headers"]["X-Api-Token"], redacted);
+    assert_eq!(get.body["headers"]["X-Team"]["value"], "growth");
+    let list = app.admin("GET", "/v1/bots/stories/webhooks", None).await;
+    assert!(!list.body.to_string().contains(token), "{}", list.body);
+
+    // PATCH with the headers as shown: the stored token is kept.
+    let mut headers = get.body["headers"].clone();
+    headers["X-Team"] = json!({"value": "platform", "sensitive": false});
+    let r = app
+        .admin(
+            "PATCH",
+            "/v1/bots/stories/webhooks/crm",
+            Some(json!({"headers": headers})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["headers"]["X-Api-Token"], redacted);
+
+    // The test bench: the receiver gets the real token; the request shown
+    // and the call log do not hold it. A line break from the chat is sent
+    // as a space.
+    let t = app
+        .admin(
+            "POST",
+            "/v1/bots/stories/webhooks/crm/test",
+            Some(json!({"memory": {"name": "Ana\r\nX-Admin: yes"}, "contact": {"phone": "+1"}})),
+        )
+        .await;
+    assert_eq!(t.status, 200, "{}", t.body);
+    assert_eq!(t.body["outcome"], "ok", "{}", t.body);
+    let shown = t.body["request"]["headers"].to_string();
+    assert!(
+        shown.contains("••••cdef") && !shown.contains(token),
+        "{shown}"
+    );
+    let received = |n: usize| {
+        let all = seen.0.lock().unwrap().clone();
+        all.into_iter()
+            .filter(|(p, _, _)| p == "fallback")
+            .nth(n)
+            .unwrap()
+    };
+    let (_, h, uri) = received(0);
+    assert_eq!(uri, "/crm/%2B1");
+    assert_eq!(h["x-api-token"], token);
+    assert_eq!(h["x-team"], "platform");
+    assert_eq!(h["x-who"], "Ana  X-Admin: yes");
+    assert!(h.get("x-admin").is_none(), "no header injected");
+    let calls = app
+        .admin("GET", "/v1/bots/stories/webhooks/crm/calls", None)
+        .await;
+    let logged = calls.body["data"][0]["record"]["request_headers"].to_string();
+    assert!(
+        logged.contains("••••cdef") && logged.contains("platform") && !logged.contains(token),
+        "{logged}"
+    );
+
+    // Settings and export show it redacted; sending them back keeps it.
+    let settings = app.admin("GET", "/v1/bots/stories/settings", None).await;
+    assert!(!settings.body.to_string().contains(token));
+    let crm = settings.body["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "crm")
+        .unwrap();
+    assert_eq!(crm["headers"]["X-Api-Token"], "••••cdef");
+    let r = app
+        .admin(
+            "PUT",
+            "/v1/bots/stories/settings",
+            Some(settings.body.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let export = app
+        .client
+        .get(format!("{}/v1/bots/stories/export", app.base))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(export.contains("••••cdef") && !export.contains(token));
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/import",
+            Some(&app.admin_key),
+            "application/json",
+            export.clone().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    app.admin(
+        "POST",
+        "/v1/bots/stories/webhooks/crm/test",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(received(1).1["x-api-token"], token, "still the real token");
+
+    // A redacted value that matches nothing stored is refused everywhere.
+    let r = app
+        .admin(
+            "PATCH",
+            "/v1/bots/stories/webhooks/crm",
+            Some(json!({"headers": {"X-Api-Token": "••••0000"}})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("redacted")
+    );
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/import",
+            Some(&app.admin_key),
+            "application/json",
+            export.replace("••••cdef", "••••beef").into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
 }

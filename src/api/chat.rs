@@ -3,13 +3,18 @@
 //!
 //! The chat route also answers web pages (CORS): the chat widget calls it
 //! with a publishable key from a visitor's browser. Such a visitor is
-//! `contact.id` only, a random id the widget keeps, stored apart from the
-//! contacts that secret keys name.
+//! `contact.id` only, a random id the widget keeps, stored as `web:<id>`;
+//! secret keys may not name ids with that prefix (nor the messaging
+//! channels' ones), so the two kinds of contact never share a conversation.
+//!
+//! A message longer than [`MAX_TEXT`] characters is refused with a 422
+//! before anything is stored.
 
 use super::bots::load;
 use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiJson, ApiQuery, Auth, ChatAuth, PageQuery};
 use super::{AppState, List, time};
+use crate::domain::flow::MAX_TEXT;
 use crate::runtime::chat::ContactRef;
 use crate::store::conversations::{ConversationFilter, ConversationRow};
 use axum::extract::{Path, Request, State};
@@ -38,7 +43,8 @@ pub struct ContactInput {
 pub struct ChatRequest {
     /// Who is writing.
     pub contact: ContactInput,
-    /// What they wrote.
+    /// What they wrote: at most 4096 characters.
+    #[schema(max_length = 4096)]
     pub text: String,
 }
 
@@ -122,8 +128,14 @@ pub async fn chat(
         visitor(&body.contact)?
     } else {
         ContactRef::parse(body.contact.phone.as_deref(), body.contact.id.as_deref())
-            .map_err(ApiError::unprocessable)?
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?
     };
+    let length = body.text.chars().count();
+    if length > MAX_TEXT {
+        return Err(ApiError::unprocessable(format!(
+            "text is {length} characters long; a message may hold at most {MAX_TEXT}: send it in parts"
+        )));
+    }
     let reply = state
         .chat
         .message(
@@ -342,6 +354,7 @@ pub async fn get_conversation(
         .await
         .or_not_found(|| ApiError::not_found(format!("conversation {id:?} not found")))?;
     let calls = state.store.conversation_calls(&conv.id).await?;
+    let hooks = super::webhooks::defined(&state, &p.account_id, &bot).await?;
     let (summary, st) = summary(&conv);
     let attributes: Value = serde_json::from_str(&contact.attributes).unwrap_or(Value::Null);
     Ok(Json(ConversationDetail {
@@ -364,7 +377,10 @@ pub async fn get_conversation(
                 body
             })
             .collect(),
-        calls: calls.into_iter().map(super::webhooks::call_view).collect(),
+        calls: calls
+            .into_iter()
+            .map(|c| super::webhooks::call_view(c, &hooks))
+            .collect(),
     }))
 }
 

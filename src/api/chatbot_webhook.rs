@@ -61,7 +61,12 @@ pub async fn register_webhook(
     }
     match state
         .store
-        .register_endpoint(&p.account_id, &unique_id, &url)
+        .register_endpoint(
+            &p.account_id,
+            &unique_id,
+            &url,
+            state.limits.max_endpoints_per_bot,
+        )
         .await?
     {
         Registered::Created(_) => Ok((StatusCode::CREATED, Json(json!({"message": ADDED})))),

@@ -9,6 +9,7 @@ use super::endpoints::SendResult;
 use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiQuery, Auth, PageQuery};
 use super::{AppState, List, time};
+use crate::domain::outbound::CustomHeader;
 use crate::store::PageRequest;
 use crate::store::deliveries::{AttemptRow, DeliveryFilter, DeliveryRow, DeliveryTicket, Lease};
 use axum::extract::{Path, State};
@@ -16,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 
 /// A delivery on the wire.
@@ -79,7 +81,8 @@ pub struct AttemptView {
     pub started_at: String,
     /// How long it took.
     pub duration_ms: i64,
-    /// What was sent, secret-looking values as `***`.
+    /// What was sent; custom header values redacted (`••••` and their last
+    /// four characters) unless the endpoint marks them plain.
     #[schema(value_type = Object)]
     pub request_headers: Value,
     /// The receiver's status, when it answered.
@@ -95,15 +98,17 @@ pub struct AttemptView {
     pub node: Option<String>,
 }
 
-impl From<AttemptRow> for AttemptView {
-    fn from(a: AttemptRow) -> Self {
+impl AttemptView {
+    /// `a` as shown, its headers redacted by the endpoint's custom headers
+    /// as they are now (`custom`).
+    fn shown(a: AttemptRow, custom: &BTreeMap<String, CustomHeader>) -> Self {
         Self {
             id: a.id,
             delivery_id: a.delivery_id,
             endpoint_id: a.endpoint_id,
             started_at: time(a.started_at),
             duration_ms: a.duration_ms,
-            request_headers: serde_json::from_str(&a.request_headers).unwrap_or(Value::Null),
+            request_headers: crate::delivery::attempt::shown_headers(&a.request_headers, custom),
             response_status: a.status,
             response_body: a.response_body,
             error_kind: a.error_kind,
@@ -315,7 +320,15 @@ pub async fn list_attempts(
         .store
         .list_attempts(&auth.0.account_id, &d.id, page)
         .await?;
-    Ok(Json(List::from_page(rows, AttemptView::from)))
+    let custom = state
+        .store
+        .get_endpoint(&auth.0.account_id, &d.endpoint_id)
+        .await
+        .map(|e| e.headers)
+        .unwrap_or_default();
+    Ok(Json(List::from_page(rows, |a| {
+        AttemptView::shown(a, &custom)
+    })))
 }
 
 /// Attempts a delivery now, once, whatever its state, and answers what the

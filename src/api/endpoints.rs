@@ -3,16 +3,23 @@
 //!
 //! An endpoint belongs to a bot; a key scoped to another bot (or of another
 //! account) sees none of it (404).
+//!
+//! Custom header values are secrets unless marked `sensitive: false`: the
+//! answer that creates an endpoint shows them in full, every later answer
+//! shows `••••` and their last four characters, and a redacted value sent
+//! back on `PATCH` keeps the stored one (see [`super::headers`]).
 
 use super::bots::load;
 use super::deliveries::{DeliveryView, StatusQuery, send_now};
 use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::events::parse_time;
 use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
+use super::headers::{self, HeaderInput, HeaderView};
 use super::{AppState, List, time};
 use crate::delivery::format::PayloadFormat;
 use crate::delivery::rules;
 use crate::delivery::signing::Secret;
+use crate::domain::outbound::{self, CustomHeader};
 use crate::store::deliveries::DeliveryFilter;
 use crate::store::endpoints::{EndpointPatch, EndpointRow, NewEndpoint, kind};
 use crate::store::now_ms;
@@ -44,8 +51,9 @@ pub struct EndpointView {
     pub disabled_reason: Option<String>,
     /// When it was disabled (RFC 3339).
     pub disabled_at: Option<String>,
-    /// Custom headers sent with every request.
-    pub headers: BTreeMap<String, String>,
+    /// Custom headers sent with every request; secrets in full only in the
+    /// answer that created the endpoint.
+    pub headers: BTreeMap<String, HeaderView>,
     /// Extra JSON params merged into every payload.
     #[schema(value_type = Object)]
     pub body: Value,
@@ -63,6 +71,14 @@ pub struct EndpointView {
 
 impl From<EndpointRow> for EndpointView {
     fn from(e: EndpointRow) -> Self {
+        Self::of(e, false)
+    }
+}
+
+impl EndpointView {
+    /// `e` as shown; `reveal` (secret header values in full) only in the
+    /// answer that created it.
+    fn of(e: EndpointRow, reveal: bool) -> Self {
         Self {
             id: e.id,
             bot_id: e.bot_id,
@@ -72,7 +88,7 @@ impl From<EndpointRow> for EndpointView {
             enabled: e.enabled,
             disabled_reason: e.disabled_reason,
             disabled_at: e.disabled_at.map(time),
-            headers: e.headers,
+            headers: headers::view(&e.headers, reveal),
             body: Value::Object(e.body),
             format: e.format.as_str().to_owned(),
             rate_limit: e.rate_limit,
@@ -95,8 +111,11 @@ pub struct CreateEndpoint {
     pub events: Option<Vec<String>>,
     /// Default true.
     pub enabled: Option<bool>,
-    /// Custom headers; hop-by-hop, content, user-agent and `webhook-*` names are refused.
-    pub headers: Option<BTreeMap<String, String>>,
+    /// Custom headers; hop-by-hop, `host`, `user-agent`, `content-*` and
+    /// `webhook-*` names are refused. A value is a secret unless given as
+    /// `{"value": "...", "sensitive": false}`.
+    #[schema(value_type = Option<BTreeMap<String, HeaderInput>>)]
+    pub headers: Option<BTreeMap<String, CustomHeader>>,
     /// A JSON object merged into every payload.
     #[schema(value_type = Option<Object>)]
     pub body: Option<Value>,
@@ -121,8 +140,10 @@ pub struct UpdateEndpoint {
     pub events: Option<Option<Vec<String>>>,
     /// Enable (clears the disable reason) or disable.
     pub enabled: Option<bool>,
-    /// Replaces the custom headers.
-    pub headers: Option<BTreeMap<String, String>>,
+    /// Replaces the custom headers. A secret sent back as shown (`••••…`)
+    /// keeps its stored value.
+    #[schema(value_type = Option<BTreeMap<String, HeaderInput>>)]
+    pub headers: Option<BTreeMap<String, CustomHeader>>,
     /// Replaces the extra body params.
     #[schema(value_type = Option<Object>)]
     pub body: Option<Value>,
@@ -142,6 +163,18 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 fn invalid(m: String) -> ApiError {
     ApiError::unprocessable(m)
+}
+
+/// Checks custom headers on their way in; `stored` are the endpoint's
+/// headers until now (none for a new one), whose secrets a redacted value
+/// sent back keeps.
+fn check_headers(
+    mut headers: BTreeMap<String, CustomHeader>,
+    stored: &BTreeMap<String, CustomHeader>,
+) -> ApiResult<BTreeMap<String, CustomHeader>> {
+    outbound::restore_redacted(&mut headers, stored)
+        .map_err(|p| invalid(format!("headers: {p}")))?;
+    rules::check_headers(&headers).map_err(invalid)
 }
 
 fn parse_format(s: &str) -> ApiResult<PayloadFormat> {
@@ -214,8 +247,8 @@ pub async fn create_endpoint(
         new.event_types = Some(rules::check_event_types(types).map_err(invalid)?);
     }
     new.enabled = body.enabled.unwrap_or(true);
-    if let Some(h) = &body.headers {
-        new.headers = rules::check_headers(h).map_err(invalid)?;
+    if let Some(h) = body.headers {
+        new.headers = check_headers(h, &BTreeMap::new())?;
     }
     if let Some(b) = body.body {
         new.body = check_body(b)?;
@@ -230,8 +263,11 @@ pub async fn create_endpoint(
         new.secret = Some(Secret::parse(s).map_err(|e| invalid(format!("secret: {e}")))?);
     }
     load(&state, &p.account_id, &bot).await?;
-    let row = state.store.create_endpoint(&p.account_id, new).await?;
-    Ok((StatusCode::CREATED, Json(row.into())))
+    let row = state
+        .store
+        .create_endpoint(&p.account_id, new, state.limits.max_endpoints_per_bot)
+        .await?;
+    Ok((StatusCode::CREATED, Json(EndpointView::of(row, true))))
 }
 
 /// A bot's endpoints, oldest first.
@@ -278,6 +314,7 @@ pub async fn update_endpoint(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateEndpoint>,
 ) -> ApiResult<Json<EndpointView>> {
+    let e = endpoint_for(&state, &auth, &id).await?;
     let mut patch = EndpointPatch::default();
     if let Some(u) = &body.url {
         patch.url = Some(rules::check_url("url", u).map_err(invalid)?);
@@ -292,8 +329,8 @@ pub async fn update_endpoint(
         });
     }
     patch.enabled = body.enabled;
-    if let Some(h) = &body.headers {
-        patch.headers = Some(rules::check_headers(h).map_err(invalid)?);
+    if let Some(h) = body.headers {
+        patch.headers = Some(check_headers(h, &e.headers)?);
     }
     if let Some(b) = body.body {
         patch.body = Some(check_body(b)?);
@@ -307,7 +344,6 @@ pub async fn update_endpoint(
             None => None,
         });
     }
-    let e = endpoint_for(&state, &auth, &id).await?;
     let row = state
         .store
         .update_endpoint(&auth.0.account_id, &e.id, patch)

@@ -135,6 +135,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::not_found("not found"),
             StoreError::Conflict(m) => ApiError::conflict(m),
             StoreError::Invalid(m) => ApiError::unprocessable(m),
+            StoreError::LimitReached(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit_reached", m)
+            }
             StoreError::Unavailable(m) => {
                 tracing::error!(error = %m, "store unavailable");
                 ApiError::new(

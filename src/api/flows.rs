@@ -159,10 +159,15 @@ pub async fn get_settings(
 ) -> ApiResult<Json<serde_json::Value>> {
     let p = auth.bot(&bot)?;
     load(&state, &p.account_id, &bot).await?;
-    let text = state.store.get_bot_settings(&p.account_id, &bot).await?;
+    let settings = stored_settings(&state, &p.account_id, &bot).await?;
     Ok(Json(
-        serde_json::from_str(&text).map_err(ApiError::internal)?,
+        serde_json::to_value(runtime_bots::redacted(&settings)).map_err(ApiError::internal)?,
     ))
+}
+
+async fn stored_settings(state: &AppState, account: &str, bot: &str) -> ApiResult<Settings> {
+    let text = state.store.get_bot_settings(account, bot).await?;
+    serde_json::from_str(&text).map_err(ApiError::internal)
 }
 
 /// Replaces the bot's settings (validated).
@@ -174,10 +179,12 @@ pub async fn put_settings(
     State(state): State<AppState>,
     auth: Auth,
     Path(bot): Path<String>,
-    ApiJson(settings): ApiJson<Settings>,
+    ApiJson(mut settings): ApiJson<Settings>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let p = auth.bot(&bot)?;
     load(&state, &p.account_id, &bot).await?;
+    let stored = stored_settings(&state, &p.account_id, &bot).await?;
+    runtime_bots::restore_secrets(&mut settings.webhooks, &stored.webhooks)?;
     settings
         .validate()
         .map_err(|e| ApiError::from(crate::runtime::RuntimeError::Flow(e)))?;
@@ -188,7 +195,7 @@ pub async fn put_settings(
         .await?;
     state.chat.forget_bot(&p.account_id, &bot);
     Ok(Json(
-        serde_json::to_value(&settings).map_err(ApiError::internal)?,
+        serde_json::to_value(runtime_bots::redacted(&settings)).map_err(ApiError::internal)?,
     ))
 }
 
@@ -237,7 +244,8 @@ pub async fn export_bot(
 ) -> ApiResult<Response> {
     let p = auth.bot(&bot)?;
     load(&state, &p.account_id, &bot).await?;
-    let file = runtime_bots::export(&state.store, &p.account_id, &bot).await?;
+    let mut file = runtime_bots::export(&state.store, &p.account_id, &bot).await?;
+    file.webhooks = file.webhooks.iter().map(|w| w.redacted()).collect();
     let yaml = wants_yaml(&headers, uri.query());
     Ok(document(
         yaml,

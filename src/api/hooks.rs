@@ -55,7 +55,10 @@ pub async fn subscribe(
     let mut new = NewEndpoint::new(&body.bot_id, &url, kind::HOOK);
     new.event_types = Some(types);
     new.description = format!("REST hook for {}", body.event);
-    let row = state.store.create_endpoint(&p.account_id, new).await?;
+    let row = state
+        .store
+        .create_endpoint(&p.account_id, new, state.limits.max_endpoints_per_bot)
+        .await?;
     Ok((StatusCode::CREATED, Json(Subscribed { id: row.id })))
 }
 

@@ -22,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod flows;
+pub mod headers;
 pub mod health;
 pub mod hooks;
 pub mod keys;
@@ -65,6 +66,10 @@ pub struct AppState {
     pub delivery: crate::delivery::Delivery,
     /// Chat messages counted per publishable key and visitor address.
     pub visitors: Arc<limits::VisitorLimit>,
+    /// Migrating, ready or shutting down, for `/readyz`.
+    pub readiness: Arc<health::Readiness>,
+    /// Bounds on what an account may create (`[limits]` of the config).
+    pub limits: crate::config::LimitsConfig,
 }
 
 impl AppState {
@@ -78,6 +83,8 @@ impl AppState {
             keys: Arc::default(),
             delivery,
             visitors: Arc::default(),
+            readiness: Arc::default(),
+            limits: Default::default(),
         }
     }
 }

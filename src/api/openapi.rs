@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "botwire", description = "Chatbots that talk to the rest of a business through webhooks."),
     paths(
         super::health::healthz,
+        super::health::readyz,
         super::health::metrics,
         super::bots::create_bot,
         super::bots::list_bots,

@@ -4,8 +4,10 @@
 use super::bots::load;
 use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
+use super::headers::{self, HeaderInput, HeaderView};
 use super::{AppState, List, time};
-use crate::domain::flow::{Flow, StoryWebhook};
+use crate::domain::flow::{Flow, FlowError, StoryWebhook};
+use crate::domain::outbound::{self, CustomHeader};
 use crate::runtime::RuntimeError;
 use crate::runtime::bots::Settings;
 use crate::runtime::story;
@@ -19,8 +21,8 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
-/// A story webhook on the wire (the same shape is accepted to create one).
-#[derive(Serialize, Deserialize, ToSchema, Clone)]
+/// A story webhook as defined (the body that creates one).
+#[derive(Deserialize, ToSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookDefinition {
     /// Unique per bot; flows call it by this name.
@@ -28,14 +30,18 @@ pub struct WebhookDefinition {
     /// GET, POST, PUT, PATCH or DELETE (default POST).
     #[serde(default)]
     pub method: Option<String>,
-    /// URL; merge tags allowed (values are percent-encoded).
+    /// URL; merge tags allowed in its path and query only (values are
+    /// percent-encoded).
     pub url: String,
     /// Query parameters (GET, DELETE) or JSON body (others); merge tags in string values.
     #[serde(default)]
     pub params: Map<String, Value>,
-    /// Extra headers; merge tags allowed.
+    /// Extra headers; merge tags allowed. A value is a secret unless given
+    /// as `{"value": "...", "sensitive": false}`; hop-by-hop, `host`,
+    /// `user-agent`, `content-*` and `webhook-*` names are refused.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, HeaderInput>)]
+    pub headers: BTreeMap<String, CustomHeader>,
     /// Timeout in ms (default 10000, at most 30000).
     #[serde(default)]
     pub timeout_ms: Option<u32>,
@@ -59,16 +65,39 @@ impl WebhookDefinition {
             sign: self.sign,
         }
     }
+}
 
-    fn from_domain(w: &StoryWebhook) -> Self {
+/// A story webhook as shown.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookView {
+    /// Unique per bot; flows call it by this name.
+    pub name: String,
+    /// GET, POST, PUT, PATCH or DELETE.
+    pub method: String,
+    /// URL, with merge tags.
+    pub url: String,
+    /// Query parameters (GET, DELETE) or JSON body (others).
+    pub params: Map<String, Value>,
+    /// Extra headers: secret values in full only in the answer that created
+    /// them, `••••` and their last four characters after that.
+    pub headers: BTreeMap<String, HeaderView>,
+    /// Timeout in ms.
+    pub timeout_ms: u32,
+    /// Whether requests are signed.
+    pub sign: bool,
+}
+
+impl WebhookView {
+    /// `w` as shown; `reveal` only in the answer that created it.
+    fn of(w: &StoryWebhook, reveal: bool) -> Self {
         Self {
             name: w.name.clone(),
-            method: Some(w.method.clone()),
+            method: w.method.clone(),
             url: w.url.clone(),
             params: w.params.clone(),
-            headers: w.headers.clone(),
-            timeout_ms: Some(w.timeout_ms()),
-            sign: Some(w.signs()),
+            headers: headers::view(&w.headers, reveal),
+            timeout_ms: w.timeout_ms(),
+            sign: w.signs(),
         }
     }
 }
@@ -83,8 +112,10 @@ pub struct WebhookPatch {
     pub url: Option<String>,
     /// New params (replaces all).
     pub params: Option<Map<String, Value>>,
-    /// New headers (replaces all; send `{}` to delete every header).
-    pub headers: Option<BTreeMap<String, String>>,
+    /// New headers (replaces all; send `{}` to delete every header). A
+    /// secret sent back as shown (`••••…`) keeps its stored value.
+    #[schema(value_type = Option<BTreeMap<String, HeaderInput>>)]
+    pub headers: Option<BTreeMap<String, CustomHeader>>,
     /// New timeout in ms.
     pub timeout_ms: Option<u32>,
     /// Sign or not.
@@ -98,6 +129,19 @@ fn check(w: &StoryWebhook) -> Result<(), ApiError> {
     } else {
         Err(RuntimeError::Flow(problems).into())
     }
+}
+
+/// Puts back the stored secrets sent back redacted (`old`: the headers
+/// stored until now), refusing any other redacted value.
+fn restore(w: &mut StoryWebhook, old: &BTreeMap<String, CustomHeader>) -> Result<(), ApiError> {
+    outbound::restore_redacted(&mut w.headers, old).map_err(|p| {
+        RuntimeError::Flow(vec![FlowError::new(
+            &w.name,
+            format!("headers.{}", p.header().unwrap_or_default()),
+            p.to_string(),
+        )])
+        .into()
+    })
 }
 
 fn settings_of(json: &str) -> Result<Settings, StoreError> {
@@ -115,17 +159,18 @@ fn not_found(name: &str) -> ApiError {
 /// Defines a story webhook.
 #[utoipa::path(post, path = "/v1/bots/{bot}/webhooks", tag = "story webhooks", params(("bot" = String, Path)),
     request_body = WebhookDefinition,
-    responses((status = 201, body = WebhookDefinition), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 201, body = WebhookView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_webhook(
     State(state): State<AppState>,
     auth: Auth,
     Path(bot): Path<String>,
     ApiJson(body): ApiJson<WebhookDefinition>,
-) -> ApiResult<(StatusCode, Json<WebhookDefinition>)> {
+) -> ApiResult<(StatusCode, Json<WebhookView>)> {
     let p = auth.bot(&bot)?.clone();
     load(&state, &p.account_id, &bot).await?;
-    let hook = body.into_domain();
+    let mut hook = body.into_domain();
+    restore(&mut hook, &BTreeMap::new())?;
     check(&hook)?;
     let h = hook.clone();
     state
@@ -143,31 +188,32 @@ pub async fn create_webhook(
         })
         .await?;
     state.chat.forget_bot(&p.account_id, &bot);
-    Ok((
-        StatusCode::CREATED,
-        Json(WebhookDefinition::from_domain(&hook)),
-    ))
+    Ok((StatusCode::CREATED, Json(WebhookView::of(&hook, true))))
 }
 
 /// The bot's story webhooks.
 #[utoipa::path(get, path = "/v1/bots/{bot}/webhooks", tag = "story webhooks", params(("bot" = String, Path)),
-    responses((status = 200, body = List<WebhookDefinition>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = List<WebhookView>), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list_webhooks(
     State(state): State<AppState>,
     auth: Auth,
     Path(bot): Path<String>,
-) -> ApiResult<Json<List<WebhookDefinition>>> {
+) -> ApiResult<Json<List<WebhookView>>> {
     let p = auth.bot(&bot)?;
-    load(&state, &p.account_id, &bot).await?;
-    let s = settings_of(&state.store.get_bot_settings(&p.account_id, &bot).await?)?;
     Ok(Json(List {
-        data: s
-            .webhooks
+        data: defined(&state, &p.account_id, &bot)
+            .await?
             .iter()
-            .map(WebhookDefinition::from_domain)
+            .map(|w| WebhookView::of(w, false))
             .collect(),
         next_cursor: None,
     }))
+}
+
+/// The bot's story webhooks as stored (secrets in full: not for answers).
+pub async fn defined(state: &AppState, account: &str, bot: &str) -> ApiResult<Vec<StoryWebhook>> {
+    load(state, account, bot).await?;
+    Ok(settings_of(&state.store.get_bot_settings(account, bot).await?)?.webhooks)
 }
 
 async fn find(state: &AppState, account: &str, bot: &str, name: &str) -> ApiResult<StoryWebhook> {
@@ -182,28 +228,28 @@ async fn find(state: &AppState, account: &str, bot: &str, name: &str) -> ApiResu
 /// One story webhook.
 #[utoipa::path(get, path = "/v1/bots/{bot}/webhooks/{name}", tag = "story webhooks",
     params(("bot" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = WebhookDefinition), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = WebhookView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_webhook(
     State(state): State<AppState>,
     auth: Auth,
     Path((bot, name)): Path<(String, String)>,
-) -> ApiResult<Json<WebhookDefinition>> {
+) -> ApiResult<Json<WebhookView>> {
     let p = auth.bot(&bot)?;
     let w = find(&state, &p.account_id, &bot, &name).await?;
-    Ok(Json(WebhookDefinition::from_domain(&w)))
+    Ok(Json(WebhookView::of(&w, false)))
 }
 
 /// Changes a story webhook.
 #[utoipa::path(patch, path = "/v1/bots/{bot}/webhooks/{name}", tag = "story webhooks",
     params(("bot" = String, Path), ("name" = String, Path)), request_body = WebhookPatch,
-    responses((status = 200, body = WebhookDefinition), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = WebhookView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update_webhook(
     State(state): State<AppState>,
     auth: Auth,
     Path((bot, name)): Path<(String, String)>,
     ApiJson(patch): ApiJson<WebhookPatch>,
-) -> ApiResult<Json<WebhookDefinition>> {
+) -> ApiResult<Json<WebhookView>> {
     let p = auth.bot(&bot)?.clone();
     let mut w = find(&state, &p.account_id, &bot, &name).await?;
     if let Some(m) = patch.method {
@@ -216,7 +262,8 @@ pub async fn update_webhook(
         w.params = ps;
     }
     if let Some(h) = patch.headers {
-        w.headers = h;
+        let stored = std::mem::replace(&mut w.headers, h);
+        restore(&mut w, &stored)?;
     }
     if patch.timeout_ms.is_some() {
         w.timeout_ms = patch.timeout_ms;
@@ -241,7 +288,7 @@ pub async fn update_webhook(
         .await
         .or_not_found(|| not_found(&name))?;
     state.chat.forget_bot(&p.account_id, &bot);
-    Ok(Json(WebhookDefinition::from_domain(&w)))
+    Ok(Json(WebhookView::of(&w, false)))
 }
 
 /// Deletes a story webhook the current flow does not call.
@@ -287,14 +334,18 @@ pub struct CallView {
     pub outcome: String,
     /// RFC 3339.
     pub at: String,
-    /// Request line, redacted headers, body, status, duration, response head, error.
+    /// Request line, headers (the signature and secret values redacted),
+    /// body, status, duration, response head, error.
     pub record: Value,
 }
 
-/// Turns a stored call into its wire form.
-pub fn call_view(c: crate::store::story::CallRow) -> CallView {
+/// Turns a stored call into its wire form; `hooks` are the bot's story
+/// webhooks as defined now, whose plain headers alone show their values.
+pub fn call_view(c: crate::store::story::CallRow, hooks: &[StoryWebhook]) -> CallView {
+    let mut record = serde_json::from_str(&c.record).unwrap_or(Value::Null);
+    story::redact_record(&mut record, hooks.iter().find(|w| w.name == c.webhook));
     CallView {
-        record: serde_json::from_str(&c.record).unwrap_or(Value::Null),
+        record,
         id: c.id,
         conversation_id: c.conversation_id,
         outcome: c.outcome,
@@ -313,12 +364,14 @@ pub async fn list_calls(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<List<CallView>>> {
     let p = auth.bot(&bot)?;
-    find(&state, &p.account_id, &bot, &name).await?;
+    let hook = find(&state, &p.account_id, &bot, &name).await?;
     let page = state
         .store
         .list_calls(&p.account_id, &bot, &name, q.parse()?)
         .await?;
-    Ok(Json(List::from_page(page, call_view)))
+    Ok(Json(List::from_page(page, |c| {
+        call_view(c, std::slice::from_ref(&hook))
+    })))
 }
 
 /// `POST …/test` body: the memory and user attributes to render with.
@@ -339,7 +392,7 @@ pub struct TestCall {
 /// What a test call did.
 #[derive(Serialize, ToSchema)]
 pub struct TestResult {
-    /// The exact request sent (signature redacted).
+    /// The exact request sent (the signature and secret header values redacted).
     pub request: Value,
     /// The response received.
     pub response: Value,

@@ -306,12 +306,14 @@ pub async fn measure(plan: BacklogPlan) -> anyhow::Result<BacklogReport> {
         .create_endpoint(
             &account.id,
             NewEndpoint::new("live", &format!("http://{raddr}/live"), kind::ENDPOINT),
+            usize::MAX,
         )
         .await?;
     let dead_ep = store
         .create_endpoint(
             &account.id,
             NewEndpoint::new("dead", &format!("http://{raddr}/dead"), kind::ENDPOINT),
+            usize::MAX,
         )
         .await?;
 

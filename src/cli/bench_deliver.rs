@@ -218,6 +218,8 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
             .create_endpoint(
                 &account.id,
                 NewEndpoint::new("bench", &format!("http://{raddr}/hook"), kind::ENDPOINT),
+                // The bench sets its own fan-out: no cap.
+                usize::MAX,
             )
             .await?;
     }

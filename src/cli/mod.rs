@@ -1,5 +1,5 @@
 //! The `botwire` command line: `serve`, `migrate`, `config`, `accounts`,
-//! `keys`, `bots`, `verify`, `listen`, `bench`.
+//! `keys`, `bots`, `backup`, `restore`, `verify`, `listen`, `bench`.
 //!
 //! Every subcommand that touches data takes the same `--database` and
 //! `--config` (and reads the same `BOTWIRE_*` environment), so what `serve`
@@ -7,6 +7,7 @@
 //! is alone on the last line of stdout; progress goes to stderr.
 
 mod admin;
+mod backup;
 mod bench;
 pub mod bench_backlog;
 mod bench_chat;
@@ -65,6 +66,10 @@ enum Command {
     /// Import and export whole bots (YAML or JSON bot files).
     #[command(subcommand)]
     Bots(admin::BotsCommand),
+    /// Copy a SQLite database while the server runs.
+    Backup(backup::BackupArgs),
+    /// Put a backup in place of a SQLite database that is not in use.
+    Restore(backup::RestoreArgs),
     /// Check a webhook signature (for people writing receivers).
     Verify(verify::VerifyArgs),
     /// Run a local receiver that prints every delivery and checks its signature.
@@ -126,6 +131,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bots(cmd) => {
             let config = load_config(&cli.common, Overrides::default())?;
             admin::bots(cmd, &config).await
+        }
+        Command::Backup(args) => {
+            let config = load_config(&cli.common, Overrides::default())?;
+            backup::run_backup(args, &config).await
+        }
+        Command::Restore(args) => {
+            let config = load_config(&cli.common, Overrides::default())?;
+            backup::run_restore(args, &config).await
         }
         Command::Verify(args) => verify::run(args),
         Command::Listen(args) => listen::run(args).await,

@@ -10,11 +10,79 @@
 //! let in-flight requests finish, then close the store (committing any
 //! queued writes) and exit.
 
+use crate::api::health::{Phase, Readiness, ReadyStatus};
 use crate::api::{self, AppState, RouterOptions};
 use crate::config::{Config, Overrides};
 use anyhow::Context;
+use axum::Router;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use clap::Args;
+use std::sync::Arc;
 use std::time::Duration;
+use tower::ServiceExt;
+
+/// How long a request that arrives while the store opens waits for the API.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
+
+/// The router the listener serves: the API once it exists. Before that,
+/// `/healthz` says the process is alive, `/readyz` says it is migrating,
+/// and any other request waits for the API (up to [`STARTUP_WAIT`]).
+fn front_door(
+    readiness: Arc<Readiness>,
+    api: tokio::sync::watch::Receiver<Option<Router>>,
+) -> Router {
+    Router::new().fallback(move |req: Request| {
+        let mut api = api.clone();
+        let readiness = readiness.clone();
+        async move {
+            let ready = api.borrow().clone();
+            let app = match ready {
+                Some(app) => app,
+                None => match req.uri().path() {
+                    "/healthz" => {
+                        return axum::Json(serde_json::json!({
+                            "status": "starting",
+                            "version": env!("CARGO_PKG_VERSION"),
+                        }))
+                        .into_response();
+                    }
+                    "/readyz" if readiness.phase() == Phase::ShuttingDown => {
+                        return ReadyStatus::not_ready(
+                            "shutting_down",
+                            "a shutdown signal arrived before the API started",
+                        );
+                    }
+                    "/readyz" => {
+                        return ReadyStatus::not_ready(
+                            "migrating",
+                            "the database is opening and migrations are running",
+                        );
+                    }
+                    _ => match tokio::time::timeout(STARTUP_WAIT, api.wait_for(Option::is_some))
+                        .await
+                    {
+                        Ok(Ok(app)) => app.clone().expect("waited for Some"),
+                        _ => return starting(),
+                    },
+                },
+            };
+            match app.oneshot(req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    })
+}
+
+fn starting() -> Response {
+    crate::api::error::ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "starting",
+        "botwire is still starting (migrations are running); try again shortly",
+    )
+    .into_response()
+}
 
 /// Flags of `botwire serve`.
 #[derive(Args, Debug)]
@@ -46,6 +114,41 @@ impl ServeArgs {
 /// Runs the server until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     super::init_logging(&config);
+    let shutdown_delay = config.shutdown_delay()?;
+    // The API and worker roles listen from the start, so `/healthz` and
+    // `/readyz` answer while migrations run; other requests wait for the API.
+    let readiness = Arc::new(Readiness::new(Phase::Migrating));
+    let (api_tx, api_rx) = tokio::sync::watch::channel(None);
+    let listener = if config.role == "worker" {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let front = front_door(readiness.clone(), api_rx);
+        let signal_readiness = readiness.clone();
+        let shutdown = async move {
+            shutdown_signal().await;
+            signal_readiness.set(Phase::ShuttingDown);
+            if !shutdown_delay.is_zero() {
+                tracing::info!(
+                    ?shutdown_delay,
+                    "/readyz answers 503; closing after the delay"
+                );
+                tokio::time::sleep(shutdown_delay).await;
+            }
+        };
+        Some((
+            addr,
+            tokio::spawn(api::serve(
+                listener,
+                front,
+                shutdown,
+                Duration::from_secs(30),
+            )),
+        ))
+    };
     let store = super::open_store(&config).await?;
     let pepper = super::pepper(&config, &store).await?;
     if let Some((account, key)) = store.bootstrap(&pepper).await? {
@@ -78,7 +181,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         eprintln!("botwire stopped cleanly");
         return Ok(());
     }
-    let state = AppState::new(store.clone(), pepper, delivery);
+    let mut state = AppState::new(store.clone(), pepper, delivery);
+    state.readiness = readiness.clone();
+    state.limits = config.limits.clone();
     // Conversation timers (reminders, timeouts, expiries) fire on every API
     // node; the store's leases make each fire once.
     let timers = tokio::spawn(
@@ -94,10 +199,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ..Default::default()
         },
     );
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
+    let (addr, server) = listener.expect("api and all roles listen");
+    if readiness.phase() == Phase::Migrating {
+        readiness.set(Phase::Ready);
+    }
+    let _ = api_tx.send(Some(app));
     tracing::info!(
         %addr,
         database = %super::redact_url(&config.database),
@@ -109,7 +215,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "botwire {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")
     );
-    api::serve(listener, app, shutdown_signal(), Duration::from_secs(30)).await?;
+    server.await.context("the HTTP server task failed")??;
     timers.abort();
     tracing::info!("stopped accepting connections; closing the store");
     stop(engine, &store).await;
@@ -145,4 +251,50 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+
+    fn request(path: &str) -> Request {
+        Request::builder().uri(path).body(Body::empty()).unwrap()
+    }
+
+    async fn text(response: Response) -> (u16, String) {
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_front_door_answers_health_while_migrating_and_holds_the_rest() {
+        let readiness = Arc::new(Readiness::new(Phase::Migrating));
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let front = front_door(readiness.clone(), rx);
+
+        let (status, body) = text(front.clone().oneshot(request("/readyz")).await.unwrap()).await;
+        assert_eq!(status, 503);
+        assert!(body.contains("\"migrating\""), "{body}");
+        let (status, body) = text(front.clone().oneshot(request("/healthz")).await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("starting"), "{body}");
+
+        // An API request waits for the API instead of failing.
+        let waiting = tokio::spawn(front.clone().oneshot(request("/v1/bots")));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        let api = Router::new().route("/v1/bots", get(|| async { "the api" }));
+        tx.send(Some(api)).unwrap();
+        let (status, body) = text(waiting.await.unwrap().unwrap()).await;
+        assert_eq!((status, body.as_str()), (200, "the api"));
+
+        // Once the API exists, every path is its.
+        let (status, _) = text(front.oneshot(request("/readyz")).await.unwrap()).await;
+        assert_eq!(status, 404, "the stand-in API has no /readyz");
+    }
 }

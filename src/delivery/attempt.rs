@@ -11,7 +11,9 @@
 //!   `webhook-timestamp` the real time of this attempt, `webhook-signature`
 //!   one `v1,` signature per live secret (two during a rotation);
 //! * the endpoint's custom headers follow; `user-agent` is `botwire/<version>`;
-//! * the attempt is logged with secret-looking header values redacted.
+//! * the attempt is logged with every custom header value redacted
+//!   (`••••` and its last four characters) unless the endpoint marks it
+//!   plain; the engine's own headers are logged as sent.
 
 use super::clock::Clock;
 use super::format::{self, EventView};
@@ -20,7 +22,9 @@ use super::schedule::RetrySchedule;
 use super::signing::{self, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use super::ssrf::AllowList;
 use crate::domain::ids::new_id;
+use crate::domain::outbound::{self, CustomHeader};
 use crate::store::deliveries::{AttemptRow, DeliveryTicket, NextState, Outcome};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,8 +176,8 @@ impl Delivery {
         headers.push((HEADER_ID.to_owned(), ev.id.clone()));
         headers.push((HEADER_TIMESTAMP.to_owned(), signed_at_secs.to_string()));
         headers.push((HEADER_SIGNATURE.to_owned(), signature));
-        for (k, v) in &ep.headers {
-            headers.push((k.clone(), v.clone()));
+        for (k, h) in &ep.headers {
+            headers.push((k.clone(), h.value.clone()));
         }
         OutboundRequest {
             method: reqwest::Method::POST,
@@ -188,7 +192,7 @@ impl Delivery {
     pub async fn attempt(&self, ticket: &DeliveryTicket) -> (Attempt, Outcome) {
         let signed_at = chrono::Utc::now().timestamp();
         let request = self.request(ticket, signed_at);
-        let logged_headers = redacted_headers(&request.headers);
+        let logged_headers = redacted_headers(&request.headers, &ticket.endpoint.headers);
         let attempt = self.0.client.send(request).await;
         let outcome = self.outcome(ticket, &attempt, logged_headers);
         (attempt, outcome)
@@ -252,34 +256,72 @@ pub fn held(ticket: &DeliveryTicket) -> Outcome {
     }
 }
 
-/// Whether a header's value should be kept out of the attempt log.
-pub fn is_sensitive_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n == "authorization"
-        || n == "proxy-authorization"
-        || n == "cookie"
-        || [
-            "key",
-            "token",
-            "secret",
-            "password",
-            "auth",
-            "signature-key",
-        ]
-        .iter()
-        .any(|w| n.contains(w))
+/// The headers the engine writes itself (not secrets: the signature is
+/// made for this one request).
+fn engine_header(name: &str) -> bool {
+    [
+        "content-type",
+        "user-agent",
+        HEADER_ID,
+        HEADER_TIMESTAMP,
+        HEADER_SIGNATURE,
+    ]
+    .iter()
+    .any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// The request headers as a JSON object for the attempt log, with
-/// secret-looking values replaced by `***`.
-pub fn redacted_headers(headers: &[(String, String)]) -> String {
+/// How one request header is logged: the engine's own headers and the
+/// custom headers `custom` marks plain as they are, any other value
+/// redacted. `stored`: the value comes from the log, where one already
+/// redacted (`***` or `••••…`) stays as it is.
+pub fn logged_header(
+    name: &str,
+    value: &str,
+    custom: &BTreeMap<String, CustomHeader>,
+    stored: bool,
+) -> String {
+    let plain = custom
+        .iter()
+        .any(|(k, h)| k.eq_ignore_ascii_case(name) && !h.sensitive);
+    if engine_header(name)
+        || plain
+        || (stored && (value == "***" || value.starts_with(outbound::REDACTED)))
+    {
+        value.to_owned()
+    } else {
+        outbound::redact(value)
+    }
+}
+
+/// The request headers as a JSON object for the attempt log, with every
+/// custom header value redacted unless `custom` (the endpoint's headers)
+/// marks it plain.
+pub fn redacted_headers(
+    headers: &[(String, String)],
+    custom: &BTreeMap<String, CustomHeader>,
+) -> String {
     let mut map = serde_json::Map::new();
     map.insert("user-agent".into(), user_agent().into());
     for (k, v) in headers {
-        let v = if is_sensitive_header(k) { "***" } else { v };
-        map.insert(k.clone(), v.into());
+        map.insert(k.clone(), logged_header(k, v, custom, false).into());
     }
     serde_json::Value::Object(map).to_string()
+}
+
+/// A logged request-headers object as shown, redacted again by the
+/// endpoint's headers as they are now (`custom`), so attempts logged before
+/// custom headers were secrets by default show none in clear either.
+pub fn shown_headers(logged: &str, custom: &BTreeMap<String, CustomHeader>) -> serde_json::Value {
+    let mut value: serde_json::Value =
+        serde_json::from_str(logged).unwrap_or(serde_json::Value::Null);
+    if let serde_json::Value::Object(map) = &mut value {
+        for (k, v) in map.iter_mut() {
+            if let serde_json::Value::String(text) = v {
+                *text = logged_header(k, text, custom, true);
+            }
+        }
+    }
+    value
 }
 
 #[cfg(test)]
@@ -290,12 +332,44 @@ mod tests {
     fn spans_and_redaction() {
         assert_eq!(parse_span("t", "15s"), Ok(Duration::from_secs(15)));
         assert!(parse_span("t", "5s,5m").unwrap_err().contains("one span"));
-        let h = redacted_headers(&[
-            ("Authorization".into(), "Bearer abc".into()),
-            ("X-Api-Key".into(), "k".into()),
-            ("X-Team".into(), "red".into()),
-        ]);
-        assert!(!h.contains("abc") && !h.contains("\"k\""), "{h}");
-        assert!(h.contains("red") && h.contains("botwire/"), "{h}");
+        let custom: BTreeMap<String, CustomHeader> = [
+            ("authorization".into(), CustomHeader::secret("Bearer abc")),
+            (
+                "x-signature".into(),
+                CustomHeader::secret("hmac-0123456789abcdef"),
+            ),
+            ("x-pass".into(), CustomHeader::secret("hunter2")),
+            ("x-team".into(), CustomHeader::plain("red")),
+        ]
+        .into();
+        let sent: Vec<(String, String)> = [
+            ("content-type", "application/json"),
+            ("webhook-id", "evt_1"),
+            ("webhook-signature", "v1,abc"),
+            ("authorization", "Bearer abc"),
+            ("x-signature", "hmac-0123456789abcdef"),
+            ("x-pass", "hunter2"),
+            ("x-team", "red"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let h: serde_json::Value = serde_json::from_str(&redacted_headers(&sent, &custom)).unwrap();
+        assert_eq!(h["authorization"], "••••");
+        assert_eq!(h["x-signature"], "••••cdef");
+        assert_eq!(h["x-pass"], "••••");
+        assert_eq!(h["x-team"], "red", "plain headers are logged as sent");
+        assert_eq!(h["webhook-signature"], "v1,abc");
+        assert_eq!(h["content-type"], "application/json");
+        assert!(h["user-agent"].as_str().unwrap().starts_with("botwire/"));
+        // A log line written before: redacted again when shown, by the
+        // endpoint's headers as they are now.
+        let old = r#"{"x-signature":"hmac-0123456789abcdef","x-team":"red","authorization":"***","webhook-id":"evt_1"}"#;
+        let shown = shown_headers(old, &custom);
+        assert_eq!(shown["x-signature"], "••••cdef");
+        assert_eq!(shown["x-team"], "red");
+        assert_eq!(shown["authorization"], "***");
+        assert_eq!(shown["webhook-id"], "evt_1");
+        assert_eq!(shown_headers(old, &BTreeMap::new())["x-team"], "••••");
     }
 }

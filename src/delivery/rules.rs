@@ -1,117 +1,33 @@
 //! What an endpoint may be configured with, checked before it is stored;
 //! every refusal says what to fix.
 //!
-//! * URLs: `http` or `https`, no user name or password, at most
-//!   [`MAX_URL_LEN`] bytes, a host. (Whether the host is reachable through
-//!   the SSRF guard is decided at send time, against the operator's
-//!   allowlist, and logged as a `blocked` attempt.)
-//! * Custom headers: valid names and values, at most [`MAX_HEADERS`]; not
-//!   hop-by-hop, not the signature headers, not ones the engine sets.
+//! * URLs and custom headers: the rules story webhooks follow too, in
+//!   [`crate::domain::outbound`] (http(s), no user name or password, no zone
+//!   id, no whitespace, no dot segments, at most 2048 bytes; at most 32
+//!   headers, none hop-by-hop or set by botwire, values without control
+//!   characters). Whether the host is reachable through the SSRF guard is
+//!   decided at send time, against the operator's allowlist, and logged as
+//!   a `blocked` attempt.
 //! * Event filters: catalog types or valid custom names, no duplicates.
 
-use super::ssrf::MAX_URL_LEN;
 use crate::domain::event::{self, EventType};
+use crate::domain::outbound::{self, CustomHeader};
 use std::collections::BTreeMap;
 
-/// Most custom headers per endpoint.
-pub const MAX_HEADERS: usize = 32;
 /// Most event types in one filter.
 pub const MAX_EVENT_TYPES: usize = 100;
 
-/// Checks a webhook URL; answers it trimmed.
+/// Checks a webhook URL given as `field`; answers it trimmed.
 pub fn check_url(field: &str, url: &str) -> Result<String, String> {
-    let url = url.trim();
-    if url.is_empty() {
-        return Err(format!(
-            "{field} is required: the http(s) URL to POST events to"
-        ));
-    }
-    if url.len() > MAX_URL_LEN {
-        return Err(format!(
-            "{field} is {} bytes long; the limit is {MAX_URL_LEN}",
-            url.len()
-        ));
-    }
-    let parsed = url::Url::parse(url).map_err(|e| {
-        format!("{field} is not a valid URL ({e}); write it like https://example.com/hooks")
-    })?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!(
-            "{field} must use http or https, not {:?}",
-            parsed.scheme()
-        ));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(format!(
-            "{field} must not contain a user name or password; send credentials in a custom header instead"
-        ));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{field} has no host"));
-    }
-    if parsed.fragment().is_some() {
-        return Err(format!("{field} must not have a #fragment"));
-    }
-    Ok(url.to_owned())
+    outbound::check_url(url).map_err(|p| format!("{field} {p}"))
 }
 
-/// Header names an endpoint may not set: hop-by-hop ones, the ones the
-/// engine sets itself, and the Standard Webhooks ones.
-fn reserved_header(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-            | "content-type"
-            | "user-agent"
-            | "expect"
-    ) || name.starts_with("webhook-")
-}
-
-/// Checks custom headers; answers them with lower-case names.
+/// Checks custom headers, their stored values already put back in place of
+/// redacted ones; answers them with lower-case names.
 pub fn check_headers(
-    headers: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, String> {
-    if headers.len() > MAX_HEADERS {
-        return Err(format!(
-            "headers: at most {MAX_HEADERS} custom headers, got {}",
-            headers.len()
-        ));
-    }
-    let mut out = BTreeMap::new();
-    for (name, value) in headers {
-        let lower = name.to_ascii_lowercase();
-        if reqwest::header::HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.is_empty() {
-            return Err(format!(
-                "headers: {name:?} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
-            ));
-        }
-        if reserved_header(&lower) {
-            return Err(format!(
-                "headers: {name:?} cannot be set: hop-by-hop headers, content headers, user-agent and the webhook-* signature headers are botwire's own"
-            ));
-        }
-        if value.len() > 4096 || reqwest::header::HeaderValue::from_str(value).is_err() {
-            return Err(format!(
-                "headers: the value of {name:?} must be at most 4096 visible characters without line breaks"
-            ));
-        }
-        if out.insert(lower, value.clone()).is_some() {
-            return Err(format!(
-                "headers: {name:?} is given twice (names are case-insensitive)"
-            ));
-        }
-    }
-    Ok(out)
+    headers: &BTreeMap<String, CustomHeader>,
+) -> Result<BTreeMap<String, CustomHeader>, String> {
+    outbound::check_headers(headers).map_err(|p| format!("headers: {p}"))
 }
 
 /// Checks an event filter: catalog types or valid custom names.
@@ -160,37 +76,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls() {
+    fn urls_and_headers_say_which_field() {
         assert!(check_url("url", "https://example.com/h").is_ok());
-        for (bad, hint) in [
-            ("", "required"),
-            ("ftp://x.com", "http or https"),
-            ("https://u:p@x.com", "user name"),
-            ("not a url", "not a valid URL"),
-            ("https://x.com/#a", "fragment"),
-        ] {
-            let e = check_url("url", bad).unwrap_err();
-            assert!(e.contains(hint), "{bad}: {e}");
-        }
-        let long = format!("https://x.com/{}", "a".repeat(2100));
-        assert!(check_url("url", &long).unwrap_err().contains("2048"));
+        let e = check_url("target_url", "https://u:p@x.com").unwrap_err();
+        assert!(
+            e.starts_with("target_url must not contain a user name"),
+            "{e}"
+        );
+        let mut h = BTreeMap::new();
+        h.insert("Expect".to_owned(), CustomHeader::secret("100-continue"));
+        let e = check_headers(&h).unwrap_err();
+        assert!(e.starts_with("headers: \"Expect\" cannot be set"), "{e}");
     }
 
     #[test]
-    fn headers_and_events() {
-        let mut h = BTreeMap::new();
-        h.insert("X-Team".to_owned(), "red".to_owned());
-        assert_eq!(check_headers(&h).unwrap()["x-team"], "red");
-        for bad in [
-            "Connection",
-            "webhook-signature",
-            "Transfer-Encoding",
-            "bad name",
-        ] {
-            let mut h = BTreeMap::new();
-            h.insert(bad.to_owned(), "v".to_owned());
-            assert!(check_headers(&h).is_err(), "{bad}");
-        }
+    fn events_and_limits() {
         assert!(check_event_types(&["message.received".into(), "order.paid".into()]).is_ok());
         assert!(
             check_event_types(&["message.sent".into()])

@@ -32,10 +32,12 @@
 //!   success the reply's `memory` is merged (a `null` deletes a key), its
 //!   `user_attributes` are returned in [`Turn::user_attributes`] for the caller to
 //!   merge into the contact (a `null` deletes too), its `responses` become
-//!   replies (merge tags rendered after the memory merge) and its `quickreplies`
-//!   are offered; if the user's next message equals one of them (ignoring case and
-//!   spaces) it is saved in `memory["quickreply"]` as offered, before the message
-//!   is handled as usual. On failure the run goes to the node's `on_error`, else
+//!   replies and its `quickreplies` are offered, both as the API wrote them:
+//!   returned text is text, never rendered as merge tags (an API that echoes
+//!   what the user typed must not let the user read memory or the contact);
+//!   if the user's next message equals one of them (ignoring case and spaces)
+//!   it is saved in `memory["quickreply"]` as offered, before the message is
+//!   handled as usual. On failure the run goes to the node's `on_error`, else
 //!   the flow's `error` node (a campaign without one falls back to the main
 //!   flow's), else it says a polite apology and goes on to the success target,
 //!   so a conversation never sticks. A user message that arrives while a webhook
@@ -61,6 +63,16 @@
 //! - never panics, whatever the text: empty text, more than 4096 characters or
 //!   control characters (other than newline, tab and carriage return) get a
 //!   polite reply and the current question again, with no event and no change;
+//! - output is bounded, whatever merge tags multiply: a reply holds at most
+//!   [`MAX_REPLY_BYTES`] and one call at most [`MAX_TURN_BYTES`] of reply text
+//!   (the caller applies [`cap_replies`] again to the turns it joins); a cut
+//!   reply ends with [`CUT_MARKER`], replies past the budget are dropped, and
+//!   [`Turn::cut`] counts both. Templates are rendered only as far as needed;
+//! - memory is bounded: an answer or a webhook reply that would leave memory
+//!   larger than [`MAX_MEMORY_BYTES`] (as JSON), or a webhook reply that would
+//!   leave the contact's attributes larger than [`MAX_ATTRIBUTES_BYTES`], is
+//!   refused (the answer is asked again, the webhook takes its failure path);
+//!   changes that shrink them are always accepted;
 //! - at most [`MAX_HOPS`] nodes run per turn; past that (only possible in a flow
 //!   that skipped validation) or on a missing node, the engine apologises and
 //!   closes the conversation (`completed`, `ended`, but no
@@ -92,6 +104,18 @@ use serde_json::{Map, Value, json};
 pub const MAX_HOPS: usize = 100;
 /// Most `responses` or `quickreplies` accepted from one webhook reply.
 pub const MAX_WEBHOOK_ITEMS: usize = 50;
+/// Longest reply message, in bytes of UTF-8; a longer one is cut to fit,
+/// ending with [`CUT_MARKER`].
+pub const MAX_REPLY_BYTES: usize = 4096;
+/// Most reply text one turn sends, in bytes of UTF-8 (64 KiB); replies past
+/// it are cut or dropped.
+pub const MAX_TURN_BYTES: usize = 64 * 1024;
+/// Ends a reply that was cut to the caps.
+pub const CUT_MARKER: &str = " […]";
+/// Largest session memory, in bytes of compact JSON (64 KiB).
+pub const MAX_MEMORY_BYTES: usize = 64 * 1024;
+/// Largest set of contact attributes, in bytes of compact JSON (64 KiB).
+pub const MAX_ATTRIBUTES_BYTES: usize = 64 * 1024;
 
 const SORRY_UNREADABLE: &str = "Sorry, I could not read that message";
 const SORRY_BROKEN: &str =
@@ -100,6 +124,7 @@ const SORRY_WEBHOOK: &str = "Sorry, we could not complete that step right now.";
 const SORRY_NO_SLOTS: &str = "Sorry, there are no free times available right now.";
 const RESTARTED: &str =
     "This conversation was updated, so we are starting again from the beginning.";
+const SORRY_TOO_BIG: &str = "Sorry, that answer is too long to keep.";
 
 /// The person chatting.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -294,12 +319,194 @@ pub struct Turn {
     pub call_webhook: Option<String>,
     /// The conversation is over.
     pub ended: bool,
+    /// Replies the output caps shortened or dropped (log it with the turn).
+    pub cut: ReplyCut,
+}
+
+/// What the output caps did to a turn's replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplyCut {
+    /// Replies cut short (they end with [`CUT_MARKER`]).
+    pub shortened: usize,
+    /// Replies left out because the turn had said [`MAX_TURN_BYTES`] already.
+    pub dropped: usize,
+}
+
+impl ReplyCut {
+    /// Nothing was cut.
+    pub fn is_empty(&self) -> bool {
+        self.shortened == 0 && self.dropped == 0
+    }
+
+    /// Adds another count to this one.
+    pub fn add(&mut self, other: ReplyCut) {
+        self.shortened += other.shortened;
+        self.dropped += other.dropped;
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a char boundary, ending it with
+/// [`CUT_MARKER`]; a text that fits is left alone. Returns whether it cut.
+fn shorten(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    mark_cut(text, max);
+    true
+}
+
+/// Ends `text` with [`CUT_MARKER`] within `max` bytes (`max` at least the
+/// marker's length), dropping a marker it had already.
+fn mark_cut(text: &mut String, max: usize) {
+    if text.ends_with(CUT_MARKER) {
+        text.truncate(text.len() - CUT_MARKER.len());
+    }
+    let keep = merge::prefix_within(text, max.saturating_sub(CUT_MARKER.len())).len();
+    text.truncate(keep);
+    text.push_str(CUT_MARKER);
+}
+
+/// The reply text a turn has said so far, against [`MAX_TURN_BYTES`].
+#[derive(Debug, Default)]
+struct ReplyBudget {
+    used: usize,
+}
+
+impl ReplyBudget {
+    fn exhausted(&self) -> bool {
+        self.used >= MAX_TURN_BYTES
+    }
+
+    /// Adds a reply within the caps: blank text is skipped, a reply over
+    /// [`MAX_REPLY_BYTES`] is cut, the reply that crosses [`MAX_TURN_BYTES`] is
+    /// cut to what is left (or, with less than the marker left, dropped and
+    /// the previous reply given the marker), and later ones are dropped.
+    fn admit(&mut self, replies: &mut Vec<String>, mut text: String, cut: &mut ReplyCut) {
+        if text.trim().is_empty() {
+            return;
+        }
+        if shorten(&mut text, MAX_REPLY_BYTES) {
+            cut.shortened += 1;
+        }
+        let room = MAX_TURN_BYTES.saturating_sub(self.used);
+        if text.len() <= room {
+            self.used += text.len();
+            replies.push(text);
+            return;
+        }
+        if self.exhausted() {
+            cut.dropped += 1;
+            return;
+        }
+        self.used = MAX_TURN_BYTES;
+        if room >= CUT_MARKER.len() {
+            if !text.ends_with(CUT_MARKER) {
+                cut.shortened += 1;
+            }
+            mark_cut(&mut text, room);
+            replies.push(text);
+            return;
+        }
+        cut.dropped += 1;
+        if let Some(last) = replies.last_mut()
+            && !last.ends_with(CUT_MARKER)
+            && last.len() + room >= CUT_MARKER.len()
+        {
+            let max = last.len() + room;
+            mark_cut(last, max);
+            cut.shortened += 1;
+        }
+    }
+}
+
+/// Applies the output caps to a whole turn's replies, counting into `cut`.
+/// The engine caps each call it answers; the caller joining the replies of a
+/// turn and of the calls that resumed it after story webhooks applies this to
+/// the joined list, so the whole turn stays within [`MAX_TURN_BYTES`].
+pub fn cap_replies(replies: Vec<String>, cut: &mut ReplyCut) -> Vec<String> {
+    let mut budget = ReplyBudget::default();
+    let mut out = Vec::with_capacity(replies.len());
+    for text in replies {
+        budget.admit(&mut out, text, cut);
+    }
+    out
+}
+
+/// Why a change to memory or to the contact's attributes was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TooLarge {
+    /// Memory would pass [`MAX_MEMORY_BYTES`].
+    #[error(
+        "the answer would grow the conversation's memory past {MAX_MEMORY_BYTES} bytes of JSON"
+    )]
+    Memory,
+    /// The contact's attributes would pass [`MAX_ATTRIBUTES_BYTES`].
+    #[error(
+        "the answer would grow the contact's attributes past {MAX_ATTRIBUTES_BYTES} bytes of JSON"
+    )]
+    UserAttributes,
+}
+
+fn json_len(map: &Map<String, Value>) -> usize {
+    serde_json::to_string(map).map_or(usize::MAX, |s| s.len())
+}
+
+/// `base` with `changes` merged in (`null` deletes).
+fn merged(base: &Map<String, Value>, changes: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = base.clone();
+    for (k, v) in changes {
+        if v.is_null() {
+            out.remove(k);
+        } else {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// Whether going from `before` to `after` is refused: it ends over `max`
+/// bytes and bigger than it was (so shrinking is always allowed).
+fn grows_past(before: &Map<String, Value>, after: &Map<String, Value>, max: usize) -> bool {
+    let size = json_len(after);
+    size > max && size > json_len(before)
+}
+
+/// Checks that a webhook reply keeps memory and the contact's attributes
+/// within their bounds. `pending_user` holds attribute changes made earlier
+/// in the same turn and not yet stored on `contact`.
+pub fn check_reply_size(
+    reply: &WebhookReply,
+    state: &State,
+    contact: &Contact,
+    pending_user: &Map<String, Value>,
+) -> Result<(), TooLarge> {
+    if !reply.memory.is_empty()
+        && grows_past(
+            &state.memory,
+            &merged(&state.memory, &reply.memory),
+            MAX_MEMORY_BYTES,
+        )
+    {
+        return Err(TooLarge::Memory);
+    }
+    if !reply.user_attributes.is_empty() {
+        let now = merged(&contact.attributes, pending_user);
+        if grows_past(
+            &now,
+            &merged(&now, &reply.user_attributes),
+            MAX_ATTRIBUTES_BYTES,
+        ) {
+            return Err(TooLarge::UserAttributes);
+        }
+    }
+    Ok(())
 }
 
 /// A story webhook's answer (seed 002).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct WebhookReply {
-    /// Texts added to the bot's reply (merge tags allowed).
+    /// Texts added to the bot's reply, shown as written (never rendered as
+    /// merge tags).
     #[serde(default)]
     pub responses: Vec<String>,
     /// Memory changes; `null` deletes a key.
@@ -360,14 +567,7 @@ impl WebhookReply {
 /// against the same context the flow's texts are.
 pub fn merge_context(state: &State, contact: &Contact, pending_user: &Map<String, Value>) -> Value {
     let memory = &state.memory;
-    let mut user = contact.attributes.clone();
-    for (k, v) in pending_user {
-        if v.is_null() {
-            user.remove(k);
-        } else {
-            user.insert(k.clone(), v.clone());
-        }
-    }
+    let user = merged(&contact.attributes, pending_user);
     json!({
         "memory": memory,
         "user": user,
@@ -579,18 +779,18 @@ pub fn resume_after_webhook(
     let Some(pending) = r.turn.state.pending_webhook.take() else {
         return r.turn;
     };
+    let result = result.and_then(|reply| {
+        check_reply_size(&reply, &r.turn.state, ctx.contact, &Map::new())
+            .map(|()| reply)
+            .map_err(|e| e.to_string())
+    });
     match result {
         Ok(reply) => {
-            for (k, v) in reply.memory {
-                if v.is_null() {
-                    r.turn.state.memory.remove(&k);
-                } else {
-                    r.turn.state.memory.insert(k, v);
-                }
-            }
+            r.turn.state.memory = merged(&r.turn.state.memory, &reply.memory);
             r.turn.user_attributes = reply.user_attributes;
-            for text in &reply.responses {
-                r.say(text);
+            // Returned text is text: an API may echo what the user typed.
+            for text in reply.responses {
+                r.say_plain(text);
             }
             r.turn.state.quick_replies = reply.quickreplies.clone();
             r.turn.quick_replies.extend(reply.quickreplies);
@@ -634,6 +834,7 @@ struct Runner<'a> {
     ctx: &'a Context<'a>,
     turn: Turn,
     hops: usize,
+    budget: ReplyBudget,
 }
 
 impl<'a> Runner<'a> {
@@ -646,6 +847,7 @@ impl<'a> Runner<'a> {
                 ..Turn::default()
             },
             hops: 0,
+            budget: ReplyBudget::default(),
         }
     }
 
@@ -657,16 +859,48 @@ impl<'a> Runner<'a> {
         )
     }
 
+    /// Renders merge tags, only as far as a reply may hold: a longer result
+    /// comes back just over [`MAX_REPLY_BYTES`], for the caps to cut. Once the
+    /// turn has said all it may, nothing is rendered.
+    fn render(&self, template: &str) -> String {
+        if self.budget.exhausted() {
+            return template.to_string();
+        }
+        merge::render_text_within(template, &self.merge_context(), MAX_REPLY_BYTES)
+    }
+
     /// Renders merge tags and adds the text as a reply (unless it renders empty).
     fn say(&mut self, template: &str) {
-        let text = merge::render_text(template, &self.merge_context());
+        let text = self.render(template);
         self.say_plain(text);
     }
 
+    /// Adds a reply as it is, within the output caps.
     fn say_plain(&mut self, text: String) {
-        if !text.trim().is_empty() {
-            self.turn.replies.push(text);
+        self.budget
+            .admit(&mut self.turn.replies, text, &mut self.turn.cut);
+    }
+
+    /// Says `intro` followed by `lines` (a menu's or a booking's numbered
+    /// options) in one reply; when the whole is too long, the intro is cut
+    /// so that the options stay readable.
+    fn say_with_options(&mut self, mut intro: String, lines: &str) {
+        if self.budget.exhausted() {
+            self.turn.cut.dropped += 1;
+            return;
         }
+        let options_len = lines.len() + 1;
+        if intro.len() + options_len > MAX_REPLY_BYTES
+            && MAX_REPLY_BYTES.saturating_sub(options_len) >= CUT_MARKER.len()
+        {
+            mark_cut(&mut intro, MAX_REPLY_BYTES - options_len);
+            self.turn.cut.shortened += 1;
+        }
+        if !intro.trim().is_empty() {
+            intro.push('\n');
+        }
+        intro.push_str(lines);
+        self.say_plain(intro);
     }
 
     fn emit(&mut self, t: EventType, node: Option<&Node>, extra: Value) {
@@ -772,7 +1006,7 @@ impl<'a> Runner<'a> {
                     options,
                     ..
                 } => {
-                    let text = merge::render_text(text, &self.merge_context());
+                    let text = self.render(text);
                     self.show_menu(text, options);
                     self.attach(media.as_ref());
                     return;
@@ -837,12 +1071,7 @@ impl<'a> Runner<'a> {
             .iter()
             .map(|o| format!("{}. {}", o.keyword, o.label))
             .collect();
-        let mut text = intro;
-        if !text.trim().is_empty() {
-            text.push('\n');
-        }
-        text.push_str(&lines.join("\n"));
-        self.say_plain(text);
+        self.say_with_options(intro, &lines.join("\n"));
         self.turn
             .quick_replies
             .extend(options.iter().map(|o| o.label.clone()));
@@ -886,12 +1115,8 @@ impl<'a> Runner<'a> {
             .enumerate()
             .map(|(i, s)| format!("{}. {}", i + 1, s.label))
             .collect();
-        let mut text = merge::render_text(prompt, &self.merge_context());
-        if !text.trim().is_empty() {
-            text.push('\n');
-        }
-        text.push_str(&lines.join("\n"));
-        self.say_plain(text);
+        let text = self.render(prompt);
+        self.say_with_options(text, &lines.join("\n"));
         self.turn
             .quick_replies
             .extend(free.iter().map(|s| s.label.clone()));
@@ -907,7 +1132,7 @@ impl<'a> Runner<'a> {
                 self.offer_again(node);
             }
             FlowNode::Menu { text, options, .. } => {
-                let text = merge::render_text(text, &self.merge_context());
+                let text = self.render(text);
                 self.show_menu(text, options);
             }
             FlowNode::Booking { .. } => {
@@ -1154,17 +1379,20 @@ impl<'a> Runner<'a> {
                         match retry {
                             Some(r) => self.say(r),
                             None => {
-                                let prompt = merge::render_text(prompt, &self.merge_context());
+                                let prompt = self.render(prompt);
                                 self.say_plain(format!("Sorry, {reason}. {prompt}"));
                             }
                         }
                         self.offer_again(node);
                     }
                     Ok(value) => {
-                        self.turn
-                            .state
-                            .memory
-                            .insert(save_as.clone(), value.clone());
+                        let mut memory = self.turn.state.memory.clone();
+                        memory.insert(save_as.clone(), value.clone());
+                        if grows_past(&self.turn.state.memory, &memory, MAX_MEMORY_BYTES) {
+                            let prompt = self.render(prompt);
+                            return self.say_plain(format!("{SORRY_TOO_BIG} {prompt}"));
+                        }
+                        self.turn.state.memory = memory;
                         if *notify {
                             self.emit(
                                 EventType::ResponseReceived,
@@ -1193,7 +1421,7 @@ impl<'a> Runner<'a> {
                     .or_else(|| options.iter().find(|o| normalise(&o.label) == said));
                 let Some(o) = chosen else {
                     let intro = match retry {
-                        Some(r) => merge::render_text(r, &self.merge_context()),
+                        Some(r) => self.render(r),
                         None => "Sorry, I did not understand. Please choose one of the options:"
                             .to_string(),
                     };
@@ -1271,7 +1499,7 @@ impl<'a> Runner<'a> {
                     .or_else(|| offered.iter().find(|s| normalise(&s.label) == said));
                 let Some(slot) = chosen.cloned() else {
                     let intro = match retry {
-                        Some(r) => merge::render_text(r, &self.merge_context()),
+                        Some(r) => self.render(r),
                         None => "Sorry, please choose one of the times offered.".to_string(),
                     };
                     if let Some(j) = self.offer_slots(node, Some(intro)) {
@@ -1871,7 +2099,11 @@ campaigns:
         let t = c.resume(Ok(reply));
         assert_eq!(
             t.replies,
-            ["Checking Madrid…", "Madrid is sunny. Pick one, Ace:"]
+            [
+                "Checking {{memory.city}}…",
+                "Madrid is sunny. Pick one, Ace:"
+            ],
+            "returned text is shown as written; the flow's own texts are rendered"
         );
         assert_eq!(t.quick_replies, ["Red", "Blue"]);
         assert_eq!(t.user_attributes["nick"], json!("Ace"));
@@ -2236,8 +2468,256 @@ nodes:
         assert!(c.timer(TimerKind::Expiry, None, 25 * 60).events.is_empty());
     }
 
+    /// An `ask`, then `messages` message nodes and an `end`, each text being
+    /// `{{memory.n}}` 341 times (4,092 characters, under the flow's limit).
+    fn multiplier(messages: usize) -> String {
+        let tags = "{{memory.n}}".repeat(341);
+        let mut yaml = String::from(
+            "start: ask\nnodes:\n  ask: { ask: \"Say something\", save_as: n, next: m1 }\n",
+        );
+        for i in 1..=messages {
+            let next = if i == messages {
+                "done".to_string()
+            } else {
+                format!("m{}", i + 1)
+            };
+            yaml.push_str(&format!(
+                "  m{i}: {{ message: \"{tags}\", next: {next} }}\n"
+            ));
+        }
+        yaml.push_str(&format!("  done: {{ end: true, message: \"{tags}\" }}\n"));
+        yaml
+    }
+
+    #[test]
+    fn merge_tags_cannot_multiply_the_output() {
+        // 100 texts of 341 tags after a 4,000-character answer rendered to
+        // 136 MB before the caps.
+        let mut c = Chat::new(&multiplier(99));
+        c.send("hi");
+        let t = c.send(&"x".repeat(4000));
+        assert_eq!(types(&t), ["message.received", "conversation.completed"]);
+        assert!(t.ended);
+        assert_eq!(c.state.memory["n"], json!("x".repeat(4000)));
+        let total: usize = t.replies.iter().map(String::len).sum();
+        assert_eq!(t.replies.len(), MAX_TURN_BYTES / MAX_REPLY_BYTES);
+        assert_eq!(total, MAX_TURN_BYTES);
+        for r in &t.replies {
+            assert_eq!(r.len(), MAX_REPLY_BYTES);
+            assert!(r.ends_with(CUT_MARKER));
+            assert!(r.trim_end_matches(CUT_MARKER).bytes().all(|b| b == b'x'));
+        }
+        assert_eq!(
+            t.cut,
+            ReplyCut {
+                shortened: 16,
+                dropped: 100 - 16
+            }
+        );
+
+        // Multi-byte text is cut on a char boundary.
+        let mut c = Chat::new(&multiplier(2));
+        c.send("hi");
+        let t = c.send(&"€".repeat(1000));
+        assert_eq!(t.replies.len(), 3);
+        for r in &t.replies {
+            assert!(r.len() <= MAX_REPLY_BYTES && r.ends_with(CUT_MARKER));
+            assert!(r.trim_end_matches(CUT_MARKER).chars().all(|ch| ch == '€'));
+        }
+        assert_eq!(t.cut.shortened, 3);
+    }
+
+    #[test]
+    fn a_long_menu_text_is_cut_before_its_options() {
+        let mut c = Chat::new(&format!(
+            "start: a\nnodes:\n  a: {{ ask: \"Name?\", save_as: n, next: m }}\n  m:\n    menu: \"{}\"\n    options:\n      - {{ keyword: 1, label: One, next: done }}\n      - {{ keyword: 2, label: Two, next: done }}\n  done: {{ end: true }}\n",
+            "{{memory.n}}".repeat(341)
+        ));
+        c.send("hi");
+        let t = c.send(&"y".repeat(4000));
+        assert_eq!(t.replies.len(), 1);
+        let menu = &t.replies[0];
+        assert!(menu.len() <= MAX_REPLY_BYTES, "{}", menu.len());
+        assert!(
+            menu.ends_with(&format!("{CUT_MARKER}\n1. One\n2. Two")),
+            "{}",
+            &menu[menu.len() - 40..]
+        );
+        assert_eq!(t.cut.shortened, 1);
+    }
+
+    #[test]
+    fn the_turn_budget_cuts_the_reply_that_crosses_it() {
+        let full = || std::iter::repeat_n("a".repeat(MAX_REPLY_BYTES), 15);
+
+        // Room left for part of the crossing reply: it is cut to fit, and
+        // anything after it is dropped. Blank replies are skipped.
+        let mut cut = ReplyCut::default();
+        let replies = std::iter::once("  ".to_string())
+            .chain(full())
+            .chain(["d".repeat(4000), "b".repeat(5000), "z".into()])
+            .collect();
+        let out = cap_replies(replies, &mut cut);
+        assert_eq!(out.len(), 17);
+        assert_eq!(out.iter().map(String::len).sum::<usize>(), MAX_TURN_BYTES);
+        assert_eq!(out[16], format!("{}{CUT_MARKER}", "b".repeat(90)));
+        assert_eq!(
+            cut,
+            ReplyCut {
+                shortened: 1,
+                dropped: 1
+            }
+        );
+
+        // Less room left than the marker: the crossing reply is dropped and
+        // the one before it carries the marker.
+        let mut cut = ReplyCut::default();
+        let replies = full()
+            .chain(["c".repeat(MAX_REPLY_BYTES - 2), "bbbbbbbbbb".into()])
+            .collect();
+        let out = cap_replies(replies, &mut cut);
+        assert_eq!(out.len(), 16);
+        assert_eq!(out.iter().map(String::len).sum::<usize>(), MAX_TURN_BYTES);
+        assert_eq!(
+            out[15],
+            format!("{}{CUT_MARKER}", "c".repeat(MAX_REPLY_BYTES - 6))
+        );
+        assert_eq!(
+            cut,
+            ReplyCut {
+                shortened: 1,
+                dropped: 1
+            }
+        );
+
+        // Within both caps nothing changes.
+        let mut cut = ReplyCut::default();
+        let replies: Vec<String> = full().collect();
+        assert_eq!(cap_replies(replies.clone(), &mut cut), replies);
+        assert!(cut.is_empty());
+    }
+
+    #[test]
+    fn webhook_text_is_never_rendered() {
+        let mut c = Chat::new(HOOKS);
+        c.state.memory.insert("secret".into(), json!("s3cr3t"));
+        c.send("hi");
+        let echoed = "{{memory.secret}} {{contact.id}} {{user.age}}";
+        let reply = WebhookReply::from_json(&json!({
+            "responses": [echoed],
+            "memory": {"city": "Madrid", "sky": "sunny"},
+            "quickreplies": [echoed],
+        }))
+        .unwrap();
+        let t = c.resume(Ok(reply));
+        assert_eq!(t.replies[0], echoed);
+        assert_eq!(t.quick_replies, [echoed]);
+        assert!(!t.replies.concat().contains("s3cr3t"));
+        // Choosing it stores it as offered, still as text.
+        let t = c.send(echoed);
+        assert_eq!(c.state.memory["quickreply"], json!(echoed));
+        assert!(t.replies[0].contains("{{contact.id}}"), "{:?}", t.replies);
+    }
+
+    fn filler(bytes: usize) -> Value {
+        json!("f".repeat(bytes))
+    }
+
+    #[test]
+    fn memory_and_attributes_are_bounded() {
+        // A webhook reply that would grow memory past the bound takes the
+        // failure path, and memory stays as it was.
+        let mut c = Chat::new(HOOKS);
+        c.state
+            .memory
+            .insert("fill".into(), filler(MAX_MEMORY_BYTES - 5_000));
+        c.send("hi");
+        let before = c.state.memory.clone();
+        let big = WebhookReply::from_json(&json!({"memory": {"more": filler(10_000)}})).unwrap();
+        assert_eq!(
+            check_reply_size(&big, &c.state, &c.contact, &Map::new()),
+            Err(TooLarge::Memory)
+        );
+        let t = c.resume(Ok(big));
+        assert_eq!(t.replies[0], "Weather is unavailable.");
+        assert_eq!(c.state.memory, before);
+
+        // Over the bound already (an older conversation): shrinking is allowed.
+        let mut c = Chat::new(HOOKS);
+        c.state
+            .memory
+            .insert("fill".into(), filler(MAX_MEMORY_BYTES + 10));
+        c.send("hi");
+        let shrink = WebhookReply::from_json(
+            &json!({"memory": {"fill": null, "city": "Oslo", "sky": "grey"}}),
+        )
+        .unwrap();
+        let t = c.resume(Ok(shrink));
+        assert_eq!(t.replies[0], "Oslo is grey. Pick one, :");
+
+        // Contact attributes, counting the changes earlier in the turn.
+        let mut contact = contact();
+        contact
+            .attributes
+            .insert("fill".into(), filler(MAX_ATTRIBUTES_BYTES - 20_000));
+        let mut pending = Map::new();
+        pending.insert("more".into(), filler(15_000));
+        let reply =
+            WebhookReply::from_json(&json!({"user_attributes": {"x": filler(6_000)}})).unwrap();
+        let state = State::new();
+        assert_eq!(
+            check_reply_size(&reply, &state, &contact, &Map::new()),
+            Ok(())
+        );
+        assert_eq!(
+            check_reply_size(&reply, &state, &contact, &pending),
+            Err(TooLarge::UserAttributes)
+        );
+
+        // An answer that would not fit is asked again, with nothing saved.
+        let mut c = Chat::new(
+            "start: a\nnodes:\n  a: { ask: \"Note?\", save_as: note, notify: true, next: b }\n  b: { end: true }\n",
+        );
+        c.state
+            .memory
+            .insert("fill".into(), filler(MAX_MEMORY_BYTES - 1_000));
+        c.send("hi");
+        let before = c.state.clone();
+        let t = c.send(&"n".repeat(4000));
+        assert_eq!(types(&t), ["message.received"]);
+        assert_eq!(t.replies, [format!("{SORRY_TOO_BIG} Note?")]);
+        assert_eq!(c.state, before);
+        let t = c.send("short");
+        assert_eq!(
+            types(&t),
+            [
+                "message.received",
+                "response.received",
+                "conversation.completed"
+            ]
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        #[test]
+        fn replies_stay_within_the_caps(lens in prop::collection::vec((0usize..6000, 0usize..3), 0..40)) {
+            let chars = ['a', 'é', '€'];
+            let replies: Vec<String> = lens
+                .iter()
+                .map(|&(n, c)| chars[c].to_string().repeat(n / chars[c].len_utf8()))
+                .collect();
+            let mut cut = ReplyCut::default();
+            let out = cap_replies(replies.clone(), &mut cut);
+            prop_assert!(out.iter().map(String::len).sum::<usize>() <= MAX_TURN_BYTES);
+            prop_assert!(out.iter().all(|r| r.len() <= MAX_REPLY_BYTES && !r.trim().is_empty()));
+            let said: Vec<String> = replies.into_iter().filter(|r| !r.trim().is_empty()).collect();
+            prop_assert_eq!(out.len() + cut.dropped, said.len());
+            if cut.is_empty() {
+                prop_assert_eq!(out, said);
+            }
+        }
+
         #[test]
         fn step_never_panics(texts in prop::collection::vec("\\PC{0,40}|[0-9 ]{1,3}|.{0,10}", 1..6)) {
             let mut c = Chat::new(FIXTURE);

@@ -51,6 +51,7 @@
 
 use crate::domain::calendar::Calendar;
 use crate::domain::condition::{Expr, ExprError};
+use crate::domain::outbound::{self, CustomHeader};
 use crate::domain::quote::PriceTable;
 use crate::domain::validate::{Validation, normalise};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -541,9 +542,11 @@ pub enum Goto {
 /// A story webhook (seed 002): a call to the user's API made from a flow.
 ///
 /// `params` go to the query string for GET and DELETE and form a JSON body
-/// otherwise; merge tags work in the URL (values percent-encoded), header
-/// values and the string values of `params` (substituted inside strings
-/// only, so an answer can never inject JSON).
+/// otherwise; merge tags work in the URL's path and query (values
+/// percent-encoded), header values and the string values of `params`
+/// (substituted inside strings only, so an answer can never inject JSON).
+/// Header values are secrets unless marked plain (see
+/// [`CustomHeader`](super::outbound::CustomHeader)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoryWebhook {
@@ -552,14 +555,14 @@ pub struct StoryWebhook {
     /// GET, POST, PUT, PATCH or DELETE (default POST).
     #[serde(default = "default_method")]
     pub method: String,
-    /// URL, with merge tags.
+    /// URL, with merge tags in its path and query.
     pub url: String,
     /// Query parameters (GET, DELETE) or JSON body (others), with merge tags in strings.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub params: serde_json::Map<String, serde_json::Value>,
     /// Extra headers, with merge tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, CustomHeader>,
     /// Timeout in milliseconds (default 10,000; at most 30,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u32>,
@@ -590,6 +593,34 @@ impl StoryWebhook {
         matches!(self.method.as_str(), "GET" | "DELETE")
     }
 
+    /// This definition with its secret header values redacted, as it is
+    /// shown after it was saved.
+    pub fn redacted(&self) -> Self {
+        Self {
+            headers: outbound::redact_all(&self.headers),
+            ..self.clone()
+        }
+    }
+
+    /// Problems with where and how this webhook calls: its URL and headers
+    /// (the rules endpoints follow too, see [`outbound`]). Checked when it
+    /// is saved and again before each call; `field` prefixes field names.
+    pub fn call_problems(&self, node: &str, field: &str) -> Vec<FlowError> {
+        let f = |s: &str| format!("{field}{s}");
+        let mut errs = Vec::new();
+        if let Err(p) = outbound::check_url_template(&self.url) {
+            errs.push(FlowError::new(node, f("url"), format!("url {p}")));
+        }
+        for p in outbound::header_problems(&self.headers, outbound::Values::MergeTags) {
+            let at = match p.header() {
+                Some(name) => format!("headers.{name}"),
+                None => "headers".to_owned(),
+            };
+            errs.push(FlowError::new(node, f(&at), p.to_string()));
+        }
+        errs
+    }
+
     /// Problems with this definition; `field` prefixes each field name.
     pub fn problems(&self, node: &str, field: &str) -> Vec<FlowError> {
         let f = |s: &str| format!("{field}{s}");
@@ -608,19 +639,6 @@ impl StoryWebhook {
                 "method must be GET, POST, PUT, PATCH or DELETE",
             ));
         }
-        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
-            errs.push(FlowError::new(
-                node,
-                f("url"),
-                "url must start with https:// or http://",
-            ));
-        } else if self.url.len() > 2048 {
-            errs.push(FlowError::new(
-                node,
-                f("url"),
-                "url must be at most 2048 characters",
-            ));
-        }
         if self
             .timeout_ms
             .is_some_and(|t| t == 0 || t > Self::MAX_TIMEOUT_MS)
@@ -631,46 +649,10 @@ impl StoryWebhook {
                 "timeout_ms must be 1 to 30000",
             ));
         }
-        for name in self.headers.keys() {
-            let lower = name.to_ascii_lowercase();
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !valid {
-                errs.push(FlowError::new(
-                    node,
-                    f(&format!("headers.{name}")),
-                    "not a valid HTTP header name",
-                ));
-            } else if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
-                errs.push(FlowError::new(
-                    node,
-                    f(&format!("headers.{name}")),
-                    "this header is set by botwire and cannot be overridden",
-                ));
-            }
-        }
+        errs.extend(self.call_problems(node, field));
         errs
     }
 }
-
-/// Header names a story webhook may not set: hop-by-hop headers and the
-/// ones botwire writes itself.
-pub const RESERVED_HEADERS: [&str; 12] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "content-type",
-    "user-agent",
-];
 
 fn default_method() -> String {
     "POST".into()
@@ -1552,6 +1534,7 @@ impl Flow {
     pub fn from_yaml(src: &str) -> Result<Flow, Vec<FlowError>> {
         check_size(src)?;
         check_nesting(src)?;
+        check_expansion(src)?;
         let raw: RawFlow = serde_yaml_ng::from_str(src)
             .map_err(|e| vec![FlowError::new("", "", e.to_string())])?;
         Flow::from_raw(raw)
@@ -2123,6 +2106,13 @@ fn check_size(src: &str) -> Result<(), Vec<FlowError>> {
     }
 }
 
+/// Refuses a YAML document whose aliases expand it past [`MAX_SOURCE`]
+/// bytes (see [`crate::domain::expansion`]).
+fn check_expansion(src: &str) -> Result<(), Vec<FlowError>> {
+    crate::domain::expansion::check_yaml(src, MAX_SOURCE)
+        .map_err(|e| vec![FlowError::new("", "", e.to_string())])
+}
+
 /// Deepest `[`/`{` nesting accepted in a YAML document.
 pub const MAX_NESTING: usize = 64;
 
@@ -2370,6 +2360,7 @@ impl BotFile {
     pub fn from_yaml(src: &str) -> Result<BotFile, Vec<FlowError>> {
         check_size(src)?;
         check_nesting(src)?;
+        check_expansion(src)?;
         serde_yaml_ng::from_str(src).map_err(|e| vec![FlowError::new("", "", e.to_string())])
     }
 

@@ -179,6 +179,24 @@ pub fn render_json(value: &Value, ctx: &Value) -> Value {
     }
 }
 
+/// The byte ranges of all well-formed tags in a template, in order
+/// (each from its `{{` to just after its `}}`).
+pub fn tag_spans(template: &str) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let mut pos = 0;
+    while let Some(found) = template[pos..].find("{{") {
+        let at = pos + found;
+        match tag_at(template, at) {
+            Some(tag) => {
+                spans.push(tag.start..tag.end);
+                pos = tag.end;
+            }
+            None => pos = at + 1,
+        }
+    }
+    spans
+}
+
 /// Lists the paths of all well-formed tags in a template, in order
 /// (`"memory.name"` for `{{ memory.name }}`).
 pub fn tags(template: &str) -> Vec<String> {
@@ -189,6 +207,51 @@ pub fn tags(template: &str) -> Vec<String> {
             Piece::Text(_) => None,
         })
         .collect()
+}
+
+/// Renders a template as plain text, but stops once the text is longer than
+/// `limit` bytes, so a template full of tags naming a long value costs no
+/// more than the caller will keep. The result is the whole rendering when
+/// that is at most `limit` bytes; otherwise it is a prefix of it longer than
+/// `limit` bytes (at most `limit + 4`, cut on a char boundary), which tells the
+/// caller it has to cut.
+pub fn render_text_within(template: &str, ctx: &Value, limit: usize) -> String {
+    let mut out = String::new();
+    for piece in scan(template) {
+        let value;
+        let part = match piece {
+            Piece::Text(t) => t,
+            Piece::Tag(path) => {
+                value = lookup(ctx, path).map(value_text).unwrap_or_default();
+                value.as_str()
+            }
+        };
+        if out.len() + part.len() > limit {
+            // Keep just enough to pass the limit: one byte more, rounded up
+            // to the end of the char it falls in.
+            let mut end = limit - out.len() + 1;
+            while !part.is_char_boundary(end) {
+                end += 1;
+            }
+            out.push_str(&part[..end]);
+            return out;
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char
+/// boundary.
+pub fn prefix_within(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 #[cfg(test)]
@@ -271,11 +334,32 @@ mod tests {
     }
 
     #[test]
+    fn finds_tag_spans() {
+        let t = "a{{memory.x}}b{{ y }}{{bad tag}}";
+        let spans = tag_spans(t);
+        assert_eq!(spans, vec![1..13, 14..21]);
+        assert_eq!(&t[spans[1].clone()], "{{ y }}");
+        assert!(tag_spans("{{{{").is_empty());
+    }
+
+    #[test]
     fn lists_tags() {
         assert_eq!(
             tags("{{memory.a}} and {{ user.b-c }} but not {{x y}}"),
             vec!["memory.a".to_string(), "user.b-c".to_string()]
         );
+    }
+
+    #[test]
+    fn rendering_within_a_limit_stops_early() {
+        let c = json!({"memory": {"n": "é".repeat(2000)}});
+        let template = "{{memory.n}}".repeat(341);
+        let out = render_text_within(&template, &c, 4096);
+        assert!(out.len() > 4096 && out.len() <= 4100, "{}", out.len());
+        assert!(render_text(&template, &c).starts_with(&out));
+        assert_eq!(render_text_within("Hi {{memory.n}}", &json!({}), 3), "Hi ");
+        assert_eq!(prefix_within("aé", 2), "a");
+        assert_eq!(prefix_within("aé", 3), "aé");
     }
 
     fn same_shape(a: &Value, b: &Value) -> bool {
@@ -329,6 +413,19 @@ mod tests {
             let c = json!({"memory": {k.clone(): v.clone()}});
             let out = render_text(&format!("{pre}{{{{ memory.{k} }}}}"), &c);
             prop_assert_eq!(out, format!("{pre}{v}"));
+        }
+
+        #[test]
+        fn rendering_within_is_a_prefix_past_the_limit(t in "(\\{\\{memory\\.v\\}\\}|[a-zé€ ]){0,40}", v in "\\PC{0,30}", limit in 0usize..80) {
+            let c = json!({"memory": {"v": v}});
+            let full = render_text(&t, &c);
+            let within = render_text_within(&t, &c, limit);
+            if full.len() <= limit {
+                prop_assert_eq!(within, full);
+            } else {
+                prop_assert!(full.starts_with(&within));
+                prop_assert!(within.len() > limit && within.len() <= limit + 4);
+            }
         }
 
         #[test]

@@ -1,6 +1,6 @@
 //! The domain: accounts, bots, flows and how conversations run through
-//! them, merge tags, answer validation, quotes, calendars and the event
-//! catalog.
+//! them, merge tags, answer validation, quotes, calendars, the event
+//! catalog, and the rules for outbound calls' URLs and headers.
 //!
 //! Nothing here does I/O, touches a database or knows about HTTP: every
 //! function is a plain computation over its arguments (the current time is
@@ -13,8 +13,10 @@ pub mod calendar;
 pub mod condition;
 pub mod engine;
 pub mod event;
+pub mod expansion;
 pub mod flow;
 pub mod ids;
 pub mod merge;
+pub mod outbound;
 pub mod quote;
 pub mod validate;

@@ -14,7 +14,12 @@
 //!   away from zero): each line amount, then the tax on the subtotal;
 //!   `total == subtotal + tax` exactly;
 //! - all arithmetic is checked: overflow or a bad quantity is a [`QuoteError`]
-//!   with a plain message, never a panic.
+//!   with a plain message, never a panic;
+//! - a valid table ([`PriceTable::validate`]) writes money with no more places
+//!   than [`price_decimals`] allows its currency, so a price is never rounded
+//!   on the way into a quote, and has no option that makes a unit price
+//!   negative whatever else applies (such a quote could only fail at chat
+//!   time).
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -247,6 +252,49 @@ pub enum QuoteError {
 /// Largest quantity accepted from a conversation.
 pub const MAX_QUANTITY: u32 = 1_000_000;
 
+/// Largest unit price, and largest `add`, of a price table.
+pub const MAX_PRICE: u64 = 1_000_000_000;
+
+/// Currencies whose ISO 4217 minor unit is 0 (no cents).
+const NO_MINOR_UNIT: [&str; 17] = [
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+    "VUV", "XAF", "XOF", "XPF",
+];
+
+/// Most decimal places a price in `currency` may be written with: its ISO
+/// 4217 minor unit (0 for JPY), at most the 2 places every quote is
+/// computed to (so a KWD price in fils, 3 places, is refused rather than
+/// rounded).
+pub fn price_decimals(currency: &str) -> u32 {
+    if NO_MINOR_UNIT.contains(&currency) {
+        0
+    } else {
+        2
+    }
+}
+
+/// The places `d` is written with, trailing zeros aside (`4.50` has 1).
+fn places(d: Decimal) -> u32 {
+    d.normalize().scale()
+}
+
+/// `(x + add) * multiply`, as a quote applies an option; `None` on overflow.
+fn apply(x: Decimal, opt: &PriceOption) -> Option<Decimal> {
+    let x = x.checked_add(opt.add.unwrap_or(Decimal::ZERO))?;
+    x.checked_mul(opt.multiply.unwrap_or(Decimal::ONE))
+}
+
+/// The highest unit price `item` can reach, starting from `from`, when any
+/// of `options` may apply or not. Each option's effect is non-decreasing in
+/// the price (multipliers are not negative), so the highest price after an
+/// option is the higher of skipping it and applying it to the highest price
+/// before it. `None` when that overflows (no upper bound worth checking).
+fn highest(from: Decimal, options: &[PriceOption]) -> Option<Decimal> {
+    options
+        .iter()
+        .try_fold(from, |hi, opt| Some(hi.max(apply(hi, opt)?)))
+}
+
 fn money(d: Decimal) -> Decimal {
     let mut r = d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
     r.rescale(2);
@@ -278,7 +326,17 @@ impl PriceTable {
         if self.items.is_empty() {
             bad("items".into(), "needs at least one item");
         }
-        let max = Decimal::from(1_000_000_000u64);
+        let max = Decimal::from(MAX_PRICE);
+        let decimals = price_decimals(&self.currency);
+        let too_precise = |d: Decimal| {
+            let n = places(d);
+            format!(
+                "{} has {n} decimal {}; {} prices have at most {decimals} (write the amount as it is to be charged: prices are not rounded)",
+                d.normalize(),
+                if n == 1 { "place" } else { "places" },
+                self.currency
+            )
+        };
         for (i, item) in self.items.iter().enumerate() {
             if item.key.trim().is_empty() {
                 bad(format!("items[{i}].key"), "must not be empty");
@@ -291,22 +349,54 @@ impl PriceTable {
                     format!("items[{i}].unit_price"),
                     "must be between 0 and 1000000000",
                 );
+            } else if places(item.unit_price) > decimals {
+                bad(
+                    format!("items[{i}].unit_price"),
+                    &too_precise(item.unit_price),
+                );
             }
+            let mut options_ok = true;
             for (j, opt) in item.options.iter().enumerate() {
                 if opt.add.is_none() && opt.multiply.is_none() {
                     bad(format!("items[{i}].options[{j}]"), "needs add or multiply");
                 }
                 if opt.add.is_some_and(|a| a.abs() > max) {
-                    bad(format!("items[{i}].options[{j}].add"), "is out of range");
+                    options_ok = false;
+                    bad(
+                        format!("items[{i}].options[{j}].add"),
+                        "must be between -1000000000 and 1000000000",
+                    );
+                } else if let Some(a) = opt.add.filter(|a| places(*a) > decimals) {
+                    bad(format!("items[{i}].options[{j}].add"), &too_precise(a));
                 }
                 if opt
                     .multiply
                     .is_some_and(|m| m < Decimal::ZERO || m > Decimal::from(1000))
                 {
+                    options_ok = false;
                     bad(
                         format!("items[{i}].options[{j}].multiply"),
                         "must be between 0 and 1000",
                     );
+                }
+            }
+            // An option that leaves the unit price negative even at its
+            // best (every option that can raise the price before and after
+            // it applied too) makes every quote it is part of fail.
+            if options_ok && item.unit_price >= Decimal::ZERO {
+                for (j, opt) in item.options.iter().enumerate() {
+                    let best = highest(item.unit_price, &item.options[..j])
+                        .and_then(|hi| apply(hi, opt))
+                        .and_then(|at| highest(at, &item.options[j + 1..]));
+                    if best.is_some_and(|b| b < Decimal::ZERO) {
+                        bad(
+                            format!("items[{i}].options[{j}]"),
+                            &format!(
+                                "option {:?} makes the unit price of {:?} negative whenever it applies, so every quote with it would fail; keep (unit_price + add) * multiply at 0 or more",
+                                opt.key, item.name
+                            ),
+                        );
+                    }
                 }
             }
         }
@@ -467,7 +557,7 @@ item_from: product
 items:
   - key: small
     name: Small box
-    unit_price: 10.005
+    unit_price: 10.01
     quantity_from: qty
     options:
       - { key: fragile, name: Fragile, when: fragile, add: "2.50" }
@@ -496,15 +586,15 @@ items:
             now(),
         )
         .unwrap();
-        // unit = (10.005 + 2.50) * 1.5 = 18.7575 -> 18.76 (half-up)
-        assert_eq!(q.lines[0].unit_price.to_string(), "18.76");
-        assert_eq!(q.lines[0].amount.to_string(), "56.28");
+        // unit = (10.01 + 2.50) * 1.5 = 18.765 -> 18.77 (half-up, not to even)
+        assert_eq!(q.lines[0].unit_price.to_string(), "18.77");
+        assert_eq!(q.lines[0].amount.to_string(), "56.31");
         assert_eq!(q.lines[0].options, vec!["Fragile", "Express"]);
-        assert_eq!(q.tax.to_string(), "9.00"); // 56.28 * 0.16 = 9.0048
-        assert_eq!(q.total.to_string(), "65.28");
+        assert_eq!(q.tax.to_string(), "9.01"); // 56.31 * 0.16 = 9.0096
+        assert_eq!(q.total.to_string(), "65.32");
         assert_eq!(q.valid_until.to_string(), "2025-02-14");
         let v = serde_json::to_value(&q).unwrap();
-        assert_eq!(v["total"], json!("65.28"));
+        assert_eq!(v["total"], json!("65.32"));
         assert_eq!(v["lines"][0]["quantity"], json!("3"));
         assert_eq!(v["valid_until"], json!("2025-02-14"));
     }
@@ -561,6 +651,103 @@ items:
             })
             .collect();
         assert_eq!(fields, vec!["currency", "tax_rate", "items[1].key"]);
+    }
+
+    fn fields(t: &PriceTable) -> Vec<(String, String)> {
+        match t.validate() {
+            Ok(()) => Vec::new(),
+            Err(errs) => errs
+                .into_iter()
+                .map(|e| match e {
+                    QuoteError::InvalidTable { field, message } => (field, message),
+                    other => (String::new(), other.to_string()),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn prices_with_more_places_than_the_currency_are_refused_not_rounded() {
+        let mut t = table();
+        t.items[0].unit_price = Decimal::from_str("10.005").unwrap();
+        t.items[0].options[0].add = Some(Decimal::from_str("2.505").unwrap());
+        let errs = fields(&t);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].0, "items[0].unit_price");
+        assert!(
+            errs[0]
+                .1
+                .contains("10.005 has 3 decimal places; MXN prices have at most 2"),
+            "{}",
+            errs[0].1
+        );
+        assert_eq!(errs[1].0, "items[0].options[0].add");
+        // Trailing zeros are not places; a multiplier is not money.
+        t.items[0].unit_price = Decimal::from_str("10.500").unwrap();
+        t.items[0].options[0].add = Some(Decimal::from_str("2.5").unwrap());
+        t.items[0].options[1].multiply = Some(Decimal::from_str("1.125").unwrap());
+        assert_eq!(fields(&t), Vec::new());
+        // No cents in yen.
+        t.currency = "JPY".into();
+        let errs = fields(&t);
+        assert_eq!(errs[0].0, "items[0].unit_price");
+        assert!(
+            errs[0].1.contains("JPY prices have at most 0"),
+            "{}",
+            errs[0].1
+        );
+        t.items[0].unit_price = Decimal::from(1200);
+        t.items[0].options[0].add = Some(Decimal::from(300));
+        assert_eq!(fields(&t), Vec::new());
+    }
+
+    #[test]
+    fn options_that_can_only_fail_are_refused() {
+        let mut t = table();
+        t.items[1].options = vec![PriceOption {
+            key: "bad".into(),
+            name: "Bad".into(),
+            when: "x".into(),
+            equals: None,
+            add: Some(Decimal::from(-1_000_000_000)),
+            multiply: None,
+        }];
+        let errs = fields(&t);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, "items[1].options[0]");
+        assert!(
+            errs[0]
+                .1
+                .contains("\"bad\" makes the unit price of \"Large box\" negative")
+        );
+        // What the refused option does at chat time.
+        assert!(matches!(
+            price(&t, &mem(json!({"product": "large", "x": true})), now()),
+            Err(QuoteError::OutOfRange(_))
+        ));
+        // A discount that other options can make up for may apply: some
+        // quotes with it succeed.
+        t.items[1].options[0].add = Some(Decimal::from(-25));
+        t.items[1].options.push(PriceOption {
+            key: "big".into(),
+            name: "Big".into(),
+            when: "y".into(),
+            equals: None,
+            add: Some(Decimal::from(10)),
+            multiply: Some(Decimal::from(2)),
+        });
+        assert_eq!(fields(&t), Vec::new());
+        let q = price(
+            &t,
+            &mem(json!({"product": "large", "x": true, "y": true})),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(q.lines[0].unit_price.to_string(), "10.00"); // (20 - 25 + 10) * 2
+        // A multiplier cannot rescue a price that is already negative.
+        t.items[1].options[1].add = None;
+        let errs = fields(&t);
+        assert_eq!(errs[0].0, "items[1].options[0]");
     }
 
     proptest! {

@@ -10,7 +10,8 @@ use super::RuntimeError;
 use crate::domain::bot::{BotId, BotType};
 use crate::domain::calendar::Calendar;
 use crate::domain::flow::{BotFile, Flow, FlowError, StoryWebhook};
-use crate::domain::quote::PriceTable;
+use crate::domain::outbound;
+use crate::domain::quote::{PriceTable, QuoteError};
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -33,16 +34,21 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Checks the price table and calendar.
+    /// Checks the price table, the calendar and the story webhooks.
     pub fn validate(&self) -> Result<(), Vec<FlowError>> {
         let mut errors = Vec::new();
+        for (i, w) in self.webhooks.iter().enumerate() {
+            errors.extend(w.problems("webhooks", &format!("[{i}].")));
+        }
         if let Some(t) = &self.price_table
             && let Err(es) = t.validate()
         {
-            errors.extend(
-                es.into_iter()
-                    .map(|e| FlowError::new("price_table", "", e.to_string())),
-            );
+            errors.extend(es.into_iter().map(|e| match e {
+                QuoteError::InvalidTable { field, message } => {
+                    FlowError::new("price_table", field, message)
+                }
+                other => FlowError::new("price_table", "", other.to_string()),
+            }));
         }
         if let Some(c) = &self.calendar
             && let Err(es) = c.validate()
@@ -57,6 +63,43 @@ impl Settings {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// Puts back the stored secret header values that `webhooks` (a settings
+/// document or bot file about to replace `stored`) sends back redacted, as
+/// `GET …/settings` and `GET …/export` show them; matched by webhook name.
+/// A redacted value that matches no stored secret is refused.
+pub fn restore_secrets(
+    webhooks: &mut [StoryWebhook],
+    stored: &[StoryWebhook],
+) -> Result<(), RuntimeError> {
+    let none = std::collections::BTreeMap::new();
+    for (i, w) in webhooks.iter_mut().enumerate() {
+        let old = stored
+            .iter()
+            .find(|s| s.name == w.name)
+            .map_or(&none, |s| &s.headers);
+        outbound::restore_redacted(&mut w.headers, old).map_err(|p| {
+            RuntimeError::Flow(vec![FlowError::new(
+                "webhooks",
+                format!("[{i}].headers.{}", p.header().unwrap_or_default()),
+                p.to_string(),
+            )])
+        })?;
+    }
+    Ok(())
+}
+
+/// The settings as shown: story webhooks' secret header values redacted.
+pub fn redacted(settings: &Settings) -> Settings {
+    Settings {
+        webhooks: settings
+            .webhooks
+            .iter()
+            .map(StoryWebhook::redacted)
+            .collect(),
+        ..settings.clone()
     }
 }
 
@@ -216,6 +259,16 @@ pub async fn import(
 ) -> Result<Imported, RuntimeError> {
     let id = BotId::parse(&file.id).map_err(|m| RuntimeError::Invalid(format!("id: {m}")))?;
     let bot_type = BotType::parse(&file.r#type).map_err(RuntimeError::Invalid)?;
+    // Secrets exported redacted come back as they were stored.
+    let stored: Vec<StoryWebhook> = match store.get_bot_settings(account, id.as_str()).await {
+        Ok(json) => serde_json::from_str::<Settings>(&json)
+            .map(|s| s.webhooks)
+            .unwrap_or_default(),
+        Err(StoreError::NotFound) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut webhooks = file.webhooks.clone();
+    restore_secrets(&mut webhooks, &stored)?;
     let created = match store
         .create_bot(account, id.clone(), &file.name, bot_type)
         .await
@@ -239,7 +292,7 @@ pub async fn import(
     let settings = Settings {
         price_table: file.price_table.clone(),
         calendar: file.calendar.clone(),
-        webhooks: file.webhooks.clone(),
+        webhooks,
     };
     store
         .put_bot_settings(
@@ -256,7 +309,9 @@ pub async fn import(
     })
 }
 
-/// The bot as a bot file, ready to be written out.
+/// The bot as a bot file, ready to be written out, secrets in full (the
+/// API shows it through [`redacted`]; the command line, run by whoever
+/// holds the database, writes it whole).
 pub async fn export(store: &Store, account: &str, bot: &str) -> Result<BotFile, RuntimeError> {
     let row = store.get_bot(account, bot).await?;
     let flow_row = store

@@ -5,7 +5,9 @@
 //!    the same job (a stale turn is retried from fresh state).
 //! 2. Load the contact and its active conversation (a new one when there is
 //!    none or the last one ended) and the bot's current definition.
-//! 3. Step the pure engine.
+//! 3. Step the pure engine (and call the story webhooks it asks for). The
+//!    joined replies are kept to the output caps (`engine::cap_replies`);
+//!    a cut is logged and noted on the transcript's `out` line.
 //! 4. Commit state, transcript, contact attributes, events and any booking
 //!    in one transaction. If the store says the slot was just taken, step
 //!    again with that slot marked taken (the engine re-offers) and commit
@@ -46,9 +48,39 @@ pub enum ContactRef {
     External(String),
 }
 
+/// Contact id prefixes kept for contacts that botwire makes itself: `web:`
+/// for the chat widget's visitors, and one per messaging channel. An id that
+/// starts with one (in any case) is refused by [`ContactRef::parse`], so a
+/// contact named through the API can never land in the conversation of a
+/// visitor or of a channel's user.
+pub const RESERVED_ID_PREFIXES: [&str; 5] =
+    ["web:", "whatsapp:", "telegram:", "twilio:", "messenger:"];
+
+/// Why a contact reference was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ContactError {
+    /// The phone number is not E.164.
+    #[error("contact.phone must be E.164: '+' and 8 to 15 digits, e.g. +525500000000; got {0:?}")]
+    Phone(String),
+    /// The id is empty, too long or holds control characters.
+    #[error("contact.id must be 1 to 128 characters without control characters")]
+    Id,
+    /// The id starts with a prefix kept for botwire's own contacts.
+    #[error(
+        "contact.id may not start with {0:?}: that prefix is reserved for botwire's own contacts (website visitors and messaging channels); choose another id"
+    )]
+    ReservedPrefix(&'static str),
+    /// Both a phone and an id were given.
+    #[error("give contact.phone or contact.id, not both")]
+    Both,
+    /// Neither a phone nor an id was given.
+    #[error("contact needs a phone (E.164) or an id")]
+    Missing,
+}
+
 impl ContactRef {
-    /// Validates a contact reference.
-    pub fn parse(phone: Option<&str>, id: Option<&str>) -> Result<Self, String> {
+    /// Validates a contact reference given through the API.
+    pub fn parse(phone: Option<&str>, id: Option<&str>) -> Result<Self, ContactError> {
         match (phone, id) {
             (Some(p), None) => {
                 let digits = p.strip_prefix('+').unwrap_or("");
@@ -58,20 +90,24 @@ impl ContactRef {
                 {
                     Ok(ContactRef::Phone(p.to_owned()))
                 } else {
-                    Err(format!(
-                        "contact.phone must be E.164: '+' and 8 to 15 digits, e.g. +525500000000; got {p:?}"
-                    ))
+                    Err(ContactError::Phone(p.to_owned()))
                 }
             }
             (None, Some(i)) => {
                 if i.is_empty() || i.chars().count() > 128 || i.chars().any(char::is_control) {
-                    Err("contact.id must be 1 to 128 characters without control characters".into())
-                } else {
-                    Ok(ContactRef::External(i.to_owned()))
+                    return Err(ContactError::Id);
+                }
+                let reserved = RESERVED_ID_PREFIXES.iter().find(|p| {
+                    i.get(..p.len())
+                        .is_some_and(|head| head.eq_ignore_ascii_case(p))
+                });
+                match reserved {
+                    Some(p) => Err(ContactError::ReservedPrefix(p)),
+                    None => Ok(ContactRef::External(i.to_owned())),
                 }
             }
-            (Some(_), Some(_)) => Err("give contact.phone or contact.id, not both".into()),
-            (None, None) => Err("contact needs a phone (E.164) or an id".into()),
+            (Some(_), Some(_)) => Err(ContactError::Both),
+            (None, None) => Err(ContactError::Missing),
         }
     }
 
@@ -530,6 +566,19 @@ impl Chat {
             // A webhook's quick replies and the next menu's may repeat.
             let mut offered = std::collections::HashSet::new();
             turn.quick_replies.retain(|q| offered.insert(q.clone()));
+            // Each engine call kept to the output caps; the joined turn must too.
+            turn.replies = engine::cap_replies(std::mem::take(&mut turn.replies), &mut turn.cut);
+            if !turn.cut.is_empty() {
+                tracing::warn!(
+                    bot = %bot,
+                    conversation = %conversation_id,
+                    shortened = turn.cut.shortened,
+                    dropped = turn.cut.dropped,
+                    "replies cut to the output caps ({} bytes a reply, {} a turn)",
+                    engine::MAX_REPLY_BYTES,
+                    engine::MAX_TURN_BYTES,
+                );
+            }
             let write = build_write(
                 account,
                 bot,
@@ -640,7 +689,15 @@ impl Chat {
         };
         let ctx = engine::merge_context(&turn.state, contact, &turn.user_attributes);
         let secrets = story::live_secrets(&def.story_secrets, crate::store::now_ms());
-        let (outcome, record) = story::call(client, hook, &ctx, &secrets).await;
+        let (mut outcome, mut record) = story::call(client, hook, &ctx, &secrets).await;
+        if let Ok(reply) = &outcome
+            && let Err(e) =
+                engine::check_reply_size(reply, &turn.state, contact, &turn.user_attributes)
+        {
+            record.outcome = "error".into();
+            record.error = Some(e.to_string());
+            outcome = Err(e.to_string());
+        }
         if let Err(e) = &outcome {
             tracing::warn!(webhook = %name, conversation = %conversation_id, error = %e, "story webhook failed");
         }
@@ -679,6 +736,7 @@ fn merge_turns(mut first: Turn, second: Turn) -> Turn {
     }
     first.call_webhook = second.call_webhook;
     first.ended = second.ended;
+    first.cut.add(second.cut);
     first
 }
 
@@ -727,6 +785,15 @@ fn build_write(
     }
     if !turn.replies.is_empty() || !turn.quick_replies.is_empty() {
         let mut body = json!({ "replies": turn.replies, "quick_replies": turn.quick_replies });
+        if !turn.cut.is_empty() {
+            // The transcript says the replies were cut, and how.
+            body["cut"] = json!({
+                "shortened": turn.cut.shortened,
+                "dropped": turn.cut.dropped,
+                "max_reply_bytes": engine::MAX_REPLY_BYTES,
+                "max_turn_bytes": engine::MAX_TURN_BYTES,
+            });
+        }
         if !turn.media.is_empty() {
             body["media"] = turn
                 .media
@@ -796,15 +863,36 @@ mod tests {
     #[test]
     fn contacts_are_a_phone_or_an_id() {
         assert!(ContactRef::parse(Some("+525500000000"), None).is_ok());
-        assert!(
-            ContactRef::parse(Some("5500000000"), None)
-                .unwrap_err()
-                .contains("E.164")
-        );
+        let e = ContactRef::parse(Some("5500000000"), None).unwrap_err();
+        assert_eq!(e, ContactError::Phone("5500000000".into()));
+        assert!(e.to_string().contains("E.164"));
         assert!(ContactRef::parse(Some("+52 55"), None).is_err());
         assert!(ContactRef::parse(None, Some("user-1")).is_ok());
-        assert!(ContactRef::parse(None, Some("")).is_err());
-        assert!(ContactRef::parse(None, None).is_err());
-        assert!(ContactRef::parse(Some("+525500000000"), Some("x")).is_err());
+        assert_eq!(ContactRef::parse(None, Some("")), Err(ContactError::Id));
+        assert_eq!(ContactRef::parse(None, None), Err(ContactError::Missing));
+        assert_eq!(
+            ContactRef::parse(Some("+525500000000"), Some("x")),
+            Err(ContactError::Both)
+        );
+    }
+
+    #[test]
+    fn channel_prefixes_are_reserved_for_botwire_own_contacts() {
+        for (id, prefix) in [
+            ("web:collide-visitor-0001", "web:"),
+            ("WEB:collide-visitor-0001", "web:"),
+            ("whatsapp:525500000000", "whatsapp:"),
+            ("telegram:42", "telegram:"),
+            ("Twilio:+525500000000", "twilio:"),
+            ("messenger:1234", "messenger:"),
+        ] {
+            let e = ContactRef::parse(None, Some(id)).unwrap_err();
+            assert_eq!(e, ContactError::ReservedPrefix(prefix), "{id}");
+            assert!(e.to_string().contains(prefix), "{e}");
+        }
+        // Only a leading prefix is reserved.
+        for id in ["web", "website:1", "my-web:1", "ü:web:1", "w"] {
+            assert!(ContactRef::parse(None, Some(id)).is_ok(), "{id}");
+        }
     }
 }

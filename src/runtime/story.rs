@@ -2,32 +2,47 @@
 //! 002), and what their answers do to the conversation.
 //!
 //! A call is built from its definition and the conversation's merge
-//! context: the URL with merge tags (values percent-encoded), `params` as a
-//! query string (GET, DELETE) or a JSON body (otherwise; merge tags are
-//! substituted inside string values only, so an answer can never inject
-//! JSON), headers with merge tags, `User-Agent: botwire/<version>`, and —
-//! unless `sign: false` — the Standard Webhooks signature headers made with
-//! the bot's story-webhook secret(s). It goes through the shared outbound
-//! client, so the SSRF guard applies, with the definition's timeout.
+//! context: the URL with merge tags in its path and query (values
+//! percent-encoded), `params` as a query string (GET, DELETE) or a JSON
+//! body (otherwise; merge tags are substituted inside string values only,
+//! so an answer can never inject JSON), headers with merge tags (control
+//! characters in what they render to become spaces), `User-Agent:
+//! botwire/<version>`, and — unless `sign: false` — the Standard Webhooks
+//! signature headers made with the bot's story-webhook secret(s). It goes
+//! through the shared outbound client, so the SSRF guard applies, with the
+//! definition's timeout.
+//!
+//! A call is refused unsent, as a failure that names why, when its
+//! definition breaks the outbound rules (one saved before they existed) or
+//! when a value from the chat made a `.` or `..` segment in the URL's path
+//! (`users/{{memory.x}}/profile` with the answer `..` would call
+//! `/profile`); see [`crate::domain::outbound`].
 //!
 //! The answer, when it is a 2xx with a JSON object, is read for
 //! `responses`, `memory`, `user_attributes` and `quickreplies` (other keys
 //! ignored; a known key of the wrong type is a failure that names it).
+//! `responses` and `quickreplies` are text: they are shown as the API wrote
+//! them, never rendered as merge tags, here and in the test bench.
 //! Anything else — timeout, refused connection, blocked target, non-2xx,
 //! non-JSON — is a failure, and the flow takes its error path.
 //!
-//! Every call is recorded ([`CallRecord`]) with secrets redacted. No
+//! Every call is recorded ([`CallRecord`]) with the signature and the
+//! secret header values redacted (custom headers are secrets unless marked
+//! plain), and records are redacted again when shown ([`redact_record`]),
+//! so ones written before that rule show no secret either. No
 //! database transaction is open while a call is in flight: the chat turn
 //! commits the call's record with the rest of the turn afterwards.
 
 use crate::delivery::http::{Attempt, OutboundClient, OutboundRequest};
 use crate::delivery::signing::{self, Secret};
-use crate::domain::engine::WebhookReply;
+use crate::domain::engine::{self, ReplyCut, WebhookReply};
 use crate::domain::flow::StoryWebhook;
 use crate::domain::ids::new_id;
 use crate::domain::merge;
+use crate::domain::outbound::{self, CustomHeader};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How much of a response is kept in the call log.
@@ -42,7 +57,7 @@ pub struct CallRecord {
     pub webhook: String,
     /// `GET https://…?min=10&max=20`
     pub request_line: String,
-    /// Request headers, signature and secret-looking values redacted.
+    /// Request headers, the signature and secret values redacted.
     pub request_headers: Vec<(String, String)>,
     /// The JSON body sent, if any.
     pub request_body: Option<String>,
@@ -70,10 +85,27 @@ pub struct Prepared {
     pub body_text: Option<String>,
 }
 
-/// Builds the request for `def` against the merge context `ctx`.
-pub fn prepare(def: &StoryWebhook, ctx: &Value, secrets: &[Secret], now_secs: i64) -> Prepared {
+/// Builds the request for `def` against the merge context `ctx`, or says
+/// why it must not be sent.
+pub fn prepare(
+    def: &StoryWebhook,
+    ctx: &Value,
+    secrets: &[Secret],
+    now_secs: i64,
+) -> Result<Prepared, String> {
+    if let Some(p) = def.call_problems(&def.name, "").first() {
+        return Err(format!(
+            "not sent: the definition breaks the rules for outbound calls ({}: {}); fix the webhook",
+            p.field, p.message
+        ));
+    }
     let id = new_id("call");
     let mut url = merge::render_url(&def.url, ctx);
+    if let Err(p) = outbound::check_rendered_url(&url) {
+        return Err(format!(
+            "not sent: with the conversation's values filled in, the url {p}"
+        ));
+    }
     let rendered = merge::render_json(&Value::Object(def.params.clone()), ctx);
     let params = rendered.as_object().cloned().unwrap_or_default();
     let mut body: Option<Vec<u8>> = None;
@@ -98,7 +130,13 @@ pub fn prepare(def: &StoryWebhook, ctx: &Value, secrets: &[Secret], now_secs: i6
     let mut headers: Vec<(String, String)> = def
         .headers
         .iter()
-        .map(|(k, v)| (k.clone(), merge::render_text(v, ctx)))
+        .map(|(k, v)| {
+            let rendered = merge::render_text(&v.value, ctx);
+            (
+                k.clone(),
+                outbound::clean_header_value(&rendered).into_owned(),
+            )
+        })
         .collect();
     if body.is_some() {
         headers.push(("content-type".into(), "application/json".into()));
@@ -115,7 +153,7 @@ pub fn prepare(def: &StoryWebhook, ctx: &Value, secrets: &[Secret], now_secs: i6
     let body_text = body
         .as_ref()
         .map(|b| String::from_utf8_lossy(b).into_owned());
-    Prepared {
+    Ok(Prepared {
         request: OutboundRequest {
             method: def.method.parse().unwrap_or(reqwest::Method::POST),
             url,
@@ -125,7 +163,7 @@ pub fn prepare(def: &StoryWebhook, ctx: &Value, secrets: &[Secret], now_secs: i6
         },
         id,
         body_text,
-    }
+    })
 }
 
 /// Reads an attempt's outcome as a webhook reply, or says why it failed.
@@ -154,9 +192,28 @@ pub async fn call(
     ctx: &Value,
     secrets: &[Secret],
 ) -> (Result<WebhookReply, String>, CallRecord) {
-    let prepared = prepare(def, ctx, secrets, chrono::Utc::now().timestamp());
+    let now = chrono::Utc::now();
+    let prepared = match prepare(def, ctx, secrets, now.timestamp()) {
+        Ok(p) => p,
+        Err(why) => {
+            let record = CallRecord {
+                id: new_id("call"),
+                webhook: def.name.clone(),
+                request_line: format!("{} {}", def.method, merge::render_url(&def.url, ctx)),
+                request_headers: Vec::new(),
+                request_body: None,
+                status: None,
+                duration_ms: 0,
+                response_head: String::new(),
+                outcome: "error".into(),
+                error: Some(why.clone()),
+                started_at: now.timestamp_millis(),
+            };
+            return (Err(why), record);
+        }
+    };
     let request_line = format!("{} {}", def.method, prepared.request.url);
-    let request_headers = redact(&prepared.request.headers);
+    let request_headers = redact(&prepared.request.headers, &def.headers);
     let attempt = client.send(prepared.request).await;
     let outcome = interpret(&attempt);
     let mut head = attempt.response_body.clone();
@@ -183,28 +240,71 @@ pub async fn call(
     (outcome, record)
 }
 
-/// Header values that look secret are replaced by `***` for the log.
-pub fn redact(headers: &[(String, String)]) -> Vec<(String, String)> {
+/// The headers the engine itself writes, shown in the log as they are
+/// (but the signature).
+fn engine_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case("content-type")
+        || name.eq_ignore_ascii_case(signing::HEADER_ID)
+        || name.eq_ignore_ascii_case(signing::HEADER_TIMESTAMP)
+}
+
+/// The request headers as logged: the signature as `***`, each custom
+/// header's value redacted unless `custom` marks it plain.
+pub fn redact(
+    headers: &[(String, String)],
+    custom: &BTreeMap<String, CustomHeader>,
+) -> Vec<(String, String)> {
     headers
         .iter()
-        .map(|(k, v)| {
-            let lower = k.to_ascii_lowercase();
-            let secret = lower == signing::HEADER_SIGNATURE
-                || lower == "authorization"
-                || lower == "proxy-authorization"
-                || lower == "cookie"
-                || lower.contains("token")
-                || lower.contains("secret")
-                || lower.contains("key")
-                || lower.contains("password");
-            (k.clone(), if secret { "***".into() } else { v.clone() })
-        })
+        .map(|(k, v)| (k.clone(), logged_value(k, v, custom, false)))
         .collect()
 }
 
+/// How one header is logged; `stored` when `value` comes from a record,
+/// where a value already redacted (`***`, `••••…`) stays as it is.
+fn logged_value(
+    name: &str,
+    value: &str,
+    custom: &BTreeMap<String, CustomHeader>,
+    stored: bool,
+) -> String {
+    if name.eq_ignore_ascii_case(signing::HEADER_SIGNATURE) {
+        return "***".into();
+    }
+    if engine_header(name)
+        || (stored && (value == "***" || value.starts_with(outbound::REDACTED)))
+        || custom
+            .iter()
+            .any(|(k, h)| k.eq_ignore_ascii_case(name) && !h.sensitive)
+    {
+        return value.to_owned();
+    }
+    outbound::redact(value)
+}
+
+/// Redacts a stored call record's request headers for showing, by the
+/// webhook's definition as it is now (`None` when it is gone): only the
+/// engine's own headers and headers marked plain keep their values. Records
+/// are redacted when written; this also covers ones written before custom
+/// headers were secrets by default.
+pub fn redact_record(record: &mut Value, def: Option<&StoryWebhook>) {
+    let empty = BTreeMap::new();
+    let custom = def.map_or(&empty, |d| &d.headers);
+    if let Some(Value::Array(pairs)) = record.get_mut("request_headers") {
+        for pair in pairs {
+            if let Value::Array(kv) = pair
+                && let [Value::String(k), Value::String(v)] = kv.as_mut_slice()
+            {
+                *v = logged_value(k, v, custom, true);
+            }
+        }
+    }
+}
+
 /// What a reply would do, for the test endpoint: the memory and user
-/// attributes after merging, and the replies (merge tags rendered against
-/// them, as a conversation would show them) and quick replies.
+/// attributes after merging, and the replies and quick replies as a
+/// conversation would show them (as written, never rendered as merge tags;
+/// replies cut to the output caps).
 pub fn would_merge(
     reply: &WebhookReply,
     memory: &Map<String, Value>,
@@ -225,17 +325,7 @@ pub fn would_merge(
         apply(memory, &reply.memory),
         apply(user, &reply.user_attributes),
     );
-    let ctx = serde_json::json!({
-        "memory": memory,
-        "user": user,
-        "quote": memory.get("quote").cloned().unwrap_or(Value::Null),
-        "appointment": memory.get("appointment").cloned().unwrap_or(Value::Null),
-    });
-    let responses: Vec<String> = reply
-        .responses
-        .iter()
-        .map(|t| crate::domain::merge::render_text(t, &ctx))
-        .collect();
+    let responses = engine::cap_replies(reply.responses.clone(), &mut ReplyCut::default());
     serde_json::json!({
         "responses": responses,
         "quickreplies": reply.quickreplies,
@@ -306,16 +396,113 @@ mod tests {
     }
 
     #[test]
+    fn a_value_that_would_walk_the_path_is_not_sent() {
+        let hook: StoryWebhook = serde_json::from_value(json!({
+            "name": "n", "url": "http://api.test/users/{{memory.x}}/profile?q={{memory.x}}"
+        }))
+        .unwrap();
+        for v in [".", "..", "../..", "%2e%2e", ".%2E", "a/b"] {
+            let ctx = json!({"memory": {"x": v}});
+            match prepare(&hook, &ctx, &[], 0) {
+                Ok(p) => {
+                    assert!(!matches!(v, "." | ".."), "{v:?} must not be sent");
+                    let url = url::Url::parse(&p.request.url).unwrap();
+                    assert!(url.path().starts_with("/users/"), "{v:?}: {url}");
+                    assert!(url.path().ends_with("/profile"), "{v:?}: {url}");
+                }
+                Err(why) => {
+                    assert!(matches!(v, "." | ".."), "{v:?} is harmless: {why}");
+                    assert!(why.contains("not sent") && why.contains(".."), "{why}");
+                }
+            }
+        }
+        // Dots in the query are only data.
+        let ctx = json!({"memory": {"x": "a"}});
+        let q: StoryWebhook =
+            serde_json::from_value(json!({"name": "n", "url": "http://api.test/s?q={{memory.x}}"}))
+                .unwrap();
+        let ctx2 = json!({"memory": {"x": ".."}});
+        assert!(prepare(&q, &ctx2, &[], 0).is_ok());
+        assert!(prepare(&hook, &ctx, &[], 0).is_ok());
+    }
+
+    #[test]
+    fn a_definition_saved_before_the_rules_is_refused_unsent() {
+        for (bad, why) in [
+            (
+                json!({"name": "n", "url": "http://{{memory.host}}:9001/x"}),
+                "merge tags",
+            ),
+            (
+                json!({"name": "n", "url": "http://a.test/", "headers": {"expect": "100-continue"}}),
+                "expect",
+            ),
+            (
+                json!({"name": "n", "url": "http://a.test/", "headers": {"x-a": "1\r\nx-b: 2"}}),
+                "control",
+            ),
+        ] {
+            let hook: StoryWebhook = serde_json::from_value(bad).unwrap();
+            let e = prepare(&hook, &json!({}), &[], 0).err().unwrap();
+            assert!(e.contains("not sent") && e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn rendered_header_values_lose_control_characters_and_secrets_are_logged_redacted() {
+        let hook: StoryWebhook = serde_json::from_value(json!({
+            "name": "n", "url": "http://api.test/x",
+            "headers": {
+                "x-who": {"value": "{{memory.name}}", "sensitive": false},
+                "x-signature": "hmac-{{memory.name}}-0123456789"
+            }
+        }))
+        .unwrap();
+        let ctx = json!({"memory": {"name": "Ana\r\nx-admin: true\u{0}"}});
+        let p = prepare(&hook, &ctx, &[Secret::generate()], 0).unwrap();
+        let who = &p
+            .request
+            .headers
+            .iter()
+            .find(|(k, _)| k == "x-who")
+            .unwrap()
+            .1;
+        assert_eq!(who, "Ana  x-admin: true ");
+        let logged = redact(&p.request.headers, &hook.headers);
+        let get = |n: &str| logged.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(get("x-who"), "Ana  x-admin: true ", "plain stays");
+        assert_eq!(get("x-signature"), "••••6789", "secret is redacted");
+        assert_eq!(get("webhook-signature"), "***");
+        assert!(get("webhook-id").starts_with("call_"));
+        // An old record, written when only secret-looking names were
+        // redacted, is redacted again when shown.
+        let mut old = json!({"request_headers": [["x-signature", "hmac-top-secret-1"], ["x-who", "Ana"], ["content-type", "application/json"], ["authorization", "***"]]});
+        redact_record(&mut old, Some(&hook));
+        assert_eq!(
+            old["request_headers"],
+            json!([
+                ["x-signature", "••••et-1"],
+                ["x-who", "Ana"],
+                ["content-type", "application/json"],
+                ["authorization", "***"]
+            ])
+        );
+        let mut gone = json!({"request_headers": [["x-who", "Ana"]]});
+        redact_record(&mut gone, None);
+        assert_eq!(gone["request_headers"], json!([["x-who", "••••"]]));
+    }
+
+    #[test]
     fn get_params_go_to_the_query_and_others_to_a_json_body() {
         let ctx = json!({"memory": {"thing": "a b/c"}, "user": {"name": "Ana \"x\""}});
         let secrets = [Secret::generate()];
-        let get = prepare(&def("GET"), &ctx, &secrets, 1_700_000_000);
+        let get = prepare(&def("GET"), &ctx, &secrets, 1_700_000_000).unwrap();
         assert_eq!(
             get.request.url,
             "http://api.test/r/a%20b%2Fc?min=10&who=Ana%20%22x%22&n=5"
         );
         assert!(get.request.body.is_none());
-        let post = prepare(&def("POST"), &ctx, &secrets, 1_700_000_000);
+        let post = prepare(&def("POST"), &ctx, &secrets, 1_700_000_000).unwrap();
         let body: serde_json::Value =
             serde_json::from_slice(post.request.body.as_ref().unwrap()).unwrap();
         assert_eq!(
@@ -350,7 +537,7 @@ mod tests {
         .expect("the request verifies with the bot's secret");
         let mut unsigned = def("POST");
         unsigned.sign = Some(false);
-        let p = prepare(&unsigned, &ctx, &secrets, ts);
+        let p = prepare(&unsigned, &ctx, &secrets, ts).unwrap();
         assert!(
             !p.request
                 .headers
@@ -363,7 +550,7 @@ mod tests {
     #[test]
     fn the_test_bench_shows_replies_as_the_conversation_would() {
         let reply = WebhookReply::from_json(&serde_json::json!({
-            "responses": ["Hello {{memory.name}}, you are {{user.tier}}."],
+            "responses": ["Hello Ana, you are gold.", "  "],
             "memory": {"vip": true, "old": null},
             "user_attributes": {"tier": "gold"},
             "quickreplies": ["Yes"]
@@ -386,6 +573,24 @@ mod tests {
         );
         assert_eq!(got["user"], serde_json::json!({"tier": "gold"}));
         assert_eq!(got["quickreplies"], serde_json::json!(["Yes"]));
+    }
+
+    #[test]
+    fn the_test_bench_shows_returned_text_as_text() {
+        let echoed = "{{memory.secret}} {{contact.id}} {{user.tier}}";
+        let reply = WebhookReply::from_json(&serde_json::json!({
+            "responses": [echoed], "quickreplies": [echoed],
+        }))
+        .unwrap();
+        let memory = serde_json::json!({"secret": "s3cr3t"});
+        let user = serde_json::json!({"tier": "gold"});
+        let got = would_merge(
+            &reply,
+            memory.as_object().unwrap(),
+            user.as_object().unwrap(),
+        );
+        assert_eq!(got["responses"], serde_json::json!([echoed]));
+        assert_eq!(got["quickreplies"], serde_json::json!([echoed]));
     }
 
     #[test]

@@ -6,17 +6,29 @@
 //! deliveries already queued in memory use the endpoint as it now is, and a
 //! disabled or deleted endpoint gets nothing more.
 //!
+//! A bot has at most a configured number of endpoints, of every kind
+//! together (`limits.max_endpoints_per_bot`): the count is taken inside the
+//! inserting transaction, after locking the bot's row, so concurrent
+//! creators — in this process or another sharing PostgreSQL — cannot pass
+//! it together.
+//!
 //! Secrets are kept newest first. A rotation puts a new secret in front and
 //! gives the previous one an expiry; until then both sign (the receiver may
 //! hold either).
+//!
+//! Custom headers are stored as two columns: `headers`, a JSON object of
+//! name → value (as before the values could be marked plain, so an older
+//! process still reads it), and `plain_headers`, a JSON array of the names
+//! whose values are not secrets.
 
 use super::{Page, PageRequest, Result, Row, Store, StoreError, now_ms};
 use crate::delivery::format::PayloadFormat;
 use crate::delivery::signing::Secret;
 use crate::domain::ids::new_id;
+use crate::domain::outbound::CustomHeader;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// How an endpoint came to be.
@@ -67,7 +79,7 @@ pub struct EndpointRow {
     /// When it was disabled (Unix ms).
     pub disabled_at: Option<i64>,
     /// Custom headers sent with every request.
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, CustomHeader>,
     /// Extra JSON params merged into every payload.
     pub body: Map<String, Value>,
     /// Payload shape.
@@ -115,10 +127,10 @@ impl EndpointRow {
 /// table aliased (or named) `ep`.
 pub(super) const EP_COLUMNS: &str = "ep.id, ep.account_id, ep.bot_id, ep.url, ep.description, ep.event_types, ep.enabled,
      ep.disabled_reason, ep.disabled_at, ep.headers, ep.body, ep.format, ep.rate_limit, ep.secrets, ep.kind,
-     ep.first_failure_at, ep.last_success_at, ep.created_at, ep.updated_at";
+     ep.first_failure_at, ep.last_success_at, ep.created_at, ep.updated_at, ep.plain_headers";
 
 /// How many columns [`EP_COLUMNS`] names.
-pub(super) const EP_WIDTH: usize = 19;
+pub(super) const EP_WIDTH: usize = 20;
 
 fn bad(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Database(format!("endpoint {what}: {e}"))
@@ -142,7 +154,7 @@ pub(super) fn endpoint_from(row: &Row, at: usize) -> Result<EndpointRow> {
         enabled: row.bool(at + 6)?,
         disabled_reason: row.opt_text(at + 7)?,
         disabled_at: row.opt_int(at + 8)?,
-        headers: row.json(at + 9)?,
+        headers: headers_from(row.json(at + 9)?, row.json(at + 19)?),
         body: row.json(at + 10)?,
         format,
         rate_limit: row.opt_int(at + 12)?,
@@ -159,6 +171,41 @@ fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("endpoint fields serialise")
 }
 
+/// The custom headers from their two columns.
+fn headers_from(
+    values: BTreeMap<String, String>,
+    plain: BTreeSet<String>,
+) -> BTreeMap<String, CustomHeader> {
+    values
+        .into_iter()
+        .map(|(k, value)| {
+            let sensitive = !plain.contains(&k);
+            (k, CustomHeader { value, sensitive })
+        })
+        .collect()
+}
+
+/// The `headers` column: name → value.
+fn header_values(headers: &BTreeMap<String, CustomHeader>) -> String {
+    json(
+        &headers
+            .iter()
+            .map(|(k, h)| (k, &h.value))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+/// The `plain_headers` column: the names whose values are not secrets.
+fn plain_names(headers: &BTreeMap<String, CustomHeader>) -> String {
+    json(
+        &headers
+            .iter()
+            .filter(|(_, h)| !h.sensitive)
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>(),
+    )
+}
+
 /// A new endpoint, before it is stored.
 #[derive(Clone, Debug)]
 pub struct NewEndpoint {
@@ -173,7 +220,7 @@ pub struct NewEndpoint {
     /// Starts enabled?
     pub enabled: bool,
     /// Custom headers (validated).
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, CustomHeader>,
     /// Extra body params.
     pub body: Map<String, Value>,
     /// Payload shape.
@@ -247,7 +294,7 @@ pub struct EndpointPatch {
     /// failure streak.
     pub enabled: Option<bool>,
     /// Replace the custom headers.
-    pub headers: Option<BTreeMap<String, String>>,
+    pub headers: Option<BTreeMap<String, CustomHeader>>,
     /// Replace the extra body params.
     pub body: Option<Map<String, Value>>,
     /// New payload shape.
@@ -260,8 +307,8 @@ fn insert(c: &mut dyn super::Conn, e: &EndpointRow) -> Result<()> {
     c.execute(
         "INSERT INTO endpoints (id, account_id, bot_id, url, description, event_types, enabled,
             disabled_reason, disabled_at, headers, body, format, rate_limit, secrets, kind,
-            first_failure_at, last_success_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+            first_failure_at, last_success_at, created_at, updated_at, plain_headers)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         &[
             (&e.id).into(),
             (&e.account_id).into(),
@@ -272,7 +319,7 @@ fn insert(c: &mut dyn super::Conn, e: &EndpointRow) -> Result<()> {
             e.enabled.into(),
             e.disabled_reason.clone().into(),
             e.disabled_at.into(),
-            json(&e.headers).into(),
+            header_values(&e.headers).into(),
             json(&e.body).into(),
             e.format.as_str().into(),
             e.rate_limit.into(),
@@ -282,9 +329,35 @@ fn insert(c: &mut dyn super::Conn, e: &EndpointRow) -> Result<()> {
             e.last_success_at.into(),
             e.created_at.into(),
             e.updated_at.into(),
+            plain_names(&e.headers).into(),
         ],
     )?;
     Ok(())
+}
+
+/// Inserts `e` unless its bot already has `max_per_bot` endpoints.
+fn insert_capped(c: &mut dyn super::Conn, e: &EndpointRow, max_per_bot: usize) -> Result<()> {
+    // A write to the bot's row: on PostgreSQL it holds the row's lock until
+    // commit, so a second transaction adding to the same bot waits here and
+    // then counts what the first added. SQLite's one writer already runs
+    // them one after the other.
+    c.execute(
+        "UPDATE bots SET updated_at = updated_at WHERE account_id = $1 AND id = $2",
+        &[(&e.account_id).into(), (&e.bot_id).into()],
+    )?;
+    let count = c
+        .query_one(
+            "SELECT COUNT(*) FROM endpoints WHERE account_id = $1 AND bot_id = $2",
+            &[(&e.account_id).into(), (&e.bot_id).into()],
+        )?
+        .int(0)?;
+    if usize::try_from(count).is_ok_and(|n| n >= max_per_bot) {
+        return Err(StoreError::LimitReached(format!(
+            "bot {:?} already has {count} endpoints, the most a bot may have (limits.max_endpoints_per_bot = {max_per_bot}); delete one it no longer needs (REST hook subscriptions count too) before adding another",
+            e.bot_id
+        )));
+    }
+    insert(c, e)
 }
 
 /// Writes every configuration column of `e` back (inside a transaction).
@@ -292,8 +365,9 @@ pub(super) fn save(c: &mut dyn super::Conn, e: &EndpointRow) -> Result<()> {
     let n = c.execute(
         "UPDATE endpoints SET url = $1, description = $2, event_types = $3, enabled = $4,
             disabled_reason = $5, disabled_at = $6, headers = $7, body = $8, format = $9,
-            rate_limit = $10, secrets = $11, first_failure_at = $12, updated_at = $13
-         WHERE id = $14",
+            rate_limit = $10, secrets = $11, first_failure_at = $12, updated_at = $13,
+            plain_headers = $14
+         WHERE id = $15",
         &[
             (&e.url).into(),
             (&e.description).into(),
@@ -301,13 +375,14 @@ pub(super) fn save(c: &mut dyn super::Conn, e: &EndpointRow) -> Result<()> {
             e.enabled.into(),
             e.disabled_reason.clone().into(),
             e.disabled_at.into(),
-            json(&e.headers).into(),
+            header_values(&e.headers).into(),
             json(&e.body).into(),
             e.format.as_str().into(),
             e.rate_limit.into(),
             json(&e.secrets).into(),
             e.first_failure_at.into(),
             e.updated_at.into(),
+            plain_names(&e.headers).into(),
             (&e.id).into(),
         ],
     )?;
@@ -352,11 +427,18 @@ pub enum Registered {
 }
 
 impl Store {
-    /// Creates an endpoint.
-    pub async fn create_endpoint(&self, account_id: &str, new: NewEndpoint) -> Result<EndpointRow> {
+    /// Creates an endpoint, unless its bot already has `max_per_bot`
+    /// ([`StoreError::LimitReached`]).
+    pub async fn create_endpoint(
+        &self,
+        account_id: &str,
+        new: NewEndpoint,
+        max_per_bot: usize,
+    ) -> Result<EndpointRow> {
         let row = new.into_row(account_id);
         let r = row.clone();
-        self.write(move |c| insert(c, &r)).await?;
+        self.write(move |c| insert_capped(c, &r, max_per_bot))
+            .await?;
         Ok(row)
     }
 
@@ -502,13 +584,15 @@ impl Store {
         Ok(row)
     }
 
-    /// The chatbot-webhook route: creates the bot's registered endpoint, or
-    /// points the existing one at `url` (and re-enables it).
+    /// The chatbot-webhook route: creates the bot's registered endpoint
+    /// (unless the bot already has `max_per_bot`), or points the existing
+    /// one at `url` (and re-enables it).
     pub async fn register_endpoint(
         &self,
         account_id: &str,
         bot_id: &str,
         url: &str,
+        max_per_bot: usize,
     ) -> Result<Registered> {
         let (a, b, url) = (account_id.to_owned(), bot_id.to_owned(), url.to_owned());
         let outcome = self
@@ -534,7 +618,7 @@ impl Store {
                     }
                     None => {
                         let e = NewEndpoint::new(&b, &url, kind::REGISTRATION).into_row(&a);
-                        insert(c, &e)?;
+                        insert_capped(c, &e, max_per_bot)?;
                         Ok(Registered::Created(e))
                     }
                 }

@@ -62,6 +62,10 @@ pub enum StoreError {
     /// The request cannot be carried out as asked.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A configured limit refused the write; the text names the limit and
+    /// what to do.
+    #[error("limit reached: {0}")]
+    LimitReached(String),
     /// The database could not be reached or refused to work.
     #[error("database unavailable: {0}")]
     Unavailable(String),

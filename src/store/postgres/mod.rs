@@ -35,8 +35,13 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "attempt_node",
         include_str!("migrations/0006_attempt_node.sql"),
     ),
-    // 0007 and 0008 belong to other changes; migrate.rs applies each
-    // version on its own, so a gap is fine.
+    (
+        7,
+        "plain_headers",
+        include_str!("migrations/0007_plain_headers.sql"),
+    ),
+    // 0008 belongs to another change; migrate.rs applies each version on
+    // its own, so a gap is fine.
     (9, "timers", include_str!("migrations/0009_timers.sql")),
 ];
 

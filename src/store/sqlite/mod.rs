@@ -8,6 +8,8 @@
 use super::{Backend, BackendKind, Conn, Result, Row, StoreError, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
+pub mod backup;
+
 /// Migrations for SQLite, in order.
 static MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
@@ -32,14 +34,24 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "attempt_node",
         include_str!("migrations/0006_attempt_node.sql"),
     ),
-    // 0007 and 0008 belong to other changes; migrate.rs applies each
-    // version on its own, so a gap is fine.
+    (
+        7,
+        "plain_headers",
+        include_str!("migrations/0007_plain_headers.sql"),
+    ),
+    // 0008 belongs to another change; migrate.rs applies each version on
+    // its own, so a gap is fine.
     (9, "timers", include_str!("migrations/0009_timers.sql")),
 ];
 
 /// A SQLite database file.
 pub struct Sqlite {
     path: String,
+    /// A shared `flock` on the database file, held while this backend is
+    /// in use, so `botwire restore` can tell a live database (see
+    /// [`backup`]). SQLite's own locks are `fcntl` locks, which `flock`
+    /// does not touch.
+    in_use: std::sync::OnceLock<std::fs::File>,
 }
 
 impl Sqlite {
@@ -60,7 +72,20 @@ impl Sqlite {
                 dir.display()
             )));
         }
-        Ok(Self { path })
+        Ok(Self {
+            path,
+            in_use: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The newest migration this binary knows for SQLite.
+    pub fn newest_migration() -> i64 {
+        MIGRATIONS.last().map_or(0, |m| m.0)
     }
 
     fn open(&self, writer: bool) -> Result<Box<dyn Conn>> {
@@ -69,6 +94,9 @@ impl Sqlite {
         conn.busy_timeout(super::BUSY_TIMEOUT).map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(256);
         let mut c = SqliteConn { conn };
+        if writer && self.in_use.get().is_none() {
+            let _ = self.in_use.set(backup::hold_in_use(&self.path)?);
+        }
         if writer {
             c.batch(
                 "PRAGMA journal_mode = WAL;
