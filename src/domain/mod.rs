@@ -10,7 +10,6 @@
 pub mod account;
 pub mod bot;
 pub mod calendar;
-pub mod condition;
 pub mod engine;
 pub mod event;
 pub mod expansion;
