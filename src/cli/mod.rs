@@ -12,6 +12,7 @@ mod bench;
 pub mod bench_backlog;
 mod bench_chat;
 mod bench_deliver;
+mod bench_flow;
 mod bench_story;
 pub mod listen;
 mod serve;

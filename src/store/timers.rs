@@ -4,7 +4,8 @@
 //! A chat turn replaces its conversation's timers in the turn's own
 //! transaction ([`write_timers`], called by `commit_turn`), so a conversation
 //! that moves on never keeps a stale timer. [`Store::claim_due_timers`]
-//! leases the due ones (oldest first, through the `due_at` index; `FOR
+//! first probes the `due_at` index on a read connection (a tick with
+//! nothing due costs no write), then leases the due ones (oldest first, through the `due_at` index; `FOR
 //! UPDATE SKIP LOCKED` on PostgreSQL, the single writer on SQLite), and the
 //! turn that handles a fired timer deletes it (or replaces them all). A
 //! claimer that dies leaves its lease to run out: the timer is claimed again
@@ -97,6 +98,20 @@ impl Store {
         limit: usize,
         lease_ms: i64,
     ) -> Result<Vec<TimerRow>> {
+        // Most ticks find nothing due: one probe of the due index on a read
+        // connection answers that without a write transaction (and its fsync).
+        let any_due = self
+            .read(move |c| {
+                Ok(c.query_opt(
+                    "SELECT 1 FROM timers WHERE due_at <= $1 AND locked_until <= $1 LIMIT 1",
+                    &[now.into()],
+                )?
+                .is_some())
+            })
+            .await?;
+        if !any_due {
+            return Ok(Vec::new());
+        }
         let skip = self.backend.skip_locked();
         self.write(move |c| {
             let sql = format!(
