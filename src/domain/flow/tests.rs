@@ -622,3 +622,29 @@ proptest! {
         let _ = Flow::from_yaml(&s);
     }
 }
+
+/// Every YAML example of docs/FLOWS.md parses: whole flows are validated,
+/// node snippets are parsed inside a flow (their targets are elsewhere), so
+/// a condition, a duration or a field that the docs get wrong fails here.
+#[test]
+fn the_docs_examples_parse() {
+    let doc = include_str!("../../../docs/FLOWS.md");
+    let mut blocks = 0;
+    for block in doc.split("```yaml\n").skip(1) {
+        let yaml = block.split("```").next().unwrap_or_default();
+        blocks += 1;
+        if yaml.starts_with("start:") {
+            let f = Flow::from_yaml(yaml).unwrap_or_else(|e| panic!("{}\n{yaml}", join_errors(&e)));
+            f.validate(None)
+                .unwrap_or_else(|e| panic!("{}\n{yaml}", join_errors(&e)));
+        } else if yaml.starts_with("keywords:") {
+            let wrapped = format!("start: a\n{yaml}nodes: {{ a: {{ end: true }} }}\n");
+            Flow::from_yaml(&wrapped).unwrap_or_else(|e| panic!("{}\n{yaml}", join_errors(&e)));
+        } else {
+            let indented: String = yaml.lines().map(|l| format!("  {l}\n")).collect();
+            let wrapped = format!("start: a\nnodes:\n{indented}");
+            Flow::from_yaml(&wrapped).unwrap_or_else(|e| panic!("{}\n{yaml}", join_errors(&e)));
+        }
+    }
+    assert!(blocks >= 7, "{blocks} examples");
+}
