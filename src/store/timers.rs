@@ -2,7 +2,7 @@
 //! survive restarts and fire once across several nodes.
 //!
 //! A chat turn replaces its conversation's timers in the turn's own
-//! transaction ([`write_timers`], called by `commit_turn`), so a conversation
+//! transaction (`write_timers`, called by `commit_turn`), so a conversation
 //! that moves on never keeps a stale timer. [`Store::claim_due_timers`]
 //! first probes the `due_at` index on a read connection (a tick with
 //! nothing due costs no write), then leases the due ones (oldest first, through the `due_at` index; `FOR

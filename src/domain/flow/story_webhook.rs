@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 /// percent-encoded), header values and the string values of `params`
 /// (substituted inside strings only, so an answer can never inject JSON).
 /// Header values are secrets unless marked plain (see
-/// [`CustomHeader`](super::outbound::CustomHeader)).
+/// [`CustomHeader`](crate::domain::outbound::CustomHeader)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoryWebhook {
