@@ -41,13 +41,28 @@ impl BotFile {
         check_size(src)?;
         check_nesting(src)?;
         check_expansion(src)?;
-        serde_yaml_ng::from_str(src).map_err(|e| vec![FlowError::new("", "", e.to_string())])
+        serde_yaml_ng::from_str(src).map_err(|e| {
+            // A flow that does not parse reports its own errors, by node,
+            // field and column, rather than as one line of the whole file.
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>(src)
+                .ok()
+                .and_then(|v| v.get("flow").cloned())
+                .and_then(|flow| serde_yaml_ng::to_string(&flow).ok())
+                .and_then(|flow| Flow::from_yaml(&flow).err())
+                .unwrap_or_else(|| vec![FlowError::new("", "", e.to_string())])
+        })
     }
 
     /// Parses a JSON bot file (shape only; see [`BotFile::validate`]).
     pub fn from_json(src: &str) -> Result<BotFile, Vec<FlowError>> {
         check_size(src)?;
-        serde_json::from_str(src).map_err(|e| vec![FlowError::new("", "", e.to_string())])
+        serde_json::from_str(src).map_err(|e| {
+            serde_json::from_str::<serde_json::Value>(src)
+                .ok()
+                .and_then(|v| v.get("flow").map(|f| f.to_string()))
+                .and_then(|flow| Flow::from_json(&flow).err())
+                .unwrap_or_else(|| vec![FlowError::new("", "", e.to_string())])
+        })
     }
 
     /// The bot file as YAML.

@@ -648,3 +648,35 @@ fn the_docs_examples_parse() {
     }
     assert!(blocks >= 7, "{blocks} examples");
 }
+
+#[test]
+fn a_bot_file_reports_its_flow_errors_by_node_field_and_column() {
+    let src = include_str!("../../../examples/leads.yaml").replace(
+        "memory.score >= 70",
+        "memory.score >= 70 && usr.plan == 'vip'",
+    );
+    let errs = BotFile::from_yaml(&src).unwrap_err();
+    assert_eq!(
+        (
+            errs[0].node.as_str(),
+            errs[0].field.as_str(),
+            errs[0].column
+        ),
+        ("score", "next[0].if", Some(23)),
+        "{errs:#?}"
+    );
+    let bot = BotFile::from_yaml(include_str!("../../../examples/leads.yaml")).unwrap();
+    let json = bot
+        .to_json()
+        .replace("memory.score >= 70", "memory.score >=");
+    let errs = BotFile::from_json(&json).unwrap_err();
+    assert_eq!(
+        (errs[0].node.as_str(), errs[0].field.as_str()),
+        ("score", "next[0].if"),
+        "{errs:#?}"
+    );
+    assert!(errs[0].column.is_some(), "{errs:#?}");
+    // Errors outside the flow keep their one line.
+    let errs = BotFile::from_yaml("id: x\nname: X\ntype: support\ncolour: red\nflow: { start: a, nodes: { a: { end: true } } }\n").unwrap_err();
+    assert!(errs[0].message.contains("colour"), "{errs:#?}");
+}
