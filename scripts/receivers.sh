@@ -18,7 +18,7 @@ pip install -q --root-user-action=ignore -r "$root/examples/receivers/python/req
 (cd "$root/examples/receivers/node" && npm ci --no-audit --no-fund --silent)
 
 port=$((20000 + RANDOM % 20000))
-"$bin" serve --listen "127.0.0.1:$port" --database "sqlite://$dir/r.db" --allow-net 127.0.0.1 \
+BOTWIRE_DELIVERY_SYSTEM_DNS=false "$bin" serve --listen "127.0.0.1:$port" --database "sqlite://$dir/r.db" --allow-net 127.0.0.1 \
     >"$dir/out.txt" 2>"$dir/err.txt" &
 pids+=($!)
 for _ in $(seq 1 100); do

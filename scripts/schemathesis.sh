@@ -12,7 +12,9 @@ if ! st --version 2>/dev/null | grep -qF "$version"; then
 fi
 dir="$(mktemp -d)"
 port=$((20000 + RANDOM % 20000))
-"$bin" serve --listen "127.0.0.1:$port" --database "sqlite://$dir/st.db" >"$dir/out.txt" 2>"$dir/err.txt" &
+# Endpoint URLs are generated: with the system resolver off, their names
+# fail as "dns" without a lookup instead of reaching a DNS server.
+BOTWIRE_DELIVERY_SYSTEM_DNS=false "$bin" serve --listen "127.0.0.1:$port" --database "sqlite://$dir/st.db" >"$dir/out.txt" 2>"$dir/err.txt" &
 server=$!
 trap 'kill $server 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 1 50); do

@@ -6,6 +6,7 @@
 //! output or logs.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -61,6 +62,8 @@ pub struct Config {
     pub shutdown_delay: String,
     /// Bounds on what one account may create.
     pub limits: LimitsConfig,
+    /// How the HTTP server treats connections.
+    pub http: HttpConfig,
     /// Outbound delivery settings.
     pub delivery: DeliveryConfig,
 }
@@ -80,6 +83,17 @@ impl Default for LimitsConfig {
             max_endpoints_per_bot: 100,
         }
     }
+}
+
+/// How the HTTP server treats connections (`[http]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Longest time a connection may take to send a complete request head,
+    /// e.g. `10s`.
+    pub header_read_timeout: String,
+    /// Connections open at once at most.
+    pub max_connections: usize,
 }
 
 /// Outbound delivery settings.
@@ -104,6 +118,11 @@ pub struct DeliveryConfig {
     /// Failed attempts in a row after which an endpoint gets one delivery at
     /// a time until one succeeds; 0 never.
     pub break_after: u32,
+    /// Whether names missing from `hosts` are asked of the system resolver.
+    pub system_dns: bool,
+    /// Fixed addresses for hostnames, consulted before any resolver: name →
+    /// one address, or several separated by commas.
+    pub hosts: BTreeMap<String, String>,
 }
 
 /// Values given on the command line; `None` leaves the lower layers alone.
@@ -223,6 +242,45 @@ impl Config {
                 ))
             })?;
         }
+        set(
+            &mut self.http.header_read_timeout,
+            "BOTWIRE_HTTP_HEADER_READ_TIMEOUT",
+        );
+        if let Some(v) = env("BOTWIRE_HTTP_MAX_CONNECTIONS") {
+            self.http.max_connections = v.parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "BOTWIRE_HTTP_MAX_CONNECTIONS must be a number, got {v:?}"
+                ))
+            })?;
+        }
+        if let Some(v) = env("BOTWIRE_DELIVERY_SYSTEM_DNS") {
+            self.delivery.system_dns = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "BOTWIRE_DELIVERY_SYSTEM_DNS must be true or false, got {v:?}"
+                    )));
+                }
+            };
+        }
+        if let Some(v) = env("BOTWIRE_DELIVERY_HOSTS") {
+            let mut hosts: BTreeMap<String, String> = BTreeMap::new();
+            for entry in v.split([',', ' ']).filter(|s| !s.is_empty()) {
+                let (name, addr) = entry.split_once('=').ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "BOTWIRE_DELIVERY_HOSTS: {entry:?} is not name=address \
+                         (e.g. hooks.example.com=10.0.0.5)"
+                    ))
+                })?;
+                let addrs = hosts.entry(name.to_owned()).or_default();
+                if !addrs.is_empty() {
+                    addrs.push(',');
+                }
+                addrs.push_str(addr);
+            }
+            self.delivery.hosts = hosts;
+        }
         Ok(())
     }
 
@@ -266,6 +324,7 @@ impl Config {
                 "limits.max_endpoints_per_bot must be at least 1".into(),
             ));
         }
+        crate::api::ServerOptions::from_config(self).map_err(ConfigError::Invalid)?;
         if self.body_limit_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "body_limit_bytes must be at least 1024".into(),
@@ -396,5 +455,104 @@ mod tests {
         let c = Config::load(None, env, &Overrides::default()).unwrap();
         assert_eq!(c.secret_key.expose(), "hunter2");
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn http_settings_come_from_every_layer() {
+        let c = Config::load(None, no_env, &Overrides::default()).unwrap();
+        assert_eq!(c.http.header_read_timeout, "10s");
+        assert_eq!(c.http.max_connections, 10_000);
+
+        let env = |k: &str| match k {
+            "BOTWIRE_HTTP_HEADER_READ_TIMEOUT" => Some("500ms".to_owned()),
+            "BOTWIRE_HTTP_MAX_CONNECTIONS" => Some("50".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(None, env, &Overrides::default()).unwrap();
+        let server = crate::api::ServerOptions::from_config(&c).unwrap();
+        assert_eq!(
+            server.header_read_timeout,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(server.max_connections, 50);
+
+        let dir = std::env::temp_dir().join(format!("bw-config3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[http]\nmax_connections = 7\n").unwrap();
+        let c = Config::load(Some(&file), no_env, &Overrides::default()).unwrap();
+        assert_eq!(c.http.max_connections, 7);
+        assert_eq!(c.http.header_read_timeout, "10s", "the rest stays default");
+
+        for (name, value, says) in [
+            ("BOTWIRE_HTTP_MAX_CONNECTIONS", "many", "must be a number"),
+            ("BOTWIRE_HTTP_MAX_CONNECTIONS", "0", "at least 1"),
+            (
+                "BOTWIRE_HTTP_HEADER_READ_TIMEOUT",
+                "soon",
+                "http.header_read_timeout",
+            ),
+            ("BOTWIRE_HTTP_HEADER_READ_TIMEOUT", "0s", "longer than 0"),
+        ] {
+            let env = |k: &str| (k == name).then(|| value.to_owned());
+            let err = Config::load(None, env, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(says), "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn name_settings_come_from_every_layer() {
+        let c = Config::load(None, no_env, &Overrides::default()).unwrap();
+        assert!(
+            c.delivery.system_dns,
+            "the system resolver is on by default"
+        );
+        assert!(c.delivery.hosts.is_empty());
+
+        let env = |k: &str| match k {
+            "BOTWIRE_DELIVERY_SYSTEM_DNS" => Some("false".to_owned()),
+            "BOTWIRE_DELIVERY_HOSTS" => Some(
+                "hooks.example.com=10.0.0.5, hooks.example.com=fd00::5,a.test=127.0.0.1".into(),
+            ),
+            _ => None,
+        };
+        let c = Config::load(None, env, &Overrides::default()).unwrap();
+        assert!(!c.delivery.system_dns);
+        assert_eq!(c.delivery.hosts["hooks.example.com"], "10.0.0.5,fd00::5");
+        let settings = crate::delivery::Settings::from_config(&c).unwrap();
+        assert!(!settings.names.uses_system_resolver());
+        assert_eq!(settings.names.fixed("a.test").unwrap().len(), 1);
+
+        let dir = std::env::temp_dir().join(format!("bw-config4-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[delivery]\nsystem_dns = false\n[delivery.hosts]\n\"h.test\" = \"127.0.0.2\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), no_env, &Overrides::default()).unwrap();
+        assert_eq!(c.delivery.hosts["h.test"], "127.0.0.2");
+        assert!(!c.delivery.system_dns);
+        assert_eq!(c.delivery.timeout, "15s", "the rest stays default");
+
+        for (name, value, says) in [
+            ("BOTWIRE_DELIVERY_SYSTEM_DNS", "maybe", "true or false"),
+            (
+                "BOTWIRE_DELIVERY_HOSTS",
+                "hooks.example.com",
+                "name=address",
+            ),
+            (
+                "BOTWIRE_DELIVERY_HOSTS",
+                "h.test=10.0.0.300",
+                "not an IP address",
+            ),
+            ("BOTWIRE_DELIVERY_HOSTS", "a..b=10.0.0.1", "not a hostname"),
+        ] {
+            let env = |k: &str| (k == name).then(|| value.to_owned());
+            let err = Config::load(None, env, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(says), "{name}={value}: {err}");
+        }
     }
 }

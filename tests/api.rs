@@ -426,6 +426,7 @@ async fn a_publishable_key_chats_from_its_origins_only() {
         r.headers()["access-control-allow-origin"],
         "https://shop.example"
     );
+    assert_eq!(r.headers()["vary"], "origin");
     let body: Value = r.json().await.unwrap();
     assert!(!body["replies"].as_array().unwrap().is_empty(), "{body}");
     // The visitor is stored apart from contacts named by secret keys.
@@ -451,13 +452,15 @@ async fn a_publishable_key_chats_from_its_origins_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        r.headers()["access-control-allow-origin"],
-        "https://evil.example",
-        "the page may read why"
+    assert!(
+        r.headers().get("access-control-allow-origin").is_none(),
+        "an origin the key does not list may not read the answer: {:?}",
+        r.headers()
     );
+    assert_eq!(r.headers()["vary"], "origin");
     let r = chat(None, visitor.clone(), path.clone()).await.unwrap();
     assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["vary"], "origin");
     let r = chat(
         Some("http://localhost:8080"),
         json!({"phone": "+525500000000"}),
@@ -505,6 +508,11 @@ async fn a_publishable_key_chats_from_its_origins_only() {
         .parse()
         .unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
+    // The 429 is readable by the listed origin, so the widget can say why.
+    assert_eq!(
+        refused.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
     let body: Value = refused.json().await.unwrap();
     assert!(
         body["error"]["message"]
@@ -524,6 +532,25 @@ async fn a_publishable_key_chats_from_its_origins_only() {
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
+    // A secret key never lets a page read the answer, whatever its origin.
+    for origin in ["https://shop.example", "https://evil.example"] {
+        let r = app
+            .client
+            .post(format!("{}{path}", app.base))
+            .bearer_auth(&app.admin_key)
+            .header("origin", origin)
+            .json(&json!({"contact": {"id": "c1"}, "text": "hi"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers().get("access-control-allow-origin").is_none(),
+            "secret key from {origin}: {:?}",
+            r.headers()
+        );
+        assert_eq!(r.headers()["vary"], "origin");
+    }
 
     // The browser's preflight.
     let r = app
@@ -542,6 +569,10 @@ async fn a_publishable_key_chats_from_its_origins_only() {
     assert_eq!(
         r.headers()["access-control-allow-origin"],
         "https://shop.example"
+    );
+    assert_eq!(
+        r.headers().get_all("vary").iter().collect::<Vec<_>>(),
+        ["origin"]
     );
     let allowed = r.headers()["access-control-allow-headers"]
         .to_str()

@@ -100,6 +100,8 @@ impl Node {
             cmd.args(["--listen", listen]);
         }
         cmd.env("BOTWIRE_LOG", "warn");
+        // No test sends a name to the system resolver.
+        cmd.env("BOTWIRE_DELIVERY_SYSTEM_DNS", "false");
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }

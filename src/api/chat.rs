@@ -2,10 +2,11 @@
 //! and read what was said.
 //!
 //! The chat route also answers web pages (CORS): the chat widget calls it
-//! with a publishable key from a visitor's browser. Such a visitor is
-//! `contact.id` only, a random id the widget keeps, stored as `web:<id>`;
-//! secret keys may not name ids with that prefix (nor the messaging
-//! channels' ones), so the two kinds of contact never share a conversation.
+//! with a publishable key from a visitor's browser, and only an origin
+//! listed on that key may read the answer. Such a visitor is `contact.id`
+//! only, a random id the widget keeps, stored as `web:<id>`; secret keys
+//! may not name ids with that prefix (nor the messaging channels' ones), so
+//! the two kinds of contact never share a conversation.
 //!
 //! A message longer than [`MAX_TEXT`] characters is refused with a 422
 //! before anything is stored.
@@ -25,6 +26,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use utoipa::{IntoParams, ToSchema};
 
 /// Who is writing: a phone number (E.164) or an id of yours.
@@ -186,8 +189,29 @@ fn visitor(contact: &ContactInput) -> ApiResult<ContactRef> {
     Ok(ContactRef::External(format!("web:{id}")))
 }
 
-/// Answers a browser's CORS preflight for the chat route. Any origin may ask;
-/// the chat itself checks the origin against the publishable key's list.
+/// Whether a chat answer may be read by the page that sent the request: set
+/// by [`ChatAuth`](super::extract::ChatAuth) when the key is publishable and
+/// lists the request's `Origin`. [`allow_origin`] puts one in every chat
+/// request's extensions and reads it once the answer is made.
+#[derive(Clone, Debug, Default)]
+pub struct CorsGrant(Arc<AtomicBool>);
+
+impl CorsGrant {
+    /// Lets the request's origin read the answer.
+    pub fn grant(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn granted(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Answers a browser's CORS preflight for the chat route. A preflight never
+/// carries the key (browsers send no `Authorization` with it), so it cannot
+/// tell a listed origin from another: it lets the browser send the request,
+/// and the answer itself is readable only from an origin listed on a
+/// publishable key ([`allow_origin`], which also adds `Vary: Origin` here).
 async fn preflight(headers: HeaderMap) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
     if let Some(origin) = headers.get(header::ORIGIN) {
@@ -205,25 +229,28 @@ async fn preflight(headers: HeaderMap) -> Response {
             header::ACCESS_CONTROL_MAX_AGE,
             HeaderValue::from_static("600"),
         );
-        h.insert(header::VARY, HeaderValue::from_static("origin"));
     }
     resp
 }
 
 /// Lets the page that sent a chat request read the answer (errors too, so
-/// the widget can say what went wrong). Bearer keys are never ambient, so
-/// reflecting the origin grants a page nothing its key does not.
-async fn allow_origin(req: Request, next: Next) -> Response {
+/// the widget can say what went wrong) only when the request's key is
+/// publishable and lists that page's origin: never for secret keys, never
+/// for other origins. Every answer varies by `Origin`, so no cache hands
+/// one origin's answer to another.
+async fn allow_origin(mut req: Request, next: Next) -> Response {
     let origin = req.headers().get(header::ORIGIN).cloned();
+    let grant = CorsGrant::default();
+    req.extensions_mut().insert(grant.clone());
     let mut resp = next.run(req).await;
-    if let Some(origin) = origin {
-        let h = resp.headers_mut();
+    let h = resp.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("origin"));
+    if let Some(origin) = origin.filter(|_| grant.granted()) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static("x-request-id"),
         );
-        h.append(header::VARY, HeaderValue::from_static("origin"));
     }
     resp
 }

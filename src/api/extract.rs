@@ -132,7 +132,12 @@ impl FromRequestParts<AppState> for ChatAuth {
                 .get(axum::http::header::ORIGIN)
                 .and_then(|v| v.to_str().ok());
             match origin {
-                Some(o) if p.allows_origin(o) => {}
+                Some(o) if p.allows_origin(o) => {
+                    // The page may read this answer, a 429 below included.
+                    if let Some(grant) = parts.extensions.get::<super::chat::CorsGrant>() {
+                        grant.grant();
+                    }
+                }
                 Some(o) => {
                     return Err(ApiError::forbidden(format!(
                         "this publishable key may not be used from {o}; add the origin to the key"

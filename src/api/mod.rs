@@ -8,7 +8,10 @@
 //!   that may not see a thing gets 403 or 404, never another account's data;
 //! * lists are `{"data": [...], "next_cursor": ...}` paged by
 //!   `?limit=&cursor=`;
-//! * every response carries `x-request-id`; `/openapi.json` describes it all.
+//! * every response carries `x-request-id`: the client's own when it is 1 to
+//!   64 characters of `A-Z a-z 0-9 . _ -`, else one generated here (the id
+//!   is echoed and logged, so nothing else is let through);
+//! * `/openapi.json` describes it all.
 
 pub mod appointments;
 pub mod bots;
@@ -29,6 +32,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod server;
 pub mod webhooks;
 pub mod widget;
 
@@ -39,6 +43,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, header};
 use error::ApiError;
 use serde::Serialize;
+pub use server::{ServerOptions, serve};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::request_id::{
@@ -122,6 +127,31 @@ impl MakeRequestId for MakeId {
     }
 }
 
+/// Whether a client's `x-request-id` value may be kept as the request's id:
+/// 1 to 64 characters of `A-Z a-z 0-9 . _ -`. Anything else (braces, quotes,
+/// spaces, `=`, control characters) could pass for log syntax once logged.
+pub fn is_valid_request_id(value: &[u8]) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Removes a client's `x-request-id` unless it is one valid value, so that
+/// [`SetRequestIdLayer`] generates one in its place.
+async fn drop_unfit_request_id(mut req: axum::extract::Request) -> axum::extract::Request {
+    let mut values = req.headers().get_all(&REQUEST_ID).iter();
+    let fit = match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(v), None) => is_valid_request_id(v.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !fit {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    req
+}
+
 /// The whole HTTP application.
 pub fn router(state: AppState, options: &RouterOptions) -> Router {
     let v1 = Router::new()
@@ -165,6 +195,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeId))
+        .layer(axum::middleware::map_request(drop_unfit_request_id))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 axum::response::IntoResponse::into_response(ApiError::internal("handler panicked"))
@@ -210,28 +241,4 @@ pub fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
-/// requests finish (up to `grace`).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(());
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        r = &mut server => r,
-        _ = async { let _ = rx.await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
-            Ok(())
-        }
-    }
 }

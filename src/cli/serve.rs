@@ -6,12 +6,13 @@
 //! claim loop).
 //!
 //! On first start with an empty database it creates the first account and
-//! prints its admin key once. SIGINT/SIGTERM stop accepting connections,
-//! let in-flight requests finish, then close the store (committing any
-//! queued writes) and exit.
+//! prints its admin key once. Connections are served by [`api::server`]
+//! (header deadline, connection bound). SIGINT/SIGTERM stop accepting
+//! connections, let in-flight requests finish, then close the store
+//! (committing any queued writes) and exit.
 
 use crate::api::health::{Phase, Readiness, ReadyStatus};
-use crate::api::{self, AppState, RouterOptions};
+use crate::api::{self, AppState, RouterOptions, ServerOptions};
 use crate::config::{Config, Overrides};
 use anyhow::Context;
 use axum::Router;
@@ -115,6 +116,7 @@ impl ServeArgs {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     super::init_logging(&config);
     let shutdown_delay = config.shutdown_delay()?;
+    let server_options = ServerOptions::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
     // The API and worker roles listen from the start, so `/healthz` and
     // `/readyz` answer while migrations run; other requests wait for the API.
     let readiness = Arc::new(Readiness::new(Phase::Migrating));
@@ -139,14 +141,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tokio::time::sleep(shutdown_delay).await;
             }
         };
+        let options = server_options.clone();
         Some((
             addr,
-            tokio::spawn(api::serve(
-                listener,
-                front,
-                shutdown,
-                Duration::from_secs(30),
-            )),
+            tokio::spawn(async move { api::serve(listener, front, &options, shutdown).await }),
         ))
     };
     let store = super::open_store(&config).await?;
@@ -209,6 +207,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         database = %super::redact_url(&config.database),
         role = %config.role,
         allow_nets = ?config.allow_nets,
+        max_connections = server_options.max_connections,
+        header_read_timeout = ?server_options.header_read_timeout,
+        system_dns = config.delivery.system_dns,
         "botwire is listening"
     );
     eprintln!(

@@ -20,7 +20,7 @@ use super::format::{self, EventView};
 use super::http::{Attempt, ErrorKind, OutboundClient, OutboundRequest};
 use super::schedule::RetrySchedule;
 use super::signing::{self, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
-use super::ssrf::AllowList;
+use super::ssrf::{AllowList, NameTable};
 use crate::domain::ids::new_id;
 use crate::domain::outbound::{self, CustomHeader};
 use crate::store::deliveries::{AttemptRow, DeliveryTicket, NextState, Outcome};
@@ -33,6 +33,10 @@ use std::time::Duration;
 pub struct Settings {
     /// Networks the SSRF guard lets through.
     pub allow: AllowList,
+    /// Where hostnames are looked up (`delivery.hosts`,
+    /// `delivery.system_dns`). The default has no entries and no system
+    /// resolver, so tests built on it never resolve an outside name.
+    pub names: NameTable,
     /// Timeout of one request.
     pub timeout: Duration,
     /// Delays between attempts.
@@ -62,6 +66,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             allow: AllowList::empty(),
+            names: NameTable::default(),
             timeout: Duration::from_secs(15),
             schedule: RetrySchedule::default(),
             disable_after: Duration::from_secs(5 * 86_400),
@@ -93,8 +98,10 @@ impl Settings {
         let allow = AllowList::parse(&config.allow_nets).map_err(|e| e.to_string())?;
         let schedule = RetrySchedule::parse(&d.retry_schedule)
             .map_err(|e| format!("delivery.retry_schedule: {e}"))?;
+        let names = NameTable::parse(&d.hosts, d.system_dns).map_err(|e| e.to_string())?;
         Ok(Self {
             allow,
+            names,
             timeout: parse_span("delivery.timeout", &d.timeout)?,
             schedule,
             disable_after: parse_span("delivery.disable_after", &d.disable_after)?,
@@ -133,7 +140,12 @@ impl std::fmt::Debug for Delivery {
 impl Delivery {
     /// Builds the outbound client for these settings.
     pub fn new(settings: Settings) -> Result<Self, super::http::ClientBuildError> {
-        let client = OutboundClient::new(settings.allow.clone(), settings.timeout, &user_agent())?;
+        let client = OutboundClient::new(
+            settings.allow.clone(),
+            settings.names.clone(),
+            settings.timeout,
+            &user_agent(),
+        )?;
         Ok(Self(Arc::new(Shared { settings, client })))
     }
 

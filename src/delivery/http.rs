@@ -8,7 +8,8 @@
 //! - no connection is opened to an address the SSRF guard refuses: literal-IP
 //!   URLs are checked by [`check_url`] before sending (reqwest would connect to
 //!   them without asking the resolver), and hostnames are resolved only through
-//!   [`GuardedResolver`];
+//!   [`GuardedResolver`], which asks the system resolver only when its
+//!   [`NameTable`] allows it;
 //! - redirects are never followed and proxies never used (a redirect or a proxy
 //!   would lead the request somewhere the guard did not check); a 3xx is a failure;
 //! - at most [`MAX_RESPONSE_BODY`] bytes of a response body are read, whatever
@@ -27,7 +28,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::schedule::parse_retry_after;
-use crate::delivery::ssrf::{AllowList, GuardedResolver, ResolveError, UrlError, check_url};
+use crate::delivery::ssrf::{
+    AllowList, GuardedResolver, NameTable, ResolveError, UrlError, check_url,
+};
 
 /// Most response-body bytes read and kept per attempt (16 KiB).
 pub const MAX_RESPONSE_BODY: usize = 16 * 1024;
@@ -125,10 +128,12 @@ pub struct OutboundClient {
 }
 
 impl OutboundClient {
-    /// Builds the client: no redirects, no proxies, the guarded resolver,
-    /// `timeout` over each whole exchange, and `user_agent` on every request.
+    /// Builds the client: no redirects, no proxies, the guarded resolver
+    /// looking names up through `names`, `timeout` over each whole exchange,
+    /// and `user_agent` on every request.
     pub fn new(
         allow: AllowList,
+        names: NameTable,
         timeout: Duration,
         user_agent: &str,
     ) -> Result<Self, ClientBuildError> {
@@ -139,7 +144,7 @@ impl OutboundClient {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .dns_resolver(GuardedResolver::new(allow.clone()))
+            .dns_resolver(GuardedResolver::new(allow.clone(), Arc::new(names)))
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(user_agent)
@@ -283,7 +288,9 @@ fn classify(err: &reqwest::Error, is_https: bool) -> (ErrorKind, String) {
         if let Some(resolve) = e.downcast_ref::<ResolveError>() {
             let kind = match resolve {
                 ResolveError::Blocked { .. } => ErrorKind::Blocked,
-                ResolveError::Lookup { .. } | ResolveError::NoAddress { .. } => ErrorKind::Dns,
+                ResolveError::Lookup { .. }
+                | ResolveError::NoAddress { .. }
+                | ResolveError::NotListed { .. } => ErrorKind::Dns,
             };
             return (kind, message);
         }
@@ -492,7 +499,13 @@ mod tests {
     }
 
     fn client(allow: &[&str], timeout: Duration) -> OutboundClient {
-        OutboundClient::new(AllowList::parse(allow).unwrap(), timeout, "botwire-test/1").unwrap()
+        OutboundClient::new(
+            AllowList::parse(allow).unwrap(),
+            NameTable::default(),
+            timeout,
+            "botwire-test/1",
+        )
+        .unwrap()
     }
 
     fn local() -> OutboundClient {
@@ -703,6 +716,37 @@ mod tests {
             .send(post("http://botwire-test.invalid/".into()))
             .await;
         assert_eq!(a.error, Some(ErrorKind::Dns), "{a:?}");
+        // Found out without a lookup: the system resolver is off here.
+        let msg = a.error_message.unwrap();
+        assert!(msg.contains("not in delivery.hosts"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn names_in_the_table_are_reached_without_a_resolver() {
+        let rx = Receiver::start(respond("200 OK", "", "")).await;
+        let mut names = NameTable::default();
+        names.insert("hooks.botwire.test", rx.addr.ip()).unwrap();
+        let c = OutboundClient::new(
+            AllowList::parse(["127.0.0.0/8"]).unwrap(),
+            names,
+            Duration::from_secs(5),
+            "botwire-test/1",
+        )
+        .unwrap();
+        let port = rx.addr.port();
+        for url in [
+            format!("http://hooks.botwire.test:{port}/a"),
+            format!("http://HOOKS.botwire.test.:{port}/b"),
+        ] {
+            let a = c.send(post(url.clone())).await;
+            assert!(a.is_success(), "{url}: {a:?}");
+        }
+        assert_eq!(rx.connections(), 2);
+        let a = c
+            .send(post(format!("http://other.botwire.test:{port}/")))
+            .await;
+        assert_eq!(a.error, Some(ErrorKind::Dns), "{a:?}");
+        assert_eq!(rx.connections(), 2);
     }
 
     #[tokio::test]

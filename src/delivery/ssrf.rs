@@ -10,6 +10,12 @@
 //!    and blocked ones are dropped, so the address actually connected is always
 //!    one the guard approved (no DNS-rebinding window between check and use).
 //!
+//! Names are looked up through a [`NameTable`]: `localhost` and `*.localhost`
+//! are loopback without asking anyone (RFC 6761), then come the operator's
+//! fixed entries (`delivery.hosts`), and only then, if it is on
+//! (`delivery.system_dns`), the system resolver. Tests run with it off, so no
+//! test can send a name to a DNS server.
+//!
 //! Invariants:
 //! - [`check_ip`] refuses every address in the special-purpose ranges listed in
 //!   [`blocked_reason`] unless the operator's [`AllowList`] contains it;
@@ -23,11 +29,13 @@
 //!   refused by [`check_url`] when the allowlist is empty, and otherwise connect
 //!   only to addresses the allowlist explicitly contains.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnet::IpNet;
 use url::{Host, Url};
@@ -424,6 +432,15 @@ pub enum ResolveError {
         /// The name looked up.
         host: String,
     },
+    /// The name is not in the fixed table and the system resolver is off;
+    /// nothing was looked up.
+    #[error(
+        "{host} is not in delivery.hosts and the system resolver is off (delivery.system_dns = false); nothing was looked up"
+    )]
+    NotListed {
+        /// The name asked for.
+        host: String,
+    },
     /// Every address the name resolved to is refused by the guard.
     #[error("{host} resolves only to refused addresses: {}", list_blocked(.blocked))]
     Blocked {
@@ -442,34 +459,169 @@ fn list_blocked(blocked: &[Blocked]) -> String {
         .join("; ")
 }
 
+/// A `delivery.hosts` entry that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostsError {
+    /// The name is not a hostname (letters, digits, `-`, `_`, dot-separated).
+    #[error("delivery.hosts: {0:?} is not a hostname such as hooks.example.com")]
+    Name(String),
+    /// An address that is not an IPv4 or IPv6 address.
+    #[error(
+        "delivery.hosts: {address:?} (for {name}) is not an IP address such as 10.0.0.5 or fd00::5"
+    )]
+    Address {
+        /// The name it was given for.
+        name: String,
+        /// The address as given.
+        address: String,
+    },
+}
+
+/// Where hostnames are looked up, in order: `localhost` and `*.localhost`
+/// are loopback (`127.0.0.1`, `::1`) without asking anyone (RFC 6761); then
+/// the fixed entries; then, only if it is on, the system resolver. With it
+/// off, any other name fails as [`ResolveError::NotListed`] without a
+/// lookup. Names are compared in lower case, a trailing dot ignored.
+///
+/// The default has no entries and the system resolver off: what tests and
+/// benchmarks build on, so none of them can resolve a name outside the
+/// machine. `botwire serve` takes both from `[delivery]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameTable {
+    hosts: BTreeMap<String, Vec<IpAddr>>,
+    system: bool,
+}
+
+/// A name as the table keys it: lower case, without a trailing dot.
+fn table_key(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+impl NameTable {
+    /// No fixed entries; the system resolver on or off.
+    pub fn new(system: bool) -> Self {
+        Self {
+            hosts: BTreeMap::new(),
+            system,
+        }
+    }
+
+    /// Builds the table from `delivery.hosts` (name → one address or several
+    /// separated by commas or spaces) and `delivery.system_dns`.
+    pub fn parse<'a>(
+        entries: impl IntoIterator<Item = (&'a String, &'a String)>,
+        system: bool,
+    ) -> Result<Self, HostsError> {
+        let mut table = Self::new(system);
+        for (name, addresses) in entries {
+            for address in addresses.split([',', ' ']).filter(|a| !a.is_empty()) {
+                let ip = address
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse()
+                    .map_err(|_| HostsError::Address {
+                        name: name.clone(),
+                        address: address.to_owned(),
+                    })?;
+                table.insert(name, ip)?;
+            }
+        }
+        Ok(table)
+    }
+
+    /// Adds `ip` to the addresses of `name`.
+    pub fn insert(&mut self, name: &str, ip: IpAddr) -> Result<(), HostsError> {
+        let key = table_key(name);
+        let valid = !key.is_empty()
+            && key.len() <= 253
+            && key.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !valid {
+            return Err(HostsError::Name(name.to_owned()));
+        }
+        let addrs = self.hosts.entry(key).or_default();
+        if !addrs.contains(&ip) {
+            addrs.push(ip);
+        }
+        Ok(())
+    }
+
+    /// Whether names missing from the table go to the system resolver.
+    pub fn uses_system_resolver(&self) -> bool {
+        self.system
+    }
+
+    /// The addresses known for `host` without any lookup: loopback for
+    /// `localhost` names, else the fixed entries.
+    pub fn fixed(&self, host: &str) -> Option<Vec<IpAddr>> {
+        let key = table_key(host);
+        if key == "localhost" || key.ends_with(".localhost") {
+            return Some(vec![
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ]);
+        }
+        self.hosts.get(&key).cloned()
+    }
+}
+
 /// A DNS resolver for reqwest that only ever hands back addresses the guard approves.
 ///
-/// It resolves with the system resolver (tokio's `lookup_host`), drops blocked
-/// addresses and fails with [`ResolveError::Blocked`] when none remain. For the
-/// internal names of [`is_internal_hostname`] it keeps only addresses the
-/// allowlist explicitly contains, public or not.
+/// It finds addresses through its [`NameTable`] (the system resolver, tokio's
+/// `lookup_host`, only when the table allows it), drops blocked addresses and
+/// fails with [`ResolveError::Blocked`] when none remain. For the internal
+/// names of [`is_internal_hostname`] it keeps only addresses the allowlist
+/// explicitly contains, public or not.
 #[derive(Debug, Clone, Default)]
 pub struct GuardedResolver {
     allow: Arc<AllowList>,
+    names: Arc<NameTable>,
+    system_lookups: Arc<AtomicU64>,
 }
 
 const INTERNAL_NAME_REASON: &str = "an internal hostname may only reach allow-listed addresses";
 
 impl GuardedResolver {
-    /// A resolver enforcing `allow`.
-    pub fn new(allow: Arc<AllowList>) -> Self {
-        GuardedResolver { allow }
+    /// A resolver enforcing `allow` that finds addresses through `names`.
+    pub fn new(allow: Arc<AllowList>, names: Arc<NameTable>) -> Self {
+        GuardedResolver {
+            allow,
+            names,
+            system_lookups: Arc::default(),
+        }
+    }
+
+    /// How many names this resolver (and its clones) has asked the system
+    /// resolver for.
+    pub fn system_lookups(&self) -> u64 {
+        self.system_lookups.load(Ordering::Relaxed)
     }
 
     /// Resolves `host` and returns the approved addresses (port 0), never an empty list.
     pub async fn lookup(&self, host: &str) -> Result<Vec<SocketAddr>, ResolveError> {
-        let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
-            .await
-            .map_err(|source| ResolveError::Lookup {
+        let found: Vec<SocketAddr> = if let Ok(ip) = host.parse::<IpAddr>() {
+            vec![SocketAddr::new(ip, 0)]
+        } else if let Some(ips) = self.names.fixed(host) {
+            ips.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect()
+        } else if self.names.uses_system_resolver() {
+            self.system_lookups.fetch_add(1, Ordering::Relaxed);
+            tokio::net::lookup_host((host, 0))
+                .await
+                .map_err(|source| ResolveError::Lookup {
+                    host: host.to_string(),
+                    source,
+                })?
+                .collect()
+        } else {
+            return Err(ResolveError::NotListed {
                 host: host.to_string(),
-                source,
-            })?
-            .collect();
+            });
+        };
         self.filter(host, found)
     }
 
@@ -812,7 +964,7 @@ mod tests {
 
     #[test]
     fn resolver_filter_drops_blocked_addresses() {
-        let r = GuardedResolver::new(Arc::new(AllowList::empty()));
+        let r = GuardedResolver::new(Arc::new(AllowList::empty()), Arc::default());
         let public: SocketAddr = "93.184.216.34:0".parse().unwrap();
         let private: SocketAddr = "10.0.0.1:0".parse().unwrap();
         assert_eq!(
@@ -831,7 +983,10 @@ mod tests {
             Err(ResolveError::NoAddress { .. })
         ));
         // Internal names reach only allow-listed addresses, even public ones.
-        let r = GuardedResolver::new(Arc::new(AllowList::parse(["10.0.0.0/8"]).unwrap()));
+        let r = GuardedResolver::new(
+            Arc::new(AllowList::parse(["10.0.0.0/8"]).unwrap()),
+            Arc::default(),
+        );
         assert!(matches!(
             r.filter("corp.internal", vec![public]),
             Err(ResolveError::Blocked { .. })
@@ -845,7 +1000,7 @@ mod tests {
     #[tokio::test]
     async fn resolver_blocks_localhost_without_allowlist() {
         use reqwest::dns::Resolve;
-        let r = GuardedResolver::new(Arc::new(AllowList::empty()));
+        let r = GuardedResolver::new(Arc::new(AllowList::empty()), Arc::default());
         let err = match r.resolve("localhost".parse().unwrap()).await {
             Ok(addrs) => panic!("expected an error, got {:?}", addrs.collect::<Vec<_>>()),
             Err(e) => e,
@@ -853,7 +1008,7 @@ mod tests {
         let err = err.downcast_ref::<ResolveError>().expect("a ResolveError");
         assert!(matches!(err, ResolveError::Blocked { .. }), "{err}");
 
-        let r = GuardedResolver::new(Arc::new(allow127()));
+        let r = GuardedResolver::new(Arc::new(allow127()), Arc::default());
         let addrs: Vec<SocketAddr> = r
             .resolve("localhost".parse().unwrap())
             .await
@@ -864,5 +1019,83 @@ mod tests {
             addrs.iter().all(|a| a.ip().is_loopback() && a.is_ipv4()),
             "{addrs:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn with_the_system_resolver_off_no_name_reaches_it() {
+        use reqwest::dns::Resolve;
+        let hosts = BTreeMap::from([("Hooks.Example.COM".to_owned(), "127.0.0.7, ::1".to_owned())]);
+        let names = NameTable::parse(&hosts, false).unwrap();
+        let r = GuardedResolver::new(Arc::new(allow127()), Arc::new(names));
+        // A listed name answers from the table, any case, trailing dot or not.
+        for name in ["hooks.example.com", "HOOKS.example.com."] {
+            let addrs: Vec<SocketAddr> = r.resolve(name.parse().unwrap()).await.unwrap().collect();
+            assert_eq!(addrs, vec!["127.0.0.7:0".parse().unwrap()], "{name}");
+        }
+        // localhost names are loopback by definition.
+        for name in ["localhost", "LOCALHOST.", "api.localhost"] {
+            let addrs = r.lookup(name).await.unwrap();
+            assert_eq!(addrs, vec!["127.0.0.1:0".parse().unwrap()], "{name}");
+        }
+        // Anything else fails without a lookup, trailing dot or not.
+        for name in [
+            "example.com",
+            "example.com.",
+            "metadata.google.internal",
+            "botwire-test.invalid",
+            "hooks.example.com.evil",
+        ] {
+            match r.lookup(name).await {
+                Err(ResolveError::NotListed { host }) => assert_eq!(host, name),
+                other => panic!("{name}: expected NotListed, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            r.system_lookups(),
+            0,
+            "no name was sent to the system resolver"
+        );
+
+        // With the system resolver on, a name outside the table is sent to it
+        // (counted; the lookup itself is not made here: a name that is not
+        // local must not leave the machine in a test).
+        let on = GuardedResolver::new(Arc::new(allow127()), Arc::new(NameTable::new(true)));
+        assert_eq!(on.lookup("localhost").await.unwrap().len(), 1);
+        assert_eq!(on.system_lookups(), 0, "localhost is never looked up");
+    }
+
+    #[test]
+    fn hosts_entries_are_checked() {
+        let bad = |name: &str, addr: &str| {
+            NameTable::parse(&BTreeMap::from([(name.to_owned(), addr.to_owned())]), true)
+                .unwrap_err()
+        };
+        assert_eq!(
+            bad("hooks.example.com", "10.0.0.300"),
+            HostsError::Address {
+                name: "hooks.example.com".into(),
+                address: "10.0.0.300".into()
+            }
+        );
+        assert_eq!(bad("a b", "10.0.0.1"), HostsError::Name("a b".into()));
+        assert_eq!(bad("a..b", "10.0.0.1"), HostsError::Name("a..b".into()));
+        assert_eq!(bad("", "10.0.0.1"), HostsError::Name("".into()));
+        let t = NameTable::parse(
+            &BTreeMap::from([(
+                "h.test".to_owned(),
+                "[fd00::5] 10.0.0.5,10.0.0.5".to_owned(),
+            )]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            t.fixed("h.test").unwrap(),
+            vec![
+                "fd00::5".parse::<IpAddr>().unwrap(),
+                "10.0.0.5".parse().unwrap()
+            ]
+        );
+        assert!(t.uses_system_resolver());
+        assert_eq!(t.fixed("other.test"), None);
     }
 }

@@ -1,4 +1,5 @@
-//! Test harness: a real server on a random port over a fresh database.
+//! Test harness: a real server on a random port over a fresh database,
+//! served by the same accept loop as `botwire serve` (`api::serve`).
 //!
 //! SQLite tests get a new file in a temporary folder. PostgreSQL tests
 //! create a uniquely named database on the server named by
@@ -146,8 +147,10 @@ pub async fn spawn_app_with(kind: Db, delivery: botwire::delivery::Delivery) -> 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, app).await.unwrap();
+        let options = api::ServerOptions::default();
+        api::serve(listener, app, &options, std::future::pending())
+            .await
+            .unwrap();
     });
     Some(App {
         base,
@@ -280,8 +283,10 @@ impl App {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, app).await.unwrap();
+            let options = api::ServerOptions::default();
+            api::serve(listener, app, &options, std::future::pending())
+                .await
+                .unwrap();
         });
         base
     }
