@@ -14,6 +14,7 @@
 pub mod bots;
 pub mod chat;
 pub mod story;
+pub mod timers;
 
 use crate::store::StoreError;
 
