@@ -8,6 +8,7 @@ import {
   endpoints, endpointForm, endpointDetail, deliveries, deliveryDetail, stories, storyDetail, healthPage,
 } from "./webhooks.js";
 import { keys } from "./keys.js";
+import { audit } from "./audit.js";
 
 /** [pattern, page, section, title]; `:name` captures a path segment. */
 const ROUTES = [
@@ -26,6 +27,7 @@ const ROUTES = [
   ["/stories/:bot/:name", storyDetail, "stories", "Story webhook"],
   ["/health", healthPage, "health", "Health"],
   ["/keys", keys, "keys", "Keys"],
+  ["/audit", audit, "audit", "Audit log"],
 ];
 
 function match(path) {

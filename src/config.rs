@@ -66,6 +66,24 @@ pub struct Config {
     pub http: HttpConfig,
     /// Outbound delivery settings.
     pub delivery: DeliveryConfig,
+    /// How long records are kept.
+    pub retention: RetentionConfig,
+}
+
+/// How long records are kept (`[retention]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Audit log rows older than this are deleted, e.g. `365d`.
+    pub audit: String,
+}
+
+impl RetentionConfig {
+    /// `audit` as a duration.
+    pub fn audit(&self) -> Result<std::time::Duration, ConfigError> {
+        crate::delivery::attempt::parse_span("retention.audit", self.audit.trim())
+            .map_err(ConfigError::Invalid)
+    }
 }
 
 /// Bounds on what one account may create.
@@ -218,6 +236,7 @@ impl Config {
         );
         set(&mut self.delivery.lease, "BOTWIRE_DELIVERY_LEASE");
         set(&mut self.shutdown_delay, "BOTWIRE_SHUTDOWN_DELAY");
+        set(&mut self.retention.audit, "BOTWIRE_RETENTION_AUDIT");
         if let Some(v) = env("BOTWIRE_SECRET_KEY") {
             self.secret_key = SecretString(v);
         }
@@ -331,6 +350,7 @@ impl Config {
             ));
         }
         self.shutdown_delay()?;
+        self.retention.audit()?;
         Ok(())
     }
 

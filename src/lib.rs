@@ -23,3 +23,4 @@ pub mod delivery;
 pub mod domain;
 pub mod runtime;
 pub mod store;
+pub mod trace;

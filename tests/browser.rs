@@ -9,7 +9,8 @@
 //! shown redacted after, and a plain one), test it, rotate its
 //! secret, see a delivery succeed, filter the deliveries, open the
 //! attempts, define and test a story webhook, look at the health chart,
-//! import the other examples, lose the key to a revocation, then the same
+//! import the other examples, lose the key to a revocation, find the
+//! changes in the audit log, then the same
 //! pages 375 px wide with no horizontal overflow and every input labelled. Every page is saved as a PNG under
 //! `target/screenshots/`, and the browser console must hold no errors
 //! (except the failed requests the test provokes on purpose, checked one by
@@ -550,6 +551,7 @@ async fn a_new_user_walks_through_the_console() {
         ("story", "#/stories/elipackage/vip_lookup"),
         ("health", "#/health"),
         ("keys", "#/keys"),
+        ("audit", "#/audit"),
     ];
     for (name, hash) in pages {
         s.goto(&format!("{base}/{hash}")).await;
@@ -596,6 +598,27 @@ async fn a_new_user_walks_through_the_console() {
     s.click("nav a[href='#/webhooks']").await;
     s.wait_for("#endpoints").await;
     s.screenshot("13-webhooks").await;
+
+    // ---- The audit log lists the changes made, the revocation included,
+    // with the acting key, and filters by action.
+    s.click("nav a[href='#/audit']").await;
+    s.wait_text("main h1", "Audit log").await;
+    s.wait_text("main tbody", &key_id).await;
+    let listed = s.text("main tbody").await;
+    assert!(
+        listed.contains("key.revoked") && listed.contains("admin"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&key), "no secret on the audit page");
+    s.fill("input[name=action]", "key.revoked").await;
+    s.click("main form button[type=submit]").await;
+    s.wait_until("the filter to apply", WAIT, || async {
+        let text = s.text("main tbody").await;
+        (!text.contains("bot.created") && text.contains("key.revoked")).then_some(())
+    })
+    .await;
+    s.screenshot("14-audit").await;
+    no_console_errors(&s, "the audit log").await;
 
     // ---- Sign out clears the key.
     s.click("#sign-out").await;

@@ -1675,3 +1675,59 @@ async fn custom_header_values_are_secrets_in_answers_and_the_attempt_log(kind: D
         assert!(m.contains(name) && m.contains("redacted"), "{m}");
     }
 }
+
+#[tokio::test]
+async fn deliveries_carry_the_trace_of_the_request_that_caused_them_retries_too() {
+    let w = world(Db::Sqlite).await.unwrap();
+    w.app.create_bot("eli", "data_collection").await;
+    w.endpoint("eli", json!({"url": w.rx.url("/traced")})).await;
+    w.rx.answer("/traced", 503);
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let parent = "b7ad6b7169203331";
+    let resp = w
+        .app
+        .client
+        .post(format!("{}/v1/bots/eli/events", w.app.base))
+        .bearer_auth(&w.app.admin_key)
+        .header("traceparent", format!("00-{trace}-{parent}-01"))
+        .json(&json!({"type": "order.paid", "data": {"n": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    w.engine.idle().await;
+    w.rx.answer("/traced", 200);
+    assert_eq!(
+        w.engine
+            .run_due_once(w.clock.advance(15_000))
+            .await
+            .unwrap(),
+        1
+    );
+    let got = w.rx.at("/traced");
+    assert_eq!(got.len(), 2, "the first attempt and its retry");
+    let spans: Vec<(String, String)> = got
+        .iter()
+        .map(|r| {
+            let v = r.header("traceparent");
+            let parts: Vec<&str> = v.split('-').collect();
+            assert_eq!(parts.len(), 4, "{v}");
+            assert_eq!((parts[0], parts[3]), ("00", "01"), "{v}");
+            (parts[1].to_owned(), parts[2].to_owned())
+        })
+        .collect();
+    for (t, span) in &spans {
+        assert_eq!(t, trace, "every attempt continues the request's trace");
+        assert_ne!(span, parent);
+    }
+    assert_ne!(spans[0].1, spans[1].1, "each attempt is its own span");
+
+    // Without a traceparent each request starts its own trace.
+    w.publish("eli", "order.paid").await;
+    w.publish("eli", "order.paid").await;
+    w.engine.idle().await;
+    let got = w.rx.at("/traced");
+    let t3 = got[2].header("traceparent").split('-').nth(1).unwrap();
+    let t4 = got[3].header("traceparent").split('-').nth(1).unwrap();
+    assert!(t3 != trace && t4 != trace && t3 != t4, "{t3} {t4}");
+}

@@ -681,3 +681,66 @@ async fn story_webhook_header_values_are_shown_once_and_sent_whole() {
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
 }
+
+/// The trace id in a received `traceparent`, and its span id.
+fn trace_of(headers: &HeaderMap) -> (String, String) {
+    let v = headers
+        .get("traceparent")
+        .expect("a traceparent header")
+        .to_str()
+        .unwrap();
+    let parts: Vec<&str> = v.split('-').collect();
+    assert_eq!(parts.len(), 4, "{v}");
+    assert_eq!((parts[0], parts[3]), ("00", "01"), "{v}");
+    (parts[1].to_owned(), parts[2].to_owned())
+}
+
+#[tokio::test]
+async fn story_calls_carry_the_trace_of_the_chat_request() {
+    let (app, _base, seen) = app_with_local_api().await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    for text in ["hi", "1"] {
+        let resp = app
+            .client
+            .post(format!("{}/v1/bots/stories/chat", app.base))
+            .bearer_auth(&app.admin_key)
+            .header("traceparent", format!("00-{trace}-{parent}-01"))
+            .json(&json!({"contact": {"phone": "+6590000001"}, "text": text}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let calls = seen.0.lock().unwrap().clone();
+    let (_, headers, _) = calls
+        .iter()
+        .find(|(p, _, _)| p == "random_number")
+        .expect("the flow called random_number");
+    let (got_trace, span) = trace_of(headers);
+    assert_eq!(got_trace, trace, "the call continues the request's trace");
+    assert_ne!(span, parent, "the call is a new span of it");
+
+    // No (or an invalid) traceparent: a new trace, still sent.
+    seen.0.lock().unwrap().clear();
+    for text in ["hi", "1"] {
+        let resp = app
+            .client
+            .post(format!("{}/v1/bots/stories/chat", app.base))
+            .bearer_auth(&app.admin_key)
+            .header("traceparent", "00-not-a-trace-01")
+            .json(&json!({"contact": {"phone": "+6590000002"}, "text": text}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let calls = seen.0.lock().unwrap().clone();
+    let (_, headers, _) = calls
+        .iter()
+        .find(|(p, _, _)| p == "random_number")
+        .expect("the flow called random_number");
+    let (fresh, _) = trace_of(headers);
+    assert_ne!(fresh, trace);
+    assert!(botwire::trace::TraceId::parse(&fresh).is_some(), "{fresh}");
+}

@@ -57,6 +57,7 @@ const ASSETS: &[Asset] = &[
     asset!("pages.js", JS),
     asset!("webhooks.js", JS),
     asset!("keys.js", JS),
+    asset!("audit.js", JS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 

@@ -188,20 +188,26 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
         return Err(ApiError::unauthorized("invalid or revoked API key"));
     }
     let hash = state.pepper.hash(key);
-    if let Some(p) = state.keys.get(&hash) {
-        return Ok(p);
-    }
-    match state
-        .store
-        .authenticate_hash(key, hash.clone(), &state.pepper)
-        .await?
-    {
-        Some(p) => {
-            state.keys.put(hash, p.clone());
-            Ok(p)
+    let p = if let Some(p) = state.keys.get(&hash) {
+        p
+    } else {
+        match state
+            .store
+            .authenticate_hash(key, hash.clone(), &state.pepper)
+            .await?
+        {
+            Some(p) => {
+                state.keys.put(hash, p.clone());
+                p
+            }
+            None => return Err(ApiError::unauthorized("invalid or revoked API key")),
         }
-        None => Err(ApiError::unauthorized("invalid or revoked API key")),
+    };
+    // An audited route records who acted (see `super::audit`).
+    if let Some(slot) = parts.extensions.get::<super::audit::AuditSlot>() {
+        slot.set(&p);
     }
+    Ok(p)
 }
 
 impl Auth {

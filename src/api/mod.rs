@@ -11,9 +11,14 @@
 //! * every response carries `x-request-id`: the client's own when it is 1 to
 //!   64 characters of `A-Z a-z 0-9 . _ -`, else one generated here (the id
 //!   is echoed and logged, so nothing else is let through);
+//! * a valid W3C `traceparent` puts the request in the caller's trace (else
+//!   it starts a new one); its `trace_id` is in the request's log span, and
+//!   the event deliveries and story-webhook calls it causes send a
+//!   `traceparent` of that trace (see [`crate::trace`]);
 //! * `/openapi.json` describes it all.
 
 pub mod appointments;
+pub mod audit;
 pub mod bots;
 pub mod chart;
 pub mod chat;
@@ -152,6 +157,30 @@ async fn drop_unfit_request_id(mut req: axum::extract::Request) -> axum::extract
     req
 }
 
+/// Gives the request its trace: the one a valid W3C `traceparent` header
+/// names, else a new one (see [`crate::trace`]).
+async fn assign_trace(mut req: axum::extract::Request) -> axum::extract::Request {
+    let mut values = req.headers().get_all(crate::trace::TRACEPARENT).iter();
+    let given = match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().ok().and_then(crate::trace::parse_traceparent),
+        _ => None,
+    };
+    req.extensions_mut().insert(given.unwrap_or_default());
+    req
+}
+
+/// Runs the handler inside its request's trace, so the outbound calls it
+/// causes carry it.
+async fn in_trace(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match req.extensions().get::<crate::trace::TraceId>().cloned() {
+        Some(trace) => crate::trace::scope(trace, next.run(req)).await,
+        None => next.run(req).await,
+    }
+}
+
 /// The whole HTTP application.
 pub fn router(state: AppState, options: &RouterOptions) -> Router {
     let v1 = Router::new()
@@ -165,7 +194,12 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(endpoints::routes())
         .merge(deliveries::routes())
         .merge(hooks::routes())
-        .merge(chatbot_webhook::routes());
+        .merge(chatbot_webhook::routes())
+        .merge(audit::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::track,
+        ));
     Router::new()
         .merge(v1)
         .merge(health::routes())
@@ -178,6 +212,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
             state.clone(),
             metrics::track,
         ))
+        .layer(axum::middleware::from_fn(in_trace))
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(
             options.body_deadline,
@@ -189,9 +224,15 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
                     .get(&REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                let trace = req
+                    .extensions()
+                    .get::<crate::trace::TraceId>()
+                    .map(|t| t.as_str())
+                    .unwrap_or("");
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), trace_id = %trace, request_id = %id)
             }),
         )
+        .layer(axum::middleware::map_request(assign_trace))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeId))

@@ -68,11 +68,12 @@ use utoipa::{Modify, OpenApi};
         super::hooks::subscribe,
         super::hooks::unsubscribe,
         super::chatbot_webhook::register_webhook,
+        super::audit::list_audit,
     ),
     modifiers(&Bearer, &CommonErrors),
     tags((name = "bots"), (name = "flows"), (name = "conversations"), (name = "events"),
         (name = "appointments"), (name = "story webhooks"), (name = "endpoints"), (name = "deliveries"), (name = "hooks"),
-        (name = "keys"), (name = "health"))
+        (name = "keys"), (name = "audit"), (name = "health"))
 )]
 pub struct ApiDoc;
 

@@ -61,6 +61,16 @@ pub async fn accounts(cmd: AccountsCommand, config: &Config) -> anyhow::Result<(
                 bail!("the account name must not be empty");
             }
             let (account, key) = store.create_account(name.trim(), &pepper).await?;
+            let changes = serde_json::json!({"name": account.name});
+            audit(
+                &store,
+                &account.id,
+                "account.created",
+                "account",
+                &account.id,
+                changes,
+            )
+            .await?;
             eprintln!(
                 "created account {} ({}); its admin key follows — it is shown only once",
                 account.id, account.name
@@ -69,6 +79,30 @@ pub async fn accounts(cmd: AccountsCommand, config: &Config) -> anyhow::Result<(
         }
     }
     store.close().await;
+    Ok(())
+}
+
+/// Records a change made from the command line in the audit log.
+async fn audit(
+    store: &crate::store::Store,
+    account: &str,
+    action: &str,
+    resource_type: &str,
+    resource_id: &str,
+    changes: serde_json::Value,
+) -> anyhow::Result<()> {
+    store
+        .record_audit(crate::store::audit::NewAudit {
+            account_id: account.to_owned(),
+            actor: crate::store::audit::Actor::Cli,
+            request_id: None,
+            action: action.to_owned(),
+            resource_type: resource_type.to_owned(),
+            resource_id: Some(resource_id.to_owned()),
+            changes,
+        })
+        .await
+        .context("the change was made but could not be recorded in the audit log")?;
     Ok(())
 }
 
@@ -104,6 +138,9 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
                 eprintln!("created the first account ({})", acc.id);
             }
             let account = account_id(&store, account).await?;
+            // Recorded in the key's own transaction (see `store::audit`).
+            let cli =
+                crate::store::audit::Pending::new(Some(crate::store::audit::Actor::Cli), None);
             let created = match (bot.as_deref(), origins.is_empty()) {
                 (Some(bot), false) => {
                     let origins = origins
@@ -111,14 +148,13 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
                         .map(|o| crate::domain::account::parse_origin(o))
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| anyhow::anyhow!("cannot create the key: {e}"))?;
-                    store
-                        .create_publishable_key(&account, bot, &name, origins, &pepper)
-                        .await
+                    let create =
+                        store.create_publishable_key(&account, bot, &name, origins, &pepper);
+                    crate::store::audit::scope(cli, create).await
                 }
                 _ => {
-                    store
-                        .create_key(&account, bot.as_deref(), &name, &pepper)
-                        .await
+                    let create = store.create_key(&account, bot.as_deref(), &name, &pepper);
+                    crate::store::audit::scope(cli, create).await
                 }
             };
             let (row, key) = created.map_err(|e| anyhow::anyhow!("cannot create the key: {e}"))?;
@@ -171,8 +207,10 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { id, account } => {
             let account = account_id(&store, account).await?;
-            let key = store
-                .revoke_key(&account, &id)
+            // Recorded in the revocation's own transaction.
+            let cli =
+                crate::store::audit::Pending::new(Some(crate::store::audit::Actor::Cli), None);
+            let key = crate::store::audit::scope(cli, store.revoke_key(&account, &id))
                 .await
                 .with_context(|| format!("key {id:?} not found in account {account}"))?;
             eprintln!("revoked key {} ({})", key.id, key.name);
@@ -233,6 +271,19 @@ pub async fn bots(cmd: BotsCommand, config: &Config) -> anyhow::Result<()> {
             let done = rb::import(&store, &account, &bot)
                 .await
                 .map_err(|e| anyhow::anyhow!("import failed: {e}"))?;
+            let changes = serde_json::json!({
+                "created": done.created,
+                "flow_version": done.flow_version,
+            });
+            audit(
+                &store,
+                &account,
+                "bot.imported",
+                "bot",
+                &done.bot_id,
+                changes,
+            )
+            .await?;
             eprintln!(
                 "{} bot {} (flow version {})",
                 if done.created { "created" } else { "updated" },

@@ -160,6 +160,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = std::io::Write::write_all(&mut out, text.as_bytes());
         let _ = std::io::Write::flush(&mut out);
     }
+    let pruner = tokio::spawn(prune_audit(store.clone(), config.retention.audit()?));
     let settings =
         crate::delivery::Settings::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
     let delivery = crate::delivery::Delivery::new(settings)
@@ -175,6 +176,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             env!("CARGO_PKG_VERSION")
         );
         shutdown_signal().await;
+        pruner.abort();
         stop(engine, &store).await;
         eprintln!("botwire stopped cleanly");
         return Ok(());
@@ -219,9 +221,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     server.await.context("the HTTP server task failed")??;
     timers.abort();
     tracing::info!("stopped accepting connections; closing the store");
+    pruner.abort();
     stop(engine, &store).await;
     eprintln!("botwire stopped cleanly");
     Ok(())
+}
+
+/// Deletes audit log rows older than `keep`, at start and every hour.
+async fn prune_audit(store: crate::store::Store, keep: Duration) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let before = crate::store::now_ms().saturating_sub(keep.as_millis() as i64);
+        match store.prune_audit(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned the audit log"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the audit log"),
+        }
+    }
 }
 
 /// Lets deliveries in flight finish (briefly), then closes the store.

@@ -191,6 +191,13 @@ impl Delivery {
         for (k, h) in &ep.headers {
             headers.push((k.clone(), h.value.clone()));
         }
+        if let Some(trace) = ev
+            .trace_id
+            .as_deref()
+            .and_then(crate::trace::TraceId::parse)
+        {
+            crate::trace::add_traceparent(&mut headers, &trace);
+        }
         OutboundRequest {
             method: reqwest::Method::POST,
             url: ep.url.clone(),
@@ -277,6 +284,7 @@ fn engine_header(name: &str) -> bool {
         HEADER_ID,
         HEADER_TIMESTAMP,
         HEADER_SIGNATURE,
+        crate::trace::TRACEPARENT,
     ]
     .iter()
     .any(|h| h.eq_ignore_ascii_case(name))
@@ -295,7 +303,10 @@ pub fn logged_header(
     let plain = custom
         .iter()
         .any(|(k, h)| k.eq_ignore_ascii_case(name) && !h.sensitive);
-    if engine_header(name)
+    // A `traceparent` the endpoint configured itself is its own header.
+    let own_trace = name.eq_ignore_ascii_case(crate::trace::TRACEPARENT)
+        && custom.keys().any(|k| k.eq_ignore_ascii_case(name));
+    if (engine_header(name) && !own_trace)
         || plain
         || (stored && (value == "***" || value.starts_with(outbound::REDACTED)))
     {

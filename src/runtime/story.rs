@@ -193,7 +193,7 @@ pub async fn call(
     secrets: &[Secret],
 ) -> (Result<WebhookReply, String>, CallRecord) {
     let now = chrono::Utc::now();
-    let prepared = match prepare(def, ctx, secrets, now.timestamp()) {
+    let mut prepared = match prepare(def, ctx, secrets, now.timestamp()) {
         Ok(p) => p,
         Err(why) => {
             let record = CallRecord {
@@ -212,6 +212,9 @@ pub async fn call(
             return (Err(why), record);
         }
     };
+    if let Some(trace) = crate::trace::current() {
+        crate::trace::add_traceparent(&mut prepared.request.headers, &trace);
+    }
     let request_line = format!("{} {}", def.method, prepared.request.url);
     let request_headers = redact(&prepared.request.headers, &def.headers);
     let attempt = client.send(prepared.request).await;
@@ -246,6 +249,7 @@ fn engine_header(name: &str) -> bool {
     name.eq_ignore_ascii_case("content-type")
         || name.eq_ignore_ascii_case(signing::HEADER_ID)
         || name.eq_ignore_ascii_case(signing::HEADER_TIMESTAMP)
+        || name.eq_ignore_ascii_case(crate::trace::TRACEPARENT)
 }
 
 /// The request headers as logged: the signature as `***`, each custom

@@ -821,7 +821,7 @@ fn load_tickets(c: &mut dyn Conn, ids: &[String]) -> Result<Vec<DeliveryTicket>>
             &format!(
                 "SELECT d.id, d.attempts, d.status,
                         e.id, e.account_id, e.bot_id, e.type, e.conversation_id, e.data, e.created_at,
-                        {EP_COLUMNS}
+                        e.trace_id, {EP_COLUMNS}
                  FROM deliveries d
                  JOIN events e ON e.id = d.event_id
                  JOIN endpoints ep ON ep.id = d.endpoint_id
@@ -830,9 +830,9 @@ fn load_tickets(c: &mut dyn Conn, ids: &[String]) -> Result<Vec<DeliveryTicket>>
             &params,
         )?;
         for r in &rows {
-            let event = event_from(&Row(r.0[3..10].to_vec()))?;
-            let endpoint = endpoint_from(r, 10)?;
-            debug_assert_eq!(r.0.len(), 10 + EP_WIDTH);
+            let event = event_from(&Row(r.0[3..11].to_vec()))?;
+            let endpoint = endpoint_from(r, 11)?;
+            debug_assert_eq!(r.0.len(), 11 + EP_WIDTH);
             out.push(DeliveryTicket {
                 delivery_id: r.text(0)?,
                 attempts: u32::try_from(r.int(1)?).unwrap_or(u32::MAX),

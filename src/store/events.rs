@@ -23,10 +23,14 @@ pub struct EventRow {
     pub data: String,
     /// Unix ms.
     pub created_at: i64,
+    /// The W3C trace id of the request that caused it, when there was one:
+    /// its deliveries send a `traceparent` in this trace.
+    pub trace_id: Option<String>,
 }
 
 impl EventRow {
-    /// A new event with a fresh id, stamped now.
+    /// A new event with a fresh id, stamped now, in the running task's
+    /// trace ([`crate::trace::current`]) if any.
     pub fn new(
         account_id: &str,
         bot_id: &str,
@@ -42,11 +46,12 @@ impl EventRow {
             conversation_id: conversation_id.map(str::to_owned),
             data,
             created_at: now_ms(),
+            trace_id: crate::trace::current().map(|t| t.as_str().to_owned()),
         }
     }
 }
 
-const COLUMNS: &str = "id, account_id, bot_id, type, conversation_id, data, created_at";
+const COLUMNS: &str = "id, account_id, bot_id, type, conversation_id, data, created_at, trace_id";
 
 pub(super) fn event_from(row: &Row) -> Result<EventRow> {
     Ok(EventRow {
@@ -57,6 +62,7 @@ pub(super) fn event_from(row: &Row) -> Result<EventRow> {
         conversation_id: row.opt_text(4)?,
         data: row.text(5)?,
         created_at: row.int(6)?,
+        trace_id: row.opt_text(7)?,
     })
 }
 
@@ -80,8 +86,8 @@ pub(super) fn insert_event_only(c: &mut dyn Conn, e: &EventRow) -> Result<()> {
 
 fn insert_row(c: &mut dyn Conn, e: &EventRow, idempotency: Option<(&str, &str)>) -> Result<()> {
     c.execute(
-        "INSERT INTO events (id, account_id, bot_id, type, conversation_id, data, created_at, idempotency_key, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO events (id, account_id, bot_id, type, conversation_id, data, created_at, idempotency_key, request_hash, trace_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[
             (&e.id).into(),
             (&e.account_id).into(),
@@ -92,6 +98,7 @@ fn insert_row(c: &mut dyn Conn, e: &EventRow, idempotency: Option<(&str, &str)>)
             e.created_at.into(),
             idempotency.map(|i| i.0).into(),
             idempotency.map(|i| i.1).into(),
+            e.trace_id.as_deref().into(),
         ],
     )?;
     Ok(())
@@ -192,7 +199,7 @@ impl Store {
                         ],
                     )?;
                     if let Some(row) = existing {
-                        if row.opt_text(7)?.as_deref() == Some(hash.as_str()) {
+                        if row.opt_text(8)?.as_deref() == Some(hash.as_str()) {
                             return Ok((Published::Replayed(event_from(&row)?), Vec::new()));
                         }
                         return Err(StoreError::Conflict(

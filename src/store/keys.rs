@@ -115,6 +115,8 @@ impl Store {
             name.to_owned(),
             pepper.clone(),
         );
+        let audit = super::audit::pending();
+        let pending = audit.clone();
         let row = self
             .write(move |c| {
                 if let Some(bot) = &bot_id {
@@ -124,7 +126,7 @@ impl Store {
                     )?
                     .ok_or_else(|| StoreError::Invalid(format!("bot {bot:?} does not exist")))?;
                 }
-                insert_key(
+                let row = insert_key(
                     c,
                     &account_id,
                     bot_id.as_deref(),
@@ -132,9 +134,26 @@ impl Store {
                     &pepper,
                     &key,
                     origins.as_deref(),
-                )
+                )?;
+                // Recorded in the key's own transaction.
+                let changes = serde_json::json!({
+                    "name": row.name,
+                    "bot_id": row.bot_id,
+                    "kind": if row.publishable { "publishable" } else { "secret" },
+                    "origins": row.origins,
+                });
+                if let Some(e) = pending
+                    .as_ref()
+                    .and_then(|p| p.entry(&account_id, "key.created", "key", &row.id, changes))
+                {
+                    super::audit::record(c, &e)?;
+                }
+                Ok(row)
             })
             .await?;
+        if let Some(p) = audit {
+            p.mark_recorded();
+        }
         Ok((row, plaintext))
     }
 
@@ -153,18 +172,34 @@ impl Store {
     /// Revokes a key of the account; revoking twice is harmless.
     pub async fn revoke_key(&self, account_id: &str, key_id: &str) -> Result<ApiKey> {
         let (account_id, key_id) = (account_id.to_owned(), key_id.to_owned());
-        self.write(move |c| {
-            c.execute(
-                "UPDATE api_keys SET revoked_at = $1
-                 WHERE account_id = $2 AND id = $3 AND revoked_at IS NULL",
-                &[now_ms().into(), (&account_id).into(), (&key_id).into()],
-            )?;
-            key_from(&c.query_one(
-                &format!("SELECT {COLUMNS} FROM api_keys WHERE account_id = $1 AND id = $2"),
-                &[account_id.into(), key_id.into()],
-            )?)
-        })
-        .await
+        let audit = super::audit::pending();
+        let pending = audit.clone();
+        let key = self
+            .write(move |c| {
+                c.execute(
+                    "UPDATE api_keys SET revoked_at = $1
+                     WHERE account_id = $2 AND id = $3 AND revoked_at IS NULL",
+                    &[now_ms().into(), (&account_id).into(), (&key_id).into()],
+                )?;
+                let key = key_from(&c.query_one(
+                    &format!("SELECT {COLUMNS} FROM api_keys WHERE account_id = $1 AND id = $2"),
+                    &[(&account_id).into(), key_id.into()],
+                )?)?;
+                // Recorded in the revocation's own transaction.
+                let changes = serde_json::json!({"name": key.name});
+                if let Some(e) = pending
+                    .as_ref()
+                    .and_then(|p| p.entry(&account_id, "key.revoked", "key", &key.id, changes))
+                {
+                    super::audit::record(c, &e)?;
+                }
+                Ok(key)
+            })
+            .await?;
+        if let Some(p) = audit {
+            p.mark_recorded();
+        }
+        Ok(key)
     }
 
     /// The principal a presented key stands for, if it is live.

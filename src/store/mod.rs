@@ -28,6 +28,7 @@
 
 pub mod accounts;
 pub mod appointments;
+pub mod audit;
 pub mod bots;
 pub mod conversations;
 pub mod deliveries;

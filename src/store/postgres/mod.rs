@@ -43,6 +43,7 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
     // 0008 belongs to another change; migrate.rs applies each version on
     // its own, so a gap is fine.
     (9, "timers", include_str!("migrations/0009_timers.sql")),
+    (10, "audit", include_str!("migrations/0010_audit.sql")),
 ];
 
 /// A PostgreSQL database named by a URL.
