@@ -222,7 +222,10 @@ function chatPreview(bot) {
     send.disabled = true;
     try {
       const r = await api("POST", `/v1/bots/${seg(bot)}/chat`, { json: { contact: { id: contact }, text } });
-      r.replies.forEach((m) => bubble("bot", m.text));
+      // Texts as bubbles; media parts (image, video, audio, file) as a line
+      // naming the kind and its URL, which the preview does not fetch.
+      r.replies.forEach((m) => bubble("bot", m.type === "text" ? m.text
+        : `[${m.type}] ${m.url}${m.caption ? ` — ${m.caption}` : ""}`));
       if (r.ended) bubble("note", "The conversation ended. Your next message starts a new one.");
       r.quick_replies.forEach((q) => {
         const b = h("button", { type: "button" }, q);

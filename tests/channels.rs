@@ -531,7 +531,9 @@ async fn whatsapp_signatures_duplicates_and_batches(kind: Db) {
             .await
             .unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix("botwire_channel_webhooks_refused_total{kind=\"whatsapp\"} "))
+            .find_map(|l| {
+                l.strip_prefix("botwire_channel_webhooks_refused_total{kind=\"whatsapp\"} ")
+            })
             .map_or(0, |v| v.trim().parse::<u64>().unwrap())
     };
     let before = refused().await;

@@ -47,8 +47,19 @@ async fn transcript(app: &App, bot: &str, phone: &str, inputs: &[&str]) -> (Stri
         assert_eq!(r.status, 200, "{input}: {}", r.body);
         out.push_str(&format!("> {input}\n"));
         for reply in r.body["replies"].as_array().unwrap() {
-            for line in reply["text"].as_str().unwrap().lines() {
-                out.push_str(&format!("< {line}\n"));
+            match reply["type"].as_str().unwrap() {
+                "text" => {
+                    for line in reply["text"].as_str().unwrap().lines() {
+                        out.push_str(&format!("< {line}\n"));
+                    }
+                }
+                media => {
+                    let caption = reply["caption"].as_str().unwrap_or("");
+                    out.push_str(&format!(
+                        "< [{media}] {} {caption}\n",
+                        reply["url"].as_str().unwrap()
+                    ));
+                }
             }
         }
         let quick: Vec<&str> = r.body["quick_replies"]
@@ -703,4 +714,253 @@ async fn two_nodes_take_turns_on_one_conversation() {
         .await;
     assert_eq!(conv.body["memory"]["email"], "ana@example.com");
     assert_eq!(conv.body["memory"]["location"], "Calle Mayor 1");
+}
+
+/// Fires the timers due `minutes` from now on `chat` and renders what they
+/// said like `transcript` does.
+async fn fire(
+    chat: &botwire::runtime::chat::Chat,
+    store: &botwire::store::Store,
+    minutes: i64,
+) -> String {
+    let at = botwire::store::now_ms() + minutes * 60_000;
+    let said = chat.fire_due_timers(store, at, 100).await.unwrap();
+    let mut out = format!("~ {minutes} minutes later\n");
+    for p in said {
+        for r in &p.reply.replies {
+            for line in r.lines() {
+                out.push_str(&format!("< {line}\n"));
+            }
+        }
+        for (_, m) in &p.reply.media {
+            out.push_str(&format!("< [{}] {}\n", m.kind.as_str(), m.url));
+        }
+        if !p.reply.quick_replies.is_empty() {
+            out.push_str(&format!(
+                "  quick replies: {}\n",
+                p.reply.quick_replies.join(" | ")
+            ));
+        }
+        if p.reply.ended {
+            out.push_str("  (ended)\n");
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn leads_bot_scores_branches_and_opts_out() {
+    let app = app().await;
+    import(&app, "leads").await;
+    let (sales, _) = transcript(
+        &app,
+        "leads",
+        "+34600000101",
+        &["hi", "ana@acme.com", "lots", "1500", "3"],
+    )
+    .await;
+    insta::assert_snapshot!("leads_sales", sales);
+    let (rest, events) = transcript(
+        &app,
+        "leads",
+        "+34600000102",
+        &[
+            "hi",
+            "bob@gmail.com",
+            "menu",
+            "bob@gmail.com",
+            "50",
+            "1-9",
+            "hello",
+            "STOP",
+            "start",
+        ],
+    )
+    .await;
+    insta::assert_snapshot!("leads_thanks_stop_start", rest);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(types.contains(&"contact.opted_out") && types.contains(&"contact.opted_in"));
+    let list = app.admin("GET", "/v1/bots/leads/conversations", None).await;
+    let first = list.body["data"].as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let conv = app
+        .admin(
+            "GET",
+            &format!("/v1/bots/leads/conversations/{first}"),
+            None,
+        )
+        .await;
+    assert_eq!(conv.body["memory"]["score"], 100, "{}", conv.body);
+    assert_eq!(conv.body["contact"]["attributes"]["segment"], "enterprise");
+}
+
+#[tokio::test]
+async fn helpdesk_escalates_reminds_and_times_out() {
+    let app = app().await;
+    import(&app, "helpdesk").await;
+    let (mut t, _) = transcript(&app, "helpdesk", "+34600000201", &["hi", "VPN is down"]).await;
+    t.push_str(&fire(&app.chat, &app.store, 11).await);
+    t.push_str(
+        &transcript(&app, "helpdesk", "+34600000201", &["5", "critical"])
+            .await
+            .0,
+    );
+    insta::assert_snapshot!("helpdesk_escalates", t);
+
+    let (mut t, _) = transcript(&app, "helpdesk", "+34600000202", &["hi", "Printer jam"]).await;
+    // Reminder (10 min) then timeout (30 min), in their order, each once.
+    t.push_str(&fire(&app.chat, &app.store, 31).await);
+    t.push_str(&fire(&app.chat, &app.store, 32).await);
+    t.push_str(
+        &transcript(&app, "helpdesk", "+34600000202", &["hi", "AGENT"])
+            .await
+            .0,
+    );
+    insta::assert_snapshot!("helpdesk_times_out", t);
+}
+
+#[tokio::test]
+async fn a_typo_in_a_condition_is_refused_with_its_column() {
+    let app = app().await;
+    import(&app, "leads").await;
+    let flow = app.admin("GET", "/v1/bots/leads/flow", None).await;
+    let text = flow.body.to_string().replace(
+        "memory.score >= 70",
+        "memory.score >= 70 && usr.plan == 'vip'",
+    );
+    let r = app
+        .raw(
+            "PUT",
+            "/v1/bots/leads/flow",
+            Some(&app.admin_key),
+            "application/json",
+            text.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let d = &r.body["error"]["details"][0];
+    assert_eq!(
+        (&d["node"], &d["field"], &d["column"]),
+        (&json!("score"), &json!("next[0].if"), &json!(23)),
+        "{}",
+        r.body
+    );
+    assert!(d["message"].as_str().unwrap().contains("usr"), "{d}");
+    // A branch list without else.
+    let text = flow.body.to_string().replace(r#",{"else":"thanks"}"#, "");
+    let r = app
+        .raw(
+            "PUT",
+            "/v1/bots/leads/flow",
+            Some(&app.admin_key),
+            "application/json",
+            text.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.to_string().contains("must end with - else"),
+        "{}",
+        r.body
+    );
+}
+
+/// An idle conversation gets its reminder and then expires, across a
+/// restart: the timers are in the database, and a new process (new store,
+/// new runtime) fires them. Two runtimes claiming at once fire each timer
+/// once.
+async fn idle_conversations_are_reminded_then_expire_across_a_restart(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    import(&app, "helpdesk").await;
+    transcript(&app, "helpdesk", "+34600000301", &["hi", "Disk full"]).await;
+    let list = app
+        .admin("GET", "/v1/bots/helpdesk/conversations", None)
+        .await;
+    let id = list.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let kinds: Vec<String> = app
+        .store
+        .conversation_timers(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.kind)
+        .collect();
+    assert_eq!(kinds, ["reminder", "timeout", "expiry"]);
+
+    // "Restart": two fresh runtimes over fresh stores on the same database.
+    let a = botwire::store::Store::open(app.db_url()).await.unwrap();
+    let b = botwire::store::Store::open(app.db_url()).await.unwrap();
+    let (ca, cb) = (
+        botwire::runtime::chat::Chat::default(),
+        botwire::runtime::chat::Chat::default(),
+    );
+    let at = botwire::store::now_ms() + 11 * 60_000;
+    let (ra, rb) = tokio::join!(
+        ca.fire_due_timers(&a, at, 100),
+        cb.fire_due_timers(&b, at, 100)
+    );
+    let said: Vec<_> = ra.unwrap().into_iter().chain(rb.unwrap()).collect();
+    assert_eq!(said.len(), 1, "the reminder fires once: {said:?}");
+    assert!(said[0].reply.replies[0].starts_with("Are you still there?"));
+    // Nothing more is due yet; the timeout and expiry wait.
+    assert!(ca.fire_due_timers(&a, at, 100).await.unwrap().is_empty());
+    assert_eq!(app.store.conversation_timers(&id).await.unwrap().len(), 2);
+
+    // A message moves the conversation on: its timers are replaced ("menu"
+    // goes back to the first question, which has no reminder or timeout).
+    transcript(&app, "helpdesk", "+34600000301", &["menu"]).await;
+    let kinds: Vec<String> = app
+        .store
+        .conversation_timers(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.kind)
+        .collect();
+    assert_eq!(kinds, ["expiry"]);
+    // The expiry, a day later, ends it with conversation.expired.
+    let day = botwire::store::now_ms() + 25 * 3_600_000;
+    let said = cb.fire_due_timers(&b, day, 100).await.unwrap();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].reply.ended);
+    let conv = app
+        .admin(
+            "GET",
+            &format!("/v1/bots/helpdesk/conversations/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(conv.body["status"], "completed", "{}", conv.body);
+    let events = app
+        .admin("GET", "/v1/events?type=conversation.expired", None)
+        .await;
+    assert_eq!(
+        events.body["data"].as_array().unwrap().len(),
+        1,
+        "{}",
+        events.body
+    );
+    assert!(app.store.conversation_timers(&id).await.unwrap().is_empty());
+    // The reminder is in the transcript.
+    assert!(
+        conv.body["messages"]
+            .to_string()
+            .contains("Are you still there?")
+    );
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_conversations_expire_across_a_restart_sqlite() {
+    idle_conversations_are_reminded_then_expire_across_a_restart(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_conversations_expire_across_a_restart_postgres() {
+    idle_conversations_are_reminded_then_expire_across_a_restart(Db::Postgres).await;
 }

@@ -26,6 +26,7 @@ async fn suite(kind: Db) {
     one_booking_per_slot(&store, &db.url).await;
     claims_take_only_due_work_of_enabled_endpoints(&store).await;
     endpoint_cap_holds_across_writers(&store, &db.url).await;
+    timers_are_replaced_with_the_turn_and_claimed_once(&store, &db.url).await;
     store.close().await;
 }
 
@@ -458,6 +459,89 @@ async fn migrations_are_idempotent(store: &Store, url: &str) {
     again.close().await;
 }
 
+/// A turn's timers replace its conversation's; a due timer is claimed by
+/// one claimer at a time (two stores claiming at once get it once), claimed
+/// again only after its lease, and deleted by the turn that handles it.
+async fn timers_are_replaced_with_the_turn_and_claimed_once(store: &Store, url: &str) {
+    use botwire::store::timers::{TimerChange, TimerWrite};
+    let account = store.first_account().await.unwrap().unwrap().id;
+    let mut turn = booking_turn(&account, 900, 1);
+    turn.booking = None;
+    turn.events.clear();
+    let timer = |kind: &str, due_at: i64| TimerWrite {
+        kind: kind.into(),
+        node: Some("ask".into()),
+        due_at,
+    };
+    turn.timers = TimerChange {
+        replace: Some(vec![timer("reminder", 1_000), timer("expiry", 50_000)]),
+        fired: None,
+    };
+    assert_eq!(
+        store.commit_turn(turn.clone()).await.unwrap(),
+        TurnCommit::Committed(1)
+    );
+    let conv = turn.conversation.id.clone();
+    let kinds = |rows: Vec<botwire::store::timers::TimerRow>| -> Vec<String> {
+        rows.into_iter().map(|t| t.kind).collect()
+    };
+    assert_eq!(
+        kinds(store.conversation_timers(&conv).await.unwrap()),
+        ["reminder", "expiry"]
+    );
+    // Nothing due yet.
+    assert!(
+        store
+            .claim_due_timers(999, 10, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Two stores claim at once: one gets the reminder.
+    let other = Store::open(url).await.unwrap();
+    let (a, b) = tokio::join!(
+        store.claim_due_timers(1_000, 10, 100),
+        other.claim_due_timers(1_000, 10, 100)
+    );
+    let claimed: Vec<_> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    assert_eq!(kinds(claimed.clone()), ["reminder"]);
+    // Leased: not again until the lease runs out.
+    assert!(
+        store
+            .claim_due_timers(1_050, 10, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = other.claim_due_timers(1_101, 10, 100).await.unwrap();
+    assert_eq!(again.len(), 1, "claimed again after the lease");
+    other.close().await;
+    // The next turn handles it (deleted) and keeps the others.
+    turn.contact_is_new = false;
+    turn.expected_revision = Some(1);
+    turn.messages.clear();
+    turn.timers = TimerChange {
+        replace: None,
+        fired: Some(again[0].id.clone()),
+    };
+    store.commit_turn(turn.clone()).await.unwrap();
+    assert_eq!(
+        kinds(store.conversation_timers(&conv).await.unwrap()),
+        ["expiry"]
+    );
+    // A turn that replaces them leaves only its own.
+    turn.expected_revision = Some(2);
+    turn.timers = TimerChange {
+        replace: Some(vec![timer("timeout", 7_000)]),
+        fired: None,
+    };
+    store.commit_turn(turn).await.unwrap();
+    assert_eq!(
+        kinds(store.conversation_timers(&conv).await.unwrap()),
+        ["timeout"]
+    );
+}
+
 fn booking_turn(account: &str, n: usize, seat_capacity: u32) -> TurnWrite {
     let contact = ContactRow {
         id: format!("ct_{n}"),
@@ -502,6 +586,7 @@ fn booking_turn(account: &str, n: usize, seat_capacity: u32) -> TurnWrite {
         cancel: None,
         calls: vec![],
         channel: None,
+        timers: Default::default(),
     }
 }
 

@@ -262,3 +262,82 @@ async fn a_visitor_chats_through_the_widget() {
     }
     s.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_widget_shows_images_links_and_tappable_choices() {
+    if !webdriver::browser_available() {
+        return;
+    }
+    let app = spawn_app(Db::Sqlite).await.expect("sqlite always runs");
+    // Media URLs on this server only: the browser fetches nothing elsewhere.
+    let base = &app.base;
+    app.import_yaml(format!(
+        r#"
+id: media
+name: Media
+type: support
+flow:
+  start: hello
+  nodes:
+    hello:
+      message: "Our catalogue:"
+      image: {{ url: "{base}/widget/catalogue.png", caption: "Spring catalogue" }}
+      next: size
+    size:
+      ask: "Which size?"
+      save_as: size
+      validate: {{ kind: choice, options: [Small, Large] }}
+      file: {{ url: "{base}/widget/sizes.pdf", caption: "Size guide" }}
+      next: done
+    done: {{ end: true, message: "You chose {{{{memory.size}}}}." }}
+"#
+    ))
+    .await;
+    let r = app
+        .admin(
+            "POST",
+            "/v1/keys",
+            Some(json!({"name": "site", "kind": "publishable", "bot_id": "media", "origins": [base]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let key = r.body["key"].as_str().unwrap().to_owned();
+    let driver = Driver::start().await;
+    let s = driver.session(1280, 800).await;
+    s.goto(&format!("{base}/widget/demo?bot=media&key={key}"))
+        .await;
+    open_widget(&s).await;
+    s.type_keys("hi\u{E007}").await;
+    wait_log(&s, "Which size?").await;
+    let seen = s
+        .execute(
+            &format!(
+                "{ROOT} const img = root.querySelector('.log img'); \
+                 const a = root.querySelector('.log figure a'); \
+                 return [img && img.getAttribute('src'), img && img.getAttribute('alt'), \
+                         a && a.getAttribute('href'), a && a.textContent, \
+                         [...root.querySelectorAll('.quick button')].map(b => b.textContent)]"
+            ),
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        seen,
+        json!([
+            format!("{base}/widget/catalogue.png"),
+            "Spring catalogue",
+            format!("{base}/widget/sizes.pdf"),
+            "Size guide",
+            ["Small", "Large"]
+        ])
+    );
+    s.screenshot("widget-media").await;
+    // Tapping a choice answers it.
+    s.execute(
+        &format!("{ROOT} root.querySelectorAll('.quick button')[1].click()"),
+        vec![],
+    )
+    .await;
+    wait_log(&s, "You chose Large.").await;
+    s.quit().await;
+}

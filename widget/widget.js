@@ -60,6 +60,9 @@
       overflow-wrap: anywhere; line-height: 1.4; }
     .bot { align-self: flex-start; background: #fff; border: 1px solid #e4e7eb; }
     .me { align-self: flex-end; background: ${accent}; color: #fff; }
+    .media img { display: block; max-width: 100%; max-height: 240px; border-radius: 8px; }
+    .media figcaption { margin-top: 4px; font-size: 13px; color: #52606d; }
+    .media a { color: ${accent}; }
     .note { align-self: center; color: #52606d; font-size: 13px; text-align: center; }
     .error { align-self: stretch; color: #a61b1b; background: #fde8e8; border-radius: 8px;
       padding: 8px 10px; font-size: 13px; }
@@ -120,6 +123,25 @@
 
   const scrollDown = () => { log.scrollTop = log.scrollHeight; };
   const say = (cls, text) => { log.append(el("p", { class: `msg ${cls}` }, text)); scrollDown(); };
+  // Only http(s) URLs become images or links; anything else is shown as text.
+  const safeUrl = (u) => { try { const x = new URL(u); return /^https?:$/.test(x.protocol) ? x.href : null; }
+    catch (_) { return null; } };
+  const media = (part) => {
+    const url = safeUrl(part.url || "");
+    const fig = el("figure", { class: "msg bot media" });
+    if (url && part.type === "image") {
+      fig.append(el("img", { src: url, alt: part.caption || "Image" }));
+    } else if (url) {
+      const a = el("a", { href: url, target: "_blank", rel: "noopener noreferrer" },
+        part.caption || `Open ${part.type}`);
+      fig.append(a);
+    } else {
+      fig.append(el("span", {}, part.caption || part.url || ""));
+    }
+    if (url && part.caption && part.type === "image") fig.append(el("figcaption", {}, part.caption));
+    log.append(fig);
+    scrollDown();
+  };
 
   const open = (show) => {
     panel.hidden = !show;
@@ -151,7 +173,9 @@
         scrollDown();
         return;
       }
-      for (const r of body.replies) say("bot", r.text);
+      for (const r of body.replies) {
+        if (r.type === "text") say("bot", r.text); else media(r);
+      }
       for (const q of body.quick_replies) {
         const b = el("button", { type: "button" }, q);
         b.addEventListener("click", () => post(q));

@@ -52,11 +52,50 @@ pub struct ChatRequest {
     pub text: String,
 }
 
-/// One bot message.
-#[derive(Serialize, ToSchema)]
-pub struct ReplyText {
-    /// The text.
-    pub text: String,
+/// One part of the bot's answer: a text, or a media (picture, video,
+/// sound, file) that follows the text it was sent with.
+#[derive(Serialize, ToSchema, Debug, PartialEq)]
+pub struct ReplyPart {
+    /// `text`, `image`, `video`, `audio` or `file`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text (text parts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Where the media is (media parts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Text shown with the media, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+}
+
+/// Texts and their media as typed parts, in order; a text that rendered
+/// empty (a media sent alone) gives no text part.
+pub fn reply_parts(
+    replies: Vec<String>,
+    media: &[(usize, crate::domain::flow::Media)],
+) -> Vec<ReplyPart> {
+    let mut out = Vec::new();
+    for (i, text) in replies.into_iter().enumerate() {
+        if !text.is_empty() {
+            out.push(ReplyPart {
+                kind: "text".into(),
+                text: Some(text),
+                url: None,
+                caption: None,
+            });
+        }
+        for (_, m) in media.iter().filter(|(at, _)| *at == i) {
+            out.push(ReplyPart {
+                kind: m.kind.as_str().into(),
+                text: None,
+                url: Some(m.url.clone()),
+                caption: m.caption.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// The bot's answer.
@@ -65,7 +104,7 @@ pub struct ChatResponse {
     /// The conversation the message went to.
     pub conversation_id: String,
     /// Messages to show, in order.
-    pub replies: Vec<ReplyText>,
+    pub replies: Vec<ReplyPart>,
     /// Options to offer as buttons.
     pub quick_replies: Vec<String>,
     /// Whether the conversation ended with this turn.
@@ -126,11 +165,7 @@ pub async fn chat(
         })?;
     Ok(Json(ChatResponse {
         conversation_id: reply.conversation_id,
-        replies: reply
-            .replies
-            .into_iter()
-            .map(|text| ReplyText { text })
-            .collect(),
+        replies: reply_parts(reply.replies, &reply.media),
         quick_replies: reply.quick_replies,
         ended: reply.ended,
         events: reply.event_ids,

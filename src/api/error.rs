@@ -109,7 +109,13 @@ impl From<crate::runtime::RuntimeError> for ApiError {
             RuntimeError::Flow(errors) => {
                 let details = errors
                     .iter()
-                    .map(|e| serde_json::json!({"node": e.node, "field": e.field, "message": e.message}))
+                    .map(|e| {
+                        let mut d = serde_json::json!({"node": e.node, "field": e.field, "message": e.message});
+                        if let Some(c) = e.column {
+                            d["column"] = c.into();
+                        }
+                        d
+                    })
                     .collect();
                 let mut err = ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,

@@ -15,11 +15,15 @@ use std::time::{Duration, Instant};
 /// `botwire bench`
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// Chat turns/s over HTTP on the elipackage flow, and latency at a fixed rate.
+    /// Chat turns/s over HTTP on an example flow, and latency at a fixed rate.
     Chat(super::bench_chat::ChatBench),
     /// Messages/s answered through a messaging channel (signed webhook →
     /// turn → send to a fake platform API), and latency at a fixed rate.
     Channel(super::bench_channel::ChannelBench),
+    /// What one CEL condition costs to evaluate, as a chat turn evaluates it.
+    Cel(super::bench_flow::CelBench),
+    /// Idle conversations with timers: memory they cost, and the due-timer scan.
+    Timers(super::bench_flow::TimersBench),
     /// What a story-webhook call adds to a chat turn (p50, p99).
     Story(super::bench_story::StoryBench),
     /// Durable writes/s with concurrent writers: group commit vs one commit per write.
@@ -88,6 +92,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Chat(b) => super::bench_chat::run(b).await,
         BenchCommand::Channel(b) => super::bench_channel::run(b).await,
+        BenchCommand::Cel(b) => super::bench_flow::run_cel(b),
+        BenchCommand::Timers(b) => super::bench_flow::run_timers(b).await,
         BenchCommand::Story(b) => super::bench_story::run(b).await,
         BenchCommand::Deliver(args) => super::bench_deliver::run(args).await,
         BenchCommand::Backlog(args) => super::bench_backlog::run(args).await,

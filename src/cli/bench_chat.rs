@@ -1,8 +1,9 @@
 //! `botwire bench chat`: chat turns per second over HTTP.
 //!
 //! Starts the real server in this process on a fresh SQLite database in
-//! `--dir`, imports the `elipackage` example (seed 003's bot), and has many
-//! contacts chat through it at once, every turn writing its events in the
+//! `--dir`, imports an example (`--example elipackage`, seed 003's bot, or
+//! `leads`, whose every turn evaluates CEL conditions, its scoring turn a
+//! `set` node too), and has many contacts chat through it at once, every turn writing its events in the
 //! same transaction as the conversation change. Then a paced run at a fixed
 //! rate reports the latency distribution. Client and server share this
 //! machine's cores, as they would in a single-box deployment.
@@ -13,10 +14,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const ELIPACKAGE: &str = include_str!("../../examples/elipackage.yaml");
-
-/// The conversation each contact repeats: welcome, name, menu → end.
-const SCRIPT: [&str; 3] = ["hi", "John Doe", "1"];
+/// The examples the bench can run: (name, bot file, the conversation each
+/// contact repeats, which ends it so the next "hi" starts another).
+const EXAMPLES: [(&str, &str, &[&str]); 2] = [
+    (
+        "elipackage",
+        include_str!("../../examples/elipackage.yaml"),
+        // welcome, name, menu → end
+        &["hi", "John Doe", "1"],
+    ),
+    (
+        "leads",
+        include_str!("../../examples/leads.yaml"),
+        // welcome (branch), e-mail (branch), budget (branch), size → set + branches → end
+        &["hi", "ana@acme.com", "1500", "3"],
+    ),
+];
 
 /// Options of `bench chat`.
 #[derive(clap::Args, Debug)]
@@ -36,16 +49,26 @@ pub struct ChatBench {
     /// Folder for the scratch database.
     #[arg(long, default_value = ".")]
     dir: std::path::PathBuf,
+    /// The example bot: `elipackage` or `leads`.
+    #[arg(long, default_value = "elipackage")]
+    example: String,
 }
 
 struct Server {
+    bot: &'static str,
     base: String,
     key: String,
     store: Store,
     path: String,
 }
 
-async fn start(dir: &std::path::Path) -> anyhow::Result<Server> {
+async fn start(
+    dir: &std::path::Path,
+    example: &str,
+) -> anyhow::Result<(Server, &'static [&'static str])> {
+    let Some(&(bot, source, script)) = EXAMPLES.iter().find(|(name, _, _)| *name == example) else {
+        anyhow::bail!("--example must be elipackage or leads, not {example:?}");
+    };
     let path = dir.join(format!(
         "botwire-bench-chat-{}.db",
         crate::domain::ids::new_id("b")
@@ -53,17 +76,21 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<Server> {
     let path = path.display().to_string();
     let store = Store::open(&format!("sqlite://{path}")).await?;
     let (pepper, account, key) = super::bench::fresh_account(&store).await?;
-    let file = crate::runtime::bots::parse_bot_file(ELIPACKAGE, true)?;
+    let file = crate::runtime::bots::parse_bot_file(source, true)?;
     crate::runtime::bots::import(&store, &account.id, &file).await?;
     let delivery = crate::delivery::Delivery::new(Default::default())?;
     let (addr, _) = super::bench::serve_locally(&store, pepper, delivery).await?;
     let base = format!("http://{addr}");
-    Ok(Server {
-        base,
-        key,
-        store,
-        path,
-    })
+    Ok((
+        Server {
+            bot,
+            base,
+            key,
+            store,
+            path,
+        },
+        script,
+    ))
 }
 
 async fn turn(
@@ -73,7 +100,7 @@ async fn turn(
     text: &str,
 ) -> anyhow::Result<()> {
     let r = client
-        .post(format!("{}/v1/bots/elipackage/chat", s.base))
+        .post(format!("{}/v1/bots/{}/chat", s.base, s.bot))
         .bearer_auth(&s.key)
         .json(&json!({"contact": {"id": format!("bench-{contact}")}, "text": text}))
         .send()
@@ -94,13 +121,13 @@ pub(super) fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(b: ChatBench) -> anyhow::Result<()> {
-    let server = start(&b.dir).await?;
+    let (server, script) = start(&b.dir, &b.example).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(b.contacts * 2)
         .build()?;
     eprintln!(
-        "bench chat: elipackage flow over HTTP, SQLite (synchronous=FULL), {} contacts, {:.0} s",
-        b.contacts, b.seconds
+        "bench chat: {} flow over HTTP, SQLite (synchronous=FULL), {} contacts, {:.0} s",
+        server.bot, b.contacts, b.seconds
     );
     // Throughput: every contact chats as fast as the server answers.
     let stop = Arc::new(AtomicBool::new(false));
@@ -110,6 +137,7 @@ pub async fn run(b: ChatBench) -> anyhow::Result<()> {
     for contact in 0..b.contacts {
         let (client, stop, turns) = (client.clone(), stop.clone(), turns.clone());
         let s = Server {
+            bot: server.bot,
             base: server.base.clone(),
             key: server.key.clone(),
             store: server.store.clone(),
@@ -120,7 +148,7 @@ pub async fn run(b: ChatBench) -> anyhow::Result<()> {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                turn(&client, &s, contact, SCRIPT[i % SCRIPT.len()]).await?;
+                turn(&client, &s, contact, script[i % script.len()]).await?;
                 lat.push(t.elapsed().as_micros() as u64);
                 turns.fetch_add(1, Ordering::Relaxed);
                 i += 1;
@@ -165,6 +193,7 @@ pub async fn run(b: ChatBench) -> anyhow::Result<()> {
         ticker.tick().await;
         let (client, tx, busy) = (client.clone(), tx.clone(), busy.clone());
         let s = Server {
+            bot: server.bot,
             base: server.base.clone(),
             key: server.key.clone(),
             store: server.store.clone(),
@@ -174,7 +203,7 @@ pub async fn run(b: ChatBench) -> anyhow::Result<()> {
             let slot = k % busy.len();
             let mut step = busy[slot].lock().await;
             let t = Instant::now();
-            if turn(&client, &s, 100_000 + slot, SCRIPT[*step % SCRIPT.len()])
+            if turn(&client, &s, 100_000 + slot, script[*step % script.len()])
                 .await
                 .is_ok()
             {

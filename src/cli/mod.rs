@@ -14,6 +14,7 @@ pub mod bench_backlog;
 mod bench_channel;
 mod bench_chat;
 mod bench_deliver;
+mod bench_flow;
 mod bench_story;
 mod channels;
 pub mod listen;

@@ -218,6 +218,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     state.channels = channels;
     state.readiness = readiness.clone();
     state.limits = config.limits.clone();
+    // Conversation timers (reminders, timeouts, expiries) fire on every API
+    // node; the store's leases make each fire once.
+    let timers = tokio::spawn(
+        state
+            .chat
+            .clone()
+            .run_timers(store.clone(), Duration::from_secs(1)),
+    );
     let app = api::router(
         state,
         &RouterOptions {
@@ -245,6 +253,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION")
     );
     server.await.context("the HTTP server task failed")??;
+    timers.abort();
     tracing::info!("stopped accepting connections; closing the store");
     pruner.abort();
     stop(engine, workers, &store).await;

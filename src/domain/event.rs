@@ -60,6 +60,15 @@ pub enum EventType {
     /// A booking was cancelled.
     #[serde(rename = "appointment.cancelled")]
     AppointmentCancelled,
+    /// An idle conversation ended after the bot's `expire_after`.
+    #[serde(rename = "conversation.expired")]
+    ConversationExpired,
+    /// A contact typed an opt-out keyword (`stop`).
+    #[serde(rename = "contact.opted_out")]
+    ContactOptedOut,
+    /// A contact typed an opt-in keyword (`start`).
+    #[serde(rename = "contact.opted_in")]
+    ContactOptedIn,
     /// The test / handshake event of an endpoint.
     #[serde(rename = "webhook.test")]
     WebhookTest,
@@ -83,8 +92,9 @@ pub enum EventType {
 
 /// Prefixes no outside system may publish under: the catalog's namespaces and
 /// botwire's own.
-pub const RESERVED_PREFIXES: [&str; 11] = [
+pub const RESERVED_PREFIXES: [&str; 12] = [
     "message.",
+    "contact.",
     "conversation.",
     "option.",
     "response.",
@@ -99,7 +109,7 @@ pub const RESERVED_PREFIXES: [&str; 11] = [
 
 impl EventType {
     /// Every catalog type, in catalog order.
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 18] = [
         EventType::MessageReceived,
         EventType::ConversationStarted,
         EventType::ConversationCompleted,
@@ -109,6 +119,9 @@ impl EventType {
         EventType::QuoteGenerated,
         EventType::AppointmentBooked,
         EventType::AppointmentCancelled,
+        EventType::ConversationExpired,
+        EventType::ContactOptedOut,
+        EventType::ContactOptedIn,
         EventType::WebhookTest,
         EventType::EndpointDisabled,
         EventType::MessageSent,
@@ -129,6 +142,9 @@ impl EventType {
             EventType::QuoteGenerated => "quote.generated",
             EventType::AppointmentBooked => "appointment.booked",
             EventType::AppointmentCancelled => "appointment.cancelled",
+            EventType::ConversationExpired => "conversation.expired",
+            EventType::ContactOptedOut => "contact.opted_out",
+            EventType::ContactOptedIn => "contact.opted_in",
             EventType::WebhookTest => "webhook.test",
             EventType::EndpointDisabled => "endpoint.disabled",
             EventType::MessageSent => "message.sent",
@@ -496,6 +512,32 @@ pub fn info(t: EventType) -> EventTypeInfo {
                 sample_common(Some("book"), Some("Booking")),
                 json!({"appointment": sample_appointment()}),
             ),
+        ),
+        EventType::ConversationExpired => (
+            "An idle conversation ended after the bot's expire_after; node is where it waited.",
+            conversation_schema(name, json!({}), &[]),
+            sample_common(Some("budget"), Some("Budget")),
+        ),
+        EventType::ContactOptedOut => (
+            "A contact typed an opt-out keyword (stop); user.opted_out is now true.",
+            conversation_schema(
+                name,
+                json!({"keyword": {"type": "string", "minLength": 1}}),
+                &["keyword"],
+            ),
+            with(
+                sample_common(Some("budget"), Some("Budget")),
+                json!({"keyword": "stop"}),
+            ),
+        ),
+        EventType::ContactOptedIn => (
+            "A contact typed an opt-in keyword (start); user.opted_out is now false.",
+            conversation_schema(
+                name,
+                json!({"keyword": {"type": "string", "minLength": 1}}),
+                &["keyword"],
+            ),
+            with(sample_common(None, None), json!({"keyword": "start"})),
         ),
         EventType::WebhookTest => (
             "A test event sent on demand to check an endpoint.",

@@ -257,8 +257,10 @@ pub async fn import(
     account: &str,
     file: &BotFile,
 ) -> Result<Imported, RuntimeError> {
-    let id = BotId::parse(&file.id).map_err(|m| RuntimeError::Invalid(format!("id: {m}")))?;
-    let bot_type = BotType::parse(&file.r#type).map_err(RuntimeError::Invalid)?;
+    // The file was validated: its id follows BotId's rule.
+    let id =
+        BotId::parse(file.id.as_str()).map_err(|m| RuntimeError::Invalid(format!("id: {m}")))?;
+    let bot_type = file.bot_type;
     // Secrets exported redacted come back as they were stored.
     let stored: Vec<StoryWebhook> = match store.get_bot_settings(account, id.as_str()).await {
         Ok(json) => serde_json::from_str::<Settings>(&json)
@@ -322,9 +324,9 @@ pub async fn export(store: &Store, account: &str, bot: &str) -> Result<BotFile, 
     let settings: Settings = serde_json::from_str(&store.get_bot_settings(account, bot).await?)
         .map_err(|e| StoreError::Database(format!("bot settings: {e}")))?;
     Ok(BotFile {
-        id: row.id.to_string(),
+        id: row.id,
         name: row.name,
-        r#type: row.bot_type.as_str().to_owned(),
+        bot_type: row.bot_type,
         price_table: settings.price_table,
         calendar: settings.calendar,
         webhooks: settings.webhooks,

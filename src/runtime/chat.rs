@@ -25,15 +25,17 @@ use crate::delivery::http::OutboundClient;
 use crate::domain::calendar::Slot;
 use crate::domain::engine::WebhookReply;
 use crate::domain::engine::{self, Contact, Context, Input, State, Turn};
+use crate::domain::flow::Media;
 use crate::domain::ids::new_id;
 use crate::store::conversations::{
     BookingWrite, ContactRow, ConversationRow, STALE, TurnCommit, TurnWrite,
 };
 use crate::store::events::EventRow;
 use crate::store::story::CallRow;
+use crate::store::timers::{TimerChange, TimerWrite};
 use crate::store::{Store, StoreError};
 use chrono::Utc;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -118,12 +120,13 @@ impl ContactRef {
         }
     }
 
-    /// The channel the contact talks through, for metrics: the reserved
-    /// prefix of botwire's own contacts without its colon (`web` for the
-    /// widget's visitors), `api` for contacts named through the API.
+    /// The channel the contact talks through, for metrics and conditions:
+    /// the reserved prefix of botwire's own contacts without its colon
+    /// (`web` for the widget's visitors, `whatsapp` … for a messaging
+    /// channel's), `api` for contacts named through the API.
     pub fn channel(&self) -> &'static str {
         match self {
-            ContactRef::External(i) => RESERVED_ID_PREFIXES
+            ContactRef::External(i) | ContactRef::Channel { id: i, .. } => RESERVED_ID_PREFIXES
                 .iter()
                 .find(|p| i.starts_with(*p))
                 .map_or("api", |p| p.trim_end_matches(':')),
@@ -131,7 +134,23 @@ impl ContactRef {
         }
     }
 
-    fn key(&self) -> String {
+    /// The reference a stored contact is known by: a messaging channel's
+    /// contact by its channel id (and phone), others by phone or id.
+    pub(super) fn of_row(row: &ContactRow) -> Option<ContactRef> {
+        match (&row.phone, &row.external_id) {
+            (phone, Some(i)) if RESERVED_ID_PREFIXES[1..].iter().any(|p| i.starts_with(p)) => {
+                Some(ContactRef::Channel {
+                    id: i.clone(),
+                    phone: phone.clone(),
+                })
+            }
+            (Some(p), _) => Some(ContactRef::Phone(p.clone())),
+            (None, Some(i)) => Some(ContactRef::External(i.clone())),
+            (None, None) => None,
+        }
+    }
+
+    pub(super) fn key(&self) -> String {
         match self {
             ContactRef::Phone(p) => format!("p:{p}"),
             ContactRef::External(i) | ContactRef::Channel { id: i, .. } => format!("x:{i}"),
@@ -186,6 +205,8 @@ pub struct ChatReply {
     pub conversation_id: String,
     /// Texts to show, in order.
     pub replies: Vec<String>,
+    /// Media sent with the replies: `(index in replies, media)`.
+    pub media: Vec<(usize, Media)>,
     /// Options to offer as buttons.
     pub quick_replies: Vec<String>,
     /// Whether the conversation is over.
@@ -199,7 +220,7 @@ pub struct ChatReply {
 /// moved the conversation on meanwhile, the commit fails as stale and the
 /// turn is retried from the database.
 #[derive(Clone)]
-struct Session {
+pub(super) struct Session {
     contact: ContactRow,
     conversation: Option<ConversationRow>,
 }
@@ -207,9 +228,19 @@ struct Session {
 /// Runs chat turns; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Chat {
-    definitions: Arc<DefinitionCache>,
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    pub(super) definitions: Arc<DefinitionCache>,
+    pub(super) locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    pub(super) sessions: Arc<Mutex<HashMap<String, Session>>>,
+}
+
+/// The engine's view of a stored contact.
+pub(super) fn contact_of(row: &ContactRow) -> Contact {
+    Contact {
+        id: row.id.clone(),
+        phone: row.phone.clone(),
+        external_id: row.external_id.clone(),
+        attributes: serde_json::from_str(&row.attributes).unwrap_or_default(),
+    }
 }
 
 /// Most sessions kept in memory before the cache starts over.
@@ -398,14 +429,7 @@ impl Chat {
                 None,
             ),
         };
-        let attributes: Map<String, Value> =
-            serde_json::from_str(&contact_row.attributes).unwrap_or_default();
-        let contact = Contact {
-            id: contact_row.id.clone(),
-            phone: contact_row.phone.clone(),
-            external_id: contact_row.external_id.clone(),
-            attributes,
-        };
+        let contact = contact_of(&contact_row);
         let (conversation_id, state, expected_revision, created_at) = match &active {
             Some(c) => (
                 c.id.clone(),
@@ -428,6 +452,7 @@ impl Chat {
                 calendar: def.settings.calendar.as_ref(),
                 free_slots: &free,
                 taken_slot: taken,
+                channel: contact_ref.channel(),
             };
             let mut turn = engine::step(&def.flow, &state, &ctx, input);
             let mut calls = Vec::new();
@@ -481,7 +506,7 @@ impl Chat {
                 &conversation_id,
                 created_at,
                 expected_revision,
-                text,
+                Some(text),
                 &turn,
                 calls,
                 source,
@@ -511,6 +536,7 @@ impl Chat {
                     let reply = ChatReply {
                         conversation_id: conversation_id.clone(),
                         replies: turn.replies,
+                        media: turn.media,
                         quick_replies: turn.quick_replies,
                         ended: turn.ended,
                         event_ids,
@@ -616,7 +642,15 @@ impl Chat {
 /// Joins a turn that stopped at a webhook with the turn that resumed it.
 fn merge_turns(mut first: Turn, second: Turn) -> Turn {
     first.state = second.state;
+    let offset = first.replies.len();
+    first
+        .media
+        .extend(second.media.into_iter().map(|(i, m)| (i + offset, m)));
     first.replies.extend(second.replies);
+    first.log.extend(second.log);
+    if second.timers.is_some() {
+        first.timers = second.timers;
+    }
     first.quick_replies = second.quick_replies;
     first.events.extend(second.events);
     first.user_attributes.extend(second.user_attributes);
@@ -633,7 +667,7 @@ fn merge_turns(mut first: Turn, second: Turn) -> Turn {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn build_write(
+pub(super) fn build_write(
     account: &str,
     bot: &str,
     def: &Definition,
@@ -643,7 +677,7 @@ fn build_write(
     conversation_id: &str,
     created_at: i64,
     expected_revision: Option<i64>,
-    text: &str,
+    text: Option<&str>,
     turn: &Turn,
     calls: Vec<CallRow>,
     source: &Source,
@@ -673,20 +707,45 @@ fn build_write(
             )
         })
         .collect();
-    let mut messages = vec![("in".to_owned(), json!({ "text": text }).to_string())];
+    let mut messages = Vec::new();
+    if let Some(text) = text {
+        messages.push(("in".to_owned(), json!({ "text": text }).to_string()));
+    }
+    for line in &turn.log {
+        messages.push(("log".to_owned(), json!({ "log": line }).to_string()));
+    }
     if !turn.replies.is_empty() || !turn.quick_replies.is_empty() {
-        let mut out = json!({ "replies": turn.replies, "quick_replies": turn.quick_replies });
+        let mut body = json!({ "replies": turn.replies, "quick_replies": turn.quick_replies });
         if !turn.cut.is_empty() {
             // The transcript says the replies were cut, and how.
-            out["cut"] = json!({
+            body["cut"] = json!({
                 "shortened": turn.cut.shortened,
                 "dropped": turn.cut.dropped,
                 "max_reply_bytes": engine::MAX_REPLY_BYTES,
                 "max_turn_bytes": engine::MAX_TURN_BYTES,
             });
         }
-        messages.push(("out".to_owned(), out.to_string()));
+        if !turn.media.is_empty() {
+            body["media"] = turn
+                .media
+                .iter()
+                .map(|(i, m)| json!({"reply": i, "kind": m.kind, "url": m.url, "caption": m.caption}))
+                .collect();
+        }
+        messages.push(("out".to_owned(), body.to_string()));
     }
+    let timers = TimerChange {
+        replace: turn.timers.as_ref().map(|list| {
+            list.iter()
+                .map(|t| TimerWrite {
+                    kind: t.kind.as_str().to_owned(),
+                    node: t.node.clone(),
+                    due_at: t.due_at.timestamp_millis(),
+                })
+                .collect()
+        }),
+        fired: None,
+    };
     TurnWrite {
         account_id: account.to_owned(),
         bot_id: bot.to_owned(),
@@ -725,6 +784,7 @@ fn build_write(
         cancel: turn.cancel_booking.clone(),
         calls,
         channel: None,
+        timers,
     }
 }
 

@@ -17,6 +17,7 @@ pub mod bots;
 pub mod chat;
 pub mod inbound;
 pub mod story;
+pub mod timers;
 
 use crate::store::StoreError;
 

@@ -100,6 +100,8 @@ pub struct TurnWrite {
     /// For a turn that answers a message received on a channel: the inbound
     /// row to mark done, the channel contact and the replies to send.
     pub channel: Option<super::channels::ChannelTurnWrite>,
+    /// What the turn does to the conversation's timers.
+    pub timers: super::timers::TimerChange,
 }
 
 /// What committing a turn did.
@@ -321,6 +323,7 @@ impl Store {
             for call in &t.calls {
                 super::story::insert_call(c, &t.account_id, &t.bot_id, call)?;
             }
+            super::timers::write_timers(c, &t.account_id, &t.bot_id, &conv.id, &t.timers)?;
             let mut tickets = Vec::new();
             for e in &t.events {
                 tickets.extend(insert_event(c, e, None, lease.as_ref())?);
@@ -342,6 +345,30 @@ impl Store {
             self.hand_over_messages(messages);
         }
         Ok(commit)
+    }
+
+    /// A conversation and its contact, by conversation id alone (timers).
+    pub async fn conversation_with_contact(
+        &self,
+        id: &str,
+    ) -> Result<Option<(ConversationRow, ContactRow)>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            let Some(row) = c.query_opt(
+                &format!("SELECT {CONV_COLUMNS} FROM conversations WHERE id = $1"),
+                &[id.into()],
+            )?
+            else {
+                return Ok(None);
+            };
+            let conv = conversation_from(&row)?;
+            let contact = contact_from(&c.query_one(
+                "SELECT id, phone, external_id, attributes FROM contacts WHERE id = $1",
+                &[(&conv.contact_id).into()],
+            )?)?;
+            Ok(Some((conv, contact)))
+        })
+        .await
     }
 
     /// One conversation of a bot, its contact and its transcript.

@@ -42,6 +42,7 @@ mod pool;
 pub mod postgres;
 pub mod sqlite;
 pub mod story;
+pub mod timers;
 pub mod writer;
 
 use std::sync::Arc;

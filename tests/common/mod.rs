@@ -114,6 +114,8 @@ pub struct App {
     pub store: Store,
     pub pepper: Pepper,
     pub client: reqwest::Client,
+    /// The server's chat runtime (tests fire its timers with a chosen clock).
+    pub chat: botwire::runtime::chat::Chat,
     _db: TestDb,
 }
 
@@ -134,6 +136,7 @@ pub async fn spawn_app_with(kind: Db, delivery: botwire::delivery::Delivery) -> 
     let pepper = Pepper::new(b"test pepper".to_vec());
     let (account, admin_key) = store.bootstrap(&pepper).await.unwrap().expect("fresh db");
     let state = AppState::new(store.clone(), pepper.clone(), delivery);
+    let chat = state.chat.clone();
     let app = api::router(
         state,
         &RouterOptions {
@@ -156,6 +159,7 @@ pub async fn spawn_app_with(kind: Db, delivery: botwire::delivery::Delivery) -> 
         store,
         pepper,
         client: reqwest::Client::new(),
+        chat,
         _db: db,
     })
 }

@@ -41,6 +41,7 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0007_plain_headers.sql"),
     ),
     (8, "channels", include_str!("migrations/0008_channels.sql")),
+    (9, "timers", include_str!("migrations/0009_timers.sql")),
     (10, "audit", include_str!("migrations/0010_audit.sql")),
 ];
 

@@ -1,0 +1,154 @@
+//! Timers: what a waiting conversation sets with each turn (the node's
+//! reminder and timeout, the flow's expiry) and what each does when it
+//! fires ([`on_timer`]). Storing and claiming them is the store's and the
+//! runtime's job; here they are plain values computed from the turn's time.
+
+use super::*;
+
+/// A timer a waiting conversation sets: what fires and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// Say the node's `reminder`.
+    Reminder,
+    /// Go to the node's `on_timeout`.
+    Timeout,
+    /// End the idle conversation (`expire_after`).
+    Expiry,
+}
+
+impl TimerKind {
+    /// As stored.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TimerKind::Reminder => "reminder",
+            TimerKind::Timeout => "timeout",
+            TimerKind::Expiry => "expiry",
+        }
+    }
+
+    /// From its stored name.
+    pub fn parse(s: &str) -> Option<TimerKind> {
+        match s {
+            "reminder" => Some(TimerKind::Reminder),
+            "timeout" => Some(TimerKind::Timeout),
+            "expiry" => Some(TimerKind::Expiry),
+            _ => None,
+        }
+    }
+}
+
+/// A timer to store with the turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerPlan {
+    /// What it does.
+    pub kind: TimerKind,
+    /// The node it was set at (`None` for expiry).
+    pub node: Option<String>,
+    /// When it is due.
+    pub due_at: DateTime<Utc>,
+}
+
+/// The timers a conversation has after a turn: the reminder and timeout of
+/// the node it waits at, and the bot's expiry; none once it is over.
+pub(super) fn plan_timers(flow: &Flow, turn: &mut Turn, now: DateTime<Utc>) {
+    let st = &turn.state;
+    if st.completed {
+        turn.timers = Some(Vec::new());
+        return;
+    }
+    if st.pending_webhook.is_some() {
+        return;
+    }
+    let after =
+        |span: crate::domain::flow::Span| now + chrono::Duration::milliseconds(span.millis());
+    let mut timers = Vec::new();
+    let node = st.node.as_deref().and_then(|id| flow.node(&st.flow, id));
+    if let Some(n) = node
+        && let Some(w) = n.kind.wait()
+    {
+        if let (Some(_), Some(after_span)) = (&w.reminder, w.remind_after) {
+            timers.push(TimerPlan {
+                kind: TimerKind::Reminder,
+                node: Some(n.id.clone()),
+                due_at: after(after_span),
+            });
+        }
+        if let (Some(t), Some(_)) = (w.timeout, &w.on_timeout) {
+            timers.push(TimerPlan {
+                kind: TimerKind::Timeout,
+                node: Some(n.id.clone()),
+                due_at: after(t),
+            });
+        }
+    }
+    if let Some(e) = flow.expire_after {
+        timers.push(TimerPlan {
+            kind: TimerKind::Expiry,
+            node: None,
+            due_at: after(e),
+        });
+    }
+    turn.timers = Some(timers);
+}
+
+/// Fires a timer the conversation set: a reminder says the node's
+/// `reminder` (once; the timeout and expiry stay), a timeout goes to the
+/// node's `on_timeout`, an expiry ends the conversation with
+/// `conversation.expired`. A timer set at a node the conversation has left
+/// (`node` differs) does nothing, and neither does any timer of a completed
+/// conversation or one waiting for a story webhook.
+pub fn on_timer(
+    flow: &Flow,
+    state: &State,
+    ctx: &Context,
+    kind: TimerKind,
+    node: Option<&str>,
+) -> Turn {
+    let mut r = Runner::new(flow, ctx, state.clone());
+    if state.completed || state.pending_webhook.is_some() {
+        return r.turn;
+    }
+    let here = state
+        .node
+        .as_deref()
+        .and_then(|id| flow.node(&state.flow, id));
+    match kind {
+        TimerKind::Expiry => {
+            let st = &mut r.turn.state;
+            st.completed = true;
+            st.offered_slots.clear();
+            st.quick_replies.clear();
+            r.emit(EventType::ConversationExpired, here, json!({}));
+            r.turn.ended = true;
+            r.turn.timers = Some(Vec::new());
+        }
+        TimerKind::Reminder => {
+            let Some(n) = here.filter(|n| Some(n.id.as_str()) == node) else {
+                return r.turn;
+            };
+            if let Some(text) = n.kind.wait().and_then(|w| w.reminder.as_deref()) {
+                r.say(text);
+                r.offer_again(n);
+            }
+        }
+        TimerKind::Timeout => {
+            let Some(n) = here.filter(|n| Some(n.id.as_str()) == node) else {
+                return r.turn;
+            };
+            let Some(target) = n.kind.wait().and_then(|w| w.on_timeout.clone()) else {
+                return r.turn;
+            };
+            let st = &mut r.turn.state;
+            st.offered_slots.clear();
+            st.quick_replies.clear();
+            let flow_name = st.flow.clone();
+            r.run(Jump {
+                flow: flow_name,
+                node: target,
+            });
+            plan_timers(flow, &mut r.turn, ctx.now);
+        }
+    }
+    r.turn
+}
