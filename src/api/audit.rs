@@ -407,7 +407,8 @@ pub struct AuditView {
     /// The resource's id.
     pub resource_id: Option<String>,
     /// What the resource looked like after the change, secret values
-    /// replaced by `"[redacted]"`.
+    /// replaced by `"[redacted]"`; `{}` when the change answered nothing
+    /// (a delete).
     #[schema(value_type = Object)]
     pub changes: Value,
 }
@@ -442,7 +443,10 @@ impl From<AuditEntry> for AuditView {
             action: e.action,
             resource_type: e.resource_type,
             resource_id: e.resource_id,
-            changes: e.changes,
+            changes: match e.changes {
+                Value::Null => Value::Object(Default::default()),
+                other => other,
+            },
         }
     }
 }
