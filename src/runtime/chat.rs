@@ -515,7 +515,7 @@ impl Chat {
                 write.channel = Some(ch.turn_write(
                     &conversation_id,
                     &contact_row.id,
-                    &turn.replies,
+                    &super::inbound::texts_with_media(&turn.replies, &turn.media),
                     &turn.quick_replies,
                 ));
             }

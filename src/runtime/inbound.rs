@@ -24,6 +24,7 @@ use super::chat::{Chat, ContactRef, Source};
 use crate::channels::Reply;
 use crate::delivery::http::OutboundClient;
 use crate::domain::engine::Input;
+use crate::domain::flow::Media;
 use crate::domain::ids::new_id;
 use crate::store::channels::{
     ALREADY_PROCESSED, ChannelRow, ChannelTurnWrite, InboundRow, InboundSink, OutboxWrite,
@@ -44,6 +45,30 @@ pub struct ChannelSource {
     pub channel: Arc<ChannelRow>,
     /// The stored message.
     pub inbound: InboundRow,
+}
+
+/// The texts a messaging channel sends for a turn: each reply with the
+/// media sent with it as a link on lines of their own (caption, then URL),
+/// since no platform renderer sends media natively yet; an empty reply
+/// that only carried media becomes just its links.
+pub(super) fn texts_with_media(replies: &[String], media: &[(usize, Media)]) -> Vec<String> {
+    let mut texts = replies.to_vec();
+    for (index, m) in media {
+        let link = match m.caption.as_deref().map(str::trim) {
+            Some(c) if !c.is_empty() => format!("{c}\n{}", m.url),
+            _ => m.url.clone(),
+        };
+        match texts.get_mut(*index) {
+            Some(t) if t.trim().is_empty() => *t = link,
+            Some(t) => {
+                t.push('\n');
+                t.push_str(&link);
+            }
+            None => texts.push(link),
+        }
+    }
+    texts.retain(|t| !t.trim().is_empty());
+    texts
 }
 
 impl ChannelSource {
@@ -372,5 +397,48 @@ impl Shared {
                 0
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod media_tests {
+    use super::texts_with_media;
+    use crate::domain::flow::{Media, MediaKind};
+
+    fn media(url: &str, caption: Option<&str>) -> Media {
+        Media {
+            kind: MediaKind::Image,
+            url: url.into(),
+            caption: caption.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn media_goes_to_channels_as_links_beside_its_reply() {
+        let replies = vec![
+            "Our boxes:".to_owned(),
+            String::new(),
+            "Which one?".to_owned(),
+        ];
+        let sent = texts_with_media(
+            &replies,
+            &[
+                (0, media("https://cdn.example/boxes.png", Some("Sizes"))),
+                (1, media("https://cdn.example/price.pdf", None)),
+            ],
+        );
+        assert_eq!(
+            sent,
+            [
+                "Our boxes:\nSizes\nhttps://cdn.example/boxes.png",
+                "https://cdn.example/price.pdf",
+                "Which one?",
+            ]
+        );
+        // Without media nothing changes, and empty texts are not sent.
+        assert_eq!(
+            texts_with_media(&replies, &[]),
+            ["Our boxes:", "Which one?"]
+        );
     }
 }
