@@ -19,7 +19,12 @@ struct Server {
     _dir: std::path::PathBuf,
 }
 
-async fn server() -> Server {
+/// Serves the API over a fresh SQLite file in its own folder; answers the
+/// address, the admin key and the folder (kept while the test runs).
+async fn spawn(
+    delivery: botwire::delivery::Delivery,
+    options: &RouterOptions,
+) -> (String, String, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!(
         "botwire-hostile-{}",
         botwire::domain::ids::new_id("t")
@@ -30,17 +35,25 @@ async fn server() -> Server {
         .unwrap();
     let pepper = Pepper::new(b"p".to_vec());
     let (_, key) = store.bootstrap(&pepper).await.unwrap().unwrap();
-    let delivery = botwire::delivery::Delivery::new(Default::default()).unwrap();
-    let app = api::router(
-        AppState::new(store, pepper, delivery),
+    let app = api::router(AppState::new(store, pepper, delivery), options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app).await.unwrap()
+    });
+    (addr, key, dir)
+}
+
+async fn server() -> Server {
+    let (addr, key, dir) = spawn(
+        botwire::delivery::Delivery::new(Default::default()).unwrap(),
         &RouterOptions {
             body_limit: 64 * 1024,
             body_deadline: Duration::from_secs(1),
         },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    )
+    .await;
     Server {
         addr,
         key,
@@ -190,33 +203,14 @@ struct ChatServer {
 
 impl ChatServer {
     async fn start() -> ChatServer {
-        let dir = std::env::temp_dir().join(format!(
-            "botwire-hostile-chat-{}",
-            botwire::domain::ids::new_id("t")
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.join("c.db").display()))
-            .await
-            .unwrap();
-        let pepper = Pepper::new(b"p".to_vec());
-        let (_, key) = store.bootstrap(&pepper).await.unwrap().unwrap();
         let delivery = botwire::delivery::Delivery::new(botwire::delivery::Settings {
             allow: botwire::delivery::ssrf::AllowList::parse(["127.0.0.0/8"]).unwrap(),
             ..Default::default()
         })
         .unwrap();
-        let app = api::router(
-            AppState::new(store, pepper, delivery),
-            &RouterOptions::default(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, app).await.unwrap()
-        });
+        let (addr, key, dir) = spawn(delivery, &RouterOptions::default()).await;
         ChatServer {
-            base,
+            base: format!("http://{addr}"),
             key,
             client: reqwest::Client::new(),
             _dir: dir,
