@@ -964,3 +964,58 @@ async fn idle_conversations_expire_across_a_restart_sqlite() {
 async fn idle_conversations_expire_across_a_restart_postgres() {
     idle_conversations_are_reminded_then_expire_across_a_restart(Db::Postgres).await;
 }
+
+/// A turn that only moves the expiry later leaves the stored timer where it
+/// was; when that timer comes due it waits again, until the latest turn's
+/// expiry, and only then ends the conversation.
+async fn an_early_expiry_waits_for_the_latest_turn(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    import(&app, "leads").await;
+    transcript(&app, "leads", "+34600000302", &["hi", "ana@acme.com"]).await;
+    let list = app.admin("GET", "/v1/bots/leads/conversations", None).await;
+    let id = list.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let timers = app.store.conversation_timers(&id).await.unwrap();
+    assert_eq!(timers.len(), 1, "{timers:?}");
+    let (timer, latest) = (timers[0].id.clone(), timers[0].due_at);
+    // As if the expiry had been stored by a turn an hour before the latest.
+    app.store
+        .rearm_timer(&timer, latest - 3_600_000)
+        .await
+        .unwrap();
+    let chat = botwire::runtime::chat::Chat::default();
+    let said = chat
+        .fire_due_timers(&app.store, latest - 3_600_000 + 1, 100)
+        .await
+        .unwrap();
+    assert!(said.is_empty(), "nothing said before the expiry: {said:?}");
+    let timers = app.store.conversation_timers(&id).await.unwrap();
+    assert_eq!(timers.len(), 1, "{timers:?}");
+    assert!(
+        timers[0].due_at >= latest,
+        "due again at the latest turn's expiry: {} < {latest}",
+        timers[0].due_at
+    );
+    let conv = app
+        .admin("GET", &format!("/v1/bots/leads/conversations/{id}"), None)
+        .await;
+    assert_eq!(conv.body["status"], "active", "{}", conv.body);
+    let said = chat
+        .fire_due_timers(&app.store, timers[0].due_at + 1, 100)
+        .await
+        .unwrap();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].reply.ended);
+    assert!(app.store.conversation_timers(&id).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_expiry_waits_for_the_latest_turn_sqlite() {
+    an_early_expiry_waits_for_the_latest_turn(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_expiry_waits_for_the_latest_turn_postgres() {
+    an_early_expiry_waits_for_the_latest_turn(Db::Postgres).await;
+}

@@ -150,6 +150,11 @@ impl Chat {
             channel: contact_ref.channel(),
         };
         let turn = engine::on_timer(&def.flow, &state, &ctx, kind, timer.node.as_deref());
+        if let Some(at) = turn.rearm_expiry {
+            // The conversation was active since this expiry was set.
+            store.rearm_timer(&timer.id, at.timestamp_millis()).await?;
+            return Ok(None);
+        }
         let mut write = build_write(
             &timer.account_id,
             &timer.bot_id,

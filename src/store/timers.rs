@@ -146,6 +146,20 @@ impl Store {
         .await
     }
 
+    /// Makes a claimed timer due again at `due_at` (an expiry that fired
+    /// before the conversation's latest expiry time).
+    pub async fn rearm_timer(&self, id: &str, due_at: i64) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE timers SET due_at = $1, locked_until = 0 WHERE id = $2",
+                &[due_at.into(), id.into()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Deletes a timer that turned out to have nothing to do.
     pub async fn drop_timer(&self, id: &str) -> Result<()> {
         let id = id.to_owned();

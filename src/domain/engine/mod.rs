@@ -215,6 +215,15 @@ pub struct State {
     /// The webhook the conversation waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_webhook: Option<PendingWebhook>,
+    /// Whether a reminder or timeout of the node it waits at may be stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub node_timers: bool,
+    /// When the idle conversation expires (Unix milliseconds): the latest
+    /// turn plus `expire_after`. Its stored expiry timer is not moved on
+    /// every turn: it stays due at the time first set and, when it fires
+    /// early, waits again until this time ([`Turn::rearm_expiry`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 impl State {
@@ -228,6 +237,8 @@ impl State {
             offered_slots: Vec::new(),
             quick_replies: Vec::new(),
             pending_webhook: None,
+            node_timers: false,
+            expires_at: None,
         }
     }
 }
@@ -324,6 +335,9 @@ pub struct Turn {
     pub ended: bool,
     /// Replies the output caps shortened or dropped (log it with the turn).
     pub cut: ReplyCut,
+    /// An expiry timer fired before the conversation's [`State::expires_at`]:
+    /// keep the timer, due again at this time, and change nothing else.
+    pub rearm_expiry: Option<DateTime<Utc>>,
 }
 
 /// What merge tags see: `memory`, `user` (the contact's attributes with

@@ -913,6 +913,58 @@ fn timers_remind_time_out_and_expire() {
     assert!(c.timer(TimerKind::Expiry, None, 25 * 60).events.is_empty());
 }
 
+#[test]
+fn an_expiry_is_stored_once_and_rearms_itself_after_later_turns() {
+    let ms = |minutes: i64| (now() + chrono::Duration::minutes(minutes)).timestamp_millis();
+    let mut c = Chat::new(&example_flow(LEADS));
+    let t = c.send("hi");
+    let plans: Vec<(TimerKind, i64)> = t
+        .timers
+        .clone()
+        .unwrap()
+        .iter()
+        .map(|p| (p.kind, p.due_at.timestamp_millis()))
+        .collect();
+    assert_eq!(plans, [(TimerKind::Expiry, ms(24 * 60))]);
+    assert_eq!(c.state.expires_at, Some(ms(24 * 60)));
+    // Later turns at nodes without reminders leave the stored timer alone
+    // and only move the expiry time in the state.
+    let t = c.send("ana@acme.com");
+    assert_eq!(
+        t.timers, None,
+        "no timer write on a turn that only moves the expiry"
+    );
+    assert_eq!(c.state.expires_at, Some(ms(24 * 60)));
+    // As if that turn had come an hour later: the stored timer fires
+    // early, changes nothing and waits again until the latest expiry.
+    c.state.expires_at = Some(ms(25 * 60));
+    let t = c.timer(TimerKind::Expiry, None, 24 * 60);
+    assert_eq!(
+        t.rearm_expiry.map(|d| d.timestamp_millis()),
+        Some(ms(25 * 60))
+    );
+    assert!(t.events.is_empty() && t.replies.is_empty() && !t.ended);
+    assert!(!c.state.completed);
+    let t = c.timer(TimerKind::Expiry, None, 25 * 60);
+    assert_eq!(types(&t), ["conversation.expired"]);
+    assert_eq!(t.rearm_expiry, None);
+    assert_eq!(
+        t.timers,
+        Some(vec![]),
+        "the ended conversation's timers are cleared"
+    );
+    assert_eq!(c.state.expires_at, None);
+}
+
+#[test]
+fn a_flow_without_timers_writes_none() {
+    let mut c = Chat::new(FIXTURE);
+    for text in ["hi", "2", "John"] {
+        let t = c.send(text);
+        assert_eq!(t.timers, None, "{text}");
+    }
+}
+
 /// An `ask`, then `messages` message nodes and an `end`, each text being
 /// `{{memory.n}}` 341 times (4,092 characters, under the flow's limit).
 fn multiplier(messages: usize) -> String {

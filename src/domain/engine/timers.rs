@@ -51,10 +51,20 @@ pub struct TimerPlan {
 
 /// The timers a conversation has after a turn: the reminder and timeout of
 /// the node it waits at, and the bot's expiry; none once it is over.
+///
+/// Writing timers costs the turn's transaction two statements or more, so a
+/// turn writes them only when what is stored must change: a node with a
+/// reminder or timeout (set again from this turn's time), or an expiry
+/// appearing or going. A turn that only moves the expiry later records the
+/// new time in the state ([`State::expires_at`]); the stored timer, still
+/// due at the earlier time, re-arms itself when it fires ([`on_timer`]).
 pub(super) fn plan_timers(flow: &Flow, turn: &mut Turn, now: DateTime<Utc>) {
-    let st = &turn.state;
+    let st = &mut turn.state;
+    let stored = st.node_timers || st.expires_at.is_some();
     if st.completed {
-        turn.timers = Some(Vec::new());
+        turn.timers = stored.then(Vec::new);
+        st.node_timers = false;
+        st.expires_at = None;
         return;
     }
     if st.pending_webhook.is_some() {
@@ -82,11 +92,19 @@ pub(super) fn plan_timers(flow: &Flow, turn: &mut Turn, now: DateTime<Utc>) {
             });
         }
     }
-    if let Some(e) = flow.expire_after {
+    let node_timers = !timers.is_empty();
+    let expiry = flow.expire_after.map(after);
+    let unchanged = !node_timers && !st.node_timers && expiry.is_some() == st.expires_at.is_some();
+    st.node_timers = node_timers;
+    st.expires_at = expiry.map(|e| e.timestamp_millis());
+    if unchanged {
+        return;
+    }
+    if let Some(due_at) = expiry {
         timers.push(TimerPlan {
             kind: TimerKind::Expiry,
             node: None,
-            due_at: after(e),
+            due_at,
         });
     }
     turn.timers = Some(timers);
@@ -115,7 +133,20 @@ pub fn on_timer(
         .and_then(|id| flow.node(&state.flow, id));
     match kind {
         TimerKind::Expiry => {
+            if let Some(at) = state.expires_at
+                && at > ctx.now.timestamp_millis()
+            {
+                r.turn.rearm_expiry = DateTime::<Utc>::from_timestamp_millis(at);
+                return r.turn;
+            }
+            if state.expires_at.is_none() && flow.expire_after.is_none() {
+                // Set by an earlier version of the flow that expired idle
+                // conversations; this one does not.
+                return r.turn;
+            }
             let st = &mut r.turn.state;
+            st.node_timers = false;
+            st.expires_at = None;
             st.completed = true;
             st.offered_slots.clear();
             st.quick_replies.clear();
