@@ -127,28 +127,7 @@ impl FromRequestParts<AppState> for ChatAuth {
     ) -> Result<Self, Self::Rejection> {
         let p = authenticate(parts, state).await?;
         if p.publishable {
-            let origin = parts
-                .headers
-                .get(axum::http::header::ORIGIN)
-                .and_then(|v| v.to_str().ok());
-            match origin {
-                Some(o) if p.allows_origin(o) => {
-                    // The page may read this answer, a 429 below included.
-                    if let Some(grant) = parts.extensions.get::<super::chat::CorsGrant>() {
-                        grant.grant();
-                    }
-                }
-                Some(o) => {
-                    return Err(ApiError::forbidden(format!(
-                        "this publishable key may not be used from {o}; add the origin to the key"
-                    )));
-                }
-                None => {
-                    return Err(ApiError::forbidden(
-                        "a publishable key works only from a web page on an origin listed on the key",
-                    ));
-                }
-            }
+            from_listed_origin(parts, &p)?;
             let client = parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -167,6 +146,48 @@ impl FromRequestParts<AppState> for ChatAuth {
             }
         }
         Ok(ChatAuth(p))
+    }
+}
+
+/// The principal of a chat poll: like [`ChatAuth`], but a poll is a cheap
+/// read and does not count against the visitor's messages a minute.
+pub struct ChatPollAuth(pub Principal);
+
+impl FromRequestParts<AppState> for ChatPollAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let p = authenticate(parts, state).await?;
+        if p.publishable {
+            from_listed_origin(parts, &p)?;
+        }
+        Ok(ChatPollAuth(p))
+    }
+}
+
+/// Refuses a publishable key used from a page whose origin it does not
+/// list; grants that page the answer otherwise (errors below included).
+fn from_listed_origin(parts: &Parts, p: &Principal) -> Result<(), ApiError> {
+    let origin = parts
+        .headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    match origin {
+        Some(o) if p.allows_origin(o) => {
+            if let Some(grant) = parts.extensions.get::<super::chat::CorsGrant>() {
+                grant.grant();
+            }
+            Ok(())
+        }
+        Some(o) => Err(ApiError::forbidden(format!(
+            "this publishable key may not be used from {o}; add the origin to the key"
+        ))),
+        None => Err(ApiError::forbidden(
+            "a publishable key works only from a web page on an origin listed on the key",
+        )),
     }
 }
 

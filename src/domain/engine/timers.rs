@@ -50,7 +50,8 @@ pub struct TimerPlan {
 }
 
 /// The timers a conversation has after a turn: the reminder and timeout of
-/// the node it waits at, and the bot's expiry; none once it is over.
+/// the node it waits at, and the bot's expiry; none once it is over, and
+/// none while it is in handoff.
 pub(super) fn plan_timers(flow: &Flow, turn: &mut Turn, now: DateTime<Utc>) {
     let st = &turn.state;
     if st.completed {
@@ -58,6 +59,11 @@ pub(super) fn plan_timers(flow: &Flow, turn: &mut Turn, now: DateTime<Utc>) {
         return;
     }
     if st.pending_webhook.is_some() {
+        return;
+    }
+    if st.handoff {
+        // A person answers: no reminder, and no expiry while they do.
+        turn.timers = Some(Vec::new());
         return;
     }
     let after =
