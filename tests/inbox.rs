@@ -506,6 +506,34 @@ async fn handoff_state_holds_across_nodes(kind: Db) {
     );
     let (s, _) = on_other("POST", format!("/v1/conversations/{conv}/release"), None).await;
     assert_eq!(s, 409);
+
+    // A publishable key polls only from a page on an origin it lists.
+    let r = app
+        .admin(
+            "POST",
+            "/v1/keys",
+            Some(json!({"name": "site", "kind": "publishable", "bot_id": "helpdesk", "origins": ["https://shop.example"]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let publishable = r.body["key"].as_str().unwrap().to_owned();
+    let visitor_poll = format!(
+        "{}/v1/bots/helpdesk/chat/messages?contact=v_0123456789abcdef",
+        app.base
+    );
+    for (headers, want) in [
+        (vec![("origin", "https://shop.example")], 200),
+        (vec![("origin", "https://evil.example")], 403),
+        (vec![("sec-fetch-site", "same-origin")], 403),
+        (vec![], 403),
+    ] {
+        let mut req = app.client.get(&visitor_poll).bearer_auth(&publishable);
+        for (k, v) in &headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{headers:?}");
+    }
     let r = app
         .admin("GET", "/v1/conversations?status=bogus", None)
         .await;

@@ -161,11 +161,35 @@ impl FromRequestParts<AppState> for ChatPollAuth {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let p = authenticate(parts, state).await?;
-        if p.publishable {
+        if p.publishable && !same_listed_origin(parts, &p) {
             from_listed_origin(parts, &p)?;
         }
         Ok(ChatPollAuth(p))
     }
+}
+
+/// Whether a request without `Origin` comes from a page of this server's
+/// own origin that the key lists. Browsers leave `Origin` out of
+/// same-origin GET requests (the widget's demo page polling) but always send
+/// `Sec-Fetch-Site`, which a page cannot set; the origin is then this
+/// server's, read from `Host` (http or https, whichever the key lists).
+fn same_listed_origin(parts: &Parts, p: &Principal) -> bool {
+    let h = &parts.headers;
+    if h.contains_key(axum::http::header::ORIGIN) {
+        return false;
+    }
+    let same = h
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"same-origin");
+    let Some(host) = h
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    same && ["http", "https"]
+        .iter()
+        .any(|scheme| p.allows_origin(&format!("{scheme}://{host}")))
 }
 
 /// Refuses a publishable key used from a page whose origin it does not
