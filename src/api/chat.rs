@@ -321,6 +321,17 @@ pub async fn chat_messages(
     if !p.may_use_bot(&bot) {
         return Err(ApiError::not_found(format!("bot {bot:?} not found")));
     }
+    state
+        .chat
+        .definitions()
+        .load(&state.store, &p.account_id, &bot)
+        .await
+        .map_err(|e| match e {
+            crate::runtime::RuntimeError::Store(crate::store::StoreError::NotFound) => {
+                ApiError::not_found(format!("bot {bot:?} not found"))
+            }
+            other => other.into(),
+        })?;
     let contact = if p.publishable {
         visitor(&ContactInput {
             phone: None,
