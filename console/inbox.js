@@ -135,7 +135,7 @@ export async function conversation(main, { bot, id }) {
       state.replaceChildren(alert("error", plain(err)));
       return;
     }
-    state.replaceChildren(statusBadge(c.status), h("span", {}, ` ${c.flow} / ${c.node || "—"} · channel `), h("code", {}, c.contact.external_id || c.contact.phone || c.contact.id));
+    state.replaceChildren(statusBadge(c.status), h("span", {}, ` at ${c.flow} / ${c.node || "—"} · contact `), h("code", {}, c.contact.external_id || c.contact.phone || c.contact.id));
     actions.hidden = c.status !== "handoff";
     if (c.messages.length !== seen) {
       seen = c.messages.length;
