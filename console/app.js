@@ -10,6 +10,7 @@ import {
 import { keys } from "./keys.js";
 import { audit } from "./audit.js";
 import { channels } from "./channels.js";
+import { inbox, conversation } from "./inbox.js";
 
 /** [pattern, page, section, title]; `:name` captures a path segment. */
 const ROUTES = [
@@ -18,6 +19,8 @@ const ROUTES = [
   ["/bots/:id", botDetail, "bots", "Bot"],
   ["/bots/:id/edit", editFlow, "bots", "Edit flow"],
   ["/bots/:id/channels", channels, "bots", "Channels"],
+  ["/inbox", inbox, "inbox", "Inbox"],
+  ["/inbox/:bot/:id", conversation, "inbox", "Conversation"],
   ["/webhooks", endpoints, "webhooks", "Webhooks"],
   ["/webhooks/new", endpointForm, "webhooks", "New Webhook"],
   ["/webhooks/:id", endpointDetail, "webhooks", "Webhook"],

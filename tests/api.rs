@@ -47,6 +47,22 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ),
         ("GET", "/v1/bots/{bot}/conversations", None),
         ("GET", "/v1/bots/{bot}/conversations/{conversation}", None),
+        ("GET", "/v1/conversations", None),
+        (
+            "POST",
+            "/v1/conversations/{conversation}/messages",
+            Some(json!({"text": "hello from outside"})),
+        ),
+        (
+            "POST",
+            "/v1/conversations/{conversation}/release",
+            Some(json!({})),
+        ),
+        (
+            "GET",
+            "/v1/bots/{bot}/chat/messages?contact=%2B34600000000",
+            None,
+        ),
         ("GET", "/v1/events", None),
         ("GET", "/v1/events/{event}", None),
         ("GET", "/v1/event-types", None),
@@ -279,7 +295,12 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
         let r = app.call(method, &path, Some(&scoped), body.clone()).await;
         let leaked =
             r.status < 300 && (r.body.to_string().contains("\"victim\"") || secret(&r.body));
-        let own_lists = ["/v1/bots", "/v1/events", "/v1/deliveries"];
+        let own_lists = [
+            "/v1/bots",
+            "/v1/events",
+            "/v1/deliveries",
+            "/v1/conversations",
+        ];
         assert!(
             matches!(r.status, 403 | 404)
                 || (r.status == 200
@@ -293,7 +314,7 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
 
         // The victim's own publishable key, from its own website, may chat
         // and nothing else.
-        if template != "/v1/bots/{bot}/chat" {
+        if !template.starts_with("/v1/bots/{bot}/chat") {
             let mut req = app
                 .client
                 .request(method.parse().unwrap(), format!("{}{path}", app.base))

@@ -566,6 +566,7 @@ fn booking_turn(account: &str, n: usize, seat_capacity: u32) -> TurnWrite {
             revision: 1,
             created_at: 0,
             updated_at: 0,
+            channel: "api".into(),
         },
         expected_revision: None,
         messages: vec![("in".into(), "{\"text\":\"1\"}".into())],

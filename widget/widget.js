@@ -60,6 +60,7 @@
       overflow-wrap: anywhere; line-height: 1.4; }
     .bot { align-self: flex-start; background: #fff; border: 1px solid #e4e7eb; }
     .me { align-self: flex-end; background: ${accent}; color: #fff; }
+    .agent { border-color: ${accent}; }
     .media img { display: block; max-width: 100%; max-height: 240px; border-radius: 8px; }
     .media figcaption { margin-top: 4px; font-size: 13px; color: #52606d; }
     .media a { color: ${accent}; }
@@ -198,6 +199,48 @@
     input.value = "";
     post(text);
   });
+
+  // What is said without the visitor writing (a person answering after a
+  // handoff, the bot taking over again) arrives by polling
+  // GET /v1/bots/{bot}/chat/messages every few seconds while the page is
+  // visible; the first poll only learns where to start.
+  const POLL_MS = 3000;
+  let cursor = null;
+  let polling = false;
+  const showPushed = (m) => {
+    for (const r of m.replies) {
+      if (r.type === "text") say(m.from === "agent" ? "bot agent" : "bot", r.text); else media(r);
+    }
+    if (m.quick_replies.length) {
+      quick.replaceChildren();
+      for (const q of m.quick_replies) {
+        const b = el("button", { type: "button" }, q);
+        b.addEventListener("click", () => post(q));
+        quick.append(b);
+      }
+    }
+  };
+  const poll = async () => {
+    if (polling || busy || document.visibilityState === "hidden") return;
+    polling = true;
+    try {
+      const q = new URLSearchParams({ contact: visitorId });
+      if (cursor !== null) q.set("after", cursor);
+      const resp = await fetch(`${api}/v1/bots/${encodeURIComponent(bot)}/chat/messages?${q}`, {
+        headers: { "Authorization": `Bearer ${key}` },
+      });
+      if (!resp.ok) return;
+      const body = await resp.json();
+      if (cursor !== null) body.messages.forEach(showPushed);
+      cursor = body.cursor;
+    } catch (_) {
+      /* offline for now: the next poll tries again */
+    } finally {
+      polling = false;
+    }
+  };
+  setInterval(poll, POLL_MS);
+  poll();
 
   const mount = () => document.body.append(host);
   if (document.body) mount(); else document.addEventListener("DOMContentLoaded", mount);

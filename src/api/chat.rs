@@ -13,7 +13,7 @@
 
 use super::bots::load;
 use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
-use super::extract::{ApiJson, ApiQuery, Auth, ChatAuth, PageQuery};
+use super::extract::{ApiJson, ApiQuery, Auth, ChatAuth, ChatPollAuth, PageQuery};
 use super::{AppState, List, time};
 use crate::domain::engine::Input;
 use crate::domain::flow::MAX_TEXT;
@@ -226,7 +226,7 @@ async fn preflight(headers: HeaderMap) -> Response {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("POST"),
+            HeaderValue::from_static("GET, POST"),
         );
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -262,6 +262,181 @@ async fn allow_origin(mut req: Request, next: Next) -> Response {
     resp
 }
 
+/// `?contact=&after=` of a chat poll.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PollQuery {
+    /// Who is asking: a website visitor's id (publishable key), or with a
+    /// secret key a contact id of yours or an E.164 phone.
+    pub contact: String,
+    /// `cursor` of the previous poll; absent on the first, which only
+    /// answers where to start.
+    pub after: Option<String>,
+}
+
+/// One message said to the contact without answering one of theirs.
+#[derive(Serialize, ToSchema)]
+pub struct PushedMessage {
+    /// Transcript line id.
+    pub id: String,
+    /// `agent` (a person, in handoff) or `bot` (a release, a reminder …).
+    pub from: String,
+    /// What to show, in order.
+    pub replies: Vec<ReplyPart>,
+    /// Options to offer as buttons.
+    pub quick_replies: Vec<String>,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// What was said since the last poll.
+#[derive(Serialize, ToSchema)]
+pub struct ChatMessages {
+    /// New messages, oldest first.
+    pub messages: Vec<PushedMessage>,
+    /// Pass as `after` to the next poll.
+    pub cursor: String,
+    /// Whether a person answers the conversation now.
+    pub handoff: bool,
+}
+
+/// Most transcript lines one poll reads.
+const POLL_LINES: i64 = 100;
+
+/// What was said to a contact since the last poll, unprompted: a person's
+/// answers in handoff and what the bot says on release or on a timer.
+/// Replies to the contact's own messages are not repeated (their request
+/// carried them). The widget polls it every few seconds; it is one indexed
+/// read and does not count against a visitor's messages a minute.
+#[utoipa::path(get, path = "/v1/bots/{bot}/chat/messages", tag = "conversations",
+    params(("bot" = String, Path), PollQuery),
+    responses((status = 200, body = ChatMessages), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn chat_messages(
+    State(state): State<AppState>,
+    ChatPollAuth(p): ChatPollAuth,
+    Path(bot): Path<String>,
+    ApiQuery(q): ApiQuery<PollQuery>,
+) -> ApiResult<Json<ChatMessages>> {
+    if !p.may_use_bot(&bot) {
+        return Err(ApiError::not_found(format!("bot {bot:?} not found")));
+    }
+    state
+        .chat
+        .definitions()
+        .load(&state.store, &p.account_id, &bot)
+        .await
+        .map_err(|e| match e {
+            crate::runtime::RuntimeError::Store(crate::store::StoreError::NotFound) => {
+                ApiError::not_found(format!("bot {bot:?} not found"))
+            }
+            other => other.into(),
+        })?;
+    let contact = if p.publishable {
+        visitor(&ContactInput {
+            phone: None,
+            id: Some(q.contact.clone()),
+        })?
+    } else if q.contact.starts_with('+') {
+        ContactRef::parse(Some(&q.contact), None)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?
+    } else {
+        ContactRef::parse(None, Some(&q.contact))
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?
+    };
+    let (phone, external) = match &contact {
+        ContactRef::Phone(ph) => (Some(ph.as_str()), None),
+        ContactRef::External(i) | ContactRef::Channel { id: i, .. } => (None, Some(i.as_str())),
+    };
+    let empty = |cursor: String| ChatMessages {
+        messages: Vec::new(),
+        cursor,
+        handoff: false,
+    };
+    let Some(row) = state
+        .store
+        .find_contact(&p.account_id, &bot, phone, external)
+        .await?
+    else {
+        return Ok(Json(empty(q.after.unwrap_or_default())));
+    };
+    let Some(conv) = state.store.latest_conversation(&row.id).await? else {
+        return Ok(Json(empty(q.after.unwrap_or_default())));
+    };
+    let handoff = conv.status == "handoff";
+    let Some(after) = q.after else {
+        let cursor = state
+            .store
+            .last_message_id(&conv.id)
+            .await?
+            .unwrap_or_default();
+        return Ok(Json(ChatMessages {
+            handoff,
+            ..empty(cursor)
+        }));
+    };
+    let lines = state
+        .store
+        .messages_after(&conv.id, Some(after.clone()), POLL_LINES)
+        .await?;
+    let cursor = lines.last().map_or(after, |m| m.id.clone());
+    let messages = lines
+        .into_iter()
+        .filter_map(|m| {
+            let body: Value = serde_json::from_str(&m.body).ok()?;
+            let strings = |v: &Value| -> Vec<String> {
+                v.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let (from, replies, quick_replies) = match m.direction.as_str() {
+                "agent" => (
+                    "agent",
+                    reply_parts(vec![body["text"].as_str()?.to_owned()], &[]),
+                    Vec::new(),
+                ),
+                "out" if body["unprompted"] == Value::Bool(true) => {
+                    let media: Vec<(usize, crate::domain::flow::Media)> = body["media"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| {
+                                    Some((
+                                        usize::try_from(x["reply"].as_u64()?).ok()?,
+                                        serde_json::from_value(x.clone()).ok()?,
+                                    ))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (
+                        "bot",
+                        reply_parts(strings(&body["replies"]), &media),
+                        strings(&body["quick_replies"]),
+                    )
+                }
+                _ => return None,
+            };
+            Some(PushedMessage {
+                id: m.id,
+                from: from.into(),
+                replies,
+                quick_replies,
+                at: time(m.created_at),
+            })
+        })
+        .collect();
+    Ok(Json(ChatMessages {
+        messages,
+        cursor,
+        handoff,
+    }))
+}
+
 /// A conversation in a list.
 #[derive(Serialize, ToSchema)]
 pub struct ConversationSummary {
@@ -269,7 +444,7 @@ pub struct ConversationSummary {
     pub id: String,
     /// The contact.
     pub contact_id: String,
-    /// `active` or `completed`.
+    /// `active`, `handoff` (a person answers) or `completed`.
     pub status: String,
     /// The flow version it last ran on.
     pub flow_version: i64,
@@ -304,7 +479,7 @@ fn summary(c: &ConversationRow) -> (ConversationSummary, Value) {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ConversationQuery {
-    /// `active` or `completed`.
+    /// `active`, `handoff` or `completed`.
     pub status: Option<String>,
     /// A contact id (`ct_…`).
     pub contact: Option<String>,
@@ -329,10 +504,10 @@ pub async fn list_conversations(
     let p = auth.bot(&bot)?;
     load(&state, &p.account_id, &bot).await?;
     if let Some(s) = &q.status
-        && !matches!(s.as_str(), "active" | "completed")
+        && !matches!(s.as_str(), "active" | "handoff" | "completed")
     {
         return Err(ApiError::bad_request(format!(
-            "status must be active or completed, got {s:?}"
+            "status must be active, handoff or completed, got {s:?}"
         )));
     }
     let page = PageQuery {
@@ -424,6 +599,12 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/bots/{bot}/chat",
             post(chat)
+                .options(preflight)
+                .layer(axum::middleware::from_fn(allow_origin)),
+        )
+        .route(
+            "/v1/bots/{bot}/chat/messages",
+            get(chat_messages)
                 .options(preflight)
                 .layer(axum::middleware::from_fn(allow_origin)),
         )

@@ -106,6 +106,17 @@ impl From<crate::runtime::RuntimeError> for ApiError {
             RuntimeError::Store(s) => s.into(),
             RuntimeError::Invalid(m) => ApiError::unprocessable(m),
             RuntimeError::NotReady(m) => ApiError::new(StatusCode::CONFLICT, "not_ready", m),
+            RuntimeError::Handoff(h) => {
+                use crate::domain::engine::HandoffError;
+                match h {
+                    HandoffError::NotInHandoff | HandoffError::Ended => {
+                        ApiError::new(StatusCode::CONFLICT, "not_in_handoff", h.to_string())
+                    }
+                    HandoffError::UnknownNode(_) | HandoffError::Text(_) => {
+                        ApiError::unprocessable(h.to_string())
+                    }
+                }
+            }
             RuntimeError::Flow(errors) => {
                 let details = errors
                     .iter()

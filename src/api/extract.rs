@@ -127,28 +127,7 @@ impl FromRequestParts<AppState> for ChatAuth {
     ) -> Result<Self, Self::Rejection> {
         let p = authenticate(parts, state).await?;
         if p.publishable {
-            let origin = parts
-                .headers
-                .get(axum::http::header::ORIGIN)
-                .and_then(|v| v.to_str().ok());
-            match origin {
-                Some(o) if p.allows_origin(o) => {
-                    // The page may read this answer, a 429 below included.
-                    if let Some(grant) = parts.extensions.get::<super::chat::CorsGrant>() {
-                        grant.grant();
-                    }
-                }
-                Some(o) => {
-                    return Err(ApiError::forbidden(format!(
-                        "this publishable key may not be used from {o}; add the origin to the key"
-                    )));
-                }
-                None => {
-                    return Err(ApiError::forbidden(
-                        "a publishable key works only from a web page on an origin listed on the key",
-                    ));
-                }
-            }
+            from_listed_origin(parts, &p)?;
             let client = parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -167,6 +146,72 @@ impl FromRequestParts<AppState> for ChatAuth {
             }
         }
         Ok(ChatAuth(p))
+    }
+}
+
+/// The principal of a chat poll: like [`ChatAuth`], but a poll is a cheap
+/// read and does not count against the visitor's messages a minute.
+pub struct ChatPollAuth(pub Principal);
+
+impl FromRequestParts<AppState> for ChatPollAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let p = authenticate(parts, state).await?;
+        if p.publishable && !same_listed_origin(parts, &p) {
+            from_listed_origin(parts, &p)?;
+        }
+        Ok(ChatPollAuth(p))
+    }
+}
+
+/// Whether a request without `Origin` comes from a page of this server's
+/// own origin that the key lists. Browsers leave `Origin` out of
+/// same-origin GET requests (the widget's demo page polling) but always send
+/// `Sec-Fetch-Site`, which a page cannot set; the origin is then this
+/// server's, read from `Host` (http or https, whichever the key lists).
+fn same_listed_origin(parts: &Parts, p: &Principal) -> bool {
+    let h = &parts.headers;
+    if h.contains_key(axum::http::header::ORIGIN) {
+        return false;
+    }
+    let same = h
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"same-origin");
+    let Some(host) = h
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    same && ["http", "https"]
+        .iter()
+        .any(|scheme| p.allows_origin(&format!("{scheme}://{host}")))
+}
+
+/// Refuses a publishable key used from a page whose origin it does not
+/// list; grants that page the answer otherwise (errors below included).
+fn from_listed_origin(parts: &Parts, p: &Principal) -> Result<(), ApiError> {
+    let origin = parts
+        .headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    match origin {
+        Some(o) if p.allows_origin(o) => {
+            if let Some(grant) = parts.extensions.get::<super::chat::CorsGrant>() {
+                grant.grant();
+            }
+            Ok(())
+        }
+        Some(o) => Err(ApiError::forbidden(format!(
+            "this publishable key may not be used from {o}; add the origin to the key"
+        ))),
+        None => Err(ApiError::forbidden(
+            "a publishable key works only from a web page on an origin listed on the key",
+        )),
     }
 }
 

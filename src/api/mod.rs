@@ -25,6 +25,7 @@ pub mod chart;
 pub mod chat;
 pub mod chatbot_webhook;
 pub mod console;
+pub mod conversations;
 pub mod deliveries;
 pub mod endpoints;
 pub mod error;
@@ -202,6 +203,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(keys::routes())
         .merge(flows::routes())
         .merge(chat::routes())
+        .merge(conversations::routes())
         .merge(events::routes())
         .merge(appointments::routes())
         .merge(webhooks::routes())

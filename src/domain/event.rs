@@ -20,6 +20,9 @@
 //!   `{"message_id", "conversation_id", "channel", "channel_id", "contact",
 //!   "recipient", "platform_message_id", "status"}` and, on failure,
 //!   `error` (the platform's words);
+//! - `agent.message` adds `text` (what the person wrote);
+//!   `conversation.released` adds `released_at` (the node the conversation
+//!   was handed off at), its `node` being where the bot goes on;
 //! - `webhook.test` is `{"message"}`; `endpoint.disabled` is
 //!   `{"endpoint_id", "url", "reason"}`.
 //!
@@ -88,12 +91,22 @@ pub enum EventType {
     /// or outside WhatsApp's 24-hour window.
     #[serde(rename = "message.failed")]
     MessageFailed,
+    /// A conversation reached a `handoff` node: a person answers from now on.
+    #[serde(rename = "conversation.handoff")]
+    ConversationHandoff,
+    /// A person answered a conversation in handoff.
+    #[serde(rename = "agent.message")]
+    AgentMessage,
+    /// A conversation in handoff was given back to the bot.
+    #[serde(rename = "conversation.released")]
+    ConversationReleased,
 }
 
 /// Prefixes no outside system may publish under: the catalog's namespaces and
 /// botwire's own.
-pub const RESERVED_PREFIXES: [&str; 12] = [
+pub const RESERVED_PREFIXES: [&str; 13] = [
     "message.",
+    "agent.",
     "contact.",
     "conversation.",
     "option.",
@@ -109,7 +122,7 @@ pub const RESERVED_PREFIXES: [&str; 12] = [
 
 impl EventType {
     /// Every catalog type, in catalog order.
-    pub const ALL: [EventType; 18] = [
+    pub const ALL: [EventType; 21] = [
         EventType::MessageReceived,
         EventType::ConversationStarted,
         EventType::ConversationCompleted,
@@ -128,6 +141,9 @@ impl EventType {
         EventType::MessageDelivered,
         EventType::MessageRead,
         EventType::MessageFailed,
+        EventType::ConversationHandoff,
+        EventType::AgentMessage,
+        EventType::ConversationReleased,
     ];
 
     /// The dotted name, e.g. `message.received`.
@@ -151,6 +167,9 @@ impl EventType {
             EventType::MessageDelivered => "message.delivered",
             EventType::MessageRead => "message.read",
             EventType::MessageFailed => "message.failed",
+            EventType::ConversationHandoff => "conversation.handoff",
+            EventType::AgentMessage => "agent.message",
+            EventType::ConversationReleased => "conversation.released",
         }
     }
 
@@ -579,6 +598,35 @@ pub fn info(t: EventType) -> EventTypeInfo {
             "A reply will not arrive: refused by the platform (with its error), out of attempts, or outside WhatsApp's 24-hour window.",
             message_status_schema(name, "failed"),
             sample_message_status("failed"),
+        ),
+        EventType::ConversationHandoff => (
+            "A conversation reached a handoff node (or a keyword that leads to one): the bot stops answering until a person releases it.",
+            conversation_schema(name, json!({}), &[]),
+            sample_common(Some("agent"), Some("Talk to a person")),
+        ),
+        EventType::AgentMessage => (
+            "A person answered a conversation in handoff through the API or the console; text is what they wrote.",
+            conversation_schema(
+                name,
+                json!({"text": {"type": "string", "minLength": 1}}),
+                &["text"],
+            ),
+            with(
+                sample_common(Some("agent"), Some("Talk to a person")),
+                json!({"text": "Hi, this is Ana. How can I help?"}),
+            ),
+        ),
+        EventType::ConversationReleased => (
+            "A conversation in handoff was given back to the bot; node is where the bot goes on (released_at is the node it waited at).",
+            conversation_schema(
+                name,
+                json!({"released_at": {"type": ["string", "null"]}}),
+                &["released_at"],
+            ),
+            with(
+                sample_common(Some("welcome"), Some("Welcome Message")),
+                json!({"released_at": "agent"}),
+            ),
         ),
     };
     EventTypeInfo {

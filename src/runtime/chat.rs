@@ -509,7 +509,7 @@ impl Chat {
                 Some(text),
                 &turn,
                 calls,
-                source,
+                source.name(),
             );
             if let Source::Channel(ch) = source {
                 write.channel = Some(ch.turn_write(
@@ -526,7 +526,7 @@ impl Chat {
                 TurnCommit::Committed(revision) => {
                     let session = Session {
                         contact: next_contact,
-                        conversation: (next_conversation.status == "active").then_some(
+                        conversation: (next_conversation.status != "completed").then_some(
                             ConversationRow {
                                 revision,
                                 ..next_conversation
@@ -600,7 +600,7 @@ impl Chat {
 impl Chat {
     /// Calls the story webhook `name` for `turn` and logs the call.
     #[allow(clippy::too_many_arguments)]
-    async fn call_story(
+    pub(super) async fn call_story(
         &self,
         client: &OutboundClient,
         def: &Definition,
@@ -640,7 +640,7 @@ impl Chat {
 }
 
 /// Joins a turn that stopped at a webhook with the turn that resumed it.
-fn merge_turns(mut first: Turn, second: Turn) -> Turn {
+pub(super) fn merge_turns(mut first: Turn, second: Turn) -> Turn {
     first.state = second.state;
     let offset = first.replies.len();
     first
@@ -666,6 +666,18 @@ fn merge_turns(mut first: Turn, second: Turn) -> Turn {
     first
 }
 
+/// The stored status of a conversation in `state`: `completed`, `handoff`
+/// (a person answers) or `active`.
+pub(super) fn status_of(state: &State) -> &'static str {
+    if state.completed {
+        "completed"
+    } else if state.handoff {
+        "handoff"
+    } else {
+        "active"
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn build_write(
     account: &str,
@@ -680,7 +692,7 @@ pub(super) fn build_write(
     text: Option<&str>,
     turn: &Turn,
     calls: Vec<CallRow>,
-    source: &Source,
+    channel: &str,
 ) -> TurnWrite {
     let mut attributes = contact.attributes.clone();
     for (k, v) in &turn.user_attributes {
@@ -696,7 +708,7 @@ pub(super) fn build_write(
         .map(|e| {
             let mut data = e.data.clone();
             if let Some(d) = data.as_object_mut() {
-                d.insert("channel".into(), Value::from(source.name()));
+                d.insert("channel".into(), Value::from(channel));
             }
             EventRow::new(
                 account,
@@ -716,6 +728,11 @@ pub(super) fn build_write(
     }
     if !turn.replies.is_empty() || !turn.quick_replies.is_empty() {
         let mut body = json!({ "replies": turn.replies, "quick_replies": turn.quick_replies });
+        if text.is_none() {
+            // Said unprompted (a timer, a release): no answer to a request
+            // carries it, so the widget's poll shows it.
+            body["unprompted"] = Value::Bool(true);
+        }
         if !turn.cut.is_empty() {
             // The transcript says the replies were cut, and how.
             body["cut"] = json!({
@@ -761,15 +778,11 @@ pub(super) fn build_write(
             contact_id: contact_row.id.clone(),
             flow_version: def.flow_version,
             state: serde_json::to_string(&turn.state).expect("state serialises"),
-            status: if turn.state.completed {
-                "completed"
-            } else {
-                "active"
-            }
-            .into(),
+            status: status_of(&turn.state).into(),
             revision: expected_revision.unwrap_or(0) + 1,
             created_at,
             updated_at: created_at,
+            channel: channel.to_owned(),
         },
         expected_revision,
         messages,

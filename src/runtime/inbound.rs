@@ -103,7 +103,7 @@ impl ChannelSource {
             .collect();
         ChannelTurnWrite {
             channel: self.channel.clone(),
-            inbound_id: self.inbound.id.clone(),
+            inbound_id: Some(self.inbound.id.clone()),
             user: m.user.clone(),
             phone: m.phone.clone(),
             name: m.name.clone(),

@@ -10,11 +10,14 @@
 //!   their answers back into the conversation.
 //! * [`inbound`] turns messages received on messaging channels into chat
 //!   turns whose replies go to the channel's outbox.
+//! * [`handoff`] lets a person answer a conversation in handoff and give it
+//!   back to the bot.
 //!
 //! Nothing here knows about HTTP; the API and the CLI both call it.
 
 pub mod bots;
 pub mod chat;
+pub mod handoff;
 pub mod inbound;
 pub mod story;
 pub mod timers;
@@ -37,4 +40,7 @@ pub enum RuntimeError {
     /// The bot cannot chat yet.
     #[error("{0}")]
     NotReady(String),
+    /// A person's action on a conversation was refused.
+    #[error(transparent)]
+    Handoff(#[from] crate::domain::engine::HandoffError),
 }

@@ -9,7 +9,7 @@
 //! there.
 
 use super::RuntimeError;
-use super::chat::{Chat, ChatReply, ContactRef, Source, build_write, contact_of};
+use super::chat::{Chat, ChatReply, ContactRef, build_write, contact_of};
 use crate::domain::engine::{self, Context, State, TimerKind};
 use crate::store::conversations::STALE;
 use crate::store::timers::TimerRow;
@@ -128,7 +128,7 @@ impl Chat {
             Some(x) => x,
             None => return Ok(None),
         };
-        if conv.status != "active" {
+        if conv.status == "completed" {
             store.drop_timer(&timer.id).await?;
             return Ok(None);
         }
@@ -168,14 +168,9 @@ impl Chat {
             None,
             &turn,
             Vec::new(),
-            // A timer's events name the contact's channel as far as a turn
-            // without an inbound message can: the widget's visitors `web`,
-            // everyone else `api` (its replies stay in the transcript).
-            &if contact_ref.channel() == "web" {
-                Source::Web
-            } else {
-                Source::Api
-            },
+            // A timer's events name the conversation's channel (its replies
+            // stay in the transcript).
+            &conv.channel,
         );
         write.timers.fired = Some(timer.id.clone());
         let event_ids = write.events.iter().map(|e| e.id.clone()).collect();

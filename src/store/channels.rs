@@ -143,8 +143,10 @@ pub struct ChannelTurnWrite {
     /// The channel.
     pub channel: Arc<ChannelRow>,
     /// The inbound row the turn answers: marked done with the turn; the
-    /// turn is refused (`Conflict`) if it was already.
-    pub inbound_id: String,
+    /// turn is refused (`Conflict`) if it was already. `None` for what is
+    /// sent unprompted (a person's answer in handoff, a release's replies):
+    /// then neither the row nor the channel contact is touched.
+    pub inbound_id: Option<String>,
     /// The person, in the platform's terms.
     pub user: String,
     /// Their phone, when the platform gives one.
@@ -432,31 +434,9 @@ pub(super) fn write_channel_turn(
     lease: Option<&Lease>,
 ) -> Result<Vec<OutboxTicket>> {
     let now = now_ms();
-    let n = c.execute(
-        "UPDATE channel_inbound SET status = 'done', processed_at = $1, locked_until = NULL,
-                locked_by = NULL, error = NULL
-         WHERE id = $2 AND status = 'pending'",
-        &[now.into(), (&w.inbound_id).into()],
-    )?;
-    if n == 0 {
-        return Err(StoreError::Conflict(ALREADY_PROCESSED.into()));
+    if let Some(inbound_id) = &w.inbound_id {
+        mark_answered(c, w, inbound_id, contact_id, now)?;
     }
-    c.execute(
-        "INSERT INTO channel_contacts (channel_id, user_id, contact_id, phone, name, last_inbound_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (channel_id, user_id) DO UPDATE SET contact_id = $3,
-             phone = COALESCE($4, channel_contacts.phone), name = COALESCE($5, channel_contacts.name),
-             last_inbound_at = CASE WHEN channel_contacts.last_inbound_at > $6
-                                    THEN channel_contacts.last_inbound_at ELSE $6 END",
-        &[
-            (&w.channel.id).into(),
-            (&w.user).into(),
-            contact_id.into(),
-            w.phone.as_deref().into(),
-            w.name.as_deref().into(),
-            w.received_at.into(),
-        ],
-    )?;
     let lease = match w.outbox.first() {
         Some(m) => lane_lease(c, &m.lane, lease)?,
         None => None,
@@ -479,6 +459,43 @@ pub(super) fn write_channel_turn(
             last_inbound_at: Some(w.received_at),
         })
         .collect())
+}
+
+/// Marks the inbound row a turn answers done (refusing the turn if it was
+/// already) and records the person's channel contact.
+fn mark_answered(
+    c: &mut dyn Conn,
+    w: &ChannelTurnWrite,
+    inbound_id: &str,
+    contact_id: &str,
+    now: i64,
+) -> Result<()> {
+    let n = c.execute(
+        "UPDATE channel_inbound SET status = 'done', processed_at = $1, locked_until = NULL,
+                locked_by = NULL, error = NULL
+         WHERE id = $2 AND status = 'pending'",
+        &[now.into(), inbound_id.into()],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(ALREADY_PROCESSED.into()));
+    }
+    c.execute(
+        "INSERT INTO channel_contacts (channel_id, user_id, contact_id, phone, name, last_inbound_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (channel_id, user_id) DO UPDATE SET contact_id = $3,
+             phone = COALESCE($4, channel_contacts.phone), name = COALESCE($5, channel_contacts.name),
+             last_inbound_at = CASE WHEN channel_contacts.last_inbound_at > $6
+                                    THEN channel_contacts.last_inbound_at ELSE $6 END",
+        &[
+            (&w.channel.id).into(),
+            (&w.user).into(),
+            contact_id.into(),
+            w.phone.as_deref().into(),
+            w.name.as_deref().into(),
+            w.received_at.into(),
+        ],
+    )?;
+    Ok(())
 }
 
 /// Applies delivery statuses inside the caller's transaction; answers the

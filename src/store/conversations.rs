@@ -31,7 +31,7 @@ pub struct ConversationRow {
     pub flow_version: i64,
     /// The engine state, JSON.
     pub state: String,
-    /// `active` or `completed`.
+    /// `active`, `handoff` (a person answers) or `completed`.
     pub status: String,
     /// Bumped by every committed turn.
     pub revision: i64,
@@ -39,6 +39,9 @@ pub struct ConversationRow {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// Where it happens: `api`, `web`, or a messaging channel's kind; set
+    /// when the conversation starts.
+    pub channel: String,
 }
 
 /// One line of a transcript.
@@ -46,7 +49,8 @@ pub struct ConversationRow {
 pub struct MessageRow {
     /// `msg_…`
     pub id: String,
-    /// `in` (from the contact) or `out` (from the bot).
+    /// `in` (from the contact), `out` (from the bot), `agent` (from a
+    /// person, in handoff) or `log`.
     pub direction: String,
     /// JSON: `{"text"}` in, `{"replies", "quick_replies"}` out.
     pub body: String,
@@ -116,8 +120,7 @@ pub enum TurnCommit {
 /// The `Conflict` message when a conversation moved on under a turn.
 pub const STALE: &str = "the conversation changed while this message was handled";
 
-const CONV_COLUMNS: &str =
-    "id, bot_id, contact_id, flow_version, state, status, revision, created_at, updated_at";
+const CONV_COLUMNS: &str = "id, bot_id, contact_id, flow_version, state, status, revision, created_at, updated_at, channel";
 
 fn conversation_from(r: &Row) -> Result<ConversationRow> {
     Ok(ConversationRow {
@@ -130,6 +133,7 @@ fn conversation_from(r: &Row) -> Result<ConversationRow> {
         revision: r.int(6)?,
         created_at: r.int(7)?,
         updated_at: r.int(8)?,
+        channel: r.text(9)?,
     })
 }
 
@@ -145,10 +149,34 @@ fn contact_from(r: &Row) -> Result<ContactRow> {
 /// Filters for listing conversations.
 #[derive(Clone, Debug, Default)]
 pub struct ConversationFilter {
-    /// `active` or `completed`.
+    /// `active`, `handoff` or `completed`.
     pub status: Option<String>,
     /// Only this contact's.
     pub contact_id: Option<String>,
+}
+
+/// Filters of the inbox: conversations of an account by last activity.
+#[derive(Clone, Debug, Default)]
+pub struct InboxFilter {
+    /// Only this bot's.
+    pub bot_id: Option<String>,
+    /// `active`, `handoff` or `completed`.
+    pub status: Option<String>,
+    /// `api`, `web`, or a messaging channel's kind.
+    pub channel: Option<String>,
+    /// Most rows.
+    pub limit: i64,
+}
+
+/// The platform address of a conversation's contact on a messaging channel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelAddress {
+    /// The channel (`ch_…`).
+    pub channel_id: String,
+    /// The person, in the platform's terms.
+    pub user: String,
+    /// When they last wrote (Unix ms).
+    pub last_inbound_at: i64,
 }
 
 impl Store {
@@ -185,7 +213,8 @@ impl Store {
             c.query_opt(
                 &format!(
                     "SELECT {CONV_COLUMNS} FROM conversations
-                     WHERE contact_id = $1 AND status = 'active' ORDER BY id DESC LIMIT 1"
+                     WHERE contact_id = $1 AND status IN ('active', 'handoff')
+                     ORDER BY id DESC LIMIT 1"
                 ),
                 &[contact_id.into()],
             )?
@@ -260,7 +289,7 @@ impl Store {
                     c.execute(
                         &format!(
                             "INSERT INTO conversations (account_id, {CONV_COLUMNS})
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)"
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8, $9)"
                         ),
                         &[
                             (&t.account_id).into(),
@@ -271,6 +300,7 @@ impl Store {
                             (&conv.state).into(),
                             (&conv.status).into(),
                             now.into(),
+                            (&conv.channel).into(),
                         ],
                     )?;
                     1
@@ -437,5 +467,141 @@ impl Store {
         ];
         self.read_page(sql, params, page, conversation_from, |c| c.id.clone())
             .await
+    }
+
+    /// An account's conversations by last activity, newest first (the inbox).
+    pub async fn inbox(
+        &self,
+        account_id: &str,
+        filter: InboxFilter,
+    ) -> Result<Vec<ConversationRow>> {
+        let a = account_id.to_owned();
+        self.read(move |c| {
+            c.query(
+                &format!(
+                    "SELECT {CONV_COLUMNS} FROM conversations
+                     WHERE account_id = $1
+                       AND (CAST($2 AS TEXT) IS NULL OR bot_id = $2)
+                       AND (CAST($3 AS TEXT) IS NULL OR status = $3)
+                       AND (CAST($4 AS TEXT) IS NULL OR channel = $4)
+                     ORDER BY updated_at DESC, id DESC LIMIT $5"
+                ),
+                &[
+                    a.into(),
+                    filter.bot_id.into(),
+                    filter.status.into(),
+                    filter.channel.into(),
+                    filter.limit.into(),
+                ],
+            )?
+            .iter()
+            .map(conversation_from)
+            .collect()
+        })
+        .await
+    }
+
+    /// The contact's newest conversation, whatever its status.
+    pub async fn latest_conversation(&self, contact_id: &str) -> Result<Option<ConversationRow>> {
+        let contact_id = contact_id.to_owned();
+        self.read(move |c| {
+            c.query_opt(
+                &format!(
+                    "SELECT {CONV_COLUMNS} FROM conversations
+                     WHERE contact_id = $1 ORDER BY id DESC LIMIT 1"
+                ),
+                &[contact_id.into()],
+            )?
+            .as_ref()
+            .map(conversation_from)
+            .transpose()
+        })
+        .await
+    }
+
+    /// A conversation of an account, by id alone.
+    pub async fn find_conversation(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Option<ConversationRow>> {
+        let (a, id) = (account_id.to_owned(), id.to_owned());
+        self.read(move |c| {
+            c.query_opt(
+                &format!(
+                    "SELECT {CONV_COLUMNS} FROM conversations WHERE account_id = $1 AND id = $2"
+                ),
+                &[a.into(), id.into()],
+            )?
+            .as_ref()
+            .map(conversation_from)
+            .transpose()
+        })
+        .await
+    }
+
+    /// Lines of a conversation's transcript after `after` (a message id),
+    /// oldest first, at most `limit`.
+    pub async fn messages_after(
+        &self,
+        conversation_id: &str,
+        after: Option<String>,
+        limit: i64,
+    ) -> Result<Vec<MessageRow>> {
+        let id = conversation_id.to_owned();
+        self.read(move |c| {
+            c.query(
+                "SELECT id, direction, body, created_at FROM messages
+                 WHERE conversation_id = $1 AND (CAST($2 AS TEXT) IS NULL OR id > $2)
+                 ORDER BY id LIMIT $3",
+                &[id.into(), after.into(), limit.into()],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(MessageRow {
+                    id: r.text(0)?,
+                    direction: r.text(1)?,
+                    body: r.text(2)?,
+                    created_at: r.int(3)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    /// The id of a conversation's last transcript line, if any.
+    pub async fn last_message_id(&self, conversation_id: &str) -> Result<Option<String>> {
+        let id = conversation_id.to_owned();
+        self.read(move |c| {
+            c.query_opt(
+                "SELECT id FROM messages WHERE conversation_id = $1 ORDER BY id DESC LIMIT 1",
+                &[id.into()],
+            )?
+            .map(|r| r.text(0))
+            .transpose()
+        })
+        .await
+    }
+
+    /// Where a contact last wrote from on a messaging channel, if anywhere.
+    pub async fn channel_address(&self, contact_id: &str) -> Result<Option<ChannelAddress>> {
+        let id = contact_id.to_owned();
+        self.read(move |c| {
+            c.query_opt(
+                "SELECT channel_id, user_id, last_inbound_at FROM channel_contacts
+                 WHERE contact_id = $1 ORDER BY last_inbound_at DESC LIMIT 1",
+                &[id.into()],
+            )?
+            .map(|r| {
+                Ok(ChannelAddress {
+                    channel_id: r.text(0)?,
+                    user: r.text(1)?,
+                    last_inbound_at: r.int(2)?,
+                })
+            })
+            .transpose()
+        })
+        .await
     }
 }

@@ -75,9 +75,18 @@
 //!   [`Turn::timers`] (the waiting node's reminder and timeout, the flow's
 //!   expiry), for the caller to store with the turn; [`on_timer`] fires one.
 //!
+//! - Handoff: a `handoff` node says its message (or a default), sets
+//!   [`State::handoff`] and emits `conversation.handoff`. From then on every
+//!   message is recorded (`message.received`) and answered by nobody: keywords,
+//!   answers and webhooks wait. A person's words are the caller's to store
+//!   ([`agent_message`] makes their event); [`release`] gives the
+//!   conversation back to the bot at a node of the main flow (or its start)
+//!   with `conversation.released`, and runs from there.
+//!
 //! The rooms: `mod.rs` (types and the entry points), `runner.rs` (the walk
 //! from node to node), `answer.rs` (one method per waiting kind),
-//! `timers.rs`, `webhook.rs`, `caps.rs` (output and size caps), `tests.rs`.
+//! `timers.rs`, `webhook.rs`, `handoff.rs`, `caps.rs` (output and size caps),
+//! `tests.rs`.
 //!
 //! Guarantees:
 //! - never panics, whatever the text: empty text, more than 4096 characters or
@@ -110,7 +119,8 @@ use crate::domain::calendar::{Calendar, Slot};
 use crate::domain::event::{EventType, NewEvent};
 use crate::domain::flow::condition::{Scope, ScopeInput};
 use crate::domain::flow::{
-    Flow, FlowNode, Goto, MAIN, MAX_TEXT, Media, MenuOption, Next, Node, SetTarget, SetValue,
+    Flow, FlowNode, Goto, HANDOFF_MESSAGE, MAIN, MAX_TEXT, Media, MenuOption, Next, Node,
+    SetTarget, SetValue,
 };
 use crate::domain::merge;
 use crate::domain::quote::{PriceTable, price};
@@ -122,6 +132,7 @@ use serde_json::{Map, Value, json};
 
 mod answer;
 mod caps;
+mod handoff;
 mod runner;
 #[cfg(test)]
 mod tests;
@@ -129,6 +140,7 @@ mod timers;
 mod webhook;
 
 pub use caps::*;
+pub use handoff::*;
 use runner::Runner;
 pub use timers::*;
 pub use webhook::*;
@@ -224,6 +236,9 @@ pub struct State {
     /// early, waits again until this time ([`Turn::rearm_expiry`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// A person answers: set by a `handoff` node, cleared by [`release`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff: bool,
 }
 
 impl State {
@@ -239,6 +254,7 @@ impl State {
             pending_webhook: None,
             node_timers: false,
             expires_at: None,
+            handoff: false,
         }
     }
 }
@@ -405,7 +421,9 @@ fn step_input(flow: &Flow, state: &State, ctx: &Context, input: Input) -> Turn {
             }
             Some(node) => {
                 r.emit(EventType::MessageReceived, Some(node), received(text));
-                if let Some(p) = &state.pending_webhook {
+                if state.handoff {
+                    // Recorded for the person who answers.
+                } else if let Some(p) = &state.pending_webhook {
                     r.turn.call_webhook = Some(p.name.clone());
                 } else {
                     r.say_plain(SORRY_MEDIA.into());
@@ -456,6 +474,10 @@ fn step_input(flow: &Flow, state: &State, ctx: &Context, input: Input) -> Turn {
         return r.turn;
     };
     r.emit(EventType::MessageReceived, Some(node), received(text));
+    if state.handoff {
+        // A person answers: the message is recorded, the bot stays silent.
+        return r.turn;
+    }
     if let Some(p) = &state.pending_webhook {
         r.turn.call_webhook = Some(p.name.clone());
         return r.turn;

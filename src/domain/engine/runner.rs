@@ -236,6 +236,14 @@ impl<'a> Runner<'a> {
                         }
                     }
                 }
+                FlowNode::Handoff { message } => {
+                    self.say(message.as_deref().unwrap_or(HANDOFF_MESSAGE));
+                    let st = &mut self.turn.state;
+                    st.handoff = true;
+                    st.offered_slots.clear();
+                    self.emit(EventType::ConversationHandoff, Some(node), json!({}));
+                    return;
+                }
                 FlowNode::End { message } => {
                     if let Some(m) = message {
                         self.say(m);

@@ -50,7 +50,9 @@ pub struct TimerPlan {
 }
 
 /// The timers a conversation has after a turn: the reminder and timeout of
-/// the node it waits at, and the bot's expiry; none once it is over.
+/// the node it waits at, and the bot's expiry; none once it is over, and
+/// none while it is in handoff (a person answers: no reminder, and no
+/// expiry while they do).
 ///
 /// Writing timers costs the turn's transaction two statements or more, so a
 /// turn writes them only when what is stored must change: a node with a
@@ -61,7 +63,7 @@ pub struct TimerPlan {
 pub(super) fn plan_timers(flow: &Flow, turn: &mut Turn, now: DateTime<Utc>) {
     let st = &mut turn.state;
     let stored = st.node_timers || st.expires_at.is_some();
-    if st.completed {
+    if st.completed || st.handoff {
         turn.timers = stored.then(Vec::new);
         st.node_timers = false;
         st.expires_at = None;

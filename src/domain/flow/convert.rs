@@ -29,7 +29,7 @@ pub(super) fn node_from_raw(
             errs.push(FlowError::new(
                 &at,
                 "kind",
-                "node has no kind; give it exactly one of message, menu, ask, webhook, quote, booking, set, end",
+                "node has no kind; give it exactly one of message, menu, ask, webhook, quote, booking, set, end, handoff",
             ));
             return None;
         }
@@ -168,6 +168,14 @@ pub(super) fn node_from_raw(
             assignments: assignments_from_raw(&at, raw.set.unwrap_or_default(), errs),
             next: next(raw.next, errs),
         },
+        "handoff" => {
+            if raw.handoff != Some(true) {
+                errs.push(FlowError::new(&at, "handoff", "write \"handoff: true\""));
+            }
+            FlowNode::Handoff {
+                message: raw.message,
+            }
+        }
         _ => {
             if raw.end != Some(true) {
                 errs.push(FlowError::new(&at, "end", "write \"end: true\""));
@@ -589,6 +597,10 @@ pub(super) fn node_to_raw(n: &Node) -> RawNode {
         }
         FlowNode::End { message } => {
             r.end = Some(true);
+            r.message = message.clone();
+        }
+        FlowNode::Handoff { message } => {
+            r.handoff = Some(true);
             r.message = message.clone();
         }
     }

@@ -232,6 +232,8 @@ pub(super) struct RawNode {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) end: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) handoff: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) image: Option<RawMedia>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) video: Option<RawMedia>,
@@ -286,8 +288,8 @@ pub(super) struct RawOption {
     pub(super) campaign: Option<String>,
 }
 
-pub(super) const KIND_KEYS: [&str; 8] = [
-    "message", "menu", "ask", "webhook", "quote", "booking", "set", "end",
+pub(super) const KIND_KEYS: [&str; 9] = [
+    "message", "menu", "ask", "webhook", "quote", "booking", "set", "end", "handoff",
 ];
 
 /// Most branches in one `next` list.
@@ -327,7 +329,7 @@ impl RawNode {
 
     pub(super) fn kinds(&self) -> Vec<&'static str> {
         let present = [
-            self.message.is_some() && self.end.is_none(),
+            self.message.is_some() && self.end.is_none() && self.handoff.is_none(),
             self.menu.is_some(),
             self.ask.is_some(),
             self.webhook.is_some(),
@@ -335,6 +337,7 @@ impl RawNode {
             self.booking.is_some(),
             self.set.is_some(),
             self.end.is_some(),
+            self.handoff.is_some(),
         ];
         KIND_KEYS
             .iter()

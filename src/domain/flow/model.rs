@@ -359,7 +359,17 @@ pub enum FlowNode {
         /// Said before ending.
         message: Option<String>,
     },
+    /// Hands the conversation to a person: the bot says `message` (or
+    /// [`HANDOFF_MESSAGE`]) and stays silent until the conversation is
+    /// released to a node.
+    Handoff {
+        /// Said to the contact on entering; [`HANDOFF_MESSAGE`] when absent.
+        message: Option<String>,
+    },
 }
+
+/// What a `handoff` node says when it has no `message`.
+pub const HANDOFF_MESSAGE: &str = "Thank you. A person will answer you here shortly.";
 
 impl FlowNode {
     /// The kind key as written in the document.
@@ -373,6 +383,7 @@ impl FlowNode {
             FlowNode::Booking { .. } => "booking",
             FlowNode::Set { .. } => "set",
             FlowNode::End { .. } => "end",
+            FlowNode::Handoff { .. } => "handoff",
         }
     }
 

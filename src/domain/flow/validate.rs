@@ -369,7 +369,7 @@ impl Flow {
                         target("on_error", e, &mut push);
                     }
                 }
-                FlowNode::End { message } => {
+                FlowNode::End { message } | FlowNode::Handoff { message } => {
                     if message.as_deref().is_some_and(|m| !text_ok(m)) {
                         push(id, "message", too_long.clone());
                     }
@@ -471,7 +471,7 @@ fn edges(kind: &FlowNode) -> Vec<(String, &str)> {
                 }
             }
         }
-        FlowNode::End { .. } => {}
+        FlowNode::End { .. } | FlowNode::Handoff { .. } => {}
     }
     if let Some(t) = kind.wait().and_then(|w| w.on_timeout.as_deref()) {
         out.push(("on_timeout".into(), t));

@@ -43,6 +43,7 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "channels", include_str!("migrations/0008_channels.sql")),
     (9, "timers", include_str!("migrations/0009_timers.sql")),
     (10, "audit", include_str!("migrations/0010_audit.sql")),
+    (12, "handoff", include_str!("migrations/0012_handoff.sql")),
 ];
 
 /// A PostgreSQL database named by a URL.
