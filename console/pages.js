@@ -145,7 +145,8 @@ export async function botDetail(main, { id }) {
     crumbs: h("a", { href: "#/bots" }, "Bots"),
     sub: h("span", {}, badge("info", typeName(bot.type)), " ", h("code", {}, bot.id), bot.flow_version ? ` · flow version ${bot.flow_version}` : ""),
     actions: [
-      h("a", { class: "button primary", href: `#/bots/${seg(id)}/edit` }, "Edit flow"),
+      h("a", { class: "button primary", href: `#/bots/${seg(id)}/build` }, "Build"),
+      h("a", { class: "button", href: `#/bots/${seg(id)}/edit` }, "Edit flow"),
       h("a", { class: "button", href: `#/webhooks/new?bot=${seg(id)}` }, "Add webhook"),
       h("a", { class: "button", href: `#/stories?bot=${seg(id)}` }, "Story webhooks"),
       h("a", { class: "button", href: `#/bots/${seg(id)}/channels` }, "Channels"),

@@ -131,6 +131,10 @@ export async function endpointForm(main, { id, query }) {
   const headers = headerEditor("Custom headers", ep ? ep.headers : {});
   const body = h("textarea", { name: "body", rows: 4, placeholder: "{\"campaignId\": \"13010\"}" });
   body.value = ep && ep.body && Object.keys(ep.body).length ? pretty(ep.body) : "";
+  // Checked as it is typed, so a mistake shows before saving.
+  body.addEventListener("input", () => {
+    try { parseObject(body.value, "Extra body params"); fieldError(body, ""); } catch (err) { fieldError(body, err.message); }
+  });
   const rate = h("input", { type: "number", name: "rate_limit", min: 1, max: 100000, value: ep && ep.rate_limit ? ep.rate_limit : "", inputmode: "numeric" });
   const submit = h("button", { type: "submit", class: "primary" }, ep ? "Save changes" : "Create webhook");
   const form = h("form", { class: "stack panel narrow", novalidate: true },

@@ -38,6 +38,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod payload_preview;
 pub mod server;
 pub mod webhooks;
 pub mod widget;
@@ -201,6 +202,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(bots::routes())
         .merge(keys::routes())
         .merge(flows::routes())
+        .merge(payload_preview::routes())
         .merge(chat::routes())
         .merge(events::routes())
         .merge(appointments::routes())

@@ -29,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         super::flows::put_settings,
         super::flows::import_bot,
         super::flows::export_bot,
+        super::payload_preview::preview_payload,
         super::chat::chat,
         super::chat::list_conversations,
         super::chat::get_conversation,

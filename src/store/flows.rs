@@ -17,6 +17,21 @@ pub struct FlowRow {
 impl Store {
     /// Saves a new flow version and makes it current; returns its number.
     pub async fn put_flow(&self, account_id: &str, bot_id: &str, document: String) -> Result<i64> {
+        self.put_flow_if(account_id, bot_id, document, None).await
+    }
+
+    /// Like [`Store::put_flow`], but only when the current version is still
+    /// `expected` (0: the bot has no flow yet); otherwise
+    /// [`StoreError::Conflict`] saying which version is current. The check
+    /// and the write are one transaction, so of two saves based on the same
+    /// version exactly one succeeds.
+    pub async fn put_flow_if(
+        &self,
+        account_id: &str,
+        bot_id: &str,
+        document: String,
+        expected: Option<i64>,
+    ) -> Result<i64> {
         let (account_id, bot_id) = (account_id.to_owned(), bot_id.to_owned());
         self.write(move |c| {
             let current = c
@@ -26,6 +41,12 @@ impl Store {
                 )?
                 .ok_or(StoreError::NotFound)?
                 .int(0)?;
+            if let Some(expected) = expected.filter(|e| *e != current) {
+                return Err(StoreError::Conflict(format!(
+                    "the flow was saved by someone else since version {expected}: \
+                     version {current} is current. Reload it, make your changes again and save"
+                )));
+            }
             let version = current + 1;
             let now = now_ms();
             c.execute(
