@@ -491,11 +491,11 @@ function webhookSection(bot) {
   const node = h("select", { name: "preview_node" }, allNodes(ctx.doc).map(([v, l]) => h("option", { value: v }, l)));
   const start = ctx.doc.start;
   if (start) node.value = start;
-  const format = h("select", { name: "preview_format" }, [["flat", "flat (seed 003)"], ["standard", "standard"], ["bot9", "bot9"]].map(([v, l]) => h("option", { value: v }, l)));
+  const format = h("select", { name: "preview_format" }, [["flat", "flat (seed 003)"], ["standard", "standard"], ["bot9", "bot9"], ["template", "template (the body below is the payload)"]].map(([v, l]) => h("option", { value: v }, l)));
   const extra = h("textarea", { name: "preview_body", rows: 3, placeholder: "{\"source\": \"botwire\"}" });
   const out = h("div", { class: "stack", id: "payload-preview", "aria-live": "polite" });
   let bodyObj = null;
-  const bodyField = field("Body (extra params, JSON)", extra, "A JSON object; checked as you type.");
+  const bodyField = field("Body (extra params, JSON)", extra, "A JSON object; checked as you type. With the template format it is the whole payload, its string values holding merge tags: {{event.type}}, {{event.id}}, {{event.timestamp}}, {{data.contact.phone}}, {{data.response}} …");
   const check = () => {
     const t = extra.value.trim();
     let msg = "";

@@ -12,6 +12,7 @@ const FORMATS = [
   ["standard", "Standard Webhooks (type, timestamp, data)"],
   ["bot9", "Bot9 style (event, data)"],
   ["flat", "Flat, seed 003 style (campaignId, label, …)"],
+  ["template", "Template: your own JSON with merge tags"],
 ];
 
 async function allEndpoints() {
@@ -144,7 +145,7 @@ export async function endpointForm(main, { id, query }) {
     events,
     field("Payload format", format),
     headers.el,
-    field("Extra body params (JSON, optional)", body, "A JSON object merged into every payload, e.g. your own ids."),
+    field("Extra body params (JSON, optional)", body, "A JSON object merged into every payload, e.g. your own ids. With the Template format it is the whole payload: string values may hold {{event.type}}, {{event.id}}, {{event.timestamp}}, {{data.contact.phone}}, {{data.response}} …"),
     field("Rate limit (requests per second, optional)", rate, "Leave empty for no limit."),
     h("div", { class: "row" }, submit, h("a", { class: "button", href: ep ? `#/webhooks/${seg(ep.id)}` : "#/webhooks" }, "Cancel")));
   form.addEventListener("submit", async (e) => {

@@ -417,6 +417,23 @@ async fn elipackage_built_with_the_forms_sends_seed_003s_flat_payloads() {
     pick(&s, "select[name=preview_node]", "membership").await;
     s.wait_text("#payload-preview", "Six months").await;
     s.screenshot("builder-webhook-section").await;
+    // A payload template, previewed live: its tags filled from the sample.
+    pick(&s, "select[name=preview_node]", "welcome").await;
+    pick(&s, "select[name=preview_format]", "template").await;
+    s.fill(
+        "textarea[name=preview_body]",
+        r#"{"kind": "{{event.type}}", "name": "{{data.response}}", "at": "{{data.label}}"}"#,
+    )
+    .await;
+    let preview = s
+        .wait_text("#payload-preview", "\"name\": \"John Doe\"")
+        .await;
+    assert!(
+        preview.contains("\"kind\": \"response.received\"")
+            && preview.contains("\"at\": \"Welcome Message\""),
+        "{preview}"
+    );
+    s.screenshot("builder-template-preview").await;
     s.click_text("a.button", "Add an endpoint").await;
     s.wait_for("input[name=url]").await;
     s.fill("input[name=url]", &format!("{rx_base}/eli")).await;
