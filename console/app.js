@@ -11,11 +11,13 @@ import { keys } from "./keys.js";
 import { audit } from "./audit.js";
 import { channels } from "./channels.js";
 import { buildBot } from "./build.js";
+import { newBotWizard } from "./wizard.js";
 
 /** [pattern, page, section, title]; `:name` captures a path segment. */
 const ROUTES = [
   ["/bots", bots, "bots", "Bots"],
   ["/bots/new", newBot, "bots", "New bot"],
+  ["/bots/new/wizard", newBotWizard, "bots", "New bot"],
   ["/bots/:id", botDetail, "bots", "Bot"],
   ["/bots/:id/edit", editFlow, "bots", "Edit flow"],
   ["/bots/:id/build", buildBot, "bots", "Build"],

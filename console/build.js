@@ -652,6 +652,13 @@ function nodeCard(graph, graphName, nid, redraw) {
       node.label ? [" ", h("code", { class: "muted" }, nid)] : null),
     h("div", { class: "stack node-form" }, text(node, "label", "Label", { hint: "The “label” of flat payloads; the node id when empty." }), ...kind.form(node)),
     h("div", { class: "row actions" }, act("Up", "up", () => move(-1)), act("Down", "down", () => move(1)), act("Duplicate", "duplicate", dup), act("Delete", "delete", del, "small danger")));
+  // Escape inside an open card closes it and puts the focus on its title.
+  details.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape" || !details.open) return;
+    e.stopPropagation();
+    details.open = false;
+    details.querySelector("summary").focus();
+  });
   details.addEventListener("toggle", () => { if (details.open) ctx.openNodes.add(`${graphName}/${nid}`); else ctx.openNodes.delete(`${graphName}/${nid}`); });
   const article = h("article", { class: "node bnode", dataset: { node: nid, graph: graphName } }, details, errors);
   // Through the CSSOM: the console's CSP refuses style attributes.

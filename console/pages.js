@@ -75,7 +75,7 @@ export async function bots(main) {
 // ------------------------------------------------------------------ new bot
 
 export async function newBot(main) {
-  main.append(pageHead("New bot", { crumbs: h("a", { href: "#/bots" }, "Bots") }));
+  main.append(pageHead("New bot", { crumbs: h("a", { href: "#/bots" }, "Bots"), actions: h("a", { class: "button", href: "#/bots/new/wizard" }, "Step by step") }));
   const examples = await api("GET", "/console/examples.json");
 
   // From an example.

@@ -500,6 +500,24 @@ async fn elipackage_built_with_the_forms_sends_seed_003s_flat_payloads() {
     s.fill(&card("thanks", "textarea[name=message]"), "Thanks!")
         .await;
     s.wait_text("#build-state", "Unsaved changes").await;
+    // ---- Keyboard: Escape in a card closes it onto its title; Enter opens it again.
+    s.keys(&card("thanks", "textarea[name=message]"), "\u{E00C}")
+        .await;
+    let v = s
+        .execute(
+            "const d = document.querySelector('article[data-node=thanks] details'); \
+             return [d.open, document.activeElement === d.querySelector('summary')];",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        v,
+        json!([false, true]),
+        "Escape closes the card onto its title"
+    );
+    s.type_keys("\u{E007}").await;
+    s.wait_for(&card("thanks", "textarea[name=message]")).await;
+
     tap(&s, "nav a[href='#/webhooks']").await;
     let asked = s.accept_dialog().await;
     assert!(asked.contains("unsaved"), "{asked}");
@@ -517,6 +535,62 @@ async fn elipackage_built_with_the_forms_sends_seed_003s_flat_payloads() {
     s.wait_for("svg.flowmap").await;
     fits_and_is_labelled(&s, "the map").await;
     no_console_errors(&s, "the editor 375 px wide").await;
+    s.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_bot_wizard_ends_on_the_chat_preview() {
+    if !webdriver::browser_available() {
+        return;
+    }
+    let app = spawn_app(Db::Sqlite).await.unwrap();
+    let base = app.base.clone();
+    let driver = Driver::start().await;
+    let s = driver.session(1280, 900).await;
+    sign_in(&s, &app).await;
+
+    // Blank, by keyboard: Enter on each step.
+    s.goto(&format!("{base}/#/bots/new")).await;
+    tap(&s, "a.button[href='#/bots/new/wizard']").await;
+    s.wait_text("#wizard", "Step 1 of 3").await;
+    tap(&s, "#from-blank").await;
+    s.keys("#from-blank", "\u{E007}").await;
+    s.wait_text("#wizard", "Step 2 of 3").await;
+    s.fill("#wizard input[name=name]", "Front desk").await;
+    s.fill("#wizard input[name=id]", "desk").await;
+    pick(&s, "#wizard select[name=type]", "support").await;
+    fits_and_is_labelled(&s, "the wizard").await;
+    s.keys("#wizard input[name=id]", "\u{E007}").await;
+    s.wait_text("h1", "Front desk").await;
+    chat(&s, "hi", "This bot is new").await;
+    let bot = app.admin("GET", "/v1/bots/desk", None).await.body;
+    assert_eq!(
+        (bot["type"].as_str(), bot["flow_version"].as_i64()),
+        (Some("support"), Some(1))
+    );
+
+    // From an example, under another id and type, going back once.
+    s.goto(&format!("{base}/#/bots/new/wizard")).await;
+    tap(&s, "#from-quote").await;
+    tap(&s, "#wizard button[type=submit]").await;
+    s.wait_text("#wizard", "Step 2 of 3").await;
+    tap(&s, "#wizard button:not([type=submit])").await;
+    s.wait_text("#wizard", "Step 1 of 3").await;
+    tap(&s, "#wizard button[type=submit]").await;
+    s.fill("#wizard input[name=name]", "Quotes, second copy")
+        .await;
+    s.fill("#wizard input[name=id]", "quote-2").await;
+    pick(&s, "#wizard select[name=type]", "support").await;
+    tap(&s, "#wizard button[type=submit]").await;
+    s.wait_text("h1", "Quotes, second copy").await;
+    s.wait_for(".chat-form input[name=text]").await;
+    let bot = app.admin("GET", "/v1/bots/quote-2", None).await.body;
+    assert_eq!(bot["type"], "support");
+    assert_eq!(bot["name"], "Quotes, second copy");
+    let example = app.admin("GET", "/v1/bots/quote", None).await;
+    assert_eq!(example.status, 404, "the example's own id is left alone");
+    s.screenshot("builder-wizard-done").await;
+    no_console_errors(&s, "the wizard").await;
     s.quit().await;
 }
 
@@ -590,5 +664,52 @@ async fn every_example_saves_unchanged_from_the_forms_and_maps() {
         s.screenshot(&format!("map-{name}")).await;
         no_console_errors(&s, name).await;
     }
+
+    // Sixty nodes, with branches: every box drawn, none on another, and the
+    // map stays within eight boxes a row.
+    let mut nodes = serde_json::Map::new();
+    for i in 0..59 {
+        let node = if i % 6 == 0 {
+            json!({"menu": format!("Step {i}"), "options": [
+                {"keyword": 1, "label": "on", "next": format!("n{}", i + 1)},
+                {"keyword": 2, "label": "skip", "next": format!("n{}", (i + 2).min(59))}]})
+        } else {
+            json!({"ask": format!("Question {i}?"), "save_as": format!("a{i}"), "next": format!("n{}", i + 1)})
+        };
+        nodes.insert(format!("n{i}"), node);
+    }
+    nodes.insert("n59".into(), json!({"end": true}));
+    app.create_bot("sixty", "support").await;
+    let r = app
+        .admin(
+            "PUT",
+            "/v1/bots/sixty/flow",
+            Some(json!({"start": "n0", "nodes": nodes})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.goto(&format!("{}/#/bots/sixty/build", app.base)).await;
+    tap(&s, ".tabs [data-graph='#map']").await;
+    s.wait_for("svg.flowmap").await;
+    let v = s
+        .execute(
+            "const boxes = [...document.querySelectorAll('.map-node')].map(g => g.getAttribute('transform'));
+             const svg = document.querySelector('svg.flowmap');
+             return [boxes.length, new Set(boxes).size, Number(svg.getAttribute('width')),
+                     document.querySelectorAll('.edge').length, document.documentElement.scrollWidth <= window.innerWidth];",
+            vec![],
+        )
+        .await;
+    assert_eq!(v[0], json!(60));
+    assert_eq!(v[1], json!(60), "two boxes in one place");
+    assert!(v[2].as_u64().unwrap() <= 8 * (168 + 28) + 28, "{v}");
+    assert_eq!(v[3], json!(59 + 10), "one arrow per next and option");
+    assert_eq!(
+        v[4],
+        json!(true),
+        "the page itself does not scroll sideways"
+    );
+    s.screenshot("map-60-nodes").await;
+    no_console_errors(&s, "sixty nodes").await;
     s.quit().await;
 }

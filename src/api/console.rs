@@ -57,6 +57,7 @@ const ASSETS: &[Asset] = &[
     asset!("build.js", JS),
     asset!("conditions.js", JS),
     asset!("flowmap.js", JS),
+    asset!("wizard.js", JS),
     asset!("pages.js", JS),
     asset!("webhooks.js", JS),
     asset!("keys.js", JS),
