@@ -360,6 +360,16 @@ export async function buildBot(main, { id }) {
     ctx.doc = await resp.json();
     ctx.version = resp.headers.get("x-flow-version");
   }
+  // Unsaved changes carried over from the YAML editor (checked there by the server).
+  const draftKey = `botwire.draft.${id}`;
+  const carried = JSON.parse(sessionStorage.getItem(draftKey) || "null");
+  sessionStorage.removeItem(draftKey);
+  const fromYaml = carried && carried.from === "yaml";
+  if (fromYaml) {
+    ctx.doc = carried.doc;
+    ctx.version = carried.version ? String(carried.version) : null;
+    ctx.dirty = true;
+  }
   try {
     const settings = await api("GET", `/v1/bots/${seg(id)}/settings`);
     ctx.stories = (settings.webhooks || []).map((w) => w.name);
@@ -371,13 +381,20 @@ export async function buildBot(main, { id }) {
   };
   ctx.onDirty = showState;
   showState();
+  // The YAML editor: unsaved changes go along (as JSON, which it reads too).
+  const toYaml = h("a", { class: "button", href: `#/bots/${seg(id)}/edit` }, "Edit as YAML");
+  toYaml.addEventListener("click", () => {
+    if (!ctx.dirty) return;
+    sessionStorage.setItem(draftKey, JSON.stringify({ from: "forms", version: ctx.version, doc: ctx.doc }));
+    ctx.dirty = false;
+  });
   const here = location.hash;
   leaveGuard.current = { hash: here, dirty: () => ctx.dirty };
 
   main.append(pageHead(`Build: ${bot.name}`, {
     crumbs: [h("a", { href: "#/bots" }, "Bots"), " / ", h("a", { href: `#/bots/${seg(id)}` }, bot.name)],
     sub: "The flow as forms. The YAML editor edits the same flow; a save from either makes a new version.",
-    actions: [h("a", { class: "button", href: `#/bots/${seg(id)}/edit` }, "Edit as YAML"), h("a", { class: "button", href: `#/bots/${seg(id)}` }, "Chat preview")],
+    actions: [toYaml, h("a", { class: "button", href: `#/bots/${seg(id)}` }, "Chat preview")],
   }));
 
   const result = h("div", { "aria-live": "polite", id: "build-result" });
@@ -456,7 +473,8 @@ export async function buildBot(main, { id }) {
 
   main.append(h("div", { class: "build" },
     flowSettings(),
-    h("div", { class: "row spread build-bar" }, h("div", {}, save, " ", state), h("p", { class: "small muted" }, "Both editors open the saved version: save before switching. Saving from the forms keeps everything but YAML comments.")),
+    h("div", { class: "row spread build-bar" }, h("div", {}, save, " ", state), h("p", { class: "small muted" }, "Switching to the YAML editor and back keeps unsaved changes; only YAML comments are lost.")),
+    fromYaml ? alert("info", "Your unsaved changes from the YAML editor are here (its comments are not). Save to keep them.") : null,
     result, tabs, body));
   drawTabs();
   draw();

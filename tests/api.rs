@@ -32,6 +32,11 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ),
         (
             "POST",
+            "/v1/bots/{bot}/flow/check",
+            Some(json!({"start": "a", "nodes": {"a": {"end": true}}})),
+        ),
+        (
+            "POST",
             "/v1/bots/{bot}/payload-preview",
             Some(json!({"node": "a", "format": "flat"})),
         ),
@@ -1179,4 +1184,52 @@ async fn the_payload_preview_renders_a_node_as_each_format_sends_it() {
         assert_eq!(r.status, want, "{req}: {}", r.body);
         assert!(r.body["error"]["message"].as_str().is_some());
     }
+}
+
+#[tokio::test]
+async fn a_flow_is_checked_without_saving() {
+    let app = app().await;
+    app.import_example("elipackage").await;
+    let yaml = std::fs::read_to_string("examples/elipackage.yaml")
+        .unwrap()
+        .split("\nflow:\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("Thank you", "Many thanks");
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/elipackage/flow/check",
+            Some(&app.admin_key),
+            "application/yaml",
+            yaml.clone().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["nodes"]["thanks"]["message"],
+        "Many thanks, {{memory.name}}!"
+    );
+    assert_eq!(
+        r.body["nodes"]["membership"]["options"][3]["campaign"],
+        "raffle"
+    );
+    let bot = app.admin("GET", "/v1/bots/elipackage", None).await;
+    assert_eq!(bot.body["flow_version"], 1, "nothing saved");
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/elipackage/flow/check",
+            Some(&app.admin_key),
+            "application/yaml",
+            yaml.replace("next: membership", "next: nowhere")
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["error"]["details"][0]["node"], "welcome");
 }

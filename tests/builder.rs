@@ -523,6 +523,63 @@ async fn elipackage_built_with_the_forms_sends_seed_003s_flat_payloads() {
     assert!(asked.contains("unsaved"), "{asked}");
     s.wait_text("h1", "Webhooks").await;
 
+    // ---- One document, two editors: unsaved changes go along both ways.
+    s.goto(&format!("{base}/#/bots/eli/build")).await;
+    open_card(&s, "thanks").await;
+    s.fill(&card("thanks", "textarea[name=message]"), "Thanks a lot!")
+        .await;
+    s.click_text("a.button", "Edit as YAML").await;
+    s.wait_text("main", "unsaved changes from the form editor")
+        .await;
+    let text = s
+        .execute(
+            "const t = document.getElementById('flow-text'); \
+             t.value = t.value.replace('Welcome to EliPackage', 'Hello from EliPackage'); \
+             t.dispatchEvent(new Event('input')); return t.value;",
+            vec![],
+        )
+        .await;
+    assert!(text.as_str().unwrap().contains("Thanks a lot!"), "{text}");
+    s.click_text("button", "Edit with forms").await;
+    s.wait_text("main", "unsaved changes from the YAML editor")
+        .await;
+    s.wait_text("#build-state", "Unsaved changes").await;
+    tap(&s, "#build-save").await;
+    s.wait_text("#build-result", "Saved as version 2").await;
+    let flow = app.admin("GET", "/v1/bots/eli/flow", None).await.body;
+    assert_eq!(flow["nodes"]["thanks"]["message"], "Thanks a lot!");
+    assert!(
+        flow["nodes"]["welcome"]["ask"]
+            .as_str()
+            .unwrap()
+            .starts_with("Hello from EliPackage")
+    );
+    // Someone else saves meanwhile: the YAML editor's save is refused with 409.
+    s.goto(&format!("{base}/#/bots/eli/edit")).await;
+    s.wait_for("#flow-text").await;
+    let mut theirs = flow.clone();
+    theirs["nodes"]["thanks"]["message"] = json!("Theirs");
+    assert_eq!(
+        app.admin("PUT", "/v1/bots/eli/flow", Some(theirs))
+            .await
+            .status,
+        200
+    );
+    s.execute(
+        "const t = document.getElementById('flow-text'); \
+         t.value = t.value.replace('Thanks a lot!', 'Mine'); t.dispatchEvent(new Event('input'));",
+        vec![],
+    )
+    .await;
+    s.click_text("button", "Save flow").await;
+    s.wait_text("main", "version 3 is current").await;
+    let _ = s.severe_logs().await; // the 409 is expected
+    let flow = app.admin("GET", "/v1/bots/eli/flow", None).await.body;
+    assert_eq!(
+        flow["nodes"]["thanks"]["message"], "Theirs",
+        "their save stays"
+    );
+
     // ---- 375 px wide: no sideways scrolling, every control labelled.
     s.resize(375, 800).await;
     s.goto(&format!("{base}/#/bots/eli/build")).await;

@@ -6,6 +6,8 @@
 //! answered 422 with one entry per problem (node, field, message) and the
 //! previous version stays current.
 //!
+//! `POST …/flow/check` runs the same checks without saving.
+//!
 //! A save may say which version it was based on (`If-Match: "3"`, the
 //! `x-flow-version` it loaded): when another save came first it is refused
 //! with 409 and the flow is left as the other save made it. Without
@@ -147,6 +149,31 @@ pub async fn put_flow(
         bot_id: bot,
         version,
     }))
+}
+
+/// Checks a flow document (YAML or JSON) without saving it, and answers it
+/// as the server reads it: the JSON a later `GET …/flow` would give. The
+/// console uses it to carry unsaved YAML into the form editor.
+#[utoipa::path(post, path = "/v1/bots/{bot}/flow/check", tag = "flows", params(("bot" = String, Path)),
+    request_body(content = String, description = "The flow document", content_type = "application/yaml"),
+    responses((status = 200, description = "The flow as JSON, not saved", content_type = "application/json"),
+        (status = 404, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "The flow is invalid; `details` lists each problem by node and field")),
+    security(("bearer" = [])))]
+pub async fn check_flow(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(bot): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let p = auth.bot(&bot)?.clone();
+    let yaml = body_is_yaml(req.headers())?;
+    load(&state, &p.account_id, &bot).await?;
+    let text = text_body(req, &state).await?;
+    let settings = stored_settings(&state, &p.account_id, &bot).await?;
+    let known: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
+    let flow = runtime_bots::parse_flow(&text, yaml, &known)?;
+    Ok(document(false, flow.to_json()))
 }
 
 /// The current flow, as JSON (default) or YAML (`Accept: application/yaml`).
@@ -291,6 +318,7 @@ pub async fn export_bot(
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/bots/{bot}/flow", get(get_flow).put(put_flow))
+        .route("/v1/bots/{bot}/flow/check", post(check_flow))
         .route(
             "/v1/bots/{bot}/settings",
             get(get_settings).put(put_settings),

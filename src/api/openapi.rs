@@ -25,6 +25,7 @@ use utoipa::{Modify, OpenApi};
         super::keys::revoke_key,
         super::flows::put_flow,
         super::flows::get_flow,
+        super::flows::check_flow,
         super::flows::get_settings,
         super::flows::put_settings,
         super::flows::import_bot,
