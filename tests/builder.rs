@@ -692,6 +692,54 @@ async fn every_example_saves_unchanged_from_the_forms_and_maps() {
             "{name}: the flow saved from the forms differs"
         );
 
+        // Conditions show as rules where the builder can show them.
+        let branches = s
+            .execute(
+                "return [...document.querySelectorAll('.branch')].map(b => \
+                   [b.querySelectorAll('.rule').length, b.querySelector('input[name=cel]').value, \
+                    [...b.querySelectorAll('.rule select[name=operator]')].map(o => o.value).join(' ')])",
+                vec![],
+            )
+            .await;
+        if name == "helpdesk" {
+            let want = json!([
+                3,
+                "memory.severity == \"high\" && has(user.plan) && user.plan == \"premium\"",
+                "== has =="
+            ]);
+            assert!(branches.as_array().unwrap().contains(&want), "{branches}");
+            let remind = s
+                .execute(
+                    "return document.querySelector('article[data-node=severity] input[name=remind_after]').value",
+                    vec![],
+                )
+                .await;
+            assert_eq!(remind, json!("10m"));
+        }
+        if name == "leads" {
+            let want = json!([
+                1,
+                "memory.email.endsWith(\"@competitor.example\")",
+                "endsWith"
+            ]);
+            assert!(branches.as_array().unwrap().contains(&want), "{branches}");
+            let media = s
+                .execute(
+                    "return document.querySelector('article[data-node=welcome] input[name=media_url]').value",
+                    vec![],
+                )
+                .await;
+            assert_eq!(media, json!("https://example.com/leads/welcome.png"));
+            tap(&s, "#flow-settings summary").await;
+            let words = s
+                .execute(
+                    "return [...document.querySelectorAll('input[name=keyword_word]')].map(i => i.value)",
+                    vec![],
+                )
+                .await;
+            assert!(words.as_array().unwrap().len() >= 2, "{words}");
+        }
+
         // The map: one box per node (plus one per campaign a menu starts).
         tap(&s, ".tabs [data-graph='#map']").await;
         s.wait_for("svg.flowmap").await;
