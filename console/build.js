@@ -8,71 +8,20 @@
 // Fields write into the document as they are typed; a field left alone
 // leaves its key untouched, so loading and saving without edits gives the
 // same flow back.
+//
+// Beside it: fields.js (the bound fields), conditions.js (next / branches),
+// payload.js (the Webhook tab), flowmap.js (the Map tab), problems.js (the
+// server's problems placed beside their fields).
 
-import { api, all, plain, seg } from "./api.js";
-import { h, field, alert, toast, button, badge, pageHead, newId, leaveGuard } from "./ui.js";
+import { api, plain, seg } from "./api.js";
+import { h, field, alert, toast, button, badge, pageHead, leaveGuard } from "./ui.js";
 import { conditionEditor } from "./conditions.js";
 import { flowMap } from "./flowmap.js";
+import { webhookSection } from "./payload.js";
+import { text, number, toggle, choose, fieldHooks } from "./fields.js";
+import { placeErrors } from "./problems.js";
 
 // ------------------------------------------------------------ node kinds
-
-/** A text field bound to `obj[key]` (an emptied field removes the key). */
-function text(obj, key, label, { area = false, hint, onChange, name } = {}) {
-  const el = area
-    ? h("textarea", { rows: 3, name: name || key, spellcheck: "true" })
-    : h("input", { type: "text", name: name || key, autocomplete: "off" });
-  el.value = obj[key] ?? "";
-  el.addEventListener("input", () => {
-    if (el.value === "") delete obj[key]; else obj[key] = el.value;
-    changed();
-    if (onChange) onChange();
-  });
-  const f = field(label, el, hint);
-  f.dataset.field = key;
-  return f;
-}
-
-/** A number field bound to `obj[key]`. */
-function number(obj, key, label, { hint, min } = {}) {
-  const el = h("input", { type: "number", name: key, min, step: "any" });
-  el.value = obj[key] ?? "";
-  el.addEventListener("input", () => {
-    if (el.value === "" || Number.isNaN(Number(el.value))) delete obj[key]; else obj[key] = Number(el.value);
-    changed();
-  });
-  const f = field(label, el, hint);
-  f.dataset.field = key;
-  return f;
-}
-
-/** A checkbox bound to `obj[key]` (unticked removes the key). */
-function toggle(obj, key, label, hint) {
-  const el = h("input", { type: "checkbox", name: key, checked: obj[key] === true });
-  el.addEventListener("change", () => {
-    if (el.checked) obj[key] = true; else delete obj[key];
-    changed();
-  });
-  if (!el.id) el.id = newId("t");
-  return h("div", { class: "field check", dataset: { field: key } },
-    h("label", { class: "inline", for: el.id }, el, label), hint ? h("span", { class: "hint" }, hint) : null,
-    h("span", { class: "field-error", id: `${el.id}-error`, hidden: true }));
-}
-
-/** A `<select>` of [value, label] pairs bound to `obj[key]` ("" removes it). */
-function choose(obj, key, label, pairs, { hint, onChange } = {}) {
-  const el = h("select", { name: key }, pairs.map(([v, l]) => h("option", { value: v }, l)));
-  const cur = obj[key] ?? "";
-  if (cur !== "" && !pairs.some(([v]) => v === String(cur))) el.append(h("option", { value: cur }, `${cur} (unknown)`));
-  el.value = String(cur);
-  el.addEventListener("change", () => {
-    if (el.value === "") delete obj[key]; else obj[key] = el.value;
-    changed();
-    if (onChange) onChange(el.value);
-  });
-  const f = field(label, el, hint);
-  f.dataset.field = key;
-  return f;
-}
 
 /** [value, label] pairs of the current graph's nodes, after a "none" entry. */
 const nodePairs = (none = "— none —", graph = ctx.graph) => [["", none], ...Object.keys(graph.nodes || {}).map((id) => [id, nodeName(graph.nodes[id], id)])];
@@ -334,6 +283,7 @@ const ctx = { doc: null, graphName: "main", graph: null, stories: [], dirty: fal
 function changed() {
   if (!ctx.dirty) { ctx.dirty = true; ctx.onDirty(); }
 }
+fieldHooks.changed = changed;
 
 const graphOf = (doc, name) => (name === "main" ? doc : (doc.campaigns || {})[name]);
 
@@ -419,7 +369,7 @@ export async function buildBot(main, { id }) {
 
   function draw() {
     if (ctx.graphName === "#webhook") {
-      body.replaceChildren(webhookSection(id));
+      body.replaceChildren(webhookSection(id, ctx.doc, () => ctx.dirty));
       return;
     }
     if (ctx.graphName === "#map") {
@@ -461,7 +411,10 @@ export async function buildBot(main, { id }) {
         result.replaceChildren(alert("error", `${err.message} `, reload, " (reloading drops your unsaved changes here).")); 
         result.querySelector(".alert").focus();
       } else if (err.code === "invalid_flow" && Array.isArray(err.details)) {
-        placeErrors(err.details, body, result, { setGraph: (g) => { ctx.graphName = g; drawTabs(); draw(); } });
+        placeErrors(err.details, body, result, {
+          setGraph: (g) => { ctx.graphName = g; drawTabs(); draw(); },
+          opened: (key) => ctx.openNodes.add(key),
+        });
       } else {
         result.replaceChildren(alert("error", plain(err)));
         result.querySelector(".alert").focus();
@@ -478,80 +431,6 @@ export async function buildBot(main, { id }) {
     result, tabs, body));
   drawTabs();
   draw();
-}
-
-/** Every node of the document as [ref, label]: `node`, or `campaign/node`. */
-function allNodes(doc) {
-  const out = Object.entries(doc.nodes || {}).map(([id, n]) => [id, nodeName(n, id)]);
-  for (const [c, g] of Object.entries(doc.campaigns || {})) {
-    for (const [id, n] of Object.entries(g.nodes || {})) out.push([`${c}/${id}`, `${c}: ${nodeName(n, id)}`]);
-  }
-  return out;
-}
-
-/**
- * Seed 003's Webhook section: the bot's endpoints (POST and their URL,
- * headers, body, test), and the Payload: the exact JSON an endpoint of each
- * format receives for a node, rendered by the server's formatter from the
- * saved flow, with extra body params typed here (checked as you type).
- */
-function webhookSection(bot) {
-  const list = h("div", { class: "stack", id: "bot-endpoints" }, h("p", { class: "muted" }, "Loading endpoints…"));
-  all(`/v1/bots/${seg(bot)}/endpoints`).then((eps) => {
-    list.replaceChildren(...(eps.length ? eps.map((e) => h("article", { class: "card" },
-      h("p", {}, h("strong", {}, "POST "), h("code", {}, e.url)),
-      h("p", { class: "small muted" }, `Format ${e.format} · headers: ${Object.keys(e.headers || {}).join(", ") || "none"} · body: ${JSON.stringify(e.body || {})}`),
-      h("div", { class: "row" }, h("a", { class: "button small", href: `#/webhooks/${seg(e.id)}/edit` }, "Edit headers and body"),
-        h("a", { class: "button small", href: `#/webhooks/${seg(e.id)}` }, "Test it")))) : [h("p", { class: "muted" }, "No endpoint yet: events of this bot go nowhere.")]),
-    h("div", {}, h("a", { class: "button primary", href: `#/webhooks/new?bot=${seg(bot)}` }, "Add an endpoint")));
-  }).catch((err) => list.replaceChildren(alert("error", plain(err))));
-
-  const node = h("select", { name: "preview_node" }, allNodes(ctx.doc).map(([v, l]) => h("option", { value: v }, l)));
-  const start = ctx.doc.start;
-  if (start) node.value = start;
-  const format = h("select", { name: "preview_format" }, [["flat", "flat (seed 003)"], ["standard", "standard"], ["bot9", "bot9"], ["template", "template (the body below is the payload)"]].map(([v, l]) => h("option", { value: v }, l)));
-  const extra = h("textarea", { name: "preview_body", rows: 3, placeholder: "{\"source\": \"botwire\"}" });
-  const out = h("div", { class: "stack", id: "payload-preview", "aria-live": "polite" });
-  let bodyObj = null;
-  const bodyField = field("Body (extra params, JSON)", extra, "A JSON object; checked as you type. With the template format it is the whole payload, its string values holding merge tags: {{event.type}}, {{event.id}}, {{event.timestamp}}, {{data.contact.phone}}, {{data.response}} …");
-  const check = () => {
-    const t = extra.value.trim();
-    let msg = "";
-    bodyObj = null;
-    if (t) {
-      try {
-        const v = JSON.parse(t);
-        if (v === null || typeof v !== "object" || Array.isArray(v)) msg = "The body must be a JSON object, like {\"key\": \"value\"}."; else bodyObj = v;
-      } catch (e) { msg = `Not valid JSON yet: ${e.message}`; }
-    }
-    const err = bodyField.querySelector(".field-error");
-    err.textContent = msg;
-    err.hidden = !msg;
-    if (msg) extra.setAttribute("aria-invalid", "true"); else extra.removeAttribute("aria-invalid");
-    return !msg;
-  };
-  const show = async () => {
-    if (!check() || !node.value) return;
-    if (ctx.dirty) { out.replaceChildren(alert("info", "Save the flow to preview it: the preview is rendered from the saved version.")); return; }
-    try {
-      const req = { node: node.value, format: format.value };
-      if (bodyObj) req.extra_body = bodyObj;
-      const r = await api("POST", `/v1/bots/${seg(bot)}/payload-preview`, { json: req });
-      out.replaceChildren(...(r.payloads.length ? r.payloads.map((p) => h("div", {},
-        h("p", { class: "small" }, h("code", {}, p.event_type), p.option ? ` — option “${p.option}”` : ""),
-        h("pre", { class: "payload" }, JSON.stringify(p.body, null, 2)))) : [h("p", { class: "muted" }, r.note || "This node sends nothing.")]));
-    } catch (err) { out.replaceChildren(alert("error", plain(err))); }
-  };
-  node.addEventListener("change", show);
-  format.addEventListener("change", show);
-  extra.addEventListener("input", () => { if (check()) show(); });
-  show();
-  return h("div", { class: "stack" },
-    h("section", { class: "panel stack", "aria-labelledby": "hook-h" }, h("h2", { id: "hook-h" }, "Webhook"),
-      h("p", { class: "small muted" }, "Your endpoint must accept POST with a JSON body. A question's Redirect Type Webhook sends its answer (response.received); a menu option's webhook toggle sends the choice (option.selected)."),
-      list),
-    h("section", { class: "panel stack", "aria-labelledby": "payload-h" }, h("h2", { id: "payload-h" }, "Payload"),
-      h("div", { class: "row wrap-row" }, field("Node", node), field("Format", format)), bodyField, out));
 }
 
 /** Start, error handler, expiry and global keywords of the main flow. */
@@ -731,58 +610,4 @@ function addCampaignForm(redraw, redrawTabs) {
     document.querySelector(`.tabs [data-graph="${CSS.escape(n)}"]`)?.focus();
   });
   return form;
-}
-
-/** `options[2].next` → `options[2].next`, `options[2]`, `options`. */
-function prefixes(f) {
-  const out = [];
-  let k = f;
-  while (k) {
-    out.push(k);
-    const m = /(\.[^.[\]]+|\[\d+\])$/.exec(k);
-    if (!m) break;
-    k = k.slice(0, m.index);
-  }
-  return out;
-}
-
-/**
- * Places the server's problems (`{node, field, message}`) beside what they
- * concern: the field inside the node's card, else the card, else the top.
- */
-function placeErrors(details, body, result, { setGraph }) {
-  result.replaceChildren(alert("error", `The flow was not saved: ${details.length} problem${details.length > 1 ? "s" : ""} to fix (shown beside each). The previous version stays current.`));
-  // Show the graph of the first problem.
-  const first = details.find((d) => d.node) || {};
-  const firstGraph = first.node && first.node.includes("/") ? first.node.split("/")[0] : "main";
-  if (first.node) setGraph(firstGraph);
-  let focus = null;
-  const top = [];
-  for (const d of details) {
-    const [g, nid] = d.node && d.node.includes("/") ? d.node.split("/", 2) : ["main", d.node];
-    const card = nid && g === firstGraph ? body.querySelector(`[data-node="${CSS.escape(nid)}"]`) : null;
-    if (!card) { top.push(h("li", {}, d.node ? `${d.node}: ` : "", d.field ? `${d.field}: ` : "", d.message)); continue; }
-    card.querySelector("details").open = true;
-    ctx.openNodes.add(`${g}/${nid}`);
-    const fieldKey = d.field || "";
-    let target = null;
-    for (const k of prefixes(fieldKey)) {
-      target = card.querySelector(`[data-field="${CSS.escape(k)}"]`);
-      if (target) break;
-    }
-    const line = h("li", { dataset: { field: fieldKey } }, d.field ? h("code", {}, d.field) : null, d.field ? " " : "", d.message);
-    if (target) {
-      let list = target.querySelector(":scope > .here-errors");
-      if (!list) { list = h("ul", { class: "here-errors field-error", role: "alert" }); target.append(list); }
-      list.append(line);
-      const control = target.querySelector("input, select, textarea");
-      if (control) control.setAttribute("aria-invalid", "true");
-      focus = focus || control;
-    } else {
-      card.querySelector(".node-errors").append(line);
-      focus = focus || card.querySelector("summary");
-    }
-  }
-  if (top.length) result.append(h("ul", { class: "alert error" }, top));
-  if (focus) focus.focus(); else result.querySelector(".alert")?.focus();
 }
