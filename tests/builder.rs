@@ -591,6 +591,10 @@ async fn elipackage_built_with_the_forms_sends_seed_003s_flat_payloads() {
     tap(&s, ".tabs [data-graph='#map']").await;
     s.wait_for("svg.flowmap").await;
     fits_and_is_labelled(&s, "the map").await;
+    tap(&s, ".tabs [data-graph='#webhook']").await;
+    s.wait_text("#bot-endpoints", "POST").await;
+    fits_and_is_labelled(&s, "the Webhook tab").await;
+    s.screenshot("builder-webhook-mobile").await;
     no_console_errors(&s, "the editor 375 px wide").await;
     s.quit().await;
 }
@@ -815,6 +819,15 @@ async fn every_example_saves_unchanged_from_the_forms_and_maps() {
         "the page itself does not scroll sideways"
     );
     s.screenshot("map-60-nodes").await;
+    // By keyboard: Enter on a node of the map opens its card in the forms.
+    s.execute(
+        "document.querySelector('.map-node[data-node=n31]').focus()",
+        vec![],
+    )
+    .await;
+    s.type_keys("\u{E007}").await;
+    s.wait_for(&card("n31", "textarea[name=ask]")).await;
+
     no_console_errors(&s, "sixty nodes").await;
     s.quit().await;
 }
