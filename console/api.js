@@ -25,7 +25,7 @@ export function setUnauthorizedHandler(f) { onUnauthorized = f; }
 
 /**
  * Calls the API. `json` sends a JSON body; `text` + `contentType` send raw
- * text. Answers the parsed JSON, the text (always with `asText`), or (with
+ * text; `headers` adds request headers. Answers the parsed JSON, the text (always with `asText`), or (with
  * `raw`) the Response.
  */
 export async function api(method, path, opts = {}) {
@@ -41,6 +41,7 @@ export async function api(method, path, opts = {}) {
     body = opts.text;
   }
   if (opts.accept) headers["Accept"] = opts.accept;
+  if (opts.headers) Object.assign(headers, opts.headers);
   let resp;
   try {
     resp = await fetch(path, { method, headers, body });

@@ -2,7 +2,7 @@
 // Every page is a function that fills <main>; a 401 anywhere returns to sign-in.
 
 import { session, setUnauthorizedHandler, plain } from "./api.js";
-import { h, alert } from "./ui.js";
+import { h, alert, leaveGuard } from "./ui.js";
 import { signIn, bots, newBot, botDetail, editFlow } from "./pages.js";
 import {
   endpoints, endpointForm, endpointDetail, deliveries, deliveryDetail, stories, storyDetail, healthPage,
@@ -11,13 +11,17 @@ import { keys } from "./keys.js";
 import { audit } from "./audit.js";
 import { channels } from "./channels.js";
 import { inbox, conversation } from "./inbox.js";
+import { buildBot } from "./build.js";
+import { newBotWizard } from "./wizard.js";
 
 /** [pattern, page, section, title]; `:name` captures a path segment. */
 const ROUTES = [
   ["/bots", bots, "bots", "Bots"],
   ["/bots/new", newBot, "bots", "New bot"],
+  ["/bots/new/wizard", newBotWizard, "bots", "New bot"],
   ["/bots/:id", botDetail, "bots", "Bot"],
   ["/bots/:id/edit", editFlow, "bots", "Edit flow"],
+  ["/bots/:id/build", buildBot, "bots", "Build"],
   ["/bots/:id/channels", channels, "bots", "Channels"],
   ["/inbox", inbox, "inbox", "Inbox"],
   ["/inbox/:bot/:id", conversation, "inbox", "Conversation"],
@@ -81,6 +85,15 @@ document.getElementById("sign-out").addEventListener("click", () => {
 });
 
 async function render() {
+  // A page with unsaved work asks first; staying puts its address back.
+  const guard = leaveGuard.current;
+  if (guard && guard.hash !== location.hash) {
+    if (guard.dirty() && !confirm("Leave this page? Your unsaved changes will be lost.")) {
+      history.replaceState(null, "", guard.hash);
+      return;
+    }
+    leaveGuard.current = null;
+  }
   const gen = ++generation;
   const raw = location.hash.replace(/^#/, "") || "/";
   const [path, qs] = raw.split("?");
@@ -124,4 +137,7 @@ async function render() {
 }
 
 window.addEventListener("hashchange", render);
+window.addEventListener("beforeunload", (e) => {
+  if (leaveGuard.current && leaveGuard.current.dirty()) e.preventDefault();
+});
 render();

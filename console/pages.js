@@ -75,7 +75,7 @@ export async function bots(main) {
 // ------------------------------------------------------------------ new bot
 
 export async function newBot(main) {
-  main.append(pageHead("New bot", { crumbs: h("a", { href: "#/bots" }, "Bots") }));
+  main.append(pageHead("New bot", { crumbs: h("a", { href: "#/bots" }, "Bots"), actions: h("a", { class: "button", href: "#/bots/new/wizard" }, "Step by step") }));
   const examples = await api("GET", "/console/examples.json");
 
   // From an example.
@@ -145,7 +145,8 @@ export async function botDetail(main, { id }) {
     crumbs: h("a", { href: "#/bots" }, "Bots"),
     sub: h("span", {}, badge("info", typeName(bot.type)), " ", h("code", {}, bot.id), bot.flow_version ? ` · flow version ${bot.flow_version}` : ""),
     actions: [
-      h("a", { class: "button primary", href: `#/bots/${seg(id)}/edit` }, "Edit flow"),
+      h("a", { class: "button primary", href: `#/bots/${seg(id)}/build` }, "Build"),
+      h("a", { class: "button", href: `#/bots/${seg(id)}/edit` }, "Edit flow"),
       h("a", { class: "button", href: `#/webhooks/new?bot=${seg(id)}` }, "Add webhook"),
       h("a", { class: "button", href: `#/stories?bot=${seg(id)}` }, "Story webhooks"),
       h("a", { class: "button", href: `#/bots/${seg(id)}/channels` }, "Channels"),
@@ -280,9 +281,20 @@ export async function editFlow(main, { id }) {
   const bot = await api("GET", `/v1/bots/${seg(id)}`);
   let text = STARTER;
   let fresh = true;
+  // The version this edit starts from, sent as If-Match when saving.
+  let version = bot.flow_version || null;
   if (bot.flow_version) {
     text = await api("GET", `/v1/bots/${seg(id)}/flow`, { accept: "application/yaml", asText: true });
     fresh = false;
+  }
+  // Unsaved changes carried over from the form editor (as JSON, which is YAML too).
+  const draftKey = `botwire.draft.${id}`;
+  const carried = JSON.parse(sessionStorage.getItem(draftKey) || "null");
+  sessionStorage.removeItem(draftKey);
+  const fromForms = carried && carried.from === "forms";
+  if (fromForms) {
+    text = JSON.stringify(carried.doc, null, 2);
+    version = carried.version ? Number(carried.version) : null;
   }
   main.append(pageHead(`Edit flow: ${bot.name}`, {
     crumbs: [h("a", { href: "#/bots" }, "Bots"), " / ", h("a", { href: `#/bots/${seg(id)}` }, bot.name)],
@@ -292,7 +304,7 @@ export async function editFlow(main, { id }) {
   const area = h("textarea", { id: "flow-text", name: "flow", spellcheck: "false", autocapitalize: "off", autocomplete: "off", wrap: "off", rows: 28 });
   area.value = text;
   const gutter = h("pre", { class: "gutter", "aria-hidden": "true" });
-  const format = select("format", [["yaml", "YAML"], ["json", "JSON"]], "yaml");
+  const format = select("format", [["yaml", "YAML"], ["json", "JSON"]], fromForms ? "json" : "yaml");
   const save = h("button", { type: "submit", class: "primary" }, "Save flow");
   const result = h("div", { "aria-live": "polite" });
   const problems = h("ol", { class: "problems", id: "flow-problems" });
@@ -308,8 +320,21 @@ export async function editFlow(main, { id }) {
     gutter.replaceChildren(...out);
     gutter.scrollTop = area.scrollTop;
   };
-  let dirty = false;
+  let dirty = fromForms;
   area.addEventListener("input", () => { dirty = true; paint(); });
+  // The form editor: unsaved text goes along, checked by the server first.
+  const toForms = button("Edit with forms", async () => {
+    result.replaceChildren();
+    if (!dirty) { location.hash = `#/bots/${seg(id)}/build`; return; }
+    try {
+      const doc = await api("POST", `/v1/bots/${seg(id)}/flow/check`, { text: area.value, contentType: format.value === "yaml" ? "application/yaml" : "application/json" });
+      sessionStorage.setItem(draftKey, JSON.stringify({ from: "yaml", version, doc }));
+      location.hash = `#/bots/${seg(id)}/build`;
+    } catch (err) {
+      const n = Array.isArray(err.details) ? err.details.length : 0;
+      result.append(alert("error", n ? `The forms need a flow the server can read: ${n} problem${n > 1 ? "s" : ""} (Save flow lists them by line). ${err.details[0].message}` : plain(err)));
+    }
+  });
   // Switching the format of an unedited saved flow loads it in that format.
   format.addEventListener("change", async () => {
     if (dirty || fresh) return;
@@ -345,7 +370,8 @@ export async function editFlow(main, { id }) {
   const form = h("form", { class: "stack" },
     h("label", { for: "flow-text" }, "Flow (YAML or JSON)"),
     h("div", { class: "editor" }, gutter, area),
-    h("div", { class: "row" }, field("Format", format), h("div", { class: "row" }, save)),
+    h("div", { class: "row" }, field("Format", format), h("div", { class: "row" }, save, toForms)),
+    fromForms ? alert("info", "Your unsaved changes from the form editor, as JSON (which this editor reads too). Save to keep them.") : null,
     result);
   area.setAttribute("aria-describedby", "flow-problems");
 
@@ -357,7 +383,9 @@ export async function editFlow(main, { id }) {
     save.disabled = true;
     const yaml = format.value === "yaml";
     try {
-      const r = await api("PUT", `/v1/bots/${seg(id)}/flow`, { text: area.value, contentType: yaml ? "application/yaml" : "application/json" });
+      const headers = version ? { "If-Match": `"${version}"` } : {};
+      const r = await api("PUT", `/v1/bots/${seg(id)}/flow`, { text: area.value, contentType: yaml ? "application/yaml" : "application/json", headers });
+      version = r.version;
       dirty = false;
       fresh = false;
       result.append(alert("ok", `Saved as version ${r.version}. `, h("a", { href: `#/bots/${seg(id)}` }, "See the outline and chat with it")));

@@ -235,3 +235,9 @@ export function headerEditor(legend, initial = {}) {
 export function select(name, pairs, value) {
   return h("select", { name }, pairs.map(([v, l]) => h("option", { value: v, selected: v === value ? "selected" : null }, l)));
 }
+
+/**
+ * A page with unsaved work sets `current` to `{hash, dirty()}`; the shell
+ * asks before leaving that page's address while `dirty()` is true.
+ */
+export const leaveGuard = { current: null };

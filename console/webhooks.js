@@ -12,6 +12,7 @@ const FORMATS = [
   ["standard", "Standard Webhooks (type, timestamp, data)"],
   ["bot9", "Bot9 style (event, data)"],
   ["flat", "Flat, seed 003 style (campaignId, label, …)"],
+  ["template", "Template: your own JSON with merge tags"],
 ];
 
 async function allEndpoints() {
@@ -131,6 +132,10 @@ export async function endpointForm(main, { id, query }) {
   const headers = headerEditor("Custom headers", ep ? ep.headers : {});
   const body = h("textarea", { name: "body", rows: 4, placeholder: "{\"campaignId\": \"13010\"}" });
   body.value = ep && ep.body && Object.keys(ep.body).length ? pretty(ep.body) : "";
+  // Checked as it is typed, so a mistake shows before saving.
+  body.addEventListener("input", () => {
+    try { parseObject(body.value, "Extra body params"); fieldError(body, ""); } catch (err) { fieldError(body, err.message); }
+  });
   const rate = h("input", { type: "number", name: "rate_limit", min: 1, max: 100000, value: ep && ep.rate_limit ? ep.rate_limit : "", inputmode: "numeric" });
   const submit = h("button", { type: "submit", class: "primary" }, ep ? "Save changes" : "Create webhook");
   const form = h("form", { class: "stack panel narrow", novalidate: true },
@@ -140,7 +145,7 @@ export async function endpointForm(main, { id, query }) {
     events,
     field("Payload format", format),
     headers.el,
-    field("Extra body params (JSON, optional)", body, "A JSON object merged into every payload, e.g. your own ids."),
+    field("Extra body params (JSON, optional)", body, "A JSON object merged into every payload, e.g. your own ids. With the Template format it is the whole payload: string values may hold {{event.type}}, {{event.id}}, {{event.timestamp}}, {{data.contact.phone}}, {{data.response}} …"),
     field("Rate limit (requests per second, optional)", rate, "Leave empty for no limit."),
     h("div", { class: "row" }, submit, h("a", { class: "button", href: ep ? `#/webhooks/${seg(ep.id)}` : "#/webhooks" }, "Cancel")));
   form.addEventListener("submit", async (e) => {

@@ -30,6 +30,16 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
             "/v1/bots/{bot}/flow",
             Some(json!({"start": "a", "nodes": {"a": {"end": true}}})),
         ),
+        (
+            "POST",
+            "/v1/bots/{bot}/flow/check",
+            Some(json!({"start": "a", "nodes": {"a": {"end": true}}})),
+        ),
+        (
+            "POST",
+            "/v1/bots/{bot}/payload-preview",
+            Some(json!({"node": "a", "format": "flat"})),
+        ),
         ("GET", "/v1/bots/{bot}/settings", None),
         ("PUT", "/v1/bots/{bot}/settings", Some(json!({}))),
         ("GET", "/v1/bots/{bot}/export", None),
@@ -1080,4 +1090,167 @@ async fn readiness_says_when_the_store_cannot_commit() {
     );
     let r = app.call("GET", "/healthz", None, None).await;
     assert_eq!(r.status, 200, "liveness stays cheap: {}", r.body);
+}
+
+/// `PUT …/flow` with the `x-flow-version` it was based on.
+async fn put_flow_if(app: &App, bot: &str, if_match: Option<&str>, flow: &Value) -> (u16, Value) {
+    let mut req = app
+        .client
+        .put(format!("{}/v1/bots/{bot}/flow", app.base))
+        .bearer_auth(&app.admin_key)
+        .json(flow);
+    if let Some(v) = if_match {
+        req = req.header("if-match", v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn two_saves_from_the_same_version_conflict_with_409() {
+    let app = app().await;
+    app.import_example("elipackage").await;
+    let r = app.admin("GET", "/v1/bots/elipackage/flow", None).await;
+    let mut mine = r.body.clone();
+    let mut theirs = r.body.clone();
+    mine["nodes"]["thanks"]["message"] = json!("Mine");
+    theirs["nodes"]["thanks"]["message"] = json!("Theirs");
+
+    // Both start from version 1: the first save wins, the second is told to reload.
+    let (status, body) = put_flow_if(&app, "elipackage", Some("\"1\""), &theirs).await;
+    assert_eq!((status, body["version"].clone()), (200, json!(2)), "{body}");
+    let (status, body) = put_flow_if(&app, "elipackage", Some("\"1\""), &mine).await;
+    assert_eq!(status, 409, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("version 2 is current") && msg.contains("Reload"),
+        "{msg}"
+    );
+    let now = app.admin("GET", "/v1/bots/elipackage/flow", None).await;
+    assert_eq!(
+        now.body["nodes"]["thanks"]["message"], "Theirs",
+        "the first save stays"
+    );
+
+    // Based on the current version (bare or weak forms too), it saves.
+    let (status, body) = put_flow_if(&app, "elipackage", Some("W/\"2\""), &mine).await;
+    assert_eq!((status, body["version"].clone()), (200, json!(3)), "{body}");
+    // Without If-Match (API users) the last save wins, as before; `*` too.
+    let (status, _) = put_flow_if(&app, "elipackage", None, &theirs).await;
+    assert_eq!(status, 200);
+    let (status, _) = put_flow_if(&app, "elipackage", Some("*"), &theirs).await;
+    assert_eq!(status, 200);
+    // A malformed If-Match says what it wants.
+    let (status, body) = put_flow_if(&app, "elipackage", Some("yesterday"), &mine).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-flow-version")
+    );
+    // An invalid flow based on a stale version: either refusal is a 4xx and nothing is saved.
+    let (status, _) = put_flow_if(&app, "elipackage", Some("\"1\""), &json!({"nodes": {}})).await;
+    assert!(status == 409 || status == 422, "{status}");
+    let r = app.admin("GET", "/v1/bots/elipackage", None).await;
+    assert_eq!(r.body["flow_version"], 5);
+}
+
+#[tokio::test]
+async fn the_payload_preview_renders_a_node_as_each_format_sends_it() {
+    let app = app().await;
+    app.import_example("elipackage").await;
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/elipackage/payload-preview",
+            Some(json!({"node": "welcome", "format": "flat", "extra_body": {"source": "crm"}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = &r.body["payloads"][0]["body"];
+    assert_eq!(r.body["payloads"][0]["event_type"], "response.received");
+    assert_eq!(body["label"], "Welcome Message");
+    assert_eq!(body["response"], "John Doe");
+    assert_eq!(body["phoneNumber"], "+525500000000");
+    assert_eq!(body["source"], "crm");
+    assert!(body["date"].as_str().unwrap().ends_with('Z'));
+
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/elipackage/payload-preview",
+            Some(json!({"node": "membership", "format": "standard"})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let p = r.body["payloads"].as_array().unwrap();
+    assert_eq!(p.len(), 3, "three options notify");
+    assert_eq!(p[0]["body"]["type"], "option.selected");
+    assert_eq!(p[0]["body"]["data"]["option"], "One month");
+
+    for (req, want) in [
+        (json!({"node": "nowhere"}), 422),
+        (json!({"node": "welcome", "format": "xml"}), 422),
+        (json!({"nodes": "welcome"}), 422),
+    ] {
+        let r = app
+            .admin(
+                "POST",
+                "/v1/bots/elipackage/payload-preview",
+                Some(req.clone()),
+            )
+            .await;
+        assert_eq!(r.status, want, "{req}: {}", r.body);
+        assert!(r.body["error"]["message"].as_str().is_some());
+    }
+}
+
+#[tokio::test]
+async fn a_flow_is_checked_without_saving() {
+    let app = app().await;
+    app.import_example("elipackage").await;
+    let yaml = std::fs::read_to_string("examples/elipackage.yaml")
+        .unwrap()
+        .split("\nflow:\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("Thank you", "Many thanks");
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/elipackage/flow/check",
+            Some(&app.admin_key),
+            "application/yaml",
+            yaml.clone().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["nodes"]["thanks"]["message"],
+        "Many thanks, {{memory.name}}!"
+    );
+    assert_eq!(
+        r.body["nodes"]["membership"]["options"][3]["campaign"],
+        "raffle"
+    );
+    let bot = app.admin("GET", "/v1/bots/elipackage", None).await;
+    assert_eq!(bot.body["flow_version"], 1, "nothing saved");
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/elipackage/flow/check",
+            Some(&app.admin_key),
+            "application/yaml",
+            yaml.replace("next: membership", "next: nowhere")
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["error"]["details"][0]["node"], "welcome");
 }

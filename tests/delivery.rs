@@ -1940,3 +1940,94 @@ both!(
     metrics_move_by_what_a_scripted_run_did_sqlite,
     metrics_move_by_what_a_scripted_run_did_postgres
 );
+
+both!(
+    a_template_endpoint_receives_its_json_filled_and_signed,
+    a_template_endpoint_receives_its_json_filled_and_signed_sqlite,
+    a_template_endpoint_receives_its_json_filled_and_signed_postgres
+);
+
+async fn a_template_endpoint_receives_its_json_filled_and_signed(kind: Db) {
+    let Some(w) = world(kind).await else { return };
+    w.import("examples/elipackage.yaml").await;
+    // An unknown tag is refused at save, naming it and where it is.
+    let r = w
+        .app
+        .admin(
+            "POST",
+            "/v1/bots/elipackage/endpoints",
+            Some(json!({"url": w.rx.url("/t"), "format": "template",
+                        "body": {"who": {"name": "{{memory.name}}"}}})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("{{memory.name}}") && msg.contains("body.who.name"),
+        "{msg}"
+    );
+    let ep = w
+        .endpoint(
+            "elipackage",
+            json!({"url": w.rx.url("/t"), "format": "template",
+                   "events": ["response.received", "option.selected"],
+                   "body": {"kind": "{{event.type}}", "id": "{{event.id}}",
+                            "customer": {"phone": "{{data.contact.phone}}", "answer": "{{data.response}}"},
+                            "choice": "{{data.keyword}}: {{data.option}}", "v": 2}}),
+        )
+        .await;
+    assert_eq!(ep["format"], "template");
+    // Switching an endpoint to template checks the body it already has.
+    let plain = w
+        .endpoint(
+            "elipackage",
+            json!({"url": w.rx.url("/p"), "body": {"x": "{{oops}}"}, "events": ["order.paid"]}),
+        )
+        .await;
+    let r = w
+        .app
+        .admin(
+            "PATCH",
+            &format!("/v1/endpoints/{}", plain["id"].as_str().unwrap()),
+            Some(json!({"format": "template"})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("{{oops}}")
+    );
+
+    w.chat("elipackage", "Hi").await;
+    w.chat("elipackage", "John Doe").await;
+    w.chat("elipackage", "2").await;
+    w.engine.idle().await;
+
+    let got = w.rx.at("/t");
+    assert_eq!(got.len(), 2, "{got:?}");
+    let secret = w.secret(&ep).await;
+    for r in &got {
+        assert!(oracle_verifies(&secret, r), "a template payload is signed");
+        assert_eq!(r.json()["id"], r.header("webhook-id"));
+    }
+    let mut bodies: Vec<Value> = got
+        .iter()
+        .map(|r| {
+            let mut b = r.json();
+            b.as_object_mut().unwrap().remove("id");
+            b
+        })
+        .collect();
+    bodies.sort_by_key(|b| b["kind"].as_str().unwrap().to_owned());
+    assert_eq!(
+        bodies,
+        [
+            json!({"kind": "option.selected", "customer": {"phone": "+525500000000", "answer": ""},
+                   "choice": "2: Six months", "v": 2}),
+            json!({"kind": "response.received", "customer": {"phone": "+525500000000", "answer": "John Doe"},
+                   "choice": ": ", "v": 2}),
+        ]
+    );
+}

@@ -27,7 +27,83 @@ async fn suite(kind: Db) {
     claims_take_only_due_work_of_enabled_endpoints(&store).await;
     endpoint_cap_holds_across_writers(&store, &db.url).await;
     timers_are_replaced_with_the_turn_and_claimed_once(&store, &db.url).await;
+    flow_saves_based_on_one_version_conflict(&store, &db.url).await;
     store.close().await;
+}
+
+/// Eight saves based on the same version, half through a second store (another
+/// process's writer): exactly one is saved, the others are conflicts naming
+/// the current version; a save without an expected version always goes in.
+async fn flow_saves_based_on_one_version_conflict(store: &Store, url: &str) {
+    let account = store.first_account().await.unwrap().unwrap();
+    store
+        .create_bot(
+            &account.id,
+            BotId::parse("versions").unwrap(),
+            "v",
+            BotType::Support,
+        )
+        .await
+        .unwrap();
+    let doc = r#"{"start":"a","nodes":{"a":{"end":true}}}"#;
+    let first = store
+        .put_flow_if(&account.id, "versions", doc.into(), Some(0))
+        .await
+        .unwrap();
+    assert_eq!(first, 1);
+    let second = Store::open(url).await.expect("second store");
+    let saves: Vec<_> = (0..8)
+        .map(|i| {
+            let s = if i % 2 == 0 {
+                store.clone()
+            } else {
+                second.clone()
+            };
+            let account = account.id.clone();
+            tokio::spawn(async move {
+                s.put_flow_if(&account, "versions", doc.into(), Some(1))
+                    .await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for h in saves {
+        results.push(h.await.unwrap());
+    }
+    let saved: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(saved, [&2], "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(r, StoreError::Conflict(m) if m.contains("version 2 is current")),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .put_flow(&account.id, "versions", doc.into())
+            .await
+            .unwrap(),
+        3
+    );
+    // Without an expected version every save goes in, each with its own number.
+    let saves: Vec<_> = (0..6)
+        .map(|i| {
+            let s = if i % 2 == 0 {
+                store.clone()
+            } else {
+                second.clone()
+            };
+            let account = account.id.clone();
+            tokio::spawn(async move { s.put_flow(&account, "versions", doc.into()).await })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for h in saves {
+        versions.push(h.await.unwrap().unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, [4, 5, 6, 7, 8, 9]);
+    second.close().await;
 }
 
 /// 40 concurrent creations against a cap of 10, half through a second

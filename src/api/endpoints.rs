@@ -16,7 +16,7 @@ use super::events::parse_time;
 use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
 use super::headers::{self, HeaderInput, HeaderView};
 use super::{AppState, List, time};
-use crate::delivery::format::PayloadFormat;
+use crate::delivery::format::{self, PayloadFormat};
 use crate::delivery::rules;
 use crate::delivery::signing::Secret;
 use crate::domain::outbound::{self, CustomHeader};
@@ -54,10 +54,10 @@ pub struct EndpointView {
     /// Custom headers sent with every request; secrets in full only in the
     /// answer that created the endpoint.
     pub headers: BTreeMap<String, HeaderView>,
-    /// Extra JSON params merged into every payload.
+    /// Extra JSON params merged into every payload (with `template`: the template).
     #[schema(value_type = Object)]
     pub body: Value,
-    /// `standard`, `bot9` or `flat`.
+    /// `standard`, `bot9`, `flat` or `template`.
     pub format: String,
     /// Most requests per second, when limited.
     pub rate_limit: Option<i64>,
@@ -119,7 +119,8 @@ pub struct CreateEndpoint {
     /// A JSON object merged into every payload.
     #[schema(value_type = Option<Object>)]
     pub body: Option<Value>,
-    /// `standard` (default), `bot9` or `flat`.
+    /// `standard` (default), `bot9`, `flat`, or `template` (then `body` is the
+    /// payload, with merge tags such as `{{event.type}}`, `{{data.response}}`).
     pub format: Option<String>,
     /// Requests per second, 1–100000.
     pub rate_limit: Option<i64>,
@@ -180,7 +181,7 @@ fn check_headers(
 fn parse_format(s: &str) -> ApiResult<PayloadFormat> {
     serde_json::from_value(Value::String(s.to_owned())).map_err(|_| {
         invalid(format!(
-            "format must be one of standard, bot9, flat; got {s:?}"
+            "format must be one of standard, bot9, flat, template; got {s:?}"
         ))
     })
 }
@@ -258,6 +259,9 @@ pub async fn create_endpoint(
     }
     if let Some(r) = body.rate_limit {
         new.rate_limit = Some(rules::check_rate_limit(r).map_err(invalid)?);
+    }
+    if new.format == PayloadFormat::Template {
+        format::check_template(&new.body).map_err(invalid)?;
     }
     if let Some(s) = &body.secret {
         new.secret = Some(Secret::parse(s).map_err(|e| invalid(format!("secret: {e}")))?);
@@ -343,6 +347,10 @@ pub async fn update_endpoint(
             Some(r) => Some(rules::check_rate_limit(r).map_err(invalid)?),
             None => None,
         });
+    }
+    // A template is checked whichever of format and body changes.
+    if patch.format.unwrap_or(e.format) == PayloadFormat::Template {
+        format::check_template(patch.body.as_ref().unwrap_or(&e.body)).map_err(invalid)?;
     }
     let row = state
         .store

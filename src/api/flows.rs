@@ -5,6 +5,13 @@
 //! whole, and saved as a new version only when valid; an invalid flow is
 //! answered 422 with one entry per problem (node, field, message) and the
 //! previous version stays current.
+//!
+//! `POST …/flow/check` runs the same checks without saving.
+//!
+//! A save may say which version it was based on (`If-Match: "3"`, the
+//! `x-flow-version` it loaded): when another save came first it is refused
+//! with 409 and the flow is left as the other save made it. Without
+//! `If-Match` the last save wins, as it always has.
 
 use super::AppState;
 use super::bots::load;
@@ -86,10 +93,37 @@ fn document(yaml: bool, text: String) -> Response {
     ([(header::CONTENT_TYPE, ct)], Body::from(text)).into_response()
 }
 
+/// The version an `If-Match` header names (`"3"`, `3` or `W/"3"`); `None`
+/// without the header or with `*`.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let bare = text.trim_start_matches("W/").trim_matches('"');
+    bare.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "If-Match must be the flow version the edit started from, like \"3\" (x-flow-version), not {text:?}"
+            ))
+        })
+}
+
 /// Saves a new flow version (YAML or JSON), validated as a whole.
-#[utoipa::path(put, path = "/v1/bots/{bot}/flow", tag = "flows", params(("bot" = String, Path)),
+///
+/// With `If-Match: "N"` the save happens only if version N is still current.
+#[utoipa::path(put, path = "/v1/bots/{bot}/flow", tag = "flows", params(("bot" = String, Path),
+        ("If-Match" = Option<String>, Header, description = "The flow version the edit started from (`\"3\"`); 409 when another save came first")),
     request_body(content = String, description = "The flow document", content_type = "application/yaml"),
-    responses((status = 200, body = FlowSaved), (status = 404, body = ErrorBody), (status = 415, body = ErrorBody),
+    responses((status = 200, body = FlowSaved), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The flow moved past the If-Match version: reload and save again"),
+        (status = 415, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "The flow is invalid; `details` lists each problem by node and field")),
     security(("bearer" = [])))]
 pub async fn put_flow(
@@ -100,6 +134,7 @@ pub async fn put_flow(
 ) -> ApiResult<Json<FlowSaved>> {
     let p = auth.bot(&bot)?.clone();
     let yaml = body_is_yaml(req.headers())?;
+    let expected = if_match(req.headers())?;
     load(&state, &p.account_id, &bot).await?;
     let text = text_body(req, &state).await?;
     let settings: Settings =
@@ -107,12 +142,38 @@ pub async fn put_flow(
             .map_err(ApiError::internal)?;
     let known: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
     let flow = runtime_bots::parse_flow(&text, yaml, &known)?;
-    let version = runtime_bots::save_flow(&state.store, &p.account_id, &bot, &flow).await?;
+    let version =
+        runtime_bots::save_flow(&state.store, &p.account_id, &bot, &flow, expected).await?;
     state.chat.forget_bot(&p.account_id, &bot);
     Ok(Json(FlowSaved {
         bot_id: bot,
         version,
     }))
+}
+
+/// Checks a flow document (YAML or JSON) without saving it, and answers it
+/// as the server reads it: the JSON a later `GET …/flow` would give. The
+/// console uses it to carry unsaved YAML into the form editor.
+#[utoipa::path(post, path = "/v1/bots/{bot}/flow/check", tag = "flows", params(("bot" = String, Path)),
+    request_body(content = String, description = "The flow document", content_type = "application/yaml"),
+    responses((status = 200, description = "The flow as JSON, not saved", content_type = "application/json"),
+        (status = 404, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "The flow is invalid; `details` lists each problem by node and field")),
+    security(("bearer" = [])))]
+pub async fn check_flow(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(bot): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let p = auth.bot(&bot)?.clone();
+    let yaml = body_is_yaml(req.headers())?;
+    load(&state, &p.account_id, &bot).await?;
+    let text = text_body(req, &state).await?;
+    let settings = stored_settings(&state, &p.account_id, &bot).await?;
+    let known: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
+    let flow = runtime_bots::parse_flow(&text, yaml, &known)?;
+    Ok(document(false, flow.to_json()))
 }
 
 /// The current flow, as JSON (default) or YAML (`Accept: application/yaml`).
@@ -257,6 +318,7 @@ pub async fn export_bot(
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/bots/{bot}/flow", get(get_flow).put(put_flow))
+        .route("/v1/bots/{bot}/flow/check", post(check_flow))
         .route(
             "/v1/bots/{bot}/settings",
             get(get_settings).put(put_settings),

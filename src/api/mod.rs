@@ -39,6 +39,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod payload_preview;
 pub mod server;
 pub mod webhooks;
 pub mod widget;
@@ -202,6 +203,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(bots::routes())
         .merge(keys::routes())
         .merge(flows::routes())
+        .merge(payload_preview::routes())
         .merge(chat::routes())
         .merge(conversations::routes())
         .merge(events::routes())

@@ -4,7 +4,13 @@
 //! - `standard` — `{"type", "timestamp", "data"}`, the Standard Webhooks shape;
 //! - `bot9` — `{"event": "messageReceived", "data": {"message", "sender", "chatbotId", …}}`;
 //! - `flat` — seed 003's flat object: `campaignId`, `label`, `phoneNumber`, `date`,
-//!   then `response`, or `option` + `keyword`, plus `event`.
+//!   then `response`, or `option` + `keyword`, plus `event`;
+//! - `template` — the endpoint's own JSON (its `body`), whose string values
+//!   hold merge tags over the event: `{{event.type}}`, `{{event.id}}`,
+//!   `{{event.timestamp}}`, `{{event.bot_id}}`, `{{data.contact.phone}}` ….
+//!   Tags are substituted inside string values only (the template's shape and
+//!   types never change, so an answer cannot inject JSON); a missing key is
+//!   empty. [`check_template`] refuses unknown tags when the endpoint is saved.
 //!
 //! Invariants:
 //! - rendering is total: any `data` (even not an object, or with fields missing)
@@ -18,6 +24,7 @@
 //! survives depends on serde_json's `preserve_order` feature (without it, keys
 //! come out sorted). JSON receivers do not depend on key order.
 
+use crate::domain::merge;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -33,6 +40,8 @@ pub enum PayloadFormat {
     Bot9,
     /// Seed 003's flat object (`campaignId`, `label`, `phoneNumber`, `date`, …).
     Flat,
+    /// The endpoint's own JSON template with merge tags over the event.
+    Template,
 }
 
 impl PayloadFormat {
@@ -42,6 +51,7 @@ impl PayloadFormat {
             PayloadFormat::Standard => "standard",
             PayloadFormat::Bot9 => "bot9",
             PayloadFormat::Flat => "flat",
+            PayloadFormat::Template => "template",
         }
     }
 }
@@ -63,7 +73,8 @@ pub struct EventView<'a> {
 
 /// Renders `ev` in `format`, with `extra_body` merged into the top level, as JSON bytes.
 ///
-/// Extra body params never override the keys the format sets itself.
+/// Extra body params never override the keys the format sets itself. For
+/// [`PayloadFormat::Template`], `extra_body` is the template itself.
 pub fn render(
     format: PayloadFormat,
     ev: &EventView<'_>,
@@ -73,6 +84,11 @@ pub fn render(
         PayloadFormat::Standard => standard(ev),
         PayloadFormat::Bot9 => bot9(ev),
         PayloadFormat::Flat => flat(ev),
+        PayloadFormat::Template => {
+            let template = Value::Object(extra_body.cloned().unwrap_or_default());
+            let out = merge::render_json(&template, &template_context(ev));
+            return serde_json::to_vec(&out).unwrap_or_else(|_| b"{}".to_vec());
+        }
     };
     if let Some(extra) = extra_body {
         for (k, v) in extra {
@@ -83,6 +99,85 @@ pub fn render(
     }
     // Serialising a Value with string keys cannot fail; fall back to `{}` anyway.
     serde_json::to_vec(&Value::Object(top)).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// What a template's tags see: `event` (`type`, `id`, `timestamp`, `bot_id`) and `data`.
+fn template_context(ev: &EventView<'_>) -> Value {
+    serde_json::json!({
+        "event": {
+            "type": ev.event_type,
+            "id": ev.id,
+            "timestamp": format_timestamp_ms(ev.occurred_at_ms),
+            "bot_id": ev.bot_id,
+        },
+        "data": ev.data,
+    })
+}
+
+/// The fields of `event` a template may name.
+const EVENT_FIELDS: [&str; 4] = ["type", "id", "timestamp", "bot_id"];
+
+/// Checks a template: every `{{…}}` in its string values must be a merge tag
+/// naming `event.type`, `event.id`, `event.timestamp`, `event.bot_id`, or
+/// something under `data`. The error names the tag and where it is
+/// (`body.customer.phone`).
+pub fn check_template(template: &Map<String, Value>) -> Result<(), String> {
+    if template.is_empty() {
+        return Err("a template endpoint needs its JSON template in body, e.g. \
+             {\"kind\": \"{{event.type}}\", \"phone\": \"{{data.contact.phone}}\"}"
+            .into());
+    }
+    fn walk(v: &Value, at: &str) -> Result<(), String> {
+        match v {
+            Value::String(s) => check_tags(s, at),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| walk(v, &format!("{at}[{i}]"))),
+            Value::Object(m) => m
+                .iter()
+                .try_for_each(|(k, v)| walk(v, &format!("{at}.{k}"))),
+            _ => Ok(()),
+        }
+    }
+    template
+        .iter()
+        .try_for_each(|(k, v)| walk(v, &format!("body.{k}")))
+}
+
+fn check_tags(s: &str, at: &str) -> Result<(), String> {
+    let spans = merge::tag_spans(s);
+    for span in &spans {
+        let tag = &s[span.clone()];
+        let path = tag.trim_start_matches('{').trim_end_matches('}').trim();
+        let ok = match path.split_once('.') {
+            Some(("event", field)) => EVENT_FIELDS.contains(&field),
+            Some(("data", _)) => true,
+            None => path == "data",
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "{at}: unknown merge tag {tag}: a template's tags are {{{{event.type}}}}, \
+                 {{{{event.id}}}}, {{{{event.timestamp}}}}, {{{{event.bot_id}}}} or {{{{data.KEY}}}} \
+                 (e.g. {{{{data.contact.phone}}}}, {{{{data.response}}}})"
+            ));
+        }
+    }
+    // A `{{` that starts no tag is a typo the receiver would get as is.
+    let mut pos = 0;
+    while let Some(found) = s[pos..].find("{{") {
+        let i = pos + found;
+        if !spans.iter().any(|r| r.contains(&i)) {
+            let rest: String = s[i..].chars().take(30).collect();
+            return Err(format!(
+                "{at}: {rest:?} is not a merge tag: write {{{{event.type}}}} or {{{{data.KEY}}}} \
+                 (letters, digits, _ and - joined by dots)"
+            ));
+        }
+        pos = i + 2;
+    }
+    Ok(())
 }
 
 /// `2024-06-18T23:22:36.560Z`: UTC, exactly three millisecond digits, `Z`.
@@ -213,6 +308,50 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn a_template_is_filled_inside_its_string_values() {
+        let data = json!({"flow": "main", "label": "Welcome Message", "response": "John \"}, {\"x\": 1",
+                          "contact": {"phone": "+525500000000"}});
+        let ev = view("response.received", T_RESPONSE, &data);
+        let template: Map<String, Value> = serde_json::from_value(json!({
+            "kind": "{{event.type}}", "id": "{{ event.id }}", "at": "{{event.timestamp}}",
+            "who": {"phone": "{{data.contact.phone}}", "said": "{{data.response}}"},
+            "tags": ["{{data.label}} / {{data.missing}}", 7, true],
+        }))
+        .unwrap();
+        check_template(&template).unwrap();
+        let out = parse(&render(PayloadFormat::Template, &ev, Some(&template)));
+        assert_eq!(
+            out,
+            json!({"kind": "response.received", "id": "evt_1", "at": "2024-06-18T23:22:36.560Z",
+                   "who": {"phone": "+525500000000", "said": "John \"}, {\"x\": 1"},
+                   "tags": ["Welcome Message / ", 7, true]})
+        );
+    }
+
+    #[test]
+    fn a_template_with_an_unknown_tag_is_refused_naming_it() {
+        for (t, want) in [
+            (
+                json!({"a": {"b": "{{memory.name}}"}}),
+                "body.a.b: unknown merge tag {{memory.name}}",
+            ),
+            (
+                json!({"a": ["x", "{{event.when}}"]}),
+                "body.a[1]: unknown merge tag {{event.when}}",
+            ),
+            (
+                json!({"a": "{{data.contact phone}}"}),
+                "body.a: \"{{data.contact phone}}\" is not a merge tag",
+            ),
+            (json!({}), "needs its JSON template"),
+        ] {
+            let m: Map<String, Value> = serde_json::from_value(t).unwrap();
+            let err = check_template(&m).unwrap_err();
+            assert!(err.contains(want), "{err}");
+        }
+    }
 
     /// 2024-06-18T23:22:36.560Z
     const T_RESPONSE: i64 = 1_718_752_956_560;
@@ -410,6 +549,7 @@ mod tests {
                 }
                 PayloadFormat::Bot9 => assert_eq!(out["type"], "spoofed"),
                 PayloadFormat::Flat => assert_eq!(out["campaignId"], "13010"),
+                PayloadFormat::Template => unreachable!("its body is the template"),
             }
         }
     }
@@ -420,6 +560,7 @@ mod tests {
             (PayloadFormat::Standard, "\"standard\""),
             (PayloadFormat::Bot9, "\"bot9\""),
             (PayloadFormat::Flat, "\"flat\""),
+            (PayloadFormat::Template, "\"template\""),
         ] {
             assert_eq!(serde_json::to_string(&f).unwrap(), name);
             assert_eq!(serde_json::from_str::<PayloadFormat>(name).unwrap(), f);

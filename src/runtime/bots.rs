@@ -218,13 +218,19 @@ pub fn parse_flow(body: &str, yaml: bool, known_webhooks: &[String]) -> Result<F
 }
 
 /// Saves a validated flow as the bot's new version.
+///
+/// With `expected`, only when the current version is still that one
+/// (a conflict otherwise; see [`Store::put_flow_if`]).
 pub async fn save_flow(
     store: &Store,
     account: &str,
     bot: &str,
     flow: &Flow,
+    expected: Option<i64>,
 ) -> Result<i64, RuntimeError> {
-    Ok(store.put_flow(account, bot, flow.to_json()).await?)
+    Ok(store
+        .put_flow_if(account, bot, flow.to_json(), expected)
+        .await?)
 }
 
 /// What an import did.
@@ -303,7 +309,7 @@ pub async fn import(
             serde_json::to_string(&settings).expect("settings serialise"),
         )
         .await?;
-    let flow_version = save_flow(store, account, id.as_str(), &file.flow).await?;
+    let flow_version = save_flow(store, account, id.as_str(), &file.flow, None).await?;
     Ok(Imported {
         bot_id: id.to_string(),
         created,
