@@ -267,11 +267,16 @@ export const NODE_KINDS = [
   },
   { key: "set", label: "Set variables", colour: "#4b5563", make: () => ({ set: {} }), form: (n) => [setTable(n), nextField(n)] },
   { key: "end", label: "End", colour: "#991b1b", make: () => ({ end: true }), form: (n) => [text(n, "message", "Closing message", { area: true })] },
+  {
+    key: "handoff", label: "Hand-off to a person", colour: "#b45309", make: () => ({ handoff: true }),
+    form: (n) => [text(n, "message", "What the contact is told", { area: true, hint: "Empty: \"Thank you. A person will answer you here shortly.\"" })],
+  },
 ];
 
-/** The kind entry of a node (`end` first: an end may carry a `message`). */
+/** The kind entry of a node (`end` and `handoff` first: they may carry a `message`). */
 export function kindOf(node) {
   if (node && node.end !== undefined) return NODE_KINDS.find((k) => k.key === "end");
+  if (node && node.handoff !== undefined) return NODE_KINDS.find((k) => k.key === "handoff");
   return NODE_KINDS.find((k) => node && node[k.key] !== undefined) || { key: "unknown", label: "Node", colour: "#6b7280", form: () => [] };
 }
 

@@ -82,6 +82,8 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     ("support", include_str!("../../examples/support.yaml")),
     ("stories", include_str!("../../examples/stories.yaml")),
+    ("leads", include_str!("../../examples/leads.yaml")),
+    ("helpdesk", include_str!("../../examples/helpdesk.yaml")),
 ];
 
 /// `[{"name", "title", "summary", "yaml"}]`: each example with its bot's
