@@ -12,9 +12,8 @@
 //! `target/screenshots/widget-*.png`. Skipped with a notice without
 //! chromium, unless `BOTWIRE_REQUIRE_BROWSER=1`.
 
-mod common;
-#[path = "common/webdriver.rs"]
-mod webdriver;
+use crate::common;
+use crate::common::webdriver;
 
 use common::{App, Db, spawn_app};
 use serde_json::{Value, json};

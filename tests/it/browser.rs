@@ -19,9 +19,8 @@
 //! Skipped with a notice when chromium or chromedriver is missing, unless
 //! `BOTWIRE_REQUIRE_BROWSER=1` (CI), which makes it fail instead.
 
-mod common;
-#[path = "common/webdriver.rs"]
-mod webdriver;
+use crate::common;
+use crate::common::webdriver;
 
 use axum::body::Bytes;
 use axum::extract::State;
