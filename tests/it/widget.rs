@@ -95,6 +95,8 @@ async fn open_widget(s: &Session) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_chats_through_the_widget() {
+    // A browser loads both cores: never beside a heavy test.
+    let _timed = common::timed().await;
     if !webdriver::browser_available() {
         return;
     }
@@ -264,6 +266,8 @@ async fn a_visitor_chats_through_the_widget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_widget_shows_images_links_and_tappable_choices() {
+    // A browser loads both cores: never beside a heavy test.
+    let _timed = common::timed().await;
     if !webdriver::browser_available() {
         return;
     }
