@@ -143,6 +143,7 @@ async fn nested_json_huge_headers_and_oversize_bodies_get_4xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dripped_body_is_cut_off_and_others_are_still_served() {
+    let _timed = common::timed().await;
     let s = server().await;
     let mut drip = TcpStream::connect(&s.addr).await.unwrap();
     let head = format!(
@@ -281,6 +282,7 @@ impl ChatServer {
 /// written in the transcript, and a message over 4,096 characters is a 422.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_tags_cannot_multiply_a_turn_past_its_caps() {
+    let _timed = common::timed().await;
     use botwire::domain::engine::{CUT_MARKER, MAX_REPLY_BYTES, MAX_TURN_BYTES};
     let s = ChatServer::start().await;
     let tags = "{{memory.n}}".repeat(341);
@@ -727,7 +729,7 @@ async fn outbound_urls_and_headers_are_refused_at_save_by_one_set_of_rules() {
 
 // Bot files: calendars, YAML aliases, limits.
 
-mod common;
+use crate::common;
 
 use common::{App, Db};
 use serde_json::{Value, json};
@@ -774,6 +776,7 @@ fn detail_fields(body: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calendar_repeating_a_range_is_refused_on_every_path() {
+    let _timed = common::timed().await;
     let app = common::spawn_app(Db::Sqlite).await.unwrap();
     // Import: 3,000 copies (45 KB) were accepted and cost 24 GB at the first
     // booking; 40 copies (4.6 KB) cost 4.5 s and 577 MB a turn.
@@ -840,6 +843,7 @@ async fn a_calendar_repeating_a_range_is_refused_on_every_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calendar_saved_before_the_checks_costs_only_the_slots_it_offers() {
+    let _timed = common::timed().await;
     let app = common::spawn_app(Db::Sqlite).await.unwrap();
     app.import_example("appointment").await;
     // Written straight to the store, as a bot saved before the checks is.
@@ -901,6 +905,7 @@ fn alias_bomb_file() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_yaml_alias_bomb_is_refused_fast() {
+    let _timed = common::timed().await;
     let app = common::spawn_app(Db::Sqlite).await.unwrap();
     let file = alias_bomb_file();
     assert!(file.len() < 41_000, "{}", file.len());
@@ -1173,6 +1178,7 @@ fn idle_count() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_half_open_connections_neither_slow_healthz_nor_stay_open() {
+    let _timed = common::timed().await;
     let n = idle_count();
 
     // 2,000 clients that send part of a request and wait: /healthz, probed
@@ -1328,6 +1334,7 @@ impl Drop for Botwire {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_bound_the_oldest_idle_clients_make_room_for_healthz() {
+    let _timed = common::timed().await;
     let mut server = Botwire::start(&[("BOTWIRE_HTTP_MAX_CONNECTIONS", "50")]).await;
     // More idle clients than the bound, then health checks: each answers.
     let idle = half_open(&server.addr, 120).await;

@@ -1,7 +1,7 @@
 //! The store conformance suite: the same operations and guarantees, checked
 //! on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use botwire::auth::Pepper;
 use botwire::domain::bot::{BotId, BotType};

@@ -313,3 +313,22 @@ impl App {
         r.body["key"].as_str().unwrap().to_owned()
     }
 }
+
+pub mod webdriver;
+
+/// Tests that load the machine (backlogs, crash and scale-out runs, the
+/// chaos receiver) and tests that assert how fast something answers share
+/// one process and two cores. A heavy test holds this lock alone; a timed
+/// test holds it shared with other timed tests, so it never runs beside a
+/// heavy one; every other test runs beside anything.
+static LOAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held by a test that loads the machine, for as long as it runs.
+pub async fn heavy() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    LOAD.write().await
+}
+
+/// Held by a test whose assertions are about time, for as long as it runs.
+pub async fn timed() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    LOAD.read().await
+}

@@ -10,7 +10,7 @@
 //! and retries are driven with `run_due_once` on a manual clock, so no test
 //! waits out a delay.
 
-mod common;
+use crate::common;
 
 use axum::body::Bytes;
 use axum::extract::State;

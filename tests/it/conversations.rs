@@ -3,7 +3,7 @@
 //! JSON Schemas), flow validation and versioning, serialised messages,
 //! bookings and custom events.
 
-mod common;
+use crate::common;
 
 use common::{App, Db, spawn_app};
 use serde_json::{Value, json};

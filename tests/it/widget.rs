@@ -12,9 +12,8 @@
 //! `target/screenshots/widget-*.png`. Skipped with a notice without
 //! chromium, unless `BOTWIRE_REQUIRE_BROWSER=1`.
 
-mod common;
-#[path = "common/webdriver.rs"]
-mod webdriver;
+use crate::common;
+use crate::common::webdriver;
 
 use common::{App, Db, spawn_app};
 use serde_json::{Value, json};
@@ -96,6 +95,8 @@ async fn open_widget(s: &Session) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_chats_through_the_widget() {
+    // A browser loads both cores: never beside a heavy test.
+    let _timed = common::timed().await;
     if !webdriver::browser_available() {
         return;
     }
@@ -265,6 +266,8 @@ async fn a_visitor_chats_through_the_widget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_widget_shows_images_links_and_tappable_choices() {
+    // A browser loads both cores: never beside a heavy test.
+    let _timed = common::timed().await;
     if !webdriver::browser_available() {
         return;
     }

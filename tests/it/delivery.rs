@@ -7,7 +7,7 @@
 //! Signatures are checked with the `standardwebhooks` crate as an
 //! independent oracle.
 
-mod common;
+use crate::common;
 
 use axum::body::Bytes;
 use axum::extract::State;

@@ -5,7 +5,7 @@
 //! attempt logged under the right kind; a 410 disables its endpoint; and a
 //! hanging endpoint must not hold up a healthy one.
 
-mod common;
+use crate::common;
 
 use botwire::delivery::schedule::RetrySchedule;
 use botwire::delivery::ssrf::AllowList;
@@ -211,6 +211,7 @@ async fn all_deliveries(app: &App, endpoint: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_ends_every_delivery_succeeded_or_dead() {
+    let _heavy = common::heavy().await;
     let (app, _engine, chaos) = setup().await;
     let ep = endpoint(&app, format!("{}/chaos", chaos.base)).await;
     for n in 0..60 {
@@ -292,6 +293,7 @@ async fn chaos_ends_every_delivery_succeeded_or_dead() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_disables_and_a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
+    let _heavy = common::heavy().await;
     let (app, _engine, chaos) = setup().await;
     let gone = endpoint(&app, format!("{}/gone", chaos.base)).await;
     let _hang = endpoint(&app, format!("{}/hang", chaos.base)).await;

@@ -5,7 +5,7 @@
 //! non-2xx, non-JSON, a known key of the wrong type; a chat answer that
 //! would walk up the URL's path; secret header values shown once.
 
-mod common;
+use crate::common;
 
 use axum::Json;
 use axum::extract::{Query, State};

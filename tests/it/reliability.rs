@@ -12,7 +12,7 @@
 //! `BOTWIRE_RELIABILITY_EVENTS` sets the number of events (2,000 by default,
 //! the CI variant). PostgreSQL runs need `BOTWIRE_TEST_POSTGRES_URL`.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -28,10 +28,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
-
-/// The tests of this file run one at a time: they measure, and two cores
-/// shared by several servers would make the figures meaningless.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn events() -> usize {
     std::env::var("BOTWIRE_RELIABILITY_EVENTS")
@@ -434,13 +430,13 @@ async fn crash(kind: Db) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_sqlite() {
-    let _one_at_a_time = SERIAL.lock().await;
+    let _one_at_a_time = common::heavy().await;
     crash(Db::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_postgres() {
-    let _one_at_a_time = SERIAL.lock().await;
+    let _one_at_a_time = common::heavy().await;
     crash(Db::Postgres).await;
 }
 
@@ -678,7 +674,7 @@ async fn scale_out(layout: Layout, n: usize) -> Option<(f64, Vec<u64>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_out_postgres() {
-    let _one_at_a_time = SERIAL.lock().await;
+    let _one_at_a_time = common::heavy().await;
     let n = events();
     let Some((one, _)) = scale_out(Layout::ApiAndWorkers(1), n).await else {
         return;

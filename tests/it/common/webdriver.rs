@@ -1,5 +1,5 @@
-//! A small W3C WebDriver client over `reqwest`, enough to drive Debian's
-//! headless `chromium` through `chromedriver` in the browser tests.
+//! Browser tests' driver: Debian's headless `chromium` through
+//! `chromedriver`, spoken to with the `fantoccini` WebDriver client.
 //!
 //! [`Driver::start`] runs `chromedriver` on a free port as a child process
 //! (killed on drop); [`Driver::session`] opens a headless browser window.
@@ -8,14 +8,15 @@
 //! start of its text, so a failure says what the user would have seen.
 #![allow(dead_code)]
 
-use base64::Engine as _;
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::elements::Element;
+use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The key W3C WebDriver puts element references under.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Where Debian installs the browser and its driver.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -51,7 +52,6 @@ pub fn browser_available() -> bool {
 pub struct Driver {
     child: Child,
     base: String,
-    http: reqwest::Client,
 }
 
 impl Drop for Driver {
@@ -77,15 +77,12 @@ impl Driver {
         let driver = Driver {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
         };
+        // `/status` needs no session, which a fantoccini client always opens.
+        let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = driver
-                .http
-                .get(format!("{}/status", driver.base))
-                .send()
-                .await
+            if let Ok(r) = http.get(format!("{}/status", driver.base)).send().await
                 && let Ok(v) = r.json::<Value>().await
                 && v["value"]["ready"] == true
             {
@@ -102,7 +99,7 @@ impl Driver {
     /// Opens a headless browser window of the given size whose console is
     /// logged (for [`Session::severe_logs`]).
     pub async fn session(&self, width: u32, height: u32) -> Session {
-        let caps = json!({"capabilities": {"alwaysMatch": {
+        let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
@@ -111,119 +108,89 @@ impl Driver {
                          "--lang=en-GB"],
             },
             "goog:loggingPrefs": {"browser": "ALL"},
-        }}});
-        let r: Value = self
-            .http
-            .post(format!("{}/session", self.base))
-            .json(&caps)
-            .send()
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!("capabilities are an object")
+        };
+        let caps: Capabilities = caps;
+        // Plain HTTP: chromedriver listens on loopback only.
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.base)
             .await
-            .expect("chromedriver answers")
-            .json()
-            .await
-            .expect("a JSON answer");
-        let id = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no browser session: {r}"))
-            .to_owned();
+            .unwrap_or_else(|e| panic!("no browser session: {e}"));
         let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
         std::fs::create_dir_all(&shots).expect("create target/screenshots");
-        Session {
-            http: self.http.clone(),
-            url: format!("{}/session/{id}", self.base),
-            shots,
-        }
+        Session { client, shots }
+    }
+}
+
+/// chromedriver's console log (`POST /session/{id}/se/log`), which is not
+/// part of W3C WebDriver and so not among fantoccini's own commands.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
     }
 }
 
 /// One browser window.
 pub struct Session {
-    http: reqwest::Client,
-    url: String,
+    client: Client,
     shots: PathBuf,
 }
 
+/// Panics naming the WebDriver command that failed and why.
+fn must<T>(what: &str, r: Result<T, fantoccini::error::CmdError>) -> T {
+    r.unwrap_or_else(|e| panic!("WebDriver {what} failed: {e}"))
+}
+
 impl Session {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.url));
-        if let Some(b) = body {
-            req = req.json(&b);
-        } else if method == "POST" {
-            req = req.json(&json!({}));
-        }
-        let resp = req.send().await.map_err(|e| e.to_string())?;
-        let ok = resp.status().is_success();
-        let v: Value = resp.json().await.map_err(|e| e.to_string())?;
-        if ok {
-            Ok(v["value"].clone())
-        } else {
-            Err(format!(
-                "{}: {}",
-                v["value"]["error"].as_str().unwrap_or("error"),
-                v["value"]["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-            ))
-        }
-    }
-
-    async fn must(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        match self.call(method, path, body).await {
-            Ok(v) => v,
-            Err(e) => panic!("WebDriver {method} {path} failed: {e}"),
-        }
-    }
-
     /// Loads a URL.
     pub async fn goto(&self, url: &str) {
-        self.must("POST", "/url", Some(json!({"url": url}))).await;
+        must(&format!("goto {url}"), self.client.goto(url).await);
     }
 
     /// The page's URL.
     pub async fn current_url(&self) -> String {
-        self.must("GET", "/url", None)
-            .await
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
+        must("current_url", self.client.current_url().await).to_string()
     }
 
     /// Runs a script (`return …` answers a value).
     pub async fn execute(&self, script: &str, args: Vec<Value>) -> Value {
-        self.must(
-            "POST",
-            "/execute/sync",
-            Some(json!({"script": script, "args": args})),
-        )
-        .await
+        must("execute", self.client.execute(script, args).await)
     }
 
-    async fn find(&self, css: &str) -> Option<String> {
-        let v = self
-            .call(
-                "POST",
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await
-            .ok()?;
-        v[ELEMENT].as_str().map(str::to_owned)
+    async fn find(&self, css: &str) -> Option<Element> {
+        self.client.find(Locator::Css(css)).await.ok()
     }
 
     /// What the user sees, for failure messages.
     async fn where_am_i(&self) -> String {
-        let url = self.current_url().await;
+        let url = self
+            .client
+            .current_url()
+            .await
+            .map_or_else(|e| format!("(no URL: {e})"), |u| u.to_string());
         let text = self
-            .call(
-                "POST",
-                "/execute/sync",
-                Some(json!({"script": "return document.body.innerText", "args": []})),
-            )
+            .client
+            .execute("return document.body.innerText", vec![])
             .await
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -254,29 +221,25 @@ impl Session {
         }
     }
 
-    /// Waits for an element matching `css` that is displayed; answers its reference.
-    pub async fn wait_for(&self, css: &str) -> String {
+    /// Waits for a displayed element matching `css`.
+    async fn wait_for_element(&self, css: &str) -> Element {
         self.wait_until(&format!("a visible element {css:?}"), WAIT, || async {
-            let id = self.find(css).await?;
-            let shown = self
-                .call("GET", &format!("/element/{id}/displayed"), None)
-                .await
-                .ok()?;
-            (shown == true).then_some(id)
+            let el = self.find(css).await?;
+            el.is_displayed().await.ok()?.then_some(el)
         })
         .await
+    }
+
+    /// Waits for an element matching `css` that is displayed; answers its reference.
+    pub async fn wait_for(&self, css: &str) -> String {
+        self.wait_for_element(css).await.element_id().to_string()
     }
 
     /// Waits until the text of the element matching `css` contains `want`;
     /// answers the whole text.
     pub async fn wait_text(&self, css: &str, want: &str) -> String {
         self.wait_until(&format!("{css:?} to contain {want:?}"), WAIT, || async {
-            let id = self.find(css).await?;
-            let t = self
-                .call("GET", &format!("/element/{id}/text"), None)
-                .await
-                .ok()?;
-            let t = t.as_str()?.to_owned();
+            let t = self.find(css).await?.text().await.ok()?;
             t.contains(want).then_some(t)
         })
         .await
@@ -286,12 +249,7 @@ impl Session {
     /// re-renders meanwhile is read again rather than failing as stale).
     pub async fn text(&self, css: &str) -> String {
         self.wait_until(&format!("the text of {css:?}"), WAIT, || async {
-            let id = self.find(css).await?;
-            let t = self
-                .call("GET", &format!("/element/{id}/text"), None)
-                .await
-                .ok()?;
-            t.as_str().map(str::to_owned)
+            self.find(css).await?.text().await.ok()
         })
         .await
     }
@@ -300,11 +258,7 @@ impl Session {
     /// takes the click; a stale or covered element is looked up again).
     pub async fn click(&self, css: &str) {
         self.wait_until(&format!("{css:?} to be clickable"), WAIT, || async {
-            let id = self.find(css).await?;
-            self.call("POST", &format!("/element/{id}/click"), None)
-                .await
-                .ok()
-                .map(|_| ())
+            self.find(css).await?.click().await.ok()
         })
         .await;
     }
@@ -319,11 +273,8 @@ impl Session {
             WAIT,
             || async {
                 let v = self
-                    .call(
-                        "POST",
-                        "/execute/sync",
-                        Some(json!({"script": script, "args": [css, text]})),
-                    )
+                    .client
+                    .execute(script, vec![json!(css), json!(text)])
                     .await
                     .ok()?;
                 (v == true).then_some(())
@@ -336,18 +287,9 @@ impl Session {
     /// a stale element is looked up again).
     pub async fn fill(&self, css: &str, text: &str) {
         self.wait_until(&format!("{css:?} to take text"), WAIT, || async {
-            let id = self.find(css).await?;
-            self.call("POST", &format!("/element/{id}/clear"), None)
-                .await
-                .ok()?;
-            self.call(
-                "POST",
-                &format!("/element/{id}/value"),
-                Some(json!({"text": text})),
-            )
-            .await
-            .ok()
-            .map(|_| ())
+            let el = self.find(css).await?;
+            el.clear().await.ok()?;
+            el.send_keys(text).await.ok()
         })
         .await;
     }
@@ -355,13 +297,8 @@ impl Session {
     /// Sends keys to the element matching `css` without clearing it
     /// (`\u{E007}` is Enter).
     pub async fn keys(&self, css: &str, text: &str) {
-        let id = self.wait_for(css).await;
-        self.must(
-            "POST",
-            &format!("/element/{id}/value"),
-            Some(json!({"text": text})),
-        )
-        .await;
+        let el = self.wait_for_element(css).await;
+        must(&format!("send keys to {css:?}"), el.send_keys(text).await);
     }
 
     /// Picks the option with `value` in the `<select>` matching `css`.
@@ -372,22 +309,14 @@ impl Session {
 
     /// Resizes the window.
     pub async fn resize(&self, width: u32, height: u32) {
-        self.must(
-            "POST",
-            "/window/rect",
-            Some(json!({"width": width, "height": height})),
-        )
-        .await;
+        must("resize", self.client.set_window_size(width, height).await);
     }
 
     /// Saves a PNG of the whole page as `target/screenshots/{name}.png`
     /// (the window is stretched to the page's height for the shot).
     pub async fn screenshot(&self, name: &str) -> PathBuf {
-        let rect = self.must("GET", "/window/rect", None).await;
-        let (w, h) = (
-            rect["width"].as_u64().unwrap_or(1280) as u32,
-            rect["height"].as_u64().unwrap_or(900) as u32,
-        );
+        let (w, h) = must("window size", self.client.get_window_size().await);
+        let (w, h) = (w as u32, h as u32);
         let full = self
             .execute(
                 "return Math.ceil(document.documentElement.scrollHeight + (window.outerHeight - window.innerHeight))",
@@ -400,24 +329,19 @@ impl Session {
         if full > h {
             self.resize(w, full).await;
         }
-        let png = self.must("GET", "/screenshot", None).await;
+        let png = must("screenshot", self.client.screenshot().await);
         if full > h {
             self.resize(w, h).await;
         }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(png.as_str().expect("base64 PNG"))
-            .expect("valid base64");
         let path = self.shots.join(format!("{name}.png"));
-        std::fs::write(&path, bytes).expect("write screenshot");
+        std::fs::write(&path, png).expect("write screenshot");
         path
     }
 
     /// The browser console's SEVERE entries since the last call (reading
     /// the log empties it).
     pub async fn severe_logs(&self) -> Vec<String> {
-        let v = self
-            .must("POST", "/se/log", Some(json!({"type": "browser"})))
-            .await;
+        let v = must("browser log", self.client.issue_cmd(BrowserLog).await);
         v.as_array()
             .map(|a| {
                 a.iter()
@@ -433,34 +357,27 @@ impl Session {
     pub async fn accept_dialog(&self) -> String {
         let text = self
             .wait_until("a dialog to open", WAIT, || async {
-                self.call("GET", "/alert/text", None)
-                    .await
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
+                self.client.get_alert_text().await.ok()
             })
             .await;
-        self.must("POST", "/alert/accept", Some(json!({}))).await;
+        must("accept dialog", self.client.accept_alert().await);
         text
     }
 
     /// Types `text` on the keyboard into whatever has the focus (W3C
     /// actions): `\u{E007}` is Enter, `\u{E00C}` Escape, `\u{E004}` Tab.
     pub async fn type_keys(&self, text: &str) {
-        let mut actions = Vec::new();
-        for c in text.chars() {
-            actions.push(json!({"type": "keyDown", "value": c.to_string()}));
-            actions.push(json!({"type": "keyUp", "value": c.to_string()}));
-        }
-        self.must(
-            "POST",
-            "/actions",
-            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
-        )
-        .await;
+        let keys = text
+            .chars()
+            .fold(KeyActions::new("keyboard".into()), |k, c| {
+                k.then(KeyAction::Down { value: c })
+                    .then(KeyAction::Up { value: c })
+            });
+        must("type keys", self.client.perform_actions(keys).await);
     }
 
     /// Closes the window.
     pub async fn quit(&self) {
-        let _ = self.call("DELETE", "", None).await;
+        let _ = self.client.clone().close().await;
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP API over a real server and database: authentication and scope
 //! on every route, bad input on every body, and snapshots of the answers.
 
-mod common;
+use crate::common;
 
 use common::{App, Db, spawn_app};
 use serde_json::{Value, json};

@@ -4,7 +4,7 @@
 //! spelling, is refused — and logged as `blocked` — unless an allowlist
 //! opens it; redirects are never followed.
 
-mod common;
+use crate::common;
 
 use botwire::delivery::ssrf::AllowList;
 use botwire::delivery::{Delivery, Settings};

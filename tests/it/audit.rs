@@ -2,7 +2,7 @@
 //! listed by `GET /v1/audit` with their actor and request id, and never
 //! with a secret value.
 
-mod common;
+use crate::common;
 
 use common::{Db, spawn_app};
 use serde_json::{Value, json};

@@ -19,9 +19,8 @@
 //! Skipped with a notice when chromium or chromedriver is missing, unless
 //! `BOTWIRE_REQUIRE_BROWSER=1` (CI), which makes it fail instead.
 
-mod common;
-#[path = "common/webdriver.rs"]
-mod webdriver;
+use crate::common;
+use crate::common::webdriver;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -163,6 +162,8 @@ async fn chat(s: &Session, text: &str, reply: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_user_walks_through_the_console() {
+    // A browser loads both cores: never beside a heavy test.
+    let _timed = common::timed().await;
     if !webdriver::browser_available() {
         return;
     }
@@ -653,6 +654,8 @@ async fn graph(State(g): State<Graph>, body: Bytes) -> axum::Json<serde_json::Va
 /// and sends a test message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_user_puts_a_bot_on_whatsapp() {
+    // A browser loads both cores: never beside a heavy test.
+    let _timed = common::timed().await;
     use botwire::api::{AppState, RouterOptions};
     if !webdriver::browser_available() {
         return;

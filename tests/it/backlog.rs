@@ -18,13 +18,10 @@
 //! applies to both. `BOTWIRE_BACKLOG_PENDING` and `BOTWIRE_BACKLOG_EVENTS`
 //! change the sizes (default 30,000 pending).
 
-mod common;
+use crate::common;
 
 use botwire::cli::bench_backlog::{BacklogPlan, BacklogReport, measure};
 use common::{Db, test_db};
-
-/// One run at a time: both tests measure rates and this process's memory.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The healthy rate beside the backlog must be at least this share of the
 /// rate alone.
@@ -98,7 +95,7 @@ fn performance_misses(r: &BacklogReport) -> Vec<String> {
 }
 
 async fn backlog(kind: Db) {
-    let _serial = SERIAL.lock().await;
+    let _serial = common::heavy().await;
     let pending = env_or("BOTWIRE_BACKLOG_PENDING", 30_000) as u64;
     // Rounds of about two seconds each: SQLite delivers two to three times
     // as fast as PostgreSQL here, so it gets longer and more rounds.
