@@ -413,7 +413,17 @@ fn start_server(db: &str, listen: &str, role: &str) -> (std::process::Child, Opt
         }
     });
     wait_for_port(listen);
-    (child, rx.recv_timeout(Duration::from_millis(500)).ok())
+    // The port opens before migrations end; the key is printed before the
+    // server is ready, so wait for readiness, then briefly for the line.
+    let started = Instant::now();
+    while http(listen, "GET", "/readyz", "", "text/plain", "").0 != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "botwire serve on {listen} never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, rx.recv_timeout(Duration::from_secs(2)).ok())
 }
 
 fn stop(child: &mut std::process::Child) {

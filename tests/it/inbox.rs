@@ -14,9 +14,8 @@
 //!   chromium unless `BOTWIRE_REQUIRE_BROWSER=1`; the PostgreSQL cases are
 //!   skipped without `BOTWIRE_TEST_POSTGRES_URL`.
 
-mod common;
-#[path = "common/webdriver.rs"]
-mod webdriver;
+use crate::common;
+use crate::common::webdriver;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -584,6 +583,8 @@ async fn handed_off(app: &App) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_widget_shows_a_person_answer_without_the_visitor_typing() {
+    // A browser loads both cores: never beside a heavy test.
+    let _timed = common::timed().await;
     if !webdriver::browser_available() {
         return;
     }
@@ -650,6 +651,8 @@ async fn the_widget_shows_a_person_answer_without_the_visitor_typing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_takes_over_answers_and_releases_a_conversation() {
+    // A browser loads both cores: never beside a heavy test.
+    let _timed = common::timed().await;
     if !webdriver::browser_available() {
         return;
     }

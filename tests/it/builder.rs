@@ -14,9 +14,8 @@
 //! Skipped with a notice when chromium or chromedriver is missing, unless
 //! `BOTWIRE_REQUIRE_BROWSER=1`.
 
-mod common;
-#[path = "common/webdriver.rs"]
-mod webdriver;
+use crate::common;
+use crate::common::webdriver;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -172,6 +171,8 @@ async fn fits_and_is_labelled(s: &Session, page: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elipackage_built_with_the_forms_sends_seed_003s_flat_payloads() {
+    // A browser loads both cores: never beside a heavy test.
+    let _timed = common::timed().await;
     if !webdriver::browser_available() {
         return;
     }
@@ -601,6 +602,8 @@ async fn elipackage_built_with_the_forms_sends_seed_003s_flat_payloads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_new_bot_wizard_ends_on_the_chat_preview() {
+    // A browser loads both cores: never beside a heavy test.
+    let _timed = common::timed().await;
     if !webdriver::browser_available() {
         return;
     }
@@ -657,6 +660,8 @@ async fn the_new_bot_wizard_ends_on_the_chat_preview() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_saves_unchanged_from_the_forms_and_maps() {
+    // A browser loads both cores: never beside a heavy test.
+    let _timed = common::timed().await;
     if !webdriver::browser_available() {
         return;
     }
