@@ -25,6 +25,7 @@ pub mod chart;
 pub mod chat;
 pub mod chatbot_webhook;
 pub mod console;
+pub mod contacts;
 pub mod deliveries;
 pub mod endpoints;
 pub mod error;
@@ -38,6 +39,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod segments;
 pub mod server;
 pub mod webhooks;
 pub mod widget;
@@ -211,6 +213,8 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(channels::routes())
         .merge(chatbot_webhook::routes())
         .merge(audit::routes())
+        .merge(contacts::routes())
+        .merge(segments::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::track,

@@ -278,8 +278,9 @@ impl Store {
             };
             if t.contact_is_new {
                 c.execute(
-                    "INSERT INTO contacts (id, account_id, bot_id, phone, external_id, attributes, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                    "INSERT INTO contacts (id, account_id, bot_id, phone, external_id, attributes, channel,
+                                           last_seen, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)",
                     &[
                         (&t.contact.id).into(),
                         (&t.account_id).into(),
@@ -287,6 +288,7 @@ impl Store {
                         t.contact.phone.as_deref().into(),
                         t.contact.external_id.as_deref().into(),
                         (&t.contact.attributes).into(),
+                        crate::domain::people::channel_of(t.contact.external_id.as_deref()).into(),
                         now.into(),
                     ],
                 )
@@ -296,8 +298,22 @@ impl Store {
                 })?;
             } else if t.contact_changed {
                 c.execute(
-                    "UPDATE contacts SET attributes = $1, updated_at = $2 WHERE id = $3",
+                    "UPDATE contacts SET attributes = $1, updated_at = $2, last_seen = $2 WHERE id = $3",
                     &[(&t.contact.attributes).into(), now.into(), (&t.contact.id).into()],
+                )?;
+            } else {
+                c.execute(
+                    "UPDATE contacts SET last_seen = $1 WHERE id = $2",
+                    &[now.into(), (&t.contact.id).into()],
+                )?;
+            }
+            if t.contact_is_new || t.contact_changed {
+                super::contacts::sync_attributes(
+                    c,
+                    &t.account_id,
+                    &t.bot_id,
+                    &t.contact.id,
+                    &t.contact.attributes,
                 )?;
             }
             for (direction, body) in &t.messages {
