@@ -156,7 +156,7 @@ mod tests {
         #[test]
         fn what_is_written_reads_back(rows in proptest::collection::vec(
             proptest::collection::vec("[a-z ,\"\n]{0,8}", 1..4), 1..5)) {
-            let text: String = rows.iter().map(|r| line(r)).collect();
+            let text: String = rows.iter().map(line).collect();
             let back = parse(&text).unwrap();
             let expected: Vec<_> = rows.iter().filter(|r| !(r.len() == 1 && r[0].is_empty())).cloned().collect();
             prop_assert_eq!(back.into_iter().map(|r| r.fields).collect::<Vec<_>>(), expected);

@@ -247,8 +247,7 @@ pub struct FilteredPage {
 /// until `limit` matched, `budget` were scanned or none are left.
 pub fn scan(
     c: &mut dyn Conn,
-    account_id: &str,
-    bot_id: &str,
+    (account_id, bot_id): (&str, &str),
     filter: Option<&ContactFilter>,
     q: Option<&str>,
     mut after: Option<String>,
@@ -331,8 +330,7 @@ impl Store {
         self.read(move |c| {
             scan(
                 c,
-                &a,
-                &b,
+                (&a, &b),
                 filter.as_ref(),
                 q.as_deref(),
                 after,
@@ -365,7 +363,7 @@ impl Store {
             let mut total = 0u64;
             let mut after = None;
             loop {
-                let page = scan(c, &a, &b, Some(&filter), None, after, 10_000, 10_000)?;
+                let page = scan(c, (&a, &b), Some(&filter), None, after, 10_000, 10_000)?;
                 total += page.items.len() as u64;
                 match page.next_after {
                     Some(next) => after = Some(next),
