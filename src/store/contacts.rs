@@ -256,11 +256,17 @@ pub fn scan(
 ) -> Result<FilteredPage> {
     let pushdown = filter.map_or(&[][..], ContactFilter::pushdown);
     let mut out = FilteredPage::default();
+    // An exact pushdown returns only matches: one more than the page is
+    // enough. Otherwise start at twice the page and grow.
+    let exact = filter.is_none_or(ContactFilter::exact);
+    let mut next_batch = if exact { limit + 1 } else { (limit * 2).max(16) };
     loop {
-        let want = if filter.is_some() {
-            BATCH
-        } else {
+        let want = if exact {
             limit - out.items.len() + 1
+        } else {
+            let w = next_batch;
+            next_batch = (next_batch * 2).min(BATCH);
+            w
         };
         let (sql, params) = candidates_sql(account_id, bot_id, pushdown, q, after.as_deref(), want);
         let rows = c.query(&sql, &params)?;
