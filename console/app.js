@@ -10,6 +10,7 @@ import {
 import { keys } from "./keys.js";
 import { audit } from "./audit.js";
 import { channels } from "./channels.js";
+import { users, userDetail } from "./users.js";
 
 /** [pattern, page, section, title]; `:name` captures a path segment. */
 const ROUTES = [
@@ -30,6 +31,8 @@ const ROUTES = [
   ["/health", healthPage, "health", "Health"],
   ["/keys", keys, "keys", "Keys"],
   ["/audit", audit, "audit", "Audit log"],
+  ["/users", users, "users", "Users"],
+  ["/users/:bot/:id", userDetail, "users", "User"],
 ];
 
 function match(path) {

@@ -3,6 +3,8 @@
 //! checked against a reference predicate written in Rust on both backends.
 
 mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
 
 use botwire::auth::Pepper;
 use botwire::domain::people::ContactFilter;
@@ -490,4 +492,110 @@ fn filters_match_a_reference(kind: Db) {
         assert_eq!(got, (expected, expected), "{source}");
     }
     drop(store);
+}
+
+// ------------------------------------------------------------ the console
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_page_filters_saves_a_segment_and_edits_a_contact() {
+    if !webdriver::browser_available() {
+        return;
+    }
+    let app = spawn_app(Db::Sqlite).await.unwrap();
+    app.create_bot("shop", "support").await;
+    let mut csv = String::from("phone,plan,age\n");
+    for i in 0..30 {
+        let plan = if i % 3 == 0 { "vip" } else { "free" };
+        csv.push_str(&format!("+3460000{i:04},{plan},{}\n", 20 + i));
+    }
+    let r = csv_import(&app, "shop", &csv).await;
+    assert_eq!(r.body["created"], 30, "{}", r.body);
+    let base = app.base.clone();
+    let driver = webdriver::Driver::start().await;
+    let s = driver.session(1280, 900).await;
+    s.goto(&format!("{base}/")).await;
+    s.fill("input[name=key]", &app.admin_key).await;
+    s.click("form button[type=submit]").await;
+    s.wait_text("h1", "Bots").await;
+
+    // The builder writes CEL into the raw field; the list follows it.
+    s.goto(&format!("{base}/#/users")).await;
+    s.wait_text("h1", "Users").await;
+    s.wait_text("#user-count", "30 users shown").await;
+    s.fill("input[name=attribute]", "plan").await;
+    s.select("select[name=op]", "==").await;
+    s.fill("input[name=value]", "vip").await;
+    s.click("button[data-action=add-condition]").await;
+    s.click("button[data-action=show]").await;
+    s.wait_text("#user-count", "10 users shown").await;
+    s.screenshot("people-01-users-vip").await;
+    // Keyboard: a second condition typed and sent with Enter.
+    s.fill("input[name=attribute]", "age").await;
+    s.select("select[name=op]", ">=").await;
+    s.fill("input[name=value]", "40").await;
+    s.click("button[data-action=add-condition]").await;
+    s.keys("input[name=q]", "\u{E007}").await;
+    s.wait_text("#user-count", "3 users shown").await;
+
+    // A bad filter is shown under the field with its column.
+    s.fill("textarea[name=filter]", "user.plan ==").await;
+    s.click("button[data-action=show]").await;
+    s.wait_text("[data-name=filter] .field-error", "column 14").await;
+    for e in s.severe_logs().await {
+        assert!(e.contains("422"), "unexpected console error: {e}");
+    }
+
+    // Save a segment: it is listed with its live count.
+    s.fill("textarea[name=filter]", "user.plan == \"vip\"")
+        .await;
+    s.fill("input[name=name]", "VIP").await;
+    s.click("button[data-action=save-segment]").await;
+    s.wait_text("#segments", "10 users").await;
+    let r = app.admin("GET", "/v1/bots/shop/segments", None).await;
+    assert_eq!(r.body["data"][0]["filter"], "user.plan == \"vip\"");
+
+    // Open a contact and edit its attributes.
+    s.click("button[data-action=show]").await;
+    s.wait_text("#user-count", "10 users shown").await;
+    s.click("tr[data-contact] a").await;
+    s.wait_for("textarea[name=attributes]").await;
+    let url_id = {
+        let r = app
+            .admin(
+                "GET",
+                "/v1/bots/shop/contacts?filter=user.plan%20%3D%3D%20%22vip%22&limit=1",
+                None,
+            )
+            .await;
+        r.body["data"][0]["id"].as_str().unwrap().to_owned()
+    };
+    s.fill(
+        "textarea[name=attributes]",
+        r#"{"plan": "gold", "city": "Lima"}"#,
+    )
+    .await;
+    s.click("button[data-action=save-contact]").await;
+    s.wait_text("#toast", "Saved").await;
+    let r = app
+        .admin("GET", &format!("/v1/contacts/{url_id}"), None)
+        .await;
+    assert_eq!(
+        r.body["attributes"],
+        json!({"plan": "gold", "city": "Lima"}),
+        "age deleted, plan changed"
+    );
+    s.screenshot("people-02-contact").await;
+    assert!(s.severe_logs().await.is_empty());
+
+    // 375 px wide: the page works the same.
+    let narrow = driver.session(375, 800).await;
+    narrow.goto(&format!("{base}/")).await;
+    narrow.fill("input[name=key]", &app.admin_key).await;
+    narrow.click("form button[type=submit]").await;
+    narrow.wait_text("h1", "Bots").await;
+    narrow.goto(&format!("{base}/#/users")).await;
+    narrow.wait_text("#segments", "VIP").await;
+    narrow.wait_text("#user-count", "30 users shown").await;
+    narrow.screenshot("people-03-users-375").await;
+    assert!(narrow.severe_logs().await.is_empty());
 }

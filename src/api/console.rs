@@ -59,6 +59,7 @@ const ASSETS: &[Asset] = &[
     asset!("keys.js", JS),
     asset!("audit.js", JS),
     asset!("channels.js", JS),
+    asset!("users.js", JS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 

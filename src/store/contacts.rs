@@ -259,7 +259,11 @@ pub fn scan(
     // An exact pushdown returns only matches: one more than the page is
     // enough. Otherwise start at twice the page and grow.
     let exact = filter.is_none_or(ContactFilter::exact);
-    let mut next_batch = if exact { limit + 1 } else { (limit * 2).max(16) };
+    let mut next_batch = if exact {
+        limit + 1
+    } else {
+        (limit * 2).max(16)
+    };
     loop {
         let want = if exact {
             limit - out.items.len() + 1
