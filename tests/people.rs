@@ -540,7 +540,8 @@ async fn the_users_page_filters_saves_a_segment_and_edits_a_contact() {
     // A bad filter is shown under the field with its column.
     s.fill("textarea[name=filter]", "user.plan ==").await;
     s.click("button[data-action=show]").await;
-    s.wait_text("[data-name=filter] .field-error", "column 14").await;
+    s.wait_text("[data-name=filter] .field-error", "column 14")
+        .await;
     for e in s.severe_logs().await {
         assert!(e.contains("422"), "unexpected console error: {e}");
     }
