@@ -79,7 +79,7 @@ fn row(i: usize) -> ImportRow {
         phone,
         external_id,
         attributes,
-        opted_out: Some(h % 33 == 0),
+        opted_out: Some(h.is_multiple_of(33)),
     }
 }
 
