@@ -1,5 +1,5 @@
--- People: what filters over contacts need, segments (saved filters) and
--- broadcasts. Times are Unix milliseconds; ids and JSON are TEXT.
+-- People: what filters over contacts need, and segments (saved filters).
+-- Times are Unix milliseconds; ids and JSON are TEXT.
 
 -- The channel a contact talks through (from its external id's prefix), its
 -- last turn, and whether it asked not to be messaged.
