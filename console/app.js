@@ -13,6 +13,7 @@ import { channels } from "./channels.js";
 import { inbox, conversation } from "./inbox.js";
 import { buildBot } from "./build.js";
 import { newBotWizard } from "./wizard.js";
+import { users, userDetail } from "./users.js";
 
 /** [pattern, page, section, title]; `:name` captures a path segment. */
 const ROUTES = [
@@ -37,6 +38,8 @@ const ROUTES = [
   ["/health", healthPage, "health", "Health"],
   ["/keys", keys, "keys", "Keys"],
   ["/audit", audit, "audit", "Audit log"],
+  ["/users", users, "users", "Users"],
+  ["/users/:bot/:id", userDetail, "users", "User"],
 ];
 
 function match(path) {

@@ -75,6 +75,41 @@ pub type AuditedRoute = (Method, &'static str, &'static str, &'static str, IdFro
 /// listed (reads, chat turns, test pings) are not audited.
 pub static AUDITED: &[AuditedRoute] = &[
     (
+        Method::PATCH,
+        "/v1/contacts/{id}",
+        "contact.updated",
+        "contact",
+        IdFrom::Path(&["id"]),
+    ),
+    (
+        Method::POST,
+        "/v1/bots/{bot}/contacts/import",
+        "contacts.imported",
+        "bot",
+        IdFrom::Path(&["bot"]),
+    ),
+    (
+        Method::POST,
+        "/v1/bots/{bot}/segments",
+        "segment.created",
+        "segment",
+        IdFrom::Answer("id"),
+    ),
+    (
+        Method::PATCH,
+        "/v1/bots/{bot}/segments/{id}",
+        "segment.updated",
+        "segment",
+        IdFrom::Path(&["id"]),
+    ),
+    (
+        Method::DELETE,
+        "/v1/bots/{bot}/segments/{id}",
+        "segment.deleted",
+        "segment",
+        IdFrom::Path(&["id"]),
+    ),
+    (
         Method::POST,
         "/v1/keys",
         "key.created",

@@ -396,8 +396,26 @@ pub struct TestMessage {
     /// Telegram chat id, Twilio number (`+E164` or `whatsapp:+E164`),
     /// Messenger PSID.
     pub to: String,
-    /// The text (split when longer than the platform takes).
+    /// The text (split when longer than the platform takes). Give `text` or
+    /// `template`.
+    #[serde(default)]
     pub text: String,
+    /// WhatsApp only: an approved template (`name`, `language`, body
+    /// `params` in order), which may be sent outside the 24-hour window.
+    pub template: Option<TemplateBody>,
+}
+
+/// An approved WhatsApp template to send.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    /// The template's name as approved (`order_update`).
+    pub name: String,
+    /// The language code it was approved in (`en_US`).
+    pub language: String,
+    /// The body's `{{1}}`, `{{2}}`, … values, in order.
+    #[serde(default)]
+    pub params: Vec<String>,
 }
 
 /// The messages queued.
@@ -407,9 +425,10 @@ pub struct Queued {
     pub messages: Vec<String>,
 }
 
-/// Sends a text through the channel (the console's "send a test message").
-/// It goes through the outbox like a bot's reply; its outcome shows in the
-/// channel's messages. WhatsApp refuses it outside the 24-hour window.
+/// Sends a text through the channel (the console's "send a test message"),
+/// or on WhatsApp an approved template. It goes through the outbox like a
+/// bot's reply; its outcome shows in the channel's messages. WhatsApp
+/// refuses a text outside the 24-hour window, not a template.
 #[utoipa::path(post, path = "/v1/channels/{id}/messages", tag = "channels", params(("id" = String, Path)),
     request_body = TestMessage,
     responses((status = 202, body = Queued), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -423,7 +442,26 @@ pub async fn send_message(
     let c = channel_for(&state, &auth, &id).await?;
     crate::channels::check_plain("to", &body.to, 128).map_err(|e| ApiError::unprocessable(e.0))?;
     let text = body.text.trim();
-    if text.is_empty() || text.chars().count() > 16_384 {
+    let template = body
+        .template
+        .as_ref()
+        .map(|t| crate::channels::whatsapp::Template {
+            name: t.name.clone(),
+            language: t.language.clone(),
+            params: t.params.clone(),
+        });
+    if let Some(t) = &template {
+        if c.kind() != ChannelKind::Whatsapp {
+            return Err(ApiError::unprocessable(
+                "template messages are WhatsApp's; send text on this channel",
+            ));
+        }
+        if !text.is_empty() {
+            return Err(ApiError::unprocessable("give text or template, not both"));
+        }
+        t.check()
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    } else if text.is_empty() || text.chars().count() > 16_384 {
         return Err(ApiError::unprocessable(
             "text must be 1 to 16384 characters",
         ));
@@ -431,6 +469,7 @@ pub async fn send_message(
     let known = state.store.channel_contact(&c.id, &body.to).await?;
     let now = crate::store::now_ms();
     if c.kind() == ChannelKind::Whatsapp
+        && body.template.is_none()
         && known
             .as_ref()
             .is_none_or(|(_, at)| now - at > crate::delivery::outbox::WHATSAPP_WINDOW_MS)
@@ -442,15 +481,17 @@ pub async fn send_message(
     }
     let texts = vec![text.to_owned()];
     let lane = format!("{}:{}", c.id, body.to);
-    let rows: Vec<OutboxWrite> = c
-        .config
-        .render(
+    let outgoing = match &template {
+        Some(t) => vec![crate::channels::whatsapp::render_template(&body.to, t)],
+        None => c.config.render(
             &body.to,
             &Reply {
                 texts: &texts,
                 options: &[],
             },
-        )
+        ),
+    };
+    let rows: Vec<OutboxWrite> = outgoing
         .into_iter()
         .map(|outgoing| OutboxWrite {
             id: new_id("out"),

@@ -458,7 +458,7 @@ pub struct ConversationSummary {
     pub updated_at: String,
 }
 
-fn summary(c: &ConversationRow) -> (ConversationSummary, Value) {
+pub(crate) fn summary(c: &ConversationRow) -> (ConversationSummary, Value) {
     let state: Value = serde_json::from_str(&c.state).unwrap_or(Value::Null);
     (
         ConversationSummary {

@@ -67,6 +67,7 @@ const ASSETS: &[Asset] = &[
     asset!("audit.js", JS),
     asset!("channels.js", JS),
     asset!("inbox.js", JS),
+    asset!("users.js", JS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 

@@ -26,6 +26,7 @@ pub mod chat;
 pub mod chatbot_webhook;
 pub mod console;
 pub mod conversations;
+pub mod contacts;
 pub mod deliveries;
 pub mod endpoints;
 pub mod error;
@@ -40,6 +41,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod payload_preview;
+pub mod segments;
 pub mod server;
 pub mod webhooks;
 pub mod widget;
@@ -215,6 +217,8 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(channels::routes())
         .merge(chatbot_webhook::routes())
         .merge(audit::routes())
+        .merge(contacts::routes())
+        .merge(segments::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::track,

@@ -83,10 +83,21 @@ use utoipa::{Modify, OpenApi};
         super::channels::send_message,
         super::channels::list_messages,
         super::channels::list_message_attempts,
+        super::contacts::list_contacts,
+        super::contacts::export_contacts,
+        super::contacts::import_contacts,
+        super::contacts::get_contact,
+        super::contacts::update_contact,
+        super::contacts::list_contact_conversations,
+        super::segments::create_segment,
+        super::segments::list_segments,
+        super::segments::get_segment,
+        super::segments::update_segment,
+        super::segments::delete_segment,
     ),
     modifiers(&Bearer, &CommonErrors),
     tags((name = "bots"), (name = "flows"), (name = "conversations"), (name = "events"),
-        (name = "appointments"), (name = "story webhooks"), (name = "endpoints"), (name = "deliveries"), (name = "hooks"), (name = "channels"),
+        (name = "appointments"), (name = "story webhooks"), (name = "endpoints"), (name = "deliveries"), (name = "hooks"), (name = "channels"), (name = "contacts"), (name = "segments"),
         (name = "keys"), (name = "audit"), (name = "health"))
 )]
 pub struct ApiDoc;

@@ -15,6 +15,10 @@
 //!   characters), a list (≤ 10 rows, titles ≤ 24, descriptions ≤ 72, the
 //!   list's button ≤ 20) or numbered text; a text longer than 4,096
 //!   characters (1,024 for an interactive message's body) is split.
+//! * Templates: an approved template ([`Template`], [`render_template`]) is
+//!   `"type": "template"` with its name, language code and the body's
+//!   parameters as text, in order (`{{1}}`, `{{2}}`, …); it is the only kind
+//!   of message WhatsApp accepts outside the 24-hour window.
 
 use super::{
     DeliveryStatus, InboundMessage, Media, Outgoing, ParseError, Received, Reply, Secret,
@@ -220,6 +224,89 @@ fn fits_list(options: &[String]) -> bool {
             .all(|o| !o.trim().is_empty() && o.chars().count() <= ROW_ID && o.trim() == o)
 }
 
+/// An approved template message to send: its name, its language code and
+/// the values of its body's variables, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    /// The template's name as approved (`order_update`).
+    pub name: String,
+    /// The language code it was approved in (`en_US`, `es`).
+    pub language: String,
+    /// The body's `{{1}}`, `{{2}}`, … values.
+    #[serde(default)]
+    pub params: Vec<String>,
+}
+
+/// Why a template is refused before anything is sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// Names are lowercase letters, digits and underscores.
+    #[error("template.name must be 1 to 512 lowercase letters, digits or underscores, got {0:?}")]
+    Name(String),
+    /// Codes are like `en`, `en_US`, `pt_BR`.
+    #[error("template.language must be a language code such as en or en_US, got {0:?}")]
+    Language(String),
+    /// A parameter is empty or too long.
+    #[error("template.params[{0}] must be 1 to 1,024 characters")]
+    Param(usize),
+}
+
+impl Template {
+    /// Checks the name, language code and parameters.
+    pub fn check(&self) -> Result<(), TemplateError> {
+        let n = &self.name;
+        if n.is_empty()
+            || n.len() > 512
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(TemplateError::Name(n.clone()));
+        }
+        let l = &self.language;
+        let (lang, region) = l.split_once('_').unwrap_or((l, ""));
+        let lang_ok = (2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_lowercase());
+        let region_ok = region.is_empty()
+            || ((2..=4).contains(&region.len())
+                && region.bytes().all(|b| b.is_ascii_alphanumeric()));
+        if !(lang_ok && region_ok) {
+            return Err(TemplateError::Language(l.clone()));
+        }
+        if let Some(i) = self
+            .params
+            .iter()
+            .position(|p| p.trim().is_empty() || p.chars().count() > 1024)
+        {
+            return Err(TemplateError::Param(i));
+        }
+        Ok(())
+    }
+}
+
+/// The message that sends an approved template to `to` (the `wa_id`): its
+/// body's parameters as text, in order.
+pub fn render_template(to: &str, t: &Template) -> Outgoing {
+    let mut template = json!({"name": t.name, "language": {"code": t.language}});
+    if !t.params.is_empty() {
+        let parameters: Vec<Value> = t
+            .params
+            .iter()
+            .map(|p| json!({"type": "text", "text": p}))
+            .collect();
+        template["components"] = json!([{"type": "body", "parameters": parameters}]);
+    }
+    Outgoing {
+        op: "messages".into(),
+        body: json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "template",
+            "template": template,
+        }),
+    }
+}
+
 /// The messages that show `reply` to `to` (the `wa_id`).
 pub fn render(to: &str, reply: &Reply<'_>) -> Vec<Outgoing> {
     let options = reply.options;
@@ -370,6 +457,61 @@ mod tests {
             Some("Re-engagement message (code 131047)")
         );
         assert!(parse(&config(), b"not json").is_err());
+    }
+
+    #[test]
+    fn renders_template_messages_as_meta_documents_them() {
+        let t = Template {
+            name: "order_update".into(),
+            language: "en_US".into(),
+            params: vec!["Ana".into(), "A-12".into()],
+        };
+        t.check().unwrap();
+        let out = render_template("525500000000", &t);
+        assert_eq!(out.op, "messages");
+        assert_eq!(
+            out.body,
+            json!({
+                "messaging_product": "whatsapp", "recipient_type": "individual",
+                "to": "525500000000", "type": "template",
+                "template": {"name": "order_update", "language": {"code": "en_US"},
+                    "components": [{"type": "body", "parameters": [
+                        {"type": "text", "text": "Ana"}, {"type": "text", "text": "A-12"}]}]},
+            })
+        );
+        let bare = render_template(
+            "1",
+            &Template {
+                params: vec![],
+                ..t.clone()
+            },
+        );
+        assert!(bare.body["template"].get("components").is_none());
+        for (bad, want) in [
+            (
+                Template {
+                    name: "Order Update".into(),
+                    ..t.clone()
+                },
+                "template.name",
+            ),
+            (
+                Template {
+                    language: "english".into(),
+                    ..t.clone()
+                },
+                "template.language",
+            ),
+            (
+                Template {
+                    params: vec!["".into()],
+                    ..t.clone()
+                },
+                "template.params[0]",
+            ),
+        ] {
+            assert!(bad.check().unwrap_err().to_string().contains(want));
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum BenchCommand {
     Cel(super::bench_flow::CelBench),
     /// Idle conversations with timers: memory they cost, and the due-timer scan.
     Timers(super::bench_flow::TimersBench),
+    /// Pages of a filtered contacts list over a large bot (p50, p99).
+    Contacts(super::bench_contacts::ContactsBench),
     /// What a story-webhook call adds to a chat turn (p50, p99).
     Story(super::bench_story::StoryBench),
     /// Durable writes/s with concurrent writers: group commit vs one commit per write.
@@ -95,6 +97,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Cel(b) => super::bench_flow::run_cel(b),
         BenchCommand::Timers(b) => super::bench_flow::run_timers(b).await,
         BenchCommand::Story(b) => super::bench_story::run(b).await,
+        BenchCommand::Contacts(b) => super::bench_contacts::run(b).await,
         BenchCommand::Deliver(args) => super::bench_deliver::run(args).await,
         BenchCommand::Backlog(args) => super::bench_backlog::run(args).await,
         BenchCommand::Store {

@@ -10,6 +10,7 @@
 pub mod account;
 pub mod bot;
 pub mod calendar;
+pub mod csv;
 pub mod engine;
 pub mod event;
 pub mod expansion;
@@ -17,5 +18,6 @@ pub mod flow;
 pub mod ids;
 pub mod merge;
 pub mod outbound;
+pub mod people;
 pub mod quote;
 pub mod validate;

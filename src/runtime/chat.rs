@@ -269,6 +269,16 @@ impl Chat {
             .retain(|k, _| !k.starts_with(&prefix));
     }
 
+    /// Forgets the cached sessions of a bot's contacts (their attributes
+    /// changed outside a turn), keeping its definition.
+    pub fn forget_sessions(&self, account: &str, bot: &str) {
+        let prefix = format!("{account}/{bot}/");
+        self.sessions
+            .lock()
+            .expect("sessions")
+            .retain(|k, _| !k.starts_with(&prefix));
+    }
+
     /// Handles one message from `contact` to `bot` through the chat API.
     pub async fn message(
         &self,

@@ -179,6 +179,9 @@ pub struct ChannelAddress {
     pub last_inbound_at: i64,
 }
 
+
+/// How far `contacts.last_seen` may lag behind a contact's latest turn.
+pub const LAST_SEEN_GRAIN_MS: i64 = 60_000;
 impl Store {
     /// The contact a bot knows by this phone number or external id.
     pub async fn find_contact(
@@ -308,8 +311,9 @@ impl Store {
             };
             if t.contact_is_new {
                 c.execute(
-                    "INSERT INTO contacts (id, account_id, bot_id, phone, external_id, attributes, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                    "INSERT INTO contacts (id, account_id, bot_id, phone, external_id, attributes, channel,
+                                           last_seen, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)",
                     &[
                         (&t.contact.id).into(),
                         (&t.account_id).into(),
@@ -317,6 +321,7 @@ impl Store {
                         t.contact.phone.as_deref().into(),
                         t.contact.external_id.as_deref().into(),
                         (&t.contact.attributes).into(),
+                        crate::domain::people::channel_of(t.contact.external_id.as_deref()).into(),
                         now.into(),
                     ],
                 )
@@ -326,8 +331,29 @@ impl Store {
                 })?;
             } else if t.contact_changed {
                 c.execute(
-                    "UPDATE contacts SET attributes = $1, updated_at = $2 WHERE id = $3",
+                    "UPDATE contacts SET attributes = $1, updated_at = $2, last_seen = $2 WHERE id = $3",
                     &[(&t.contact.attributes).into(), now.into(), (&t.contact.id).into()],
+                )?;
+            } else {
+                // Kept to the minute: a turn within a minute of the last
+                // one finds the row as it is and writes no page.
+                c.execute(
+                    "UPDATE contacts SET last_seen = $1
+                     WHERE id = $2 AND (last_seen IS NULL OR last_seen < $3)",
+                    &[
+                        now.into(),
+                        (&t.contact.id).into(),
+                        (now - LAST_SEEN_GRAIN_MS).into(),
+                    ],
+                )?;
+            }
+            if t.contact_is_new || t.contact_changed {
+                super::contacts::sync_attributes(
+                    c,
+                    &t.account_id,
+                    &t.bot_id,
+                    &t.contact.id,
+                    &t.contact.attributes,
                 )?;
             }
             for (direction, body) in &t.messages {

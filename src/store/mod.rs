@@ -31,6 +31,7 @@ pub mod appointments;
 pub mod audit;
 pub mod bots;
 pub mod channels;
+pub mod contacts;
 pub mod conversations;
 pub mod deliveries;
 pub mod endpoints;
@@ -40,6 +41,7 @@ pub mod keys;
 pub mod migrate;
 mod pool;
 pub mod postgres;
+pub mod segments;
 pub mod sqlite;
 pub mod story;
 pub mod timers;
@@ -90,6 +92,9 @@ pub enum Value {
     Text(String),
     /// A boolean (`BOOLEAN` on PostgreSQL, an integer on SQLite).
     Bool(bool),
+    /// A double (`DOUBLE PRECISION` on PostgreSQL, `REAL` on SQLite); only
+    /// indexed contact attributes use it.
+    Float(f64),
 }
 
 impl From<i64> for Value {

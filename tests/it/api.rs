@@ -142,6 +142,33 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
             ),
         ),
         ("DELETE", "/v1/hooks/{hook}", None),
+        ("GET", "/v1/bots/{bot}/contacts", None),
+        ("GET", "/v1/bots/{bot}/contacts/export", None),
+        (
+            "POST",
+            "/v1/bots/{bot}/contacts/import",
+            Some(json!({"phone": "+34600000000"})),
+        ),
+        ("GET", "/v1/contacts/{contact}", None),
+        (
+            "PATCH",
+            "/v1/contacts/{contact}",
+            Some(json!({"attributes": {"name": "stolen"}})),
+        ),
+        ("GET", "/v1/contacts/{contact}/conversations", None),
+        ("GET", "/v1/bots/{bot}/segments", None),
+        (
+            "POST",
+            "/v1/bots/{bot}/segments",
+            Some(json!({"name": "steal", "filter": "true"})),
+        ),
+        ("GET", "/v1/bots/{bot}/segments/{segment}", None),
+        (
+            "PATCH",
+            "/v1/bots/{bot}/segments/{segment}",
+            Some(json!({"name": "stolen"})),
+        ),
+        ("DELETE", "/v1/bots/{bot}/segments/{segment}", None),
         (
             "POST",
             "/api/v1.0/chatbot-webhook/{bot}/",
@@ -244,8 +271,21 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
         .unwrap()
         .to_owned();
 
+    let contacts = app.admin("GET", "/v1/bots/victim/contacts", None).await;
+    let contact = contacts.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let segment = app
+        .admin(
+            "POST",
+            "/v1/bots/victim/segments",
+            Some(json!({"name": "Victim VIPs", "filter": "user.name == \"Victor\""})),
+        )
+        .await;
+    assert_eq!(segment.status, 201, "{}", segment.body);
+    let segment = segment.body["id"].as_str().unwrap().to_owned();
     for (method, template, body) in routes() {
         let path = template
+            .replace("{contact}", &contact)
+            .replace("{segment}", &segment)
             .replace("{bot}", "victim")
             .replace("{key}", &victim_key_id)
             .replace("{endpoint}", &endpoint)
@@ -264,6 +304,8 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
                 chat_event.as_str(),
                 event.as_str(),
                 appointment.as_str(),
+                contact.as_str(),
+                segment.as_str(),
                 endpoint.as_str(),
                 delivery.as_str(),
                 story_secret.as_str(),
@@ -375,6 +417,18 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
     );
     let r = app.admin("GET", "/v1/bots/victim/endpoints", None).await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 2, "nothing added");
+    let r = app
+        .admin("GET", &format!("/v1/contacts/{contact}"), None)
+        .await;
+    assert!(
+        r.body["attributes"].get("name") != Some(&json!("stolen")),
+        "{}",
+        r.body
+    );
+    let r = app
+        .admin("GET", &format!("/v1/bots/victim/segments/{segment}"), None)
+        .await;
+    assert_eq!(r.body["name"], "Victim VIPs");
 }
 
 #[tokio::test]

@@ -756,6 +756,39 @@ async fn outbox_retries_in_order_and_records_permanent_failures(kind: Db) {
         .await;
     assert_eq!(s, 422, "{b}");
     assert!(b["error"]["message"].as_str().unwrap().contains("24 hours"));
+    // An approved template may go to them: Meta's template message format.
+    let (s, b) = w
+        .call(
+            "POST",
+            &format!("/v1/channels/{id}/messages"),
+            Some(json!({"to": "14155550100", "template": {"name": "order_update", "language": "en_US", "params": ["Ana"]}})),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    w.settle().await;
+    let last = fake.got().last().cloned().unwrap();
+    let sent: Value = serde_json::from_slice(&last.body).unwrap();
+    assert_eq!(sent["type"], "template", "{sent}");
+    assert_eq!(sent["to"], "14155550100");
+    assert_eq!(sent["template"]["name"], "order_update");
+    assert_eq!(
+        sent["template"]["components"][0]["parameters"][0]["text"],
+        "Ana"
+    );
+    let (s, b) = w
+        .call(
+            "POST",
+            &format!("/v1/channels/{id}/messages"),
+            Some(json!({"to": "14155550100", "template": {"name": "Bad Name", "language": "en"}})),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("template.name")
+    );
 }
 
 #[tokio::test]

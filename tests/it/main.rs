@@ -25,6 +25,7 @@ mod conversations;
 mod delivery;
 mod hostile;
 mod inbox;
+mod people;
 mod reliability;
 mod ssrf;
 mod store_conformance;

@@ -89,6 +89,17 @@ pub enum ExprError {
         /// 1-based column.
         column: usize,
     },
+    /// A root that exists but that this kind of expression cannot read
+    /// (a contact filter reads `user` and `contact` only).
+    #[error("\"{name}\" at column {column} cannot be used here; use {allowed}")]
+    NotAllowed {
+        /// The name.
+        name: String,
+        /// 1-based column.
+        column: usize,
+        /// The roots that may be used, for the message.
+        allowed: String,
+    },
     /// Empty or longer than [`MAX_EXPR`].
     #[error("expressions are 1 to {MAX_EXPR} characters")]
     Length,
@@ -98,9 +109,9 @@ impl ExprError {
     /// The 1-based column the problem is at, when there is one.
     pub fn column(&self) -> Option<usize> {
         match self {
-            ExprError::Syntax { column, .. } | ExprError::UnknownRoot { column, .. } => {
-                Some(*column)
-            }
+            ExprError::Syntax { column, .. }
+            | ExprError::UnknownRoot { column, .. }
+            | ExprError::NotAllowed { column, .. } => Some(*column),
             ExprError::Length => None,
         }
     }
@@ -155,6 +166,12 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
 impl Expr {
     /// Compiles `source`, checking its syntax and the names it uses.
     pub fn compile(source: &str) -> Result<Expr, ExprError> {
+        Self::compile_with_roots(source, &ROOTS)
+    }
+
+    /// Compiles `source` allowing only the roots in `allowed` (a subset of
+    /// [`ROOTS`]); another root is [`ExprError::NotAllowed`] with its column.
+    pub fn compile_with_roots(source: &str, allowed: &[&'static str]) -> Result<Expr, ExprError> {
         let n = source.chars().count();
         if source.trim().is_empty() || n > MAX_EXPR {
             return Err(ExprError::Length);
@@ -175,11 +192,27 @@ impl Expr {
             &mut bound,
             &mut roots,
         )?;
+        if let Some(name) = roots.iter().find(|r| !allowed.contains(r)) {
+            let column = first_use(program.expression(), name)
+                .and_then(|id| program.source_info().offset_for(id))
+                .map_or(1, |o| column_at(source, o.0));
+            return Err(ExprError::NotAllowed {
+                name: (*name).to_string(),
+                column,
+                allowed: allowed.join(" or "),
+            });
+        }
         Ok(Expr {
             source: source.to_string(),
             program: Arc::new(program),
             roots,
         })
+    }
+
+    /// The compiled syntax tree (for callers that translate parts of it,
+    /// such as contact filters into SQL).
+    pub fn ast(&self) -> &IdedExpr {
+        self.program.expression()
     }
 
     /// The source as written.
@@ -236,6 +269,30 @@ fn column_at(source: &str, offset: u32) -> usize {
     match before.rfind('\n') {
         Some(i) => before[i + 1..].chars().count() + 1,
         None => before.chars().count() + 1,
+    }
+}
+
+/// The id of the first identifier `name` in the tree, for its column.
+fn first_use(e: &IdedExpr, name: &str) -> Option<u64> {
+    match &e.expr {
+        Ast::Ident(n) if n == name => Some(e.id),
+        Ast::Call(call) => call
+            .target
+            .as_deref()
+            .and_then(|t| first_use(t, name))
+            .or_else(|| call.args.iter().find_map(|a| first_use(a, name))),
+        Ast::Select(s) => first_use(&s.operand, name),
+        Ast::List(l) => l.elements.iter().find_map(|x| first_use(x, name)),
+        Ast::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .find_map(|x| first_use(x, name)),
+        _ => None,
     }
 }
 
@@ -352,6 +409,12 @@ pub struct ScopeInput<'a> {
 }
 
 impl Scope {
+    /// A scope of values already converted (contact filters build theirs
+    /// from a stored contact).
+    pub fn from_values(vars: Vec<(&'static str, cel::Value)>) -> Scope {
+        Scope { vars }
+    }
+
     /// Converts the roots in `needed` (and only those).
     pub fn new(input: &ScopeInput, needed: &BTreeSet<&'static str>) -> Scope {
         let mut vars = Vec::with_capacity(needed.len());

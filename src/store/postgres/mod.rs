@@ -43,6 +43,7 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "channels", include_str!("migrations/0008_channels.sql")),
     (9, "timers", include_str!("migrations/0009_timers.sql")),
     (10, "audit", include_str!("migrations/0010_audit.sql")),
+    (11, "people", include_str!("migrations/0011_people.sql")),
     (12, "handoff", include_str!("migrations/0012_handoff.sql")),
 ];
 
@@ -162,6 +163,7 @@ impl ToSql for Value {
                 _ => b.to_sql(ty, out),
             },
             Value::Text(s) => s.as_str().to_sql(ty, out),
+            Value::Float(f) => f.to_sql(ty, out),
         }
     }
 
@@ -169,6 +171,7 @@ impl ToSql for Value {
         matches!(
             *ty,
             Type::INT8
+                | Type::FLOAT8
                 | Type::INT4
                 | Type::INT2
                 | Type::BOOL

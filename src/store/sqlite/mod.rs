@@ -42,6 +42,7 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "channels", include_str!("migrations/0008_channels.sql")),
     (9, "timers", include_str!("migrations/0009_timers.sql")),
     (10, "audit", include_str!("migrations/0010_audit.sql")),
+    (11, "people", include_str!("migrations/0011_people.sql")),
     (12, "handoff", include_str!("migrations/0012_handoff.sql")),
 ];
 
@@ -154,6 +155,7 @@ impl rusqlite::ToSql for Value {
             Value::Int(v) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
             Value::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*b))),
             Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Float(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
         })
     }
 }
