@@ -214,7 +214,8 @@ impl Chat {
     /// The outbox rows that carry `texts` to the contact of a conversation
     /// on a messaging channel; `None` for the chat API and the widget, or
     /// when the contact never wrote through a channel that still exists.
-    async fn channel_send(
+    /// Agents' answers, releases and timers send through it.
+    pub(super) async fn channel_send(
         &self,
         store: &Store,
         conv: &ConversationRow,

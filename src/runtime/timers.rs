@@ -2,11 +2,10 @@
 //! (a lease in the store makes each fire once across nodes) and runs each
 //! through the engine ([`engine::on_timer`]) as a turn of its own, under the
 //! contact's lock and the conversation's revision check, committed like a
-//! chat turn (transcript, events, the conversation's new timers).
-//!
-//! [`Chat::run_timers`] is the one place what a timer says leaves the
-//! runtime: today it is in the transcript; a channel's outbox sends it from
-//! there.
+//! chat turn (transcript, events, the conversation's new timers). What a
+//! timer says is in the transcript (the chat API's and widget's poll shows
+//! it) and, for a contact on a messaging channel, written to the channel's
+//! outbox in the same transaction.
 
 use super::RuntimeError;
 use super::chat::{Chat, ChatReply, ContactRef, build_write, contact_of};
@@ -60,11 +59,7 @@ impl Chat {
         Ok(out)
     }
 
-    /// Fires due timers every `tick` until the process stops, handing what
-    /// they say to the channels. This is the one place proactive replies
-    /// leave the runtime: today they are in the transcript (and the widget
-    /// shows them when it next loads the conversation); a channel's outbox
-    /// sends them from here.
+    /// Fires due timers every `tick` until the process stops.
     pub async fn run_timers(self, store: Store, tick: std::time::Duration) {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -168,11 +163,16 @@ impl Chat {
             None,
             &turn,
             Vec::new(),
-            // A timer's events name the conversation's channel (its replies
-            // stay in the transcript).
+            // A timer's events name the conversation's channel.
             &conv.channel,
         );
         write.timers.fired = Some(timer.id.clone());
+        // On a messaging channel what the timer says goes out through the
+        // channel's outbox, in the same transaction.
+        let texts = super::inbound::texts_with_media(&turn.replies, &turn.media);
+        write.channel = self
+            .channel_send(store, &conv, &contact_row, &texts, &turn)
+            .await?;
         let event_ids = write.events.iter().map(|e| e.id.clone()).collect();
         match store.commit_turn(write).await {
             Ok(_) => {}

@@ -79,6 +79,8 @@ struct World {
     processor: Processor,
     platform: Arc<Platform>,
     platform_base: String,
+    store: botwire::store::Store,
+    chat: botwire::runtime::chat::Chat,
     _db: TestDb,
 }
 
@@ -103,6 +105,7 @@ async fn world(kind: Db) -> Option<World> {
         delivery.client().clone(),
         state.channels.clone(),
     );
+    let chat = state.chat.clone();
     let app = api::router(state, &RouterOptions::default());
     tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -127,6 +130,8 @@ async fn world(kind: Db) -> Option<World> {
         processor,
         platform,
         platform_base,
+        store,
+        chat,
         _db: db,
     })
 }
@@ -199,6 +204,46 @@ fn types(events: &Value) -> Vec<String> {
         .iter()
         .map(|e| e["type"].as_str().unwrap().to_owned())
         .collect()
+}
+
+// ----------------------------------------------------------------- timers
+
+#[tokio::test]
+async fn a_reminder_reaches_a_whatsapp_contact() {
+    let Some(w) = world(Db::Sqlite).await else {
+        return;
+    };
+    import_helpdesk(&w.client, &w.base, &w.key).await;
+    let (s, ch) = w
+        .call(
+            "POST",
+            "/v1/bots/helpdesk/channels",
+            Some(json!({"kind": "whatsapp", "name": "Helpdesk", "phone_number_id": "106540352242922",
+                        "access_token": "EAAG-token", "app_secret": "app-secret", "verify_token": "verify-me",
+                        "api_base": format!("{}/v21.0", w.platform_base)})),
+        )
+        .await;
+    assert_eq!(s, 201, "{ch}");
+    let url = ch["inbound_url"].as_str().unwrap().to_owned();
+    w.whatsapp(&url, "wamid.t1", "hi").await;
+    w.whatsapp(&url, "wamid.t2", "The VPN is down").await;
+    let before = sent(&w.platform).len();
+    assert_eq!(before, 2, "{:?}", sent(&w.platform));
+
+    // Ten minutes later (the severity question's remind_after).
+    let said = w
+        .chat
+        .fire_due_timers(&w.store, botwire::store::now_ms() + 11 * 60_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(said.len(), 1, "{said:?}");
+    w.settle().await;
+    let texts = sent(&w.platform);
+    assert_eq!(texts.len(), before + 1, "{texts:?}");
+    assert!(
+        texts[before].starts_with("Are you still there?"),
+        "the reminder went out on WhatsApp: {texts:?}"
+    );
 }
 
 // --------------------------------------------------------------- WhatsApp
