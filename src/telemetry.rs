@@ -9,13 +9,12 @@
 //! Cardinality is bounded by construction: no label is ever a URL, a path, a
 //! contact or a message. Labels are route templates, event type names (the
 //! catalog plus the custom names bot authors declare), error kinds, bot ids
-//! and channel kinds. Figures that belong to one store — the delivery
+//! channel ids (a deployment has a handful) and channel kinds. Figures that belong to one store — the delivery
 //! backlog, the read pool — are not recorded here but computed at scrape
 //! time by the server that owns the store (see `api::metrics`).
 //!
-//! Families still to come use the same scheme:
-//! `botwire_channel_messages_total{kind,direction,outcome}` for messaging
-//! channel traffic and `botwire_timers_due` for flow timers.
+//! Messaging channel traffic is counted per platform kind and outcome, in
+//! each direction; conversation timers per timer kind.
 
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -59,10 +58,42 @@ pub const CHAT_DURATION: &str = "botwire_chat_turn_duration_seconds";
 pub const STORY_CALLS: &str = "botwire_story_calls_total";
 /// Story-webhook call latency by outcome.
 pub const STORY_DURATION: &str = "botwire_story_call_duration_seconds";
+/// Messages received on channel webhooks, by platform kind, channel and
+/// outcome (`accepted`, `duplicate`, `refused`: one per refused request).
+pub const CHANNEL_INBOUND: &str = "botwire_channel_inbound_messages_total";
+/// Send attempts of channel messages, by platform kind, channel and outcome
+/// (`sent`, `failed`, `retried`).
+pub const CHANNEL_OUTBOUND: &str = "botwire_channel_outbound_sends_total";
+/// Conversation timers claimed as due, by bot and timer kind.
+pub const TIMERS_DUE: &str = "botwire_timers_due_total";
+/// Conversation timers that ran their turn, by bot and timer kind.
+pub const TIMERS_FIRED: &str = "botwire_timers_fired_total";
 /// Writes per group-commit transaction.
 pub const COMMIT_BATCH: &str = "botwire_store_commit_batch_size";
 /// Time from BEGIN to the end of COMMIT of one group-commit transaction.
 pub const COMMIT_DURATION: &str = "botwire_store_commit_duration_seconds";
+
+/// Counter families declared on `/metrics` (`# HELP`, `# TYPE`) even
+/// before their first sample, so dashboards and alert rules find them in a
+/// process that has not yet had channel traffic or timers: name and help.
+pub const DECLARED: [(&str, &str); 4] = [
+    (
+        CHANNEL_INBOUND,
+        "Messages received on channel webhooks, by platform kind, channel and outcome (accepted, duplicate, refused: one per refused request).",
+    ),
+    (
+        CHANNEL_OUTBOUND,
+        "Channel message send attempts, by platform kind, channel and outcome (sent, failed, retried).",
+    ),
+    (
+        TIMERS_DUE,
+        "Conversation timers claimed as due, by bot and kind.",
+    ),
+    (
+        TIMERS_FIRED,
+        "Conversation timers that ran their turn, by bot and kind.",
+    ),
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -132,6 +163,9 @@ fn describe() {
     describe_histogram!(CHAT_DURATION, "Chat turn latency by bot and channel.");
     describe_counter!(STORY_CALLS, "Story-webhook calls by outcome (ok or error).");
     describe_histogram!(STORY_DURATION, "Story-webhook call latency by outcome.");
+    for (name, help) in DECLARED {
+        describe_counter!(name, help);
+    }
     describe_histogram!(COMMIT_BATCH, "Writes per group-commit transaction.");
     describe_histogram!(
         COMMIT_DURATION,
@@ -186,8 +220,51 @@ pub fn delivery_attempt(
 
 /// A channel webhook request of a `kind` platform was refused by its
 /// signature scheme.
-pub fn channel_webhook_refused(kind: &'static str) {
+pub fn channel_webhook_refused(kind: &'static str, channel: &str) {
     counter!(CHANNEL_WEBHOOKS_REFUSED, "kind" => kind).increment(1);
+    counter!(CHANNEL_INBOUND, "kind" => kind, "channel" => channel.to_owned(), "outcome" => "refused")
+        .increment(1);
+}
+
+/// What a channel webhook request brought: `accepted` new messages and
+/// `duplicate` ones already received (a platform's retry).
+pub fn channel_inbound(kind: &'static str, channel: &str, accepted: usize, duplicate: usize) {
+    for (outcome, n) in [("accepted", accepted), ("duplicate", duplicate)] {
+        counter!(CHANNEL_INBOUND, "kind" => kind, "channel" => channel.to_owned(), "outcome" => outcome)
+            .increment(n as u64);
+    }
+}
+
+/// What one send attempt of a channel message led to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The platform took it.
+    Sent,
+    /// Failed for good.
+    Failed,
+    /// Failed; it will be tried again.
+    Retried,
+}
+
+/// One send attempt of a message of a `kind` channel.
+pub fn channel_send(kind: &'static str, channel: &str, outcome: SendOutcome) {
+    let outcome = match outcome {
+        SendOutcome::Sent => "sent",
+        SendOutcome::Failed => "failed",
+        SendOutcome::Retried => "retried",
+    };
+    counter!(CHANNEL_OUTBOUND, "kind" => kind, "channel" => channel.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// A conversation timer of `kind` of `bot` was claimed as due.
+pub fn timer_due(bot: &str, kind: &'static str) {
+    counter!(TIMERS_DUE, "bot" => bot.to_owned(), "kind" => kind).increment(1);
+}
+
+/// A conversation timer of `kind` of `bot` ran its turn.
+pub fn timer_fired(bot: &str, kind: &'static str) {
+    counter!(TIMERS_FIRED, "bot" => bot.to_owned(), "kind" => kind).increment(1);
 }
 
 /// An endpoint's circuit opened.

@@ -665,7 +665,7 @@ pub async fn list_message_attempts(
 
 fn refused(state: &AppState, channel: &ChannelRow, e: &VerifyError) -> Response {
     let kind = channel.kind().as_str();
-    crate::telemetry::channel_webhook_refused(kind);
+    crate::telemetry::channel_webhook_refused(kind, &channel.id);
     state.channels.note_refusal(&channel.id, e.to_string());
     tracing::warn!(channel = %channel.id, kind, reason = %e, "channel webhook refused");
     let err = match e {
@@ -735,10 +735,17 @@ pub async fn webhook_receive(
         .config
         .parse(&req)
         .map_err(|e| ApiError::bad_request(format!("could not read the webhook body: {e}")))?;
-    state
+    let given = received.messages.len();
+    let fresh = state
         .store
         .receive(&c, received.messages, received.statuses)
         .await?;
+    crate::telemetry::channel_inbound(
+        c.kind().as_str(),
+        &c.id,
+        fresh.len(),
+        given.saturating_sub(fresh.len()),
+    );
     Ok(match c.kind() {
         ChannelKind::Twilio => (
             [(header::CONTENT_TYPE, "text/xml")],

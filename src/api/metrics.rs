@@ -71,6 +71,11 @@ impl Metrics {
     /// The exposition text.
     pub async fn render(&self, state: &AppState) -> String {
         let mut out = crate::telemetry::install().render();
+        for (name, help) in crate::telemetry::DECLARED {
+            if !out.contains(&format!("# TYPE {name} ")) {
+                family(&mut out, name, help, "counter");
+            }
+        }
         for (name, help, value) in writer_stats_fields(&state.store.writer_stats()) {
             family(&mut out, name, help, "counter");
             let _ = writeln!(out, "{name} {value}");

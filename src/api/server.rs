@@ -79,23 +79,12 @@ impl Default for ServerOptions {
 
 impl ServerOptions {
     /// Options from the configuration's `[http]` section.
-    pub fn from_config(config: &Config) -> Result<Self, String> {
-        let h = &config.http;
-        let header_read_timeout = crate::delivery::attempt::parse_span(
-            "http.header_read_timeout",
-            &h.header_read_timeout,
-        )?;
-        if header_read_timeout.is_zero() {
-            return Err("http.header_read_timeout must be longer than 0, e.g. 10s".into());
-        }
-        if h.max_connections == 0 {
-            return Err("http.max_connections must be at least 1".into());
-        }
-        Ok(Self {
-            header_read_timeout,
-            max_connections: h.max_connections,
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            header_read_timeout: config.http.header_read_timeout,
+            max_connections: config.http.max_connections,
             ..Self::default()
-        })
+        }
     }
 }
 

@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// Which work this process does: all, api or worker.
     #[arg(long)]
     role: Option<String>,
+    /// Any configuration key, e.g. `--set delivery.timeout=30s` (repeatable;
+    /// the keys are those `botwire config` prints, values as in the
+    /// environment variables).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 impl ServeArgs {
@@ -117,6 +122,7 @@ impl ServeArgs {
             public_url: self.public_url.clone(),
             allow_nets: self.allow_net.clone(),
             role: self.role.clone(),
+            set: self.set.clone(),
             ..Default::default()
         }
     }
@@ -125,13 +131,13 @@ impl ServeArgs {
 /// Runs the server until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     super::init_logging(&config);
-    let shutdown_delay = config.shutdown_delay()?;
-    let server_options = ServerOptions::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
+    let shutdown_delay = config.shutdown_delay;
+    let server_options = ServerOptions::from_config(&config);
     // The API and worker roles listen from the start, so `/healthz` and
     // `/readyz` answer while migrations run; other requests wait for the API.
     let readiness = Arc::new(Readiness::new(Phase::Migrating));
     let (api_tx, api_rx) = tokio::sync::watch::channel(None);
-    let listener = if config.role == "worker" {
+    let listener = if !config.role.serves_api() {
         None
     } else {
         let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -170,19 +176,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = std::io::Write::write_all(&mut out, text.as_bytes());
         let _ = std::io::Write::flush(&mut out);
     }
-    let pruner = tokio::spawn(prune_audit(store.clone(), config.retention.audit()?));
+    let pruner = tokio::spawn(prune_audit(store.clone(), config.retention.audit));
     let settings =
         crate::delivery::Settings::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
     let delivery = crate::delivery::Delivery::new(settings)
         .context("cannot build the outbound HTTP client")?;
-    let engine = (config.role != "api")
+    let engine = config
+        .role
+        .runs_workers()
         .then(|| crate::delivery::Engine::start(store.clone(), delivery.clone()));
     if let Some(engine) = &engine {
         tracing::info!(node = engine.node(), "delivery engine started");
     }
     let chat = crate::runtime::chat::Chat::default();
     let channels = std::sync::Arc::new(crate::runtime::inbound::ChannelCache::default());
-    let workers = (config.role != "api").then(|| {
+    let workers = config.role.runs_workers().then(|| {
         let sender = crate::delivery::outbox::Sender::start(
             store.clone(),
             delivery.clone(),
@@ -201,7 +209,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         (sender, processor)
     });
-    if config.role == "worker" {
+    if !config.role.serves_api() {
         eprintln!(
             "botwire {} delivering events (role worker)",
             env!("CARGO_PKG_VERSION")

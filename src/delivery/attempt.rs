@@ -82,34 +82,21 @@ impl Default for Settings {
     }
 }
 
-/// Parses a single span such as `15s`, `5d` or `500ms`.
-pub fn parse_span(field: &str, text: &str) -> Result<Duration, String> {
-    match RetrySchedule::parse(text) {
-        Ok(s) if s.delays().len() == 1 => Ok(s.delays()[0]),
-        _ => Err(format!(
-            "{field} must be one span such as 15s, 30m or 5d (units ms, s, m, h, d), got {text:?}"
-        )),
-    }
-}
-
 impl Settings {
     /// Settings from the configuration file's `[delivery]` and `allow_nets`.
     pub fn from_config(config: &crate::config::Config) -> Result<Self, String> {
         let d = &config.delivery;
-        let allow = AllowList::parse(&config.allow_nets).map_err(|e| e.to_string())?;
-        let schedule = RetrySchedule::parse(&d.retry_schedule)
-            .map_err(|e| format!("delivery.retry_schedule: {e}"))?;
         let names = NameTable::parse(&d.hosts, d.system_dns).map_err(|e| e.to_string())?;
         Ok(Self {
-            allow,
+            allow: config.allow_nets.clone(),
             names,
-            timeout: parse_span("delivery.timeout", &d.timeout)?,
-            schedule,
-            disable_after: parse_span("delivery.disable_after", &d.disable_after)?,
-            secret_grace: parse_span("delivery.secret_grace", &d.secret_grace)?,
-            lease: parse_span("delivery.lease", &d.lease)?,
-            per_endpoint: d.max_in_flight_per_endpoint.max(1),
-            global: d.max_in_flight.max(1),
+            timeout: d.timeout,
+            schedule: d.retry_schedule.clone(),
+            disable_after: d.disable_after,
+            secret_grace: d.secret_grace,
+            lease: d.lease,
+            per_endpoint: d.max_in_flight_per_endpoint,
+            global: d.max_in_flight,
             break_after: d.break_after,
             ..Self::default()
         })
@@ -366,8 +353,9 @@ mod tests {
 
     #[test]
     fn spans_and_redaction() {
-        assert_eq!(parse_span("t", "15s"), Ok(Duration::from_secs(15)));
-        assert!(parse_span("t", "5s,5m").unwrap_err().contains("one span"));
+        use crate::config::parse_span;
+        assert_eq!(parse_span("15s"), Ok(Duration::from_secs(15)));
+        assert!(parse_span("5s,5m").unwrap_err().contains("one span"));
         let custom: BTreeMap<String, CustomHeader> = [
             ("authorization".into(), CustomHeader::secret("Bearer abc")),
             (

@@ -30,6 +30,7 @@ use crate::store::channels::{
     ChannelAttemptRow, MessageNext, MessageOutcome, OutboxSink, OutboxTicket,
 };
 use crate::store::deliveries::Lease;
+use crate::telemetry::SendOutcome;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -373,6 +374,15 @@ async fn dispatch_loop(
             let (inner, outcomes) = (inner.clone(), outcomes.clone());
             sends.spawn(async move {
                 let outcome = inner.attempt(&ticket).await;
+                crate::telemetry::channel_send(
+                    ticket.channel.config.kind().as_str(),
+                    &ticket.channel.id,
+                    match outcome.next {
+                        MessageNext::Sent(_) => SendOutcome::Sent,
+                        MessageNext::RetryAt(_) => SendOutcome::Retried,
+                        _ => SendOutcome::Failed,
+                    },
+                );
                 let retry = matches!(outcome.next, MessageNext::RetryAt(_));
                 let _ = outcomes.send((outcome, claimed));
                 (lane, ticket.id, retry, claimed)

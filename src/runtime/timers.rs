@@ -47,6 +47,8 @@ impl Chat {
             .await?;
         let mut out = Vec::new();
         for timer in due {
+            let kind = TimerKind::parse(&timer.kind).map_or("unknown", |k| k.as_str());
+            crate::telemetry::timer_due(&timer.bot_id, kind);
             match self.fire(store, &timer, now_ms).await {
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {}
@@ -175,7 +177,7 @@ impl Chat {
             .await?;
         let event_ids = write.events.iter().map(|e| e.id.clone()).collect();
         match store.commit_turn(write).await {
-            Ok(_) => {}
+            Ok(_) => crate::telemetry::timer_fired(&timer.bot_id, kind.as_str()),
             Err(StoreError::Conflict(m)) if m == STALE => return Ok(None),
             Err(e) => return Err(e.into()),
         }

@@ -294,6 +294,29 @@ impl World {
         status
     }
 
+    /// What `/metrics` says of one channel's messages: the series `name`
+    /// with labels `channel` and `outcome` (0 when there is none yet).
+    async fn channel_count(&self, name: &str, channel: &str, outcome: &str) -> u64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let (want_channel, want_outcome) = (
+            format!("channel=\"{channel}\""),
+            format!("outcome=\"{outcome}\""),
+        );
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| l.contains(&want_channel) && l.contains(&want_outcome))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum()
+    }
+
     async fn settle(&self) {
         for _ in 0..3 {
             self.processor.idle().await;
@@ -547,6 +570,9 @@ async fn whatsapp_signatures_duplicates_and_batches(kind: Db) {
     assert!(fake.got().is_empty());
     assert_eq!(refused().await - before, 3, "three refusals counted");
     drop(counted);
+    const INBOUND: &str = "botwire_channel_inbound_messages_total";
+    const OUTBOUND: &str = "botwire_channel_outbound_sends_total";
+    assert_eq!(w.channel_count(INBOUND, id, "refused").await, 3);
     let (_, view) = w.call("GET", &format!("/v1/channels/{id}"), None).await;
     assert!(
         view["last_inbound_error"]
@@ -578,6 +604,13 @@ async fn whatsapp_signatures_duplicates_and_batches(kind: Db) {
     let got = fake.got();
     assert_eq!(got.len(), 3);
     assert_eq!(got[2].json()["text"]["body"], "Thank you, Ana!");
+    // Counted per channel: three messages taken, one retry of a message
+    // already received, three refused requests; three replies sent.
+    assert_eq!(w.channel_count(INBOUND, id, "accepted").await, 3);
+    assert_eq!(w.channel_count(INBOUND, id, "duplicate").await, 1);
+    assert_eq!(w.channel_count(INBOUND, id, "refused").await, 3);
+    assert_eq!(w.channel_count(OUTBOUND, id, "sent").await, 3);
+    assert_eq!(w.channel_count(OUTBOUND, id, "failed").await, 0);
     let option = w
         .flat()
         .into_iter()
@@ -650,6 +683,12 @@ async fn outbox_retries_in_order_and_records_permanent_failures(kind: Db) {
         .await;
     let failed = failed["data"].as_array().unwrap();
     assert_eq!(failed.len(), 1);
+    // Send attempts by outcome: the welcome's 429, then the welcome and the
+    // menu, then the 400.
+    let sends = "botwire_channel_outbound_sends_total";
+    assert_eq!(w.channel_count(sends, id, "retried").await, 1);
+    assert_eq!(w.channel_count(sends, id, "sent").await, 2);
+    assert_eq!(w.channel_count(sends, id, "failed").await, 1);
     assert_eq!(
         failed[0]["last_error"],
         "(#131030) Recipient phone number not in allowed list (code 131030)"

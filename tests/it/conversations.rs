@@ -1018,4 +1018,50 @@ async fn an_early_expiry_waits_for_the_latest_turn_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_expiry_waits_for_the_latest_turn_postgres() {
     an_early_expiry_waits_for_the_latest_turn(Db::Postgres).await;
+/// `/metrics` counts conversation timers by bot and kind: each one claimed
+/// as due, and each one that ran its turn.
+#[tokio::test]
+async fn timers_are_counted_by_bot_and_kind() {
+    let app = app().await;
+    let text = std::fs::read_to_string("examples/helpdesk.yaml")
+        .unwrap()
+        .replacen("id: helpdesk", "id: timed-helpdesk", 1);
+    app.import_yaml(text).await;
+    let count = |text: &str, name: &str, kind: &str| -> u64 {
+        let series = format!("{name}{{bot=\"timed-helpdesk\",kind=\"{kind}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let scrape = || async {
+        let r = app
+            .client
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    transcript(
+        &app,
+        "timed-helpdesk",
+        "+34600000401",
+        &["hi", "Printer jam"],
+    )
+    .await;
+    transcript(&app, "timed-helpdesk", "+34600000402", &["hi", "Disk full"]).await;
+    let before = scrape().await;
+    assert_eq!(count(&before, "botwire_timers_due_total", "reminder"), 0);
+    // Both reminders are due after 11 minutes; the timeouts after 31.
+    fire(&app.chat, &app.store, 11).await;
+    let after = scrape().await;
+    assert_eq!(count(&after, "botwire_timers_due_total", "reminder"), 2);
+    assert_eq!(count(&after, "botwire_timers_fired_total", "reminder"), 2);
+    assert_eq!(count(&after, "botwire_timers_fired_total", "timeout"), 0);
+    fire(&app.chat, &app.store, 31).await;
+    let later = scrape().await;
+    assert_eq!(count(&later, "botwire_timers_due_total", "timeout"), 2);
+    assert_eq!(count(&later, "botwire_timers_fired_total", "timeout"), 2);
+    assert_eq!(count(&later, "botwire_timers_fired_total", "reminder"), 2);
 }

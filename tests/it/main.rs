@@ -21,6 +21,7 @@ mod builder;
 mod channels;
 mod chaos;
 mod cli;
+mod config;
 mod conversations;
 mod delivery;
 mod hostile;
