@@ -99,7 +99,11 @@ impl Inner {
             };
         }
         let callback = format!("{}/channels/{}/webhook", self.public_url, t.channel.id);
-        let req = config.request(&t.outgoing, Some(&callback));
+        let mut req = config.request(&t.outgoing, Some(&callback));
+        // The send continues the trace of the turn or request that caused it.
+        if let Some(trace) = t.trace_id.as_deref().and_then(crate::trace::TraceId::parse) {
+            crate::trace::add_traceparent(&mut req.headers, &trace);
+        }
         let attempt = self
             .delivery
             .client()
@@ -155,6 +159,15 @@ impl Inner {
                 (next, Some(reason))
             }
         };
+        let trace_id = t.trace_id.as_deref().unwrap_or("");
+        match &error {
+            None => {
+                tracing::debug!(message = %t.id, channel = %t.channel.id, trace_id, status = ?a.status, "channel message sent")
+            }
+            Some(e) => {
+                tracing::warn!(message = %t.id, channel = %t.channel.id, trace_id, status = ?a.status, error = %e, "channel send failed")
+            }
+        }
         MessageOutcome {
             ticket: t.clone(),
             attempt: Some(ChannelAttemptRow {

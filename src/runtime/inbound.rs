@@ -227,9 +227,16 @@ impl Inbound {
             channel: channel.clone(),
             inbound: row.clone(),
         }));
-        let outcome = self
-            .chat
-            .handle(
+        // The turn (its events, its replies' sends) continues the trace of
+        // the request that brought the message.
+        let trace = row
+            .trace_id
+            .as_deref()
+            .and_then(crate::trace::TraceId::parse)
+            .unwrap_or_default();
+        let outcome = crate::trace::scope(
+            trace,
+            self.chat.handle(
                 &self.store,
                 &self.client,
                 &row.account_id,
@@ -237,8 +244,9 @@ impl Inbound {
                 &contact,
                 input,
                 &source,
-            )
-            .await;
+            ),
+        )
+        .await;
         match outcome {
             Ok(_) => Ok(()),
             Err(RuntimeError::Store(StoreError::Conflict(m))) if m == ALREADY_PROCESSED => Ok(()),

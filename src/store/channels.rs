@@ -103,9 +103,11 @@ pub struct InboundRow {
     pub message: InboundMessage,
     /// Unix ms.
     pub received_at: i64,
+    /// The W3C trace id of the request that brought it.
+    pub trace_id: Option<String>,
 }
 
-const IN_COLUMNS: &str = "id, account_id, bot_id, channel_id, message, received_at";
+const IN_COLUMNS: &str = "id, account_id, bot_id, channel_id, message, received_at, trace_id";
 
 fn inbound_from(r: &Row) -> Result<InboundRow> {
     Ok(InboundRow {
@@ -115,6 +117,7 @@ fn inbound_from(r: &Row) -> Result<InboundRow> {
         channel_id: r.text(3)?,
         message: r.json(4)?,
         received_at: r.int(5)?,
+        trace_id: r.opt_text(6)?,
     })
 }
 
@@ -183,6 +186,8 @@ pub struct OutboxTicket {
     pub attempts: u32,
     /// When the recipient last wrote (for WhatsApp's 24-hour window).
     pub last_inbound_at: Option<i64>,
+    /// The W3C trace id of what caused it (its send continues that trace).
+    pub trace_id: Option<String>,
 }
 
 /// Where committed outbox messages go: the channel sender of this process.
@@ -393,14 +398,15 @@ pub(super) fn insert_outbox(
     channel: &ChannelRow,
     rows: &[OutboxWrite],
     lease: Option<&Lease>,
+    trace_id: Option<&str>,
 ) -> Result<()> {
     let now = now_ms();
     for m in rows {
         c.execute(
             "INSERT INTO channel_messages (id, account_id, bot_id, channel_id, lane, conversation_id,
                     contact_id, recipient, op, body, status, attempts, next_attempt_at, locked_until,
-                    locked_by, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, $11, $12, $13, $11, $11)",
+                    locked_by, created_at, updated_at, trace_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, $11, $12, $13, $11, $11, $14)",
             &[
                 (&m.id).into(),
                 (&channel.account_id).into(),
@@ -415,6 +421,7 @@ pub(super) fn insert_outbox(
                 now.into(),
                 lease.map(|l| now + l.ms).into(),
                 lease.map(|l| l.node.to_string()).into(),
+                trace_id.into(),
             ],
         )?;
     }
@@ -432,6 +439,7 @@ pub(super) fn write_channel_turn(
     w: &ChannelTurnWrite,
     contact_id: &str,
     lease: Option<&Lease>,
+    trace_id: Option<&str>,
 ) -> Result<Vec<OutboxTicket>> {
     let now = now_ms();
     if let Some(inbound_id) = &w.inbound_id {
@@ -441,7 +449,7 @@ pub(super) fn write_channel_turn(
         Some(m) => lane_lease(c, &m.lane, lease)?,
         None => None,
     };
-    insert_outbox(c, &w.channel, &w.outbox, lease)?;
+    insert_outbox(c, &w.channel, &w.outbox, lease, trace_id)?;
     if lease.is_none() {
         return Ok(Vec::new());
     }
@@ -457,6 +465,7 @@ pub(super) fn write_channel_turn(
             outgoing: m.outgoing.clone(),
             attempts: 0,
             last_inbound_at: Some(w.received_at),
+            trace_id: trace_id.map(str::to_owned),
         })
         .collect())
 }
@@ -770,6 +779,7 @@ impl Store {
         let lease = self.inbound_sink().and_then(|s| s.lease());
         let delivery_lease = self.delivery_lease();
         let channel = channel.clone();
+        let trace = crate::trace::current().map(|t| t.as_str().to_owned());
         let (rows, tickets) = self
             .write(move |c| {
                 let now = now_ms();
@@ -782,11 +792,12 @@ impl Store {
                         channel_id: channel.id.clone(),
                         message: m,
                         received_at: now,
+                        trace_id: trace.clone(),
                     };
                     let n = c.execute(
                         "INSERT INTO channel_inbound (id, account_id, bot_id, channel_id, message_id, message,
-                             status, locked_until, locked_by, received_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9)
+                             status, locked_until, locked_by, received_at, trace_id)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10)
                          ON CONFLICT (channel_id, message_id) DO NOTHING",
                         &[
                             (&row.id).into(),
@@ -800,6 +811,7 @@ impl Store {
                             lease.as_ref().map(|l| now + l.ms).into(),
                             lease.as_ref().map(|l| l.node.to_string()).into(),
                             now.into(),
+                            row.trace_id.as_deref().into(),
                         ],
                     )?;
                     if n == 1 {
@@ -921,13 +933,15 @@ impl Store {
         let lease = self.outbox_lease();
         let ch = channel.clone();
         let r = rows.clone();
+        let trace = crate::trace::current().map(|t| t.as_str().to_owned());
+        let trace_for_tickets = trace.clone();
         let leased = self
             .write(move |c| {
                 let lease = match r.first() {
                     Some(m) => lane_lease(c, &m.lane, lease.as_ref())?,
                     None => None,
                 };
-                insert_outbox(c, &ch, &r, lease)?;
+                insert_outbox(c, &ch, &r, lease, trace.as_deref())?;
                 Ok(lease.is_some())
             })
             .await?;
@@ -944,6 +958,7 @@ impl Store {
                         outgoing: m.outgoing,
                         attempts: 0,
                         last_inbound_at,
+                        trace_id: trace_for_tickets.clone(),
                     })
                     .collect(),
             );
@@ -987,7 +1002,7 @@ impl Store {
                 let row = c.query_one(
                     &format!(
                         "SELECT m.lane, m.conversation_id, m.contact_id, m.recipient, m.op, m.body, m.attempts,
-                                cc.last_inbound_at, {}
+                                cc.last_inbound_at, m.trace_id, {}
                          FROM channel_messages m
                          JOIN channels ch ON ch.id = m.channel_id
                          LEFT JOIN channel_contacts cc ON cc.channel_id = m.channel_id AND cc.user_id = m.recipient
@@ -1000,7 +1015,7 @@ impl Store {
                     ),
                     &[(&id).into()],
                 )?;
-                let channel = channel_from(&Row(row.0[8..].to_vec()))?;
+                let channel = channel_from(&Row(row.0[9..].to_vec()))?;
                 tickets.push(OutboxTicket {
                     id,
                     lane: row.text(0)?,
@@ -1013,6 +1028,7 @@ impl Store {
                     },
                     attempts: u32::try_from(row.int(6)?).unwrap_or(u32::MAX),
                     last_inbound_at: row.opt_int(7)?,
+                    trace_id: row.opt_text(8)?,
                     channel: Arc::new(channel),
                 });
             }

@@ -179,7 +179,6 @@ pub struct ChannelAddress {
     pub last_inbound_at: i64,
 }
 
-
 /// How far `contacts.last_seen` may lag behind a contact's latest turn.
 pub const LAST_SEEN_GRAIN_MS: i64 = 60_000;
 impl Store {
@@ -235,6 +234,8 @@ impl Store {
         let lease = self.delivery_lease();
         let outbox_lease = self.outbox_lease();
         let leased = outbox_lease.is_some();
+        // Replies sent over a channel continue the turn's trace.
+        let trace = crate::trace::current().map(|t| t.as_str().to_owned());
         let (commit, tickets, messages) = self.write(move |c| {
             if let Some(b) = &t.booking {
                 let mut booked = false;
@@ -390,6 +391,7 @@ impl Store {
                     ch,
                     &t.contact.id,
                     outbox_lease.as_ref(),
+                    trace.as_deref(),
                 )?,
                 None => Vec::new(),
             };

@@ -1018,6 +1018,8 @@ async fn an_early_expiry_waits_for_the_latest_turn_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_expiry_waits_for_the_latest_turn_postgres() {
     an_early_expiry_waits_for_the_latest_turn(Db::Postgres).await;
+}
+
 /// `/metrics` counts conversation timers by bot and kind: each one claimed
 /// as due, and each one that ran its turn.
 #[tokio::test]

@@ -41,12 +41,24 @@ const FIRST_QUESTION: &str = "Hi! What is the problem?";
 #[derive(Default)]
 struct Platform {
     got: Mutex<Vec<Value>>,
+    /// The `traceparent` header of each request, in the same order.
+    traces: Mutex<Vec<Option<String>>>,
 }
 
-async fn platform_answer(State(p): State<Arc<Platform>>, body: Bytes) -> axum::Json<Value> {
+async fn platform_answer(
+    State(p): State<Arc<Platform>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> axum::Json<Value> {
     let n = {
         let mut got = p.got.lock().unwrap();
         got.push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+        p.traces.lock().unwrap().push(
+            headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        );
         got.len()
     };
     axum::Json(json!({"messaging_product": "whatsapp",
@@ -161,6 +173,11 @@ impl World {
 
     /// José writes `text` on WhatsApp; waits until it is answered and sent.
     async fn whatsapp(&self, url: &str, id: &str, text: &str) {
+        self.whatsapp_traced(url, id, text, None).await;
+    }
+
+    /// As [`World::whatsapp`], the platform's request carrying `traceparent`.
+    async fn whatsapp_traced(&self, url: &str, id: &str, text: &str, traceparent: Option<&str>) {
         let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"value": {
             "messaging_product": "whatsapp",
             "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
@@ -169,16 +186,15 @@ impl World {
             "field": "messages"}]}]})
         .to_string()
         .into_bytes();
-        let status = self
+        let mut req = self
             .client
             .post(url)
             .header("content-type", "application/json")
-            .header("x-hub-signature-256", meta::signature("app-secret", &body))
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status();
+            .header("x-hub-signature-256", meta::signature("app-secret", &body));
+        if let Some(t) = traceparent {
+            req = req.header("traceparent", t);
+        }
+        let status = req.body(body).send().await.unwrap().status();
         assert_eq!(status, 200);
         self.settle().await;
     }
@@ -244,6 +260,73 @@ async fn a_reminder_reaches_a_whatsapp_contact() {
         texts[before].starts_with("Are you still there?"),
         "the reminder went out on WhatsApp: {texts:?}"
     );
+}
+
+#[tokio::test]
+async fn channel_sends_continue_the_trace_that_caused_them() {
+    let Some(w) = world(Db::Sqlite).await else {
+        return;
+    };
+    import_helpdesk(&w.client, &w.base, &w.key).await;
+    let (s, ch) = w
+        .call(
+            "POST",
+            "/v1/bots/helpdesk/channels",
+            Some(json!({"kind": "whatsapp", "name": "Helpdesk", "phone_number_id": "106540352242922",
+                        "access_token": "EAAG-token", "app_secret": "app-secret", "verify_token": "verify-me",
+                        "api_base": format!("{}/v21.0", w.platform_base)})),
+        )
+        .await;
+    assert_eq!(s, 201, "{ch}");
+    let url = ch["inbound_url"].as_str().unwrap().to_owned();
+    let trace_of = |tp: &Option<String>| -> String {
+        let tp = tp.as_deref().expect("the send carries a traceparent");
+        let fields: Vec<&str> = tp.split('-').collect();
+        assert_eq!(fields.len(), 4, "{tp}");
+        assert_eq!((fields[0], fields[3]), ("00", "01"), "{tp}");
+        fields[1].to_owned()
+    };
+
+    // The reply to an inbound message continues the platform request's trace.
+    let inbound_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    w.whatsapp_traced(
+        &url,
+        "wamid.tr1",
+        "hi",
+        Some(&format!("00-{inbound_trace}-00f067aa0ba902b7-01")),
+    )
+    .await;
+    let traces = w.platform.traces.lock().unwrap().clone();
+    assert_eq!(traces.len(), 1, "{traces:?}");
+    assert_eq!(trace_of(&traces[0]), inbound_trace);
+    assert!(
+        !traces[0].as_deref().unwrap().contains("00f067aa0ba902b7"),
+        "a span of its own"
+    );
+
+    // A person's answer continues the trace of the API request that sent it.
+    w.whatsapp(&url, "wamid.tr2", "AGENT").await;
+    let (_, inbox) = w
+        .call("GET", "/v1/conversations?status=handoff", None)
+        .await;
+    let conv = inbox["data"][0]["id"].as_str().unwrap().to_owned();
+    let api_trace = "0af7651916cd43dd8448eb211c80319c";
+    let r = w
+        .client
+        .post(format!("{}/v1/conversations/{conv}/messages", w.base))
+        .bearer_auth(&w.key)
+        .header("traceparent", format!("00-{api_trace}-b7ad6b7169203331-01"))
+        .json(&json!({"text": "Hola, soy Eve."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    w.settle().await;
+    let traces = w.platform.traces.lock().unwrap().clone();
+    assert_eq!(sent(&w.platform).last().unwrap(), "Hola, soy Eve.");
+    assert_eq!(trace_of(traces.last().unwrap()), api_trace);
+    // Without a traceparent of their own, sends still carry one.
+    assert!(traces.iter().all(Option::is_some), "{traces:?}");
 }
 
 // --------------------------------------------------------------- WhatsApp
