@@ -657,9 +657,18 @@ fn option_redirected_to_the_endpoint_notifies_then_completes() {
             "conversation.completed"
         ]
     );
-    assert_eq!(event(&t, EventType::OptionSelected)["option"], json!("Call me"));
-    assert_eq!(event(&t, EventType::ConversationCompleted)["node"], json!("m"));
-    assert!(t.replies.is_empty(), "the receiving system answers, not the bot");
+    assert_eq!(
+        event(&t, EventType::OptionSelected)["option"],
+        json!("Call me")
+    );
+    assert_eq!(
+        event(&t, EventType::ConversationCompleted)["node"],
+        json!("m")
+    );
+    assert!(
+        t.replies.is_empty(),
+        "the receiving system answers, not the bot"
+    );
     assert!(t.ended && c.state.completed);
 }
 

@@ -278,7 +278,8 @@ impl Flow {
                                     push(
                                         id,
                                         &f("webhook"),
-                                        "a story webhook needs a next or campaign to go on to".into(),
+                                        "a story webhook needs a next or campaign to go on to"
+                                            .into(),
                                     );
                                 }
                             }
