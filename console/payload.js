@@ -43,7 +43,7 @@ export function webhookSection(bot, doc, dirty) {
   const extra = h("textarea", { name: "preview_body", rows: 3, placeholder: "{\"source\": \"botwire\"}" });
   const out = h("div", { class: "stack", id: "payload-preview", "aria-live": "polite" });
   let bodyObj = null;
-  const bodyField = field("Body (extra params, JSON)", extra, "A JSON object; checked as you type. With the template format it is the whole payload, its string values holding merge tags: {{event.type}}, {{event.id}}, {{event.timestamp}}, {{data.contact.phone}}, {{data.response}} …");
+  const bodyField = field("Extra params to preview (JSON)", extra, "A JSON object; checked as you type. With the template format it is the whole payload, its string values holding merge tags: {{event.type}}, {{event.id}}, {{event.timestamp}}, {{data.contact.phone}}, {{data.response}} …");
   const check = () => {
     const t = extra.value.trim();
     let msg = "";
@@ -78,7 +78,7 @@ export function webhookSection(bot, doc, dirty) {
   show();
   return h("div", { class: "stack" },
     h("section", { class: "panel stack", "aria-labelledby": "hook-h" }, h("h2", { id: "hook-h" }, "Webhook"),
-      h("p", { class: "small muted" }, "Your endpoint must accept POST with a JSON body. A question's Redirect Type Webhook sends its answer (response.received); a menu option's webhook toggle sends the choice (option.selected)."),
+      h("p", { class: "small muted" }, "Your endpoint must accept POST with a JSON body. A question's Redirect Type Webhook sends its answer (response.received); a menu option's webhook toggle sends the choice (option.selected) and the conversation goes on; a menu option's Redirect Type Webhook sends the choice and ends the conversation, handing it to your system."),
       list),
     h("section", { class: "panel stack", "aria-labelledby": "payload-h" }, h("h2", { id: "payload-h" }, "Payload"),
       h("div", { class: "row wrap-row" }, field("Node", node), field("Format", format)), bodyField, out));
@@ -142,7 +142,7 @@ function endpointEditor(ep) {
   const viewRow = (k, v, i) => {
     const edit = h("button", { type: "button", class: "small", dataset: { action: "edit-header" }, "aria-label": `Edit header ${k}` }, "✎ Edit");
     edit.addEventListener("click", () => { delete headers[""]; draw(k, "input[name=header_key]"); });
-    const del = h("button", { type: "button", class: "small danger", dataset: { action: "delete-header" }, "aria-label": `Delete header ${k}` }, "🗑 Delete");
+    const del = h("button", { type: "button", class: "small danger", dataset: { action: "delete-header" }, "aria-label": `Delete header ${k}` }, "✕ Delete");
     del.addEventListener("click", () => { delete headers[k]; changedHere(); draw(undefined); addBtn.focus(); });
     return h("tr", { dataset: { header: k } },
       h("td", { "data-label": "Key" }, h("code", {}, k)),
