@@ -516,8 +516,17 @@ async fn elipackage_built_with_the_forms_sends_seed_003s_flat_payloads() {
     tap(&s, "[data-action=done-header]").await;
     tap(&s, "tr[data-header='X-Drop'] [data-action=edit-header]").await;
     s.fill("input[name=header_value]", "two").await;
-    tap(&s, "[data-action=done-header]").await;
+    // Keyboard: Enter keeps the edited row and focus returns to its Edit.
+    s.keys("input[name=header_value]", "\u{E007}").await;
     s.wait_text("tr[data-header='X-Drop']", "two").await;
+    assert_eq!(
+        s.execute(
+            "return document.activeElement.closest('tr').dataset.header + ' ' + document.activeElement.dataset.action",
+            vec![]
+        )
+        .await,
+        json!("X-Drop edit-header")
+    );
     tap(&s, "tr[data-header='X-Drop'] [data-action=delete-header]").await;
     s.fill("textarea[name=endpoint_body]", "{\"source\": ")
         .await;
