@@ -566,6 +566,9 @@ async fn elipackage_built_with_the_forms_sends_seed_003s_flat_payloads() {
 
     // ---- Chat through it in the preview.
     s.goto(&format!("{base}/#/bots/eli")).await;
+    // The bot page's outline says where option 5 goes.
+    s.wait_text("main", "your endpoint; the conversation ends")
+        .await;
     chat(&s, "hi", "Welcome to EliPackage").await;
     chat(&s, "John Doe", "streaming membership").await;
     s.click_text(".quick button", "One month").await;
