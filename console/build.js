@@ -124,7 +124,9 @@ function optionsTable(node) {
 }
 
 function optionRow(node, o, i, redraw) {
-  const typeOf = () => (o.campaign !== undefined ? "campaign" : o.webhook !== undefined && o.next === undefined ? "webhook" : "interaction");
+  // Seed 003's Redirect Type Webhook: `notify: true` with neither `next` nor
+  // `campaign` (see docs/FLOWS.md); the conversation ends after the event.
+  const typeOf = () => (o.campaign !== undefined ? "campaign" : o.next === undefined && (o.notify === true || o.webhook !== undefined) ? "webhook" : "interaction");
   const kw = h("input", { type: "number", name: "keyword", min: 0, "aria-label": `Keyword of option ${i + 1}` });
   kw.value = o.keyword ?? "";
   kw.addEventListener("input", () => { if (kw.value === "") delete o.keyword; else o.keyword = Number(kw.value); changed(); });
@@ -147,25 +149,26 @@ function optionRow(node, o, i, redraw) {
       pick.value = o.campaign ?? "";
       pick.addEventListener("change", () => { o.campaign = pick.value; changed(); });
     } else {
-      // Seed 003: with Redirect Type Webhook there is no Redirect To; the
-      // option calls the story webhook named here and the conversation
-      // continues with what it answers.
-      pick = h("select", { name: "story_webhook", "aria-label": `Story webhook of option ${i + 1}` }, storyPairs().map(([v, l]) => h("option", { value: v }, l)));
-      pick.value = o.webhook ?? "";
-      pick.addEventListener("change", () => { if (pick.value) o.webhook = pick.value; else delete o.webhook; changed(); });
+      // No Redirect To: the option notifies the endpoints and the
+      // conversation's next step belongs to the receiving system.
+      pick = h("span", { class: "small", dataset: { redirect: "endpoint" } }, "Sent to the endpoint; the conversation ends");
     }
     toCell.replaceChildren(pick);
   };
+  const notify = h("input", { type: "checkbox", name: "notify", checked: o.notify === true, "aria-label": `Webhook toggle of option ${i + 1}: notify the bot's endpoints when it is chosen` });
+  notify.addEventListener("change", () => { if (notify.checked) o.notify = true; else delete o.notify; changed(); });
+  const notifyLabel = h("label", { class: "inline" }, notify, h("span", { class: "small" }, "notify"));
+  const drawNotify = () => { notifyLabel.hidden = type.value === "webhook"; notify.checked = o.notify === true; };
   type.addEventListener("change", () => {
     if (type.value === "interaction") { delete o.campaign; if (o.next === undefined) delete o.webhook; }
     if (type.value === "campaign") { delete o.next; o.campaign = o.campaign ?? ""; }
-    if (type.value === "webhook") { delete o.next; delete o.campaign; o.webhook = o.webhook ?? ""; }
+    if (type.value === "webhook") { delete o.next; delete o.campaign; delete o.webhook; o.notify = true; }
     changed();
     drawTo();
+    drawNotify();
   });
   drawTo();
-  const notify = h("input", { type: "checkbox", name: "notify", checked: o.notify === true, "aria-label": `Webhook toggle of option ${i + 1}: notify the bot's endpoints when it is chosen` });
-  notify.addEventListener("change", () => { if (notify.checked) o.notify = true; else delete o.notify; changed(); });
+  drawNotify();
   const move = (d) => {
     const j = i + d;
     if (j < 0 || j >= node.options.length) return;
@@ -186,7 +189,7 @@ function optionRow(node, o, i, redraw) {
     h("td", { "data-label": "Option" }, lb),
     h("td", { "data-label": "Redirect Type" }, type),
     toCell,
-    h("td", { "data-label": "Webhook" }, h("label", { class: "inline" }, notify, h("span", { class: "small" }, "notify"))),
+    h("td", { "data-label": "Webhook" }, notifyLabel),
     h("td", { "data-label": "Actions", class: "row" }, edit, up, down, del));
 }
 

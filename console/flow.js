@@ -68,7 +68,9 @@ function nodeCard(graphName, graph, id, node) {
     const rows = node.options.map((o) => h("tr", {},
       h("td", { "data-label": "Keyword" }, h("b", {}, String(o.keyword ?? ""))),
       h("td", { "data-label": "Option" }, o.label || ""),
-      h("td", { "data-label": "Goes to" }, o.campaign ? badge("campaign", `campaign ${o.campaign}`, "Starts another flow of the bot") : goTo(graphName, o.next, "")),
+      h("td", { "data-label": "Goes to" }, o.campaign ? badge("campaign", `campaign ${o.campaign}`, "Starts another flow of the bot")
+        : o.next === undefined && o.notify ? badge("hook", "your endpoint; the conversation ends", "Redirect Type Webhook: the choice goes to the bot's endpoints and your system takes it from there")
+        : goTo(graphName, o.next, "")),
       h("td", { "data-label": "Webhooks" },
         o.notify ? badge("hook", "notifies: option.selected", "Sent to the bot's endpoints as soon as the option is chosen") : null, " ",
         o.webhook ? storyLink(o.webhook) : null)));

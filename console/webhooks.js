@@ -280,7 +280,8 @@ export async function endpointDetail(main, { id }) {
   chartInto(chart, id);
 }
 
-function sendResult(r) {
+/** What an endpoint answered a test: delivered or not, status, latency, body. */
+export function sendResult(r) {
   return h("div", {},
     r.success ? alert("ok", "Delivered.") : alert("error", `Not delivered: ${r.error || (r.status ? `HTTP ${r.status}` : r.error_kind || "failed")}`),
     facts([

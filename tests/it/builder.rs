@@ -75,6 +75,26 @@ impl Receiver {
             .find(|g| g.body["event"] == event)
             .cloned()
     }
+
+    /// The first `option.selected` request for the option labelled `label`.
+    fn option(&self, label: &str) -> Option<Got> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|g| g.body["event"] == "option.selected" && g.body["option"] == label)
+            .cloned()
+    }
+}
+
+/// Waits until the chat log holds `text` at least `n` times.
+async fn chat_shows(s: &Session, text: &str, n: usize) {
+    let js = "return [...document.querySelectorAll('.chat-log *')].filter(e => !e.children.length && e.textContent.includes(arguments[0])).length";
+    s.wait_until(&format!("{n} × {text:?} in the chat"), WAIT, || async {
+        let c = s.execute(js, vec![json!(text)]).await.as_u64().unwrap_or(0);
+        (c as usize >= n).then_some(())
+    })
+    .await;
 }
 
 async fn no_console_errors(s: &Session, step: &str) {
@@ -327,9 +347,41 @@ async fn elipackage_built_with_the_forms_sends_seed_003s_flat_payloads() {
         "raffle",
     )
     .await;
+    // Option 5, Redirect Type Webhook: no Redirect To, no toggle; it notifies
+    // and the receiving system takes the conversation from there.
+    tap(&s, &card("membership", "[data-action=add-option]")).await;
+    let row5 = "tbody tr:nth-child(5)";
+    s.fill(
+        &card("membership", &format!("{row5} input[name=label]")),
+        "Call me",
+    )
+    .await;
+    pick(
+        &s,
+        &card("membership", &format!("{row5} select[name=redirect_type]")),
+        "webhook",
+    )
+    .await;
+    s.wait_for(&card(
+        "membership",
+        &format!("{row5} [data-redirect=endpoint]"),
+    ))
+    .await;
+    let shown = s
+        .execute(
+            "const r = document.querySelector(arguments[0]); \
+             return [!!r.querySelector('select[name=redirect_to]'), r.querySelector('input[name=notify]').closest('label').hidden];",
+            vec![json!(card("membership", row5))],
+        )
+        .await;
+    assert_eq!(
+        shown,
+        json!([false, true]),
+        "Redirect Type Webhook hides Redirect To and the toggle"
+    );
     s.fill(
         &card("membership", "input[name=retry]"),
-        "Please answer 1, 2, 3 or 4.",
+        "Please answer 1, 2, 3, 4 or 5.",
     )
     .await;
 
@@ -389,6 +441,7 @@ async fn elipackage_built_with_the_forms_sends_seed_003s_flat_payloads() {
             {"keyword": 2, "label": "Six months", "notify": true, "next": "thanks"},
             {"keyword": 3, "label": "One year", "notify": true, "next": "thanks"},
             {"keyword": 4, "label": "Raffle", "campaign": "raffle"},
+            {"keyword": 5, "label": "Call me", "notify": true},
         ])
     );
     assert_eq!(
@@ -435,27 +488,120 @@ async fn elipackage_built_with_the_forms_sends_seed_003s_flat_payloads() {
         "{preview}"
     );
     s.screenshot("builder-template-preview").await;
-    s.click_text("a.button", "Add an endpoint").await;
-    s.wait_for("input[name=url]").await;
-    s.fill("input[name=url]", &format!("{rx_base}/eli")).await;
-    pick(&s, "select[name=format]", "flat").await;
-    s.click_text("button", "Add header").await;
-    s.fill(".kv-row:last-of-type .kv-key", "X-Api-Key").await;
-    s.fill(".kv-row:last-of-type .kv-value", "eli-key-123")
+    // No endpoint yet: created in the tab, then its headers and body set there.
+    s.fill("input[name=endpoint_url]", &format!("{rx_base}/eli"))
         .await;
-    s.fill("textarea[name=body]", "{\"source\": \"eli\"}").await;
-    s.click_text("button", "Create webhook").await;
-    s.wait_text("h1", &format!("{rx_base}/eli")).await;
-    s.click_text("button", "Send test event").await;
-    s.wait_text("#test-result", "200").await;
+    assert_eq!(
+        s.execute(
+            "return document.querySelector('select[name=endpoint_format]').value",
+            vec![]
+        )
+        .await,
+        json!("flat")
+    );
+    s.click_text("button", "Create endpoint").await;
+    s.wait_text("#bot-endpoints", "POST").await;
+    s.wait_text("#bot-endpoints", &format!("{rx_base}/eli"))
+        .await;
+    tap(&s, "[data-action=add-header]").await;
+    s.fill("input[name=header_key]", "X-Api-Key").await;
+    s.fill("input[name=header_value]", "eli-key-123").await;
+    tap(&s, "[data-action=done-header]").await;
+    s.wait_text("tr[data-header='X-Api-Key']", "eli-key-123")
+        .await;
+    // A second header, edited then deleted with the row's buttons.
+    tap(&s, "[data-action=add-header]").await;
+    s.fill("input[name=header_key]", "X-Drop").await;
+    s.fill("input[name=header_value]", "one").await;
+    tap(&s, "[data-action=done-header]").await;
+    tap(&s, "tr[data-header='X-Drop'] [data-action=edit-header]").await;
+    s.fill("input[name=header_value]", "two").await;
+    // Keyboard: Enter keeps the edited row and focus returns to its Edit.
+    s.keys("input[name=header_value]", "\u{E007}").await;
+    s.wait_text("tr[data-header='X-Drop']", "two").await;
+    assert_eq!(
+        s.execute(
+            "return document.activeElement.closest('tr').dataset.header + ' ' + document.activeElement.dataset.action",
+            vec![]
+        )
+        .await,
+        json!("X-Drop edit-header")
+    );
+    tap(&s, "tr[data-header='X-Drop'] [data-action=delete-header]").await;
+    s.fill("textarea[name=endpoint_body]", "{\"source\": ")
+        .await;
+    s.wait_text(
+        "textarea[name=endpoint_body] ~ .field-error",
+        "not valid JSON",
+    )
+    .await;
+    s.fill("textarea[name=endpoint_body]", "{\"source\": \"eli\"}")
+        .await;
+    tap(&s, "[data-action=save-endpoint]").await;
+    s.wait_text("#endpoint-saved", "Endpoint saved").await;
+    let eps = app.admin("GET", "/v1/bots/eli/endpoints", None).await.body;
+    let ep = &eps["data"][0];
+    assert_eq!(ep["body"], json!({"source": "eli"}));
+    assert_eq!(ep["format"], "flat");
+    let keys: Vec<&String> = ep["headers"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["x-api-key"], "X-Drop was deleted: {ep}");
+    // Shown again (names as stored, lower case): the secret is redacted, and
+    // saving it as shown keeps it.
+    tap(&s, ".tabs [data-graph='#map']").await;
+    tap(&s, ".tabs [data-graph='#webhook']").await;
+    let row = s.wait_text("tr[data-header='x-api-key']", "••••").await;
+    assert!(!row.contains("eli-key-123"), "{row}");
+    tap(&s, "[data-action=save-endpoint]").await;
+    s.wait_text("#endpoint-saved", "Endpoint saved").await;
+    tap(&s, "[data-action=test-endpoint]").await;
+    let answer = s.wait_text("#tab-test-result", "200").await;
+    assert!(answer.contains("ms"), "latency shown: {answer}");
+    let test = s
+        .wait_until("the test event at the receiver", WAIT, || async {
+            rx.got.lock().unwrap().first().cloned()
+        })
+        .await;
+    assert_eq!(test.headers["x-api-key"], "eli-key-123");
+    s.screenshot("builder-webhook-endpoint").await;
 
     // ---- Chat through it in the preview.
     s.goto(&format!("{base}/#/bots/eli")).await;
+    // The bot page's outline says where option 5 goes.
+    s.wait_text("main", "your endpoint; the conversation ends")
+        .await;
     chat(&s, "hi", "Welcome to EliPackage").await;
     chat(&s, "John Doe", "streaming membership").await;
     s.click_text(".quick button", "One month").await;
     s.wait_text(".chat-log", "Thank you, John Doe!").await;
+    chat_shows(&s, "The conversation ended", 1).await;
+    // A second conversation: option 5 hands it to the endpoint and ends it.
+    s.fill(".chat-form input[name=text]", "hi").await;
+    s.click(".chat-form button[type=submit]").await;
+    chat_shows(&s, "Welcome to EliPackage", 2).await;
+    s.fill(".chat-form input[name=text]", "Ana").await;
+    s.click(".chat-form button[type=submit]").await;
+    chat_shows(&s, "streaming membership", 2).await;
+    s.click_text(".quick button", "Call me").await;
+    chat_shows(&s, "The conversation ended", 2).await;
     no_console_errors(&s, "chatting").await;
+    let handed = s
+        .wait_until("option.selected for Call me", WAIT, || async {
+            rx.option("Call me")
+        })
+        .await;
+    assert_eq!(handed.body["keyword"], 5);
+    assert_eq!(handed.body["label"], "Membership");
+    assert_eq!(handed.headers["x-api-key"], "eli-key-123");
+    let convs = app
+        .admin("GET", "/v1/conversations?bot=eli&status=completed", None)
+        .await;
+    assert_eq!(convs.status, 200, "{:?}", convs.body);
+    assert_eq!(
+        convs.body["data"].as_array().map(Vec::len),
+        Some(2),
+        "both conversations completed: {:?}",
+        convs.body
+    );
 
     let response = s
         .wait_until("response.received at the receiver", WAIT, || async {

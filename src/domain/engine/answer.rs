@@ -130,6 +130,7 @@ impl<'a> Runner<'a> {
         let target = match &o.goto {
             Goto::Node(n) => Some(here(n)),
             Goto::Campaign(c) => self.start_of(c),
+            Goto::Endpoint => return self.complete(node),
         };
         let Some(target) = target else {
             return self.abort();

@@ -119,6 +119,15 @@ impl<'a> Runner<'a> {
         self.turn.ended = true;
     }
 
+    /// Completes the conversation at `node` (an end, or a menu option
+    /// whose redirect is the bot's endpoint).
+    pub(super) fn complete(&mut self, node: &'a Node) {
+        self.turn.state.completed = true;
+        self.turn.state.offered_slots.clear();
+        self.emit(EventType::ConversationCompleted, Some(node), json!({}));
+        self.turn.ended = true;
+    }
+
     pub(super) fn start_of(&self, flow: &str) -> Option<Jump> {
         self.flow.graph(flow).map(|g| Jump {
             flow: flow.to_string(),
@@ -248,11 +257,7 @@ impl<'a> Runner<'a> {
                     if let Some(m) = message {
                         self.say(m);
                     }
-                    self.turn.state.completed = true;
-                    self.turn.state.offered_slots.clear();
-                    self.emit(EventType::ConversationCompleted, Some(node), json!({}));
-                    self.turn.ended = true;
-                    return;
+                    return self.complete(node);
                 }
             }
         }

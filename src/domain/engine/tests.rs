@@ -643,6 +643,36 @@ fn end_node() {
 }
 
 #[test]
+fn option_redirected_to_the_endpoint_notifies_then_completes() {
+    let mut c = Chat::new(
+        "start: m\nnodes:\n  m:\n    menu: Pick\n    options:\n      - { keyword: 1, label: Call me, notify: true }\n      - { keyword: 2, label: Stay, next: e }\n  e: { end: true }\n",
+    );
+    c.send("hi");
+    let t = c.send("1");
+    assert_eq!(
+        types(&t),
+        [
+            "message.received",
+            "option.selected",
+            "conversation.completed"
+        ]
+    );
+    assert_eq!(
+        event(&t, EventType::OptionSelected)["option"],
+        json!("Call me")
+    );
+    assert_eq!(
+        event(&t, EventType::ConversationCompleted)["node"],
+        json!("m")
+    );
+    assert!(
+        t.replies.is_empty(),
+        "the receiving system answers, not the bot"
+    );
+    assert!(t.ended && c.state.completed);
+}
+
+#[test]
 fn flow_changed_restarts() {
     let mut c = at_menu();
     c.flow = Flow::from_yaml(&FIXTURE.replace("membership", "plans")).unwrap();

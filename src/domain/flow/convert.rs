@@ -378,11 +378,20 @@ pub(super) fn option_from_raw(
             ));
             return None;
         }
+        (None, None) if o.notify && o.webhook.is_none() => Goto::Endpoint,
+        (None, None) if o.notify => {
+            errs.push(FlowError::new(
+                at,
+                format!("options[{i}].next"),
+                "a story webhook needs somewhere to go on: give the option \"next\" (or \"campaign\"), or drop \"webhook\" to hand the conversation to your endpoint",
+            ));
+            return None;
+        }
         (None, None) => {
             errs.push(FlowError::new(
                 at,
                 format!("options[{i}].next"),
-                "missing required field \"next\" (or \"campaign\")",
+                "missing required field \"next\" (or \"campaign\", or \"notify\": true to hand the conversation to your endpoint)",
             ));
             return None;
         }
@@ -514,6 +523,7 @@ pub(super) fn node_to_raw(n: &Node) -> RawNode {
                         let (next, campaign) = match &o.goto {
                             Goto::Node(t) => (Some(t.clone()), None),
                             Goto::Campaign(c) => (None, Some(c.clone())),
+                            Goto::Endpoint => (None, None),
                         };
                         RawOption {
                             keyword: Some(o.keyword),

@@ -428,6 +428,11 @@ pub enum Goto {
     Node(String),
     /// The start of another flow (a campaign name, or `main`).
     Campaign(String),
+    /// Nowhere on the platform: the option's redirect is the webhook. The
+    /// option notifies the bot's endpoints (`option.selected`) and the
+    /// conversation completes; what happens next belongs to the receiving
+    /// system. Written as `notify: true` with neither `next` nor `campaign`.
+    Endpoint,
 }
 
 impl Flow {

@@ -206,6 +206,33 @@ nodes:
 }
 
 #[test]
+fn option_redirected_to_the_endpoint() {
+    let y = "start: m\nnodes:\n  m:\n    menu: Pick\n    options:\n      - { keyword: 1, label: Call me, notify: true }\n      - { keyword: 2, label: Stay, next: e }\n  e: { end: true }\n";
+    let f = Flow::from_yaml(y).unwrap();
+    f.validate(None).unwrap();
+    let FlowNode::Menu { options, .. } = &f.node(MAIN, "m").unwrap().kind else {
+        panic!("not a menu");
+    };
+    assert_eq!(options[0].goto, Goto::Endpoint);
+    assert!(options[0].notify);
+    let back = Flow::from_yaml(&f.to_yaml()).unwrap();
+    assert_eq!(back, f, "written back without next or campaign");
+    // Without notify, or with a story webhook, the option has nowhere to go.
+    expect(
+        &y.replace("label: Call me, notify: true", "label: Call me"),
+        "m",
+        "options[0].next",
+        "\"notify\": true",
+    );
+    expect(
+        &y.replace("notify: true }", "notify: true, webhook: w }"),
+        "m",
+        "options[0].next",
+        "story webhook needs",
+    );
+}
+
+#[test]
 fn missing_required_fields() {
     expect(
         "start: a\nnodes: { a: { message: hi } }",

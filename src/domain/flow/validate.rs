@@ -266,6 +266,23 @@ impl Flow {
                                     push(id, &f("campaign"), format!("unknown campaign \"{c}\""));
                                 }
                             }
+                            Goto::Endpoint => {
+                                if !o.notify {
+                                    push(
+                                        id,
+                                        &f("next"),
+                                        "an option without next or campaign must notify (\"notify\": true)".into(),
+                                    );
+                                }
+                                if o.webhook.is_some() {
+                                    push(
+                                        id,
+                                        &f("webhook"),
+                                        "a story webhook needs a next or campaign to go on to"
+                                            .into(),
+                                    );
+                                }
+                            }
                         }
                         if let Some(w) = &o.webhook
                             && (w.trim().is_empty() || !hook_known(w))
