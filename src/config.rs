@@ -71,6 +71,34 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// How long records are kept.
     pub retention: RetentionConfig,
+    /// Broadcast settings.
+    pub broadcasts: BroadcastsConfig,
+}
+
+/// The default of `[broadcasts] rate`.
+pub const DEFAULT_BROADCAST_RATE: u32 = 20;
+
+/// Broadcast settings (`[broadcasts]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastsConfig {
+    /// Messages per second of a broadcast that does not give its own
+    /// `rate` (1 to 1,000).
+    pub rate: u32,
+}
+
+impl BroadcastsConfig {
+    /// `rate`, checked.
+    pub fn rate(&self) -> Result<u32, ConfigError> {
+        if (1..=1000).contains(&self.rate) {
+            Ok(self.rate)
+        } else {
+            Err(ConfigError::Invalid(format!(
+                "broadcasts.rate must be 1 to 1000 messages per second, got {}",
+                self.rate
+            )))
+        }
+    }
 }
 
 /// How long records are kept (`[retention]`).
@@ -267,6 +295,13 @@ impl Config {
             self.limits.max_endpoints_per_bot = v.parse().map_err(|_| {
                 ConfigError::Invalid(format!(
                     "BOTWIRE_LIMITS_MAX_ENDPOINTS_PER_BOT must be a number, got {v:?}"
+                ))
+            })?;
+        }
+        if let Some(v) = env("BOTWIRE_BROADCASTS_RATE") {
+            self.broadcasts.rate = v.parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "BOTWIRE_BROADCASTS_RATE must be a number, got {v:?}"
                 ))
             })?;
         }

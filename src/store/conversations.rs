@@ -179,7 +179,6 @@ pub struct ChannelAddress {
     pub last_inbound_at: i64,
 }
 
-
 /// How far `contacts.last_seen` may lag behind a contact's latest turn.
 pub const LAST_SEEN_GRAIN_MS: i64 = 60_000;
 impl Store {

@@ -44,6 +44,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "audit", include_str!("migrations/0010_audit.sql")),
     (11, "people", include_str!("migrations/0011_people.sql")),
     (12, "handoff", include_str!("migrations/0012_handoff.sql")),
+    (
+        13,
+        "broadcasts",
+        include_str!("migrations/0013_broadcasts.sql"),
+    ),
 ];
 
 /// A SQLite database file.
