@@ -126,6 +126,9 @@ fn load(c: &mut dyn Conn, id: &str) -> Result<BroadcastRow> {
     )?)
 }
 
+/// A channel, the recipient on it, and when they last wrote there.
+type Reach = (Arc<ChannelRow>, String, Option<i64>);
+
 /// Where a contact can be reached: the channel it last wrote on, else (with
 /// a phone) the bot's WhatsApp channel.
 fn address_of(
@@ -133,7 +136,7 @@ fn address_of(
     channels: &HashMap<String, Arc<ChannelRow>>,
     contact_id: &str,
     phone: Option<&str>,
-) -> Result<Option<(Arc<ChannelRow>, String, Option<i64>)>> {
+) -> Result<Option<Reach>> {
     let rows = c.query(
         "SELECT channel_id, user_id, last_inbound_at FROM channel_contacts
          WHERE contact_id = $1 ORDER BY last_inbound_at DESC",
