@@ -15,6 +15,8 @@
 //!   the whole batch back; a committed row is never pending again. So no
 //!   recipient gets two outbox messages; the outbox then sends each once
 //!   (its own guarantees: per-lane order, retries, statuses).
+//! * **Events.** `broadcast.started` is written in the start's transaction
+//!   and `broadcast.completed` in the one that handles the last recipient.
 //! * **Counts** join each recipient to its outbox message: one whose
 //!   message ended `failed` counts as failed.
 
@@ -22,13 +24,16 @@ use super::channels::{
     CH_COLUMNS, ChannelRow, OutboxTicket, OutboxWrite, channel_from, insert_outbox, lane_lease,
 };
 use super::contacts::{COLUMNS as CONTACT_COLUMNS, record_from, scan};
+use super::events::{EventRow, insert_event};
 use super::{Conn, Page, PageRequest, Result, Row, Store, StoreError, now_ms};
 use crate::channels::{ChannelKind, Outgoing, Reply, whatsapp};
 use crate::domain::broadcast::{
     Address, BroadcastAction, BroadcastMessage, BroadcastState, Decision, decide,
 };
+use crate::domain::event::EventType;
 use crate::domain::ids::new_id;
 use crate::domain::people::ContactFilter;
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -174,6 +179,36 @@ fn render(ch: &ChannelRow, to: &str, d: &Decision) -> Vec<Outgoing> {
         )],
         Decision::Skip(_) => Vec::new(),
     }
+}
+
+/// Writes `broadcast.completed` with the broadcast's final tally.
+fn completed_event(c: &mut dyn Conn, b: &BroadcastRow) -> Result<()> {
+    let rows = c.query(
+        "SELECT status, COALESCE(reason, ''), COUNT(*) FROM broadcast_recipients
+         WHERE broadcast_id = $1 GROUP BY status, COALESCE(reason, '')",
+        &[(&b.id).into()],
+    )?;
+    let mut sent = 0;
+    let mut skipped = json!({"opted_out": 0, "no_channel": 0, "outside_window": 0});
+    for r in rows {
+        let n = r.int(2)?;
+        match (r.text(0)?.as_str(), r.text(1)?) {
+            ("sent", _) => sent += n,
+            ("skipped", reason) if skipped.get(&reason).is_some() => {
+                skipped[reason.as_str()] = json!(n)
+            }
+            _ => {}
+        }
+    }
+    let data = json!({"broadcast_id": b.id, "sent": sent, "skipped": skipped});
+    let event = EventRow::new(
+        &b.account_id,
+        &b.bot_id,
+        EventType::BroadcastCompleted.as_str(),
+        None,
+        data.to_string(),
+    );
+    insert_event(c, &event, None, None).map(|_| ())
 }
 
 impl Store {
@@ -396,6 +431,15 @@ impl Store {
                     "UPDATE broadcasts SET state = 'running', started_at = $1, updated_at = $1 WHERE id = $2",
                     &[now.into(), (&b.id).into()],
                 )?;
+                let recipients = c
+                    .query_one(
+                        "SELECT COUNT(*) FROM broadcast_recipients WHERE broadcast_id = $1",
+                        &[(&b.id).into()],
+                    )?
+                    .int(0)?;
+                let data = json!({"broadcast_id": b.id, "segment_id": b.segment_id, "recipients": recipients});
+                let event = EventRow::new(&b.account_id, &b.bot_id, EventType::BroadcastStarted.as_str(), None, data.to_string());
+                insert_event(c, &event, None, None)?;
                 started.push(b.id);
             }
             Ok(started)
@@ -538,11 +582,14 @@ impl Store {
                     &[(&id).into()],
                 )?;
                 if left.is_none() {
-                    c.execute(
+                    let n = c.execute(
                         "UPDATE broadcasts SET state = 'completed', finished_at = $1, updated_at = $1
                          WHERE id = $2 AND state = 'running'",
                         &[now.into(), (&id).into()],
                     )?;
+                    if n == 1 {
+                        completed_event(c, &b)?;
+                    }
                     out.completed = true;
                 }
                 Ok((out, tickets))

@@ -271,6 +271,66 @@ async fn broadcast_api_and_recipients(kind: Db) {
     assert_eq!(reasons.get("no_channel"), Some(&5));
     // A second pass sends nobody again.
     assert_eq!(worker.step(&app.store).await.unwrap(), 0);
+    // broadcast.started and broadcast.completed, once each, with the tally.
+    let r = app
+        .admin("GET", "/v1/events?type=broadcast.started", None)
+        .await;
+    let started = r.body["data"].as_array().unwrap().clone();
+    assert_eq!(started.len(), 1, "{}", r.body);
+    assert_eq!(started[0]["data"]["broadcast_id"], id.as_str());
+    assert_eq!(started[0]["data"]["recipients"], 35);
+    let r = app
+        .admin("GET", "/v1/events?type=broadcast.completed", None)
+        .await;
+    let completed = r.body["data"].as_array().unwrap().clone();
+    assert_eq!(completed.len(), 1, "{}", r.body);
+    assert_eq!(
+        completed[0]["data"],
+        json!({"broadcast_id": id, "sent": 27, "skipped": {"opted_out": 3, "no_channel": 5, "outside_window": 0}})
+    );
+
+    // Without a template, nobody who has not written in 24 hours is sent.
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/shop/broadcasts",
+            Some(json!({"segment": seg, "message": "Text only", "rate": 1000})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let text_only = r.body["id"].as_str().unwrap().to_owned();
+    for _ in 0..50 {
+        worker.step(&app.store).await.unwrap();
+        let r = app
+            .admin("GET", &format!("/v1/broadcasts/{text_only}"), None)
+            .await;
+        if r.body["state"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = app
+        .admin("GET", &format!("/v1/broadcasts/{text_only}"), None)
+        .await;
+    assert_eq!(
+        (r.body["state"].clone(), r.body["counts"].clone()),
+        (
+            json!("completed"),
+            json!({"pending": 0, "sent": 0, "failed": 0, "skipped": 35})
+        ),
+        "{}",
+        r.body
+    );
+    let recipients = app
+        .store
+        .list_broadcast_recipients(&text_only, None, 100)
+        .await
+        .unwrap();
+    let outside = recipients
+        .iter()
+        .filter(|r| r.reason.as_deref() == Some("outside_window"))
+        .count();
+    assert_eq!(outside, 27);
 
     // The outbox holds one template per recipient, personalised.
     let r = app.admin("GET", "/v1/bots/shop/channels", None).await;
@@ -321,7 +381,7 @@ async fn broadcast_api_and_recipients(kind: Db) {
     let msg = r.body["error"]["message"].as_str().unwrap_or("");
     assert!(msg.contains("completed"), "{msg}");
     let r = app.admin("GET", "/v1/bots/shop/broadcasts", None).await;
-    assert_eq!(r.body["data"].as_array().unwrap().len(), 2, "{}", r.body);
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 3, "{}", r.body);
     let r = app.admin("GET", "/v1/broadcasts/bc_nope", None).await;
     assert_eq!(r.status, 404);
 }
