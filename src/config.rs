@@ -167,6 +167,21 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// How long records are kept.
     pub retention: RetentionConfig,
+    /// Broadcast settings.
+    pub broadcasts: BroadcastsConfig,
+}
+
+/// The default of `[broadcasts] rate`.
+pub const DEFAULT_BROADCAST_RATE: u32 = 20;
+
+/// Broadcast settings (`[broadcasts]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastsConfig {
+    /// Messages per second of a broadcast that does not give its own
+    /// `rate` (1 to 1,000).
+    #[serde(deserialize_with = "broadcast_rate")]
+    pub rate: u32,
 }
 
 /// How long records are kept (`[retention]`).
@@ -457,6 +472,15 @@ fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     match usize::deserialize(d)? {
         0 => Err(custom("must be at least 1, got 0")),
         n => Ok(n),
+    }
+}
+
+fn broadcast_rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        n @ 1..=1000 => Ok(n),
+        n => Err(custom(format!(
+            "must be 1 to 1000 messages per second, got {n}"
+        ))),
     }
 }
 

@@ -20,6 +20,7 @@
 pub mod appointments;
 pub mod audit;
 pub mod bots;
+pub mod broadcasts;
 pub mod channels;
 pub mod chart;
 pub mod chat;
@@ -89,6 +90,9 @@ pub struct AppState {
     pub channels: Arc<crate::runtime::inbound::ChannelCache>,
     /// The address platforms see (`public_url`); empty: each request's host.
     pub public_url: Arc<str>,
+    /// A broadcast's messages per second when it does not say
+    /// (`[broadcasts] rate`).
+    pub broadcast_rate: u32,
 }
 
 impl AppState {
@@ -107,6 +111,7 @@ impl AppState {
             limits: Default::default(),
             channels: Arc::default(),
             public_url: Arc::from(""),
+            broadcast_rate: crate::config::DEFAULT_BROADCAST_RATE,
         }
     }
 
@@ -219,6 +224,7 @@ pub fn router(state: AppState, options: &RouterOptions) -> Router {
         .merge(audit::routes())
         .merge(contacts::routes())
         .merge(segments::routes())
+        .merge(broadcasts::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::track,

@@ -94,10 +94,16 @@ use utoipa::{Modify, OpenApi};
         super::segments::get_segment,
         super::segments::update_segment,
         super::segments::delete_segment,
+        super::broadcasts::create_broadcast,
+        super::broadcasts::list_broadcasts,
+        super::broadcasts::get_broadcast,
+        super::broadcasts::cancel_broadcast,
+        super::broadcasts::pause_broadcast,
+        super::broadcasts::resume_broadcast,
     ),
     modifiers(&Bearer, &CommonErrors),
     tags((name = "bots"), (name = "flows"), (name = "conversations"), (name = "events"),
-        (name = "appointments"), (name = "story webhooks"), (name = "endpoints"), (name = "deliveries"), (name = "hooks"), (name = "channels"), (name = "contacts"), (name = "segments"),
+        (name = "appointments"), (name = "story webhooks"), (name = "endpoints"), (name = "deliveries"), (name = "hooks"), (name = "channels"), (name = "contacts"), (name = "segments"), (name = "broadcasts"),
         (name = "keys"), (name = "audit"), (name = "health"))
 )]
 pub struct ApiDoc;

@@ -177,6 +177,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = std::io::Write::flush(&mut out);
     }
     let pruner = tokio::spawn(prune_audit(store.clone(), config.retention.audit));
+    // Broadcasts go out from every node; the store hands each recipient to
+    // one of them, once.
+    let broadcast_rate = config.broadcasts.rate;
+    let broadcaster = tokio::spawn(
+        crate::runtime::broadcasts::BroadcastWorker::default()
+            .run(store.clone(), Duration::from_millis(200)),
+    );
     let settings =
         crate::delivery::Settings::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
     let delivery = crate::delivery::Delivery::new(settings)
@@ -216,6 +223,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         shutdown_signal().await;
         pruner.abort();
+        broadcaster.abort();
         stop(engine, workers, &store).await;
         eprintln!("botwire stopped cleanly");
         return Ok(());
@@ -226,6 +234,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     state.channels = channels;
     state.readiness = readiness.clone();
     state.limits = config.limits.clone();
+    state.broadcast_rate = broadcast_rate;
     // Conversation timers (reminders, timeouts, expiries) fire on every API
     // node; the store's leases make each fire once.
     let timers = tokio::spawn(
@@ -264,6 +273,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     timers.abort();
     tracing::info!("stopped accepting connections; closing the store");
     pruner.abort();
+    broadcaster.abort();
     stop(engine, workers, &store).await;
     eprintln!("botwire stopped cleanly");
     Ok(())

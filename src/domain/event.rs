@@ -24,7 +24,10 @@
 //!   `conversation.released` adds `released_at` (the node the conversation
 //!   was handed off at), its `node` being where the bot goes on;
 //! - `webhook.test` is `{"message"}`; `endpoint.disabled` is
-//!   `{"endpoint_id", "url", "reason"}`.
+//!   `{"endpoint_id", "url", "reason"}`;
+//! - `broadcast.started` is `{"broadcast_id", "segment_id", "recipients"}`;
+//!   `broadcast.completed` is `{"broadcast_id", "sent", "skipped":
+//!   {"opted_out", "no_channel", "outside_window"}}`.
 //!
 //! Invariants: the catalog names are stable API; each sample validates against
 //! its own schema (tested); names under a reserved prefix cannot be published
@@ -100,12 +103,19 @@ pub enum EventType {
     /// A conversation in handoff was given back to the bot.
     #[serde(rename = "conversation.released")]
     ConversationReleased,
+    /// A broadcast chose its recipients and began sending.
+    #[serde(rename = "broadcast.started")]
+    BroadcastStarted,
+    /// Every recipient of a broadcast was sent or skipped.
+    #[serde(rename = "broadcast.completed")]
+    BroadcastCompleted,
 }
 
 /// Prefixes no outside system may publish under: the catalog's namespaces and
 /// botwire's own.
-pub const RESERVED_PREFIXES: [&str; 13] = [
+pub const RESERVED_PREFIXES: [&str; 14] = [
     "message.",
+    "broadcast.",
     "agent.",
     "contact.",
     "conversation.",
@@ -122,7 +132,7 @@ pub const RESERVED_PREFIXES: [&str; 13] = [
 
 impl EventType {
     /// Every catalog type, in catalog order.
-    pub const ALL: [EventType; 21] = [
+    pub const ALL: [EventType; 23] = [
         EventType::MessageReceived,
         EventType::ConversationStarted,
         EventType::ConversationCompleted,
@@ -144,6 +154,8 @@ impl EventType {
         EventType::ConversationHandoff,
         EventType::AgentMessage,
         EventType::ConversationReleased,
+        EventType::BroadcastStarted,
+        EventType::BroadcastCompleted,
     ];
 
     /// The dotted name, e.g. `message.received`.
@@ -170,6 +182,8 @@ impl EventType {
             EventType::ConversationHandoff => "conversation.handoff",
             EventType::AgentMessage => "agent.message",
             EventType::ConversationReleased => "conversation.released",
+            EventType::BroadcastStarted => "broadcast.started",
+            EventType::BroadcastCompleted => "broadcast.completed",
         }
     }
 
@@ -205,6 +219,8 @@ impl EventType {
                 | EventType::MessageDelivered
                 | EventType::MessageRead
                 | EventType::MessageFailed
+                | EventType::BroadcastStarted
+                | EventType::BroadcastCompleted
         )
     }
 }
@@ -627,6 +643,41 @@ pub fn info(t: EventType) -> EventTypeInfo {
                 sample_common(Some("welcome"), Some("Welcome Message")),
                 json!({"released_at": "agent"}),
             ),
+        ),
+        EventType::BroadcastStarted => (
+            "A broadcast chose its recipients (the contacts its segment matched at that moment) and began sending.",
+            json!({
+                "$schema": DRAFT, "title": name, "type": "object",
+                "required": ["broadcast_id", "segment_id", "recipients"],
+                "properties": {
+                    "broadcast_id": {"type": "string", "minLength": 1},
+                    "segment_id": {"type": "string", "minLength": 1},
+                    "recipients": {"type": "integer", "minimum": 0}
+                }
+            }),
+            json!({"broadcast_id": "bc_01HZX3M2", "segment_id": "seg_01HZX3M1", "recipients": 1200}),
+        ),
+        EventType::BroadcastCompleted => (
+            "Every recipient of a broadcast was handled: sent (its message is in the channel's outbox) or skipped, with the skips by reason.",
+            json!({
+                "$schema": DRAFT, "title": name, "type": "object",
+                "required": ["broadcast_id", "sent", "skipped"],
+                "properties": {
+                    "broadcast_id": {"type": "string", "minLength": 1},
+                    "sent": {"type": "integer", "minimum": 0},
+                    "skipped": {
+                        "type": "object",
+                        "required": ["opted_out", "no_channel", "outside_window"],
+                        "properties": {
+                            "opted_out": {"type": "integer", "minimum": 0},
+                            "no_channel": {"type": "integer", "minimum": 0},
+                            "outside_window": {"type": "integer", "minimum": 0}
+                        }
+                    }
+                }
+            }),
+            json!({"broadcast_id": "bc_01HZX3M2", "sent": 1150,
+                   "skipped": {"opted_out": 30, "no_channel": 15, "outside_window": 5}}),
         ),
     };
     EventTypeInfo {

@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod bot;
+pub mod broadcast;
 pub mod calendar;
 pub mod csv;
 pub mod engine;

@@ -10,12 +10,15 @@
 //!   their answers back into the conversation.
 //! * [`inbound`] turns messages received on messaging channels into chat
 //!   turns whose replies go to the channel's outbox.
+//! * [`broadcasts`] paces broadcasts: starts the due ones and sends their
+//!   recipients at each one's rate.
 //! * [`handoff`] lets a person answer a conversation in handoff and give it
 //!   back to the bot.
 //!
 //! Nothing here knows about HTTP; the API and the CLI both call it.
 
 pub mod bots;
+pub mod broadcasts;
 pub mod chat;
 pub mod handoff;
 pub mod inbound;

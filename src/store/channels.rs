@@ -66,9 +66,9 @@ impl ChannelRow {
     }
 }
 
-const CH_COLUMNS: &str = "id, account_id, bot_id, name, config, last_inbound_at, last_inbound_error, last_outbound_at, last_outbound_error, created_at, updated_at";
+pub(super) const CH_COLUMNS: &str = "id, account_id, bot_id, name, config, last_inbound_at, last_inbound_error, last_outbound_at, last_outbound_error, created_at, updated_at";
 
-fn channel_from(r: &Row) -> Result<ChannelRow> {
+pub(super) fn channel_from(r: &Row) -> Result<ChannelRow> {
     Ok(ChannelRow {
         id: r.text(0)?,
         account_id: r.text(1)?,
@@ -375,7 +375,7 @@ fn status_event(
 /// an earlier message of the lane waits outside this node's sender (one to
 /// retry, one handed back, one another node holds) — then the new ones must
 /// wait behind it, on the claim path, so the lane keeps its order.
-fn lane_lease<'a>(
+pub(super) fn lane_lease<'a>(
     c: &mut dyn Conn,
     lane: &str,
     lease: Option<&'a Lease>,

@@ -30,6 +30,7 @@ pub mod accounts;
 pub mod appointments;
 pub mod audit;
 pub mod bots;
+pub mod broadcasts;
 pub mod channels;
 pub mod contacts;
 pub mod conversations;

@@ -169,6 +169,16 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
             Some(json!({"name": "stolen"})),
         ),
         ("DELETE", "/v1/bots/{bot}/segments/{segment}", None),
+        ("GET", "/v1/bots/{bot}/broadcasts", None),
+        (
+            "POST",
+            "/v1/bots/{bot}/broadcasts",
+            Some(json!({"segment": "{segment}", "message": "stolen"})),
+        ),
+        ("GET", "/v1/broadcasts/{broadcast}", None),
+        ("POST", "/v1/broadcasts/{broadcast}/pause", None),
+        ("POST", "/v1/broadcasts/{broadcast}/resume", None),
+        ("POST", "/v1/broadcasts/{broadcast}/cancel", None),
         (
             "POST",
             "/api/v1.0/chatbot-webhook/{bot}/",
@@ -282,8 +292,21 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
         .await;
     assert_eq!(segment.status, 201, "{}", segment.body);
     let segment = segment.body["id"].as_str().unwrap().to_owned();
+    let broadcast = app
+        .admin(
+            "POST",
+            "/v1/bots/victim/broadcasts",
+            Some(json!({"segment": segment, "message": "Victim news", "schedule_at": "2999-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(broadcast.status, 201, "{}", broadcast.body);
+    let broadcast = broadcast.body["id"].as_str().unwrap().to_owned();
     for (method, template, body) in routes() {
+        let body = body.map(|b| {
+            serde_json::from_str::<Value>(&b.to_string().replace("{segment}", &segment)).unwrap()
+        });
         let path = template
+            .replace("{broadcast}", &broadcast)
             .replace("{contact}", &contact)
             .replace("{segment}", &segment)
             .replace("{bot}", "victim")
@@ -306,6 +329,8 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
                 appointment.as_str(),
                 contact.as_str(),
                 segment.as_str(),
+                broadcast.as_str(),
+                "Victim news",
                 endpoint.as_str(),
                 delivery.as_str(),
                 story_secret.as_str(),
@@ -429,6 +454,12 @@ async fn every_route_needs_a_key_and_respects_its_scope() {
         .admin("GET", &format!("/v1/bots/victim/segments/{segment}"), None)
         .await;
     assert_eq!(r.body["name"], "Victim VIPs");
+    let r = app
+        .admin("GET", &format!("/v1/broadcasts/{broadcast}"), None)
+        .await;
+    assert_eq!(r.body["state"], "scheduled", "{}", r.body);
+    let r = app.admin("GET", "/v1/bots/victim/broadcasts", None).await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1, "nothing added");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ type Sample = (&'static str, fn(&Config) -> bool);
 /// One sample for every key. A key added to the defaults file without a
 /// sample here fails `every_key_has_a_variable_that_is_honoured`.
 fn samples() -> BTreeMap<&'static str, Sample> {
-    let s: [(&'static str, Sample); 23] = [
+    let s: [(&'static str, Sample); 24] = [
         ("listen", ("0.0.0.0:9999", |c| c.listen == "0.0.0.0:9999")),
         (
             "public_url",
@@ -110,6 +110,7 @@ fn samples() -> BTreeMap<&'static str, Sample> {
                 c.retention.audit == Duration::from_secs(30 * 86_400)
             }),
         ),
+        ("broadcasts.rate", ("50", |c| c.broadcasts.rate == 50)),
     ];
     s.into_iter().collect()
 }
@@ -169,7 +170,7 @@ fn a_bad_value_is_refused_naming_the_key_and_its_source() {
         "delivery.break_after: expected an integer, got \"x\" (from BOTWIRE_DELIVERY_BREAK_AFTER)"
     );
     // Every key but the free-text secret has a value it refuses.
-    let bad: [(&str, &str, &str); 23] = [
+    let bad: [(&str, &str, &str); 24] = [
         ("listen", "8080", "host:port"),
         ("public_url", "ftp://x", "http(s) URL"),
         ("database", "mysql://db", "sqlite://FILE"),
@@ -193,6 +194,7 @@ fn a_bad_value_is_refused_naming_the_key_and_its_source() {
         ("delivery.hosts", "a..b=10.0.0.1", "not a hostname"),
         ("delivery.hosts", "h.test=10.0.0.300", "not an IP address"),
         ("retention.audit", "forever", "one span"),
+        ("broadcasts.rate", "0", "1 to 1000"),
     ];
     for key in keys() {
         assert!(

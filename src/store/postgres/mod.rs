@@ -46,6 +46,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "people", include_str!("migrations/0011_people.sql")),
     (12, "handoff", include_str!("migrations/0012_handoff.sql")),
     (
+        13,
+        "broadcasts",
+        include_str!("migrations/0013_broadcasts.sql"),
+    ),
+    (
         14,
         "channel_trace",
         include_str!("migrations/0014_channel_trace.sql"),
