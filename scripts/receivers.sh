@@ -62,11 +62,12 @@ check() { # name, command…
     # option.selected, conversation.completed.
     local ok=0
     for _ in $(seq 1 100); do
-        ok="$(grep -c '"verified": *true' "$dir/$name.log" || true)"
+        # Occurrences, not lines: count a record even if another shares its line.
+        ok="$({ grep -o '"verified": *true' "$dir/$name.log" || true; } | wc -l)"
         [ "$ok" -ge 8 ] && break
         sleep 0.1
     done
-    local bad; bad="$(grep -c '"verified": *false' "$dir/$name.log" || true)"
+    local bad; bad="$({ grep -o '"verified": *false' "$dir/$name.log" || true; } | wc -l)"
     local pending; pending="$(call "$api/v1/endpoints/$id/deliveries?status=failed" | json "['data'].__len__()" 2>/dev/null || echo "?")"
     if [ "$ok" -ge 8 ] && [ "$bad" -eq 1 ] && [ "$code" = "401" ]; then
         echo "$name: $ok deliveries verified, the forged request refused with $code"

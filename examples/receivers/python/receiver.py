@@ -13,6 +13,7 @@ it. The body is read as raw bytes: the signature covers them exactly.
 import json
 import os
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -21,6 +22,13 @@ SECRET = os.environ.get("WEBHOOK_SECRET")
 if not SECRET:
     sys.exit("set WEBHOOK_SECRET to the endpoint's signing secret (whsec_...)")
 WEBHOOK = Webhook(SECRET)
+# Requests are handled on threads: one line at a time, or two may interleave.
+PRINT = threading.Lock()
+
+
+def say(record):
+    with PRINT:
+        print(json.dumps(record), flush=True)
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -29,14 +37,11 @@ class Receiver(BaseHTTPRequestHandler):
         try:
             event = WEBHOOK.verify(body, dict(self.headers))
         except WebhookVerificationError as err:
-            print(json.dumps({"verified": False, "error": str(err)}), flush=True)
+            say({"verified": False, "error": str(err)})
             self.send_response(401)
             self.end_headers()
             return
-        print(
-            json.dumps({"verified": True, "id": self.headers["webhook-id"], "type": event["type"]}),
-            flush=True,
-        )
+        say({"verified": True, "id": self.headers["webhook-id"], "type": event["type"]})
         self.send_response(204)
         self.end_headers()
 
