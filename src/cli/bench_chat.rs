@@ -8,6 +8,7 @@
 //! rate reports the latency distribution. Client and server share this
 //! machine's cores, as they would in a single-box deployment.
 
+use super::bench_client::Connection;
 use crate::store::Store;
 use serde_json::json;
 use std::sync::Arc;
@@ -56,10 +57,24 @@ pub struct ChatBench {
 
 struct Server {
     bot: &'static str,
-    base: String,
-    key: String,
+    addr: std::net::SocketAddr,
+    /// `Bearer <key>`.
+    auth: String,
     store: Store,
     path: String,
+}
+
+impl Server {
+    /// What a client task needs of the server.
+    fn handle(&self) -> Server {
+        Server {
+            bot: self.bot,
+            addr: self.addr,
+            auth: self.auth.clone(),
+            store: self.store.clone(),
+            path: String::new(),
+        }
+    }
 }
 
 async fn start(
@@ -80,12 +95,11 @@ async fn start(
     crate::runtime::bots::import(&store, &account.id, &file).await?;
     let delivery = crate::delivery::Delivery::new(Default::default())?;
     let (addr, _) = super::bench::serve_locally(&store, pepper, delivery).await?;
-    let base = format!("http://{addr}");
     Ok((
         Server {
             bot,
-            base,
-            key,
+            addr,
+            auth: format!("Bearer {key}"),
             store,
             path,
         },
@@ -93,20 +107,13 @@ async fn start(
     ))
 }
 
-async fn turn(
-    client: &reqwest::Client,
-    s: &Server,
-    contact: usize,
-    text: &str,
-) -> anyhow::Result<()> {
-    let r = client
-        .post(format!("{}/v1/bots/{}/chat", s.base, s.bot))
-        .bearer_auth(&s.key)
-        .json(&json!({"contact": {"id": format!("bench-{contact}")}, "text": text}))
-        .send()
+async fn turn(conn: &mut Connection, s: &Server, contact: usize, text: &str) -> anyhow::Result<()> {
+    let body =
+        serde_json::to_vec(&json!({"contact": {"id": format!("bench-{contact}")}, "text": text}))?;
+    let (status, _) = conn
+        .post_json(&format!("/v1/bots/{}/chat", s.bot), &s.auth, body.into())
         .await?;
-    anyhow::ensure!(r.status().is_success(), "chat answered {}", r.status());
-    r.bytes().await?;
+    anyhow::ensure!(status.is_success(), "chat answered {status}");
     Ok(())
 }
 
@@ -122,9 +129,6 @@ pub(super) fn percentile(sorted: &[u64], p: f64) -> f64 {
 /// Runs the benchmark and prints its figures.
 pub async fn run(b: ChatBench) -> anyhow::Result<()> {
     let (server, script) = start(&b.dir, &b.example).await?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(b.contacts * 2)
-        .build()?;
     eprintln!(
         "bench chat: {} flow over HTTP, SQLite (synchronous=FULL), {} contacts, {:.0} s",
         server.bot, b.contacts, b.seconds
@@ -135,20 +139,15 @@ pub async fn run(b: ChatBench) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for contact in 0..b.contacts {
-        let (client, stop, turns) = (client.clone(), stop.clone(), turns.clone());
-        let s = Server {
-            bot: server.bot,
-            base: server.base.clone(),
-            key: server.key.clone(),
-            store: server.store.clone(),
-            path: String::new(),
-        };
+        let (stop, turns) = (stop.clone(), turns.clone());
+        let s = server.handle();
         tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::new(s.addr);
             let mut lat = Vec::new();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                turn(&client, &s, contact, script[i % script.len()]).await?;
+                turn(&mut conn, &s, contact, script[i % script.len()]).await?;
                 lat.push(t.elapsed().as_micros() as u64);
                 turns.fetch_add(1, Ordering::Relaxed);
                 i += 1;
@@ -186,24 +185,22 @@ pub async fn run(b: ChatBench) -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let busy: Arc<Vec<tokio::sync::Mutex<usize>>> =
-        Arc::new((0..pool).map(|_| tokio::sync::Mutex::new(0)).collect());
+    let busy: Arc<Vec<tokio::sync::Mutex<(usize, Connection)>>> = Arc::new(
+        (0..pool)
+            .map(|_| tokio::sync::Mutex::new((0, Connection::new(server.addr))))
+            .collect(),
+    );
     let paced_start = Instant::now();
     for k in 0..total {
         ticker.tick().await;
-        let (client, tx, busy) = (client.clone(), tx.clone(), busy.clone());
-        let s = Server {
-            bot: server.bot,
-            base: server.base.clone(),
-            key: server.key.clone(),
-            store: server.store.clone(),
-            path: String::new(),
-        };
+        let (tx, busy) = (tx.clone(), busy.clone());
+        let s = server.handle();
         tokio::spawn(async move {
             let slot = k % busy.len();
-            let mut step = busy[slot].lock().await;
+            let mut guard = busy[slot].lock().await;
+            let (step, conn) = &mut *guard;
             let t = Instant::now();
-            if turn(&client, &s, 100_000 + slot, script[*step % script.len()])
+            if turn(conn, &s, 100_000 + slot, script[*step % script.len()])
                 .await
                 .is_ok()
             {

@@ -13,6 +13,7 @@ mod bench;
 pub mod bench_backlog;
 mod bench_channel;
 mod bench_chat;
+mod bench_client;
 mod bench_contacts;
 mod bench_deliver;
 mod bench_flow;

@@ -782,3 +782,50 @@ fn channels_add_list_and_remove_from_the_shell() {
     assert!(!out.status.success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `bench chat` drives real turns through its own HTTP/1 client: every turn
+/// of both runs is answered, and the paced run makes exactly the turns it
+/// was asked for.
+#[test]
+fn bench_chat_runs_the_leads_flow_over_http() {
+    let dir = temp_dir("bench-chat");
+    let out = bin()
+        .args(["bench", "chat", "--example", "leads", "--contacts", "4"])
+        .args(["--seconds", "1", "--rate", "40", "--paced-seconds", "1"])
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .expect("run bench chat");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench chat failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let turns: u64 = stdout
+        .split_once("turns/s (")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no turn count in {stdout}"));
+    assert!(
+        turns >= 4,
+        "throughput run answered {turns} turns: {stdout}"
+    );
+    // Four turns of the leads flow write its events: more events than turns.
+    let events: u64 = stdout
+        .split_once("turns, ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no event count in {stdout}"));
+    assert!(
+        events > turns,
+        "{events} events for {turns} turns: {stdout}"
+    );
+    assert!(
+        stdout.contains("paced at 40 turns/s: 40 turns in"),
+        "paced run: {stdout}"
+    );
+    // The scratch database is removed afterwards.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
