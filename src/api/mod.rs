@@ -64,9 +64,22 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::ToSchema;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`Shared`], so the copy axum
+/// makes for each request and extractor is one reference count, not one per
+/// field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state's fields.
+#[derive(Clone)]
+pub struct Shared {
     /// The database.
     pub store: Store,
     /// The key-hash pepper.
@@ -99,7 +112,7 @@ impl AppState {
     /// State over a store, with empty caches and counters.
     pub fn new(store: Store, pepper: Pepper, delivery: crate::delivery::Delivery) -> Self {
         crate::telemetry::install();
-        Self {
+        Self(Arc::new(Shared {
             store,
             pepper,
             metrics: Arc::default(),
@@ -112,13 +125,19 @@ impl AppState {
             channels: Arc::default(),
             public_url: Arc::from(""),
             broadcast_rate: crate::config::DEFAULT_BROADCAST_RATE,
-        }
+        }))
     }
 
     /// The same state with `public_url` as the address platforms see.
     pub fn with_public_url(mut self, url: &str) -> Self {
-        self.public_url = Arc::from(url.trim_end_matches('/'));
+        self.edit().public_url = Arc::from(url.trim_end_matches('/'));
         self
+    }
+
+    /// The fields, to set up before the state is shared (a state already
+    /// shared is copied first, so no handler sees a change).
+    pub fn edit(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
     }
 }
 

@@ -230,11 +230,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let mut state =
         AppState::new(store.clone(), pepper, delivery).with_public_url(&config.public_url());
-    state.chat = chat;
-    state.channels = channels;
-    state.readiness = readiness.clone();
-    state.limits = config.limits.clone();
-    state.broadcast_rate = broadcast_rate;
+    let shared = state.edit();
+    shared.chat = chat;
+    shared.channels = channels;
+    shared.readiness = readiness.clone();
+    shared.limits = config.limits.clone();
+    shared.broadcast_rate = broadcast_rate;
     // Conversation timers (reminders, timeouts, expiries) fire on every API
     // node; the store's leases make each fire once.
     let timers = tokio::spawn(
