@@ -102,6 +102,24 @@ impl Chat {
         )))
     }
 
+    /// Marks the recipient skipped for `reason`.
+    async fn skip(
+        &self,
+        store: &Store,
+        b: &BroadcastRow,
+        contact_id: &str,
+        reason: SkipReason,
+    ) -> Result<Option<CampaignOutcome>, RuntimeError> {
+        let pending = store
+            .skip_broadcast_recipient(&b.id, contact_id, reason.as_str())
+            .await?;
+        Ok(Some(if pending {
+            CampaignOutcome::Skipped(reason)
+        } else {
+            CampaignOutcome::AlreadyHandled
+        }))
+    }
+
     /// One try; `None` when a booked slot was just taken (try again).
     async fn try_campaign(
         &self,
@@ -113,23 +131,24 @@ impl Chat {
     ) -> Result<Option<CampaignOutcome>, RuntimeError> {
         let campaign = b.message.campaign.as_deref().unwrap_or_default();
         let (channel, user, last_inbound_at) = reach;
-        let def = self
-            .definitions
-            .load(store, &b.account_id, &b.bot_id)
-            .await?;
+        let def = match self.definitions.load(store, &b.account_id, &b.bot_id).await {
+            Ok(def) => def,
+            // The bot lost its flow since: there is no campaign to start.
+            Err(RuntimeError::NotReady(_)) => {
+                return self
+                    .skip(store, b, &contact_row.id, SkipReason::NoCampaign)
+                    .await;
+            }
+            Err(e) => return Err(e),
+        };
         let active = store.active_conversation(&contact_row.id).await?;
         let state = active
             .as_ref()
             .map(|c| serde_json::from_str::<State>(&c.state).unwrap_or_default());
         if state.as_ref().is_some_and(campaign_blocked) {
-            let pending = store
-                .skip_broadcast_recipient(&b.id, &contact_row.id, SkipReason::InHandoff.as_str())
-                .await?;
-            return Ok(Some(if pending {
-                CampaignOutcome::Skipped(SkipReason::InHandoff)
-            } else {
-                CampaignOutcome::AlreadyHandled
-            }));
+            return self
+                .skip(store, b, &contact_row.id, SkipReason::InHandoff)
+                .await;
         }
         let (conversation_id, expected_revision, created_at, conv_channel) = match &active {
             Some(c) => (
@@ -160,18 +179,9 @@ impl Chat {
             Ok(t) => t,
             Err(CampaignError::InHandoff) => return Ok(None),
             Err(CampaignError::Unknown(_)) => {
-                let pending = store
-                    .skip_broadcast_recipient(
-                        &b.id,
-                        &contact_row.id,
-                        SkipReason::NoCampaign.as_str(),
-                    )
-                    .await?;
-                return Ok(Some(if pending {
-                    CampaignOutcome::Skipped(SkipReason::NoCampaign)
-                } else {
-                    CampaignOutcome::AlreadyHandled
-                }));
+                return self
+                    .skip(store, b, &contact_row.id, SkipReason::NoCampaign)
+                    .await;
             }
         };
         let mut calls = Vec::new();

@@ -999,6 +999,70 @@ async fn a_campaign_broadcast_starts_each_conversation(kind: Db) {
         fake.texts_to("525500000002").last().map(String::as_str),
         Some("Coupon no noted.")
     );
+
+    // A campaign removed from the flow after the broadcast was made: its
+    // recipients are skipped, and the broadcast completes.
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/shop/broadcasts",
+            Some(json!({"segment": seg, "campaign": "sale"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let gone = r.body["id"].as_str().unwrap().to_owned();
+    let flow = CAMPAIGN_BOT
+        .split("\nflow:\n")
+        .nth(1)
+        .unwrap()
+        .split("  campaigns:")
+        .next()
+        .unwrap()
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let r = app
+        .raw(
+            "PUT",
+            "/v1/bots/shop/flow",
+            Some(&app.admin_key),
+            "application/yaml",
+            flow.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sent_before = fake.got.lock().unwrap().len();
+    for _ in 0..50 {
+        worker.step(&app.store).await.unwrap();
+        let r = app
+            .admin("GET", &format!("/v1/broadcasts/{gone}"), None)
+            .await;
+        if r.body["state"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    live.settle().await;
+    let r = app
+        .admin("GET", &format!("/v1/broadcasts/{gone}"), None)
+        .await;
+    assert_eq!(
+        (r.body["state"].clone(), r.body["counts"]["skipped"].clone()),
+        (json!("completed"), json!(5)),
+        "{}",
+        r.body
+    );
+    let no_campaign = app
+        .store
+        .list_broadcast_recipients(&gone, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.reason.as_deref() == Some("no_campaign"))
+        .count();
+    assert_eq!(no_campaign, 2);
+    assert_eq!(fake.got.lock().unwrap().len(), sent_before);
 }
 
 #[tokio::test]
