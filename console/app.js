@@ -14,6 +14,7 @@ import { inbox, conversation } from "./inbox.js";
 import { buildBot } from "./build.js";
 import { newBotWizard } from "./wizard.js";
 import { users, userDetail } from "./users.js";
+import { broadcasts, broadcastsHome } from "./broadcasts.js";
 
 /** [pattern, page, section, title]; `:name` captures a path segment. */
 const ROUTES = [
@@ -24,6 +25,8 @@ const ROUTES = [
   ["/bots/:id/edit", editFlow, "bots", "Edit flow"],
   ["/bots/:id/build", buildBot, "bots", "Build"],
   ["/bots/:id/channels", channels, "bots", "Channels"],
+  ["/bots/:id/broadcasts", broadcasts, "broadcasts", "Broadcasts"],
+  ["/broadcasts", broadcastsHome, "broadcasts", "Broadcasts"],
   ["/inbox", inbox, "inbox", "Inbox"],
   ["/inbox/:bot/:id", conversation, "inbox", "Conversation"],
   ["/webhooks", endpoints, "webhooks", "Webhooks"],

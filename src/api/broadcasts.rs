@@ -4,13 +4,19 @@
 //! it at its time — choosing the recipients from the segment's filter then
 //! — and sends them at its `rate`. `GET /v1/broadcasts/{id}` shows its state
 //! and counts; cancel, pause and resume change its course.
+//!
+//! A broadcast sends a text (with a WhatsApp template for those outside the
+//! 24-hour window), or starts a campaign of the bot's flow for each
+//! recipient. `POST /v1/bots/{bot}/broadcasts/preview` renders a text for a
+//! sample recipient with the merge-tag code the send uses.
 
 use super::bots::load;
+use super::contacts::ContactView;
 use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
 use super::{AppState, List, time};
-use crate::domain::broadcast::{BroadcastAction, BroadcastMessage, TemplateMessage};
-use crate::domain::merge;
+use crate::domain::broadcast::{self, BroadcastAction, BroadcastMessage, TemplateMessage};
+use crate::domain::people::ContactFilter;
 use crate::store::broadcasts::BroadcastRow;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -32,7 +38,8 @@ pub struct CountsView {
     /// Their message failed on the platform.
     pub failed: u64,
     /// Not sent: opted out, no messaging channel, or outside WhatsApp's
-    /// 24-hour window without a template.
+    /// 24-hour window without a template (a campaign broadcast: always
+    /// outside it, and also when a person answers the conversation).
     pub skipped: u64,
 }
 
@@ -58,10 +65,13 @@ pub struct BroadcastView {
     pub bot_id: String,
     /// The segment whose contacts receive it.
     pub segment_id: String,
-    /// The text, with merge tags over `user` and `contact`.
+    /// The text, with merge tags over `user` and `contact` (empty for a
+    /// campaign broadcast).
     pub message: String,
     /// What goes outside WhatsApp's 24-hour window.
     pub template: Option<TemplateView>,
+    /// The campaign of the bot's flow each recipient is started at.
+    pub campaign: Option<String>,
     /// `scheduled`, `running`, `paused`, `completed` or `cancelled`.
     pub state: String,
     /// When it starts (RFC 3339).
@@ -90,6 +100,7 @@ async fn view(state: &AppState, b: BroadcastRow) -> ApiResult<BroadcastView> {
             language: t.language,
             params: t.params,
         }),
+        campaign: b.message.campaign,
         state: b.state.as_str().to_owned(),
         schedule_at: time(b.schedule_at),
         rate: b.rate,
@@ -112,8 +123,13 @@ pub struct CreateBroadcast {
     /// The segment (`seg_…`) of the bot whose contacts receive it.
     pub segment: String,
     /// 1 to 4,096 characters; merge tags over `user` and `contact`
-    /// (`Hi {{user.first_name}}`).
-    pub message: String,
+    /// (`Hi {{user.first_name}}`). Give `message` (with an optional
+    /// `template`) or `campaign`.
+    pub message: Option<String>,
+    /// A campaign of the bot's flow: each recipient's conversation starts
+    /// (or restarts) there, and the flow's replies are sent like a chat
+    /// turn's. On WhatsApp only contacts inside the 24-hour window get it.
+    pub campaign: Option<String>,
     /// When to start (RFC 3339); now when absent.
     pub schedule_at: Option<String>,
     /// Most messages per second, 1 to 1,000; the server's default when
@@ -124,43 +140,88 @@ pub struct CreateBroadcast {
     pub template: Option<TemplateView>,
 }
 
-fn check_message(body: &CreateBroadcast) -> ApiResult<BroadcastMessage> {
-    let text = body.message.trim();
+fn check_text(text: &str) -> ApiResult<String> {
+    let text = text.trim();
     if text.is_empty() || text.chars().count() > 4096 {
         return Err(ApiError::unprocessable(
             "message must be 1 to 4096 characters",
         ));
     }
-    for tag in merge::tags(text) {
-        let root = tag.split('.').next().unwrap_or("");
-        if root != "user" && root != "contact" {
-            return Err(ApiError::unprocessable(format!(
-                "message: merge tag {{{{{tag}}}}} must start with user. or contact."
-            )));
-        }
+    broadcast::check_tags(text).map_err(|e| ApiError::unprocessable(format!("message: {e}")))?;
+    Ok(text.to_owned())
+}
+
+fn check_template(t: Option<&TemplateView>) -> ApiResult<Option<TemplateMessage>> {
+    let Some(t) = t else { return Ok(None) };
+    let checked = crate::channels::whatsapp::Template {
+        name: t.name.clone(),
+        language: t.language.clone(),
+        params: t.params.clone(),
+    };
+    checked
+        .check()
+        .map_err(|e| ApiError::unprocessable(format!("template: {e}")))?;
+    for p in &t.params {
+        broadcast::check_tags(p)
+            .map_err(|e| ApiError::unprocessable(format!("template.params: {e}")))?;
     }
-    let template = match &body.template {
-        None => None,
-        Some(t) => {
-            let checked = crate::channels::whatsapp::Template {
-                name: t.name.clone(),
-                language: t.language.clone(),
-                params: t.params.clone(),
-            };
-            checked
-                .check()
-                .map_err(|e| ApiError::unprocessable(format!("template: {e}")))?;
-            Some(TemplateMessage {
-                name: t.name.clone(),
-                language: t.language.clone(),
-                params: t.params.clone(),
+    Ok(Some(TemplateMessage {
+        name: t.name.clone(),
+        language: t.language.clone(),
+        params: t.params.clone(),
+    }))
+}
+
+async fn check_message(
+    state: &AppState,
+    account: &str,
+    bot: &str,
+    body: &CreateBroadcast,
+) -> ApiResult<BroadcastMessage> {
+    match (&body.message, &body.template, &body.campaign) {
+        (_, _, Some(campaign)) => {
+            if body.message.is_some() || body.template.is_some() {
+                return Err(ApiError::unprocessable(
+                    "give message (with an optional template) or campaign, not both: a campaign sends its flow's messages",
+                ));
+            }
+            let def = state
+                .chat
+                .definitions()
+                .load(&state.store, account, bot)
+                .await
+                .map_err(|e| match e {
+                    crate::runtime::RuntimeError::NotReady(m) => {
+                        ApiError::unprocessable(format!("campaign: {m}"))
+                    }
+                    other => other.into(),
+                })?;
+            if !def.flow.campaigns.contains_key(campaign) {
+                let known: Vec<&str> = def.flow.campaigns.keys().map(String::as_str).collect();
+                return Err(ApiError::unprocessable(format!(
+                    "campaign {campaign:?} is not a campaign of bot {bot:?}'s flow (its campaigns: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+            Ok(BroadcastMessage {
+                text: String::new(),
+                template: None,
+                campaign: Some(campaign.clone()),
             })
         }
-    };
-    Ok(BroadcastMessage {
-        text: text.to_owned(),
-        template,
-    })
+        (Some(text), template, None) => Ok(BroadcastMessage {
+            text: check_text(text)?,
+            template: check_template(template.as_ref())?,
+            campaign: None,
+        }),
+        (None, _, None) => Err(ApiError::unprocessable(
+            "give message (with an optional template) or campaign",
+        )),
+    }
 }
 
 /// Schedules a broadcast to a segment.
@@ -176,7 +237,7 @@ pub async fn create_broadcast(
 ) -> ApiResult<(StatusCode, Json<BroadcastView>)> {
     let p = auth.bot(&bot)?;
     load(&state, &p.account_id, &bot).await?;
-    let message = check_message(&body)?;
+    let message = check_message(&state, &p.account_id, &bot, &body).await?;
     let now = crate::store::now_ms();
     let schedule_at = match body.schedule_at.as_deref() {
         None => now,
@@ -217,6 +278,120 @@ pub async fn create_broadcast(
         )
         .await?;
     Ok((StatusCode::CREATED, Json(view(&state, row).await?)))
+}
+
+/// `POST …/broadcasts/preview` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewBroadcast {
+    /// The segment (`seg_…`) of the bot.
+    pub segment: String,
+    /// The text to render, as in a broadcast.
+    pub message: Option<String>,
+    /// A template whose parameters to render, as in a broadcast.
+    pub template: Option<TemplateView>,
+    /// A contact (`ct_…`) of the bot to render for; the segment's first
+    /// when absent.
+    pub contact: Option<String>,
+}
+
+/// One recipient's message, rendered.
+#[derive(Serialize, ToSchema)]
+pub struct SampleView {
+    /// The recipient.
+    pub contact: ContactView,
+    /// The message as it would receive it (when a `message` was given).
+    pub text: Option<String>,
+    /// The template's parameters as it would receive them.
+    pub params: Vec<String>,
+}
+
+/// What a broadcast to a segment would send.
+#[derive(Serialize, ToSchema)]
+pub struct PreviewView {
+    /// How many contacts the segment matches now.
+    pub count: u64,
+    /// The message for the sample recipient; `null` when the segment
+    /// matches nobody (and no `contact` was named).
+    pub sample: Option<SampleView>,
+}
+
+/// Renders a broadcast's text for one recipient (the segment's first, or a
+/// named contact), with the merge-tag code the send uses; nothing is sent.
+#[utoipa::path(post, path = "/v1/bots/{bot}/broadcasts/preview", tag = "broadcasts",
+    params(("bot" = String, Path)), request_body = PreviewBroadcast,
+    responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn preview_broadcast(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(bot): Path<String>,
+    ApiJson(body): ApiJson<PreviewBroadcast>,
+) -> ApiResult<Json<PreviewView>> {
+    let p = auth.bot(&bot)?;
+    load(&state, &p.account_id, &bot).await?;
+    if body.message.is_none() && body.template.is_none() {
+        return Err(ApiError::unprocessable(
+            "give message or template to preview",
+        ));
+    }
+    let message = BroadcastMessage {
+        text: match &body.message {
+            Some(t) => check_text(t)?,
+            None => String::new(),
+        },
+        template: check_template(body.template.as_ref())?,
+        campaign: None,
+    };
+    let segment = state
+        .store
+        .get_segment(&p.account_id, &bot, &body.segment)
+        .await
+        .or_not_found(|| {
+            ApiError::unprocessable(format!(
+                "segment {:?} is not a segment of bot {bot:?}",
+                body.segment
+            ))
+        })?;
+    let filter = ContactFilter::compile(&segment.filter).map_err(|e| {
+        ApiError::unprocessable(format!("segment: its filter no longer compiles: {e}"))
+    })?;
+    let count = state
+        .store
+        .count_contacts(&p.account_id, &bot, filter.clone())
+        .await?;
+    let contact = match &body.contact {
+        Some(id) => {
+            let not_of_bot = || {
+                ApiError::unprocessable(format!("contact {id:?} is not a contact of bot {bot:?}"))
+            };
+            let c = state
+                .store
+                .get_contact(&p.account_id, id)
+                .await
+                .or_not_found(not_of_bot)?;
+            if c.bot_id != bot {
+                return Err(not_of_bot());
+            }
+            Some(c)
+        }
+        None => state
+            .store
+            .filter_contacts(&p.account_id, &bot, Some(filter), None, None, 1)
+            .await?
+            .items
+            .into_iter()
+            .next(),
+    };
+    let sample = contact.map(|c| {
+        let r = broadcast::personalise(&message, &c.facts());
+        SampleView {
+            contact: ContactView::from(c),
+            text: body.message.is_some().then_some(r.text),
+            params: r.params,
+        }
+    });
+    Ok(Json(PreviewView { count, sample }))
 }
 
 /// A bot's broadcasts, newest first.
@@ -340,6 +515,7 @@ pub fn routes() -> Router<AppState> {
             "/v1/bots/{bot}/broadcasts",
             get(list_broadcasts).post(create_broadcast),
         )
+        .route("/v1/bots/{bot}/broadcasts/preview", post(preview_broadcast))
         .route("/v1/broadcasts/{id}", get(get_broadcast))
         .route("/v1/broadcasts/{id}/cancel", post(cancel_broadcast))
         .route("/v1/broadcasts/{id}/pause", post(pause_broadcast))

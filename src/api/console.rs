@@ -68,6 +68,7 @@ const ASSETS: &[Asset] = &[
     asset!("channels.js", JS),
     asset!("inbox.js", JS),
     asset!("users.js", JS),
+    asset!("broadcasts.js", JS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 

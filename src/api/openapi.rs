@@ -95,6 +95,7 @@ use utoipa::{Modify, OpenApi};
         super::segments::update_segment,
         super::segments::delete_segment,
         super::broadcasts::create_broadcast,
+        super::broadcasts::preview_broadcast,
         super::broadcasts::list_broadcasts,
         super::broadcasts::get_broadcast,
         super::broadcasts::cancel_broadcast,

@@ -180,10 +180,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Broadcasts go out from every node; the store hands each recipient to
     // one of them, once.
     let broadcast_rate = config.broadcasts.rate;
-    let broadcaster = tokio::spawn(
-        crate::runtime::broadcasts::BroadcastWorker::default()
-            .run(store.clone(), Duration::from_millis(200)),
-    );
     let settings =
         crate::delivery::Settings::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
     let delivery = crate::delivery::Delivery::new(settings)
@@ -196,6 +192,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(node = engine.node(), "delivery engine started");
     }
     let chat = crate::runtime::chat::Chat::default();
+    // Campaign broadcasts' recipients are chat turns of this node's chat
+    // runtime, under the same per-contact locks as its other turns.
+    let broadcaster = tokio::spawn(
+        crate::runtime::broadcasts::BroadcastWorker::with_chat(
+            chat.clone(),
+            delivery.client().clone(),
+        )
+        .run(store.clone(), Duration::from_millis(200)),
+    );
     let channels = std::sync::Arc::new(crate::runtime::inbound::ChannelCache::default());
     let workers = config.role.runs_workers().then(|| {
         let sender = crate::delivery::outbox::Sender::start(

@@ -108,6 +108,10 @@ pub struct BroadcastMessage {
     /// 24-hour window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateMessage>,
+    /// A campaign of the bot's flow to start for each recipient instead of
+    /// a text (then `text` is empty and there is no template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
 }
 
 /// Why a recipient was not sent the message.
@@ -118,8 +122,12 @@ pub enum SkipReason {
     /// The contact has no messaging channel to reach it on.
     NoChannel,
     /// WhatsApp: the contact has not written in 24 hours and the broadcast
-    /// has no template.
+    /// has no template (a campaign's messages are free-form, so always).
     OutsideWindow,
+    /// A campaign broadcast: a person answers the contact's conversation.
+    InHandoff,
+    /// A campaign broadcast: the bot's flow no longer has the campaign.
+    NoCampaign,
 }
 
 impl SkipReason {
@@ -129,6 +137,8 @@ impl SkipReason {
             Self::OptedOut => "opted_out",
             Self::NoChannel => "no_channel",
             Self::OutsideWindow => "outside_window",
+            Self::InHandoff => "in_handoff",
+            Self::NoCampaign => "no_campaign",
         }
     }
 }
@@ -170,6 +180,83 @@ pub fn context(c: &ContactFacts) -> Value {
     })
 }
 
+/// The fields of `contact` a merge tag may name.
+pub const CONTACT_FIELDS: [&str; 4] = ["id", "phone", "external_id", "channel"];
+
+/// Checks the merge tags of a broadcast's text: each must name
+/// `user.ATTRIBUTE` or one of [`CONTACT_FIELDS`] of `contact`. The error
+/// names the first tag that does not, and says what would.
+pub fn check_tags(text: &str) -> Result<(), String> {
+    for tag in merge::tags(text) {
+        let mut parts = tag.split('.');
+        let root = parts.next().unwrap_or("");
+        let field = parts.next();
+        let known = match (root, field) {
+            ("user", Some(_)) => true,
+            ("contact", Some(f)) => CONTACT_FIELDS.contains(&f) && parts.next().is_none(),
+            _ => false,
+        };
+        if !known {
+            return Err(format!(
+                "unknown merge tag {{{{{tag}}}}}: use user.ATTRIBUTE (user.first_name) or contact.{}",
+                CONTACT_FIELDS.join(", contact.")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a campaign may start for recipient `c`, reachable at `address`
+/// (if anywhere), whose conversation is in handoff or not, at `now`: a
+/// campaign says free-form messages, so on WhatsApp only inside the
+/// 24-hour window.
+pub fn decide_campaign(
+    c: &ContactFacts,
+    address: Option<&Address>,
+    in_handoff: bool,
+    now: i64,
+) -> Result<(), SkipReason> {
+    if c.opted_out {
+        return Err(SkipReason::OptedOut);
+    }
+    let Some(a) = address else {
+        return Err(SkipReason::NoChannel);
+    };
+    let in_window = a
+        .last_inbound_at
+        .is_some_and(|at| now - at <= WHATSAPP_WINDOW_MS);
+    if a.whatsapp && !in_window {
+        return Err(SkipReason::OutsideWindow);
+    }
+    if in_handoff {
+        return Err(SkipReason::InHandoff);
+    }
+    Ok(())
+}
+
+/// A broadcast's message as one recipient receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Personalised {
+    /// The text, merge tags rendered.
+    pub text: String,
+    /// The template's parameters, rendered (empty without a template).
+    pub params: Vec<String>,
+}
+
+/// Renders `m`'s text and template parameters for recipient `c`: what
+/// [`decide`] sends, and what a preview shows.
+pub fn personalise(m: &BroadcastMessage, c: &ContactFacts) -> Personalised {
+    let ctx = context(c);
+    Personalised {
+        text: merge::render_text(&m.text, &ctx),
+        params: m
+            .template
+            .iter()
+            .flat_map(|t| t.params.iter().map(|p| merge::render_text(p, &ctx)))
+            .collect(),
+    }
+}
+
 /// Decides what recipient `c`, reachable at `address` (if anywhere), gets
 /// at `now` (Unix ms). Inside WhatsApp's window the text goes; outside it
 /// the template, or nothing.
@@ -185,25 +272,21 @@ pub fn decide(
     let Some(a) = address else {
         return Decision::Skip(SkipReason::NoChannel);
     };
-    let ctx = context(c);
     let in_window = a
         .last_inbound_at
         .is_some_and(|at| now - at <= WHATSAPP_WINDOW_MS);
+    let p = personalise(m, c);
     if a.whatsapp && !in_window {
         return match &m.template {
             Some(t) => Decision::Template(TemplateMessage {
                 name: t.name.clone(),
                 language: t.language.clone(),
-                params: t
-                    .params
-                    .iter()
-                    .map(|p| merge::render_text(p, &ctx))
-                    .collect(),
+                params: p.params,
             }),
             None => Decision::Skip(SkipReason::OutsideWindow),
         };
     }
-    Decision::Text(merge::render_text(&m.text, &ctx))
+    Decision::Text(p.text)
 }
 
 #[cfg(test)]
@@ -234,6 +317,7 @@ mod tests {
                 language: "en_US".into(),
                 params: vec!["{{user.first_name}}".into()],
             }),
+            campaign: None,
         }
     }
 
@@ -288,6 +372,55 @@ mod tests {
         assert_eq!(
             decide(&message(true), &facts(false), None, NOW),
             Decision::Skip(SkipReason::NoChannel)
+        );
+    }
+
+    #[test]
+    fn merge_tags_must_name_a_user_attribute_or_a_contact_field() {
+        assert_eq!(
+            check_tags("Hi {{user.first_name}} {{ contact.phone }}"),
+            Ok(())
+        );
+        for bad in [
+            "{{memory.x}}",
+            "{{contact.email}}",
+            "{{user}}",
+            "{{contact.id.x}}",
+        ] {
+            let e = check_tags(&format!("Hi {bad}")).unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn campaigns_need_the_window_and_a_bot_that_answers() {
+        let inside = Address {
+            whatsapp: true,
+            last_inbound_at: Some(NOW - 1000),
+        };
+        let outside = Address {
+            whatsapp: true,
+            last_inbound_at: None,
+        };
+        assert_eq!(
+            decide_campaign(&facts(false), Some(&inside), false, NOW),
+            Ok(())
+        );
+        assert_eq!(
+            decide_campaign(&facts(false), Some(&outside), false, NOW),
+            Err(SkipReason::OutsideWindow)
+        );
+        assert_eq!(
+            decide_campaign(&facts(false), Some(&inside), true, NOW),
+            Err(SkipReason::InHandoff)
+        );
+        assert_eq!(
+            decide_campaign(&facts(true), Some(&inside), false, NOW),
+            Err(SkipReason::OptedOut)
+        );
+        assert_eq!(
+            decide_campaign(&facts(false), None, false, NOW),
+            Err(SkipReason::NoChannel)
         );
     }
 

@@ -27,7 +27,8 @@
 //!   `{"endpoint_id", "url", "reason"}`;
 //! - `broadcast.started` is `{"broadcast_id", "segment_id", "recipients"}`;
 //!   `broadcast.completed` is `{"broadcast_id", "sent", "skipped":
-//!   {"opted_out", "no_channel", "outside_window"}}`.
+//!   {"opted_out", "no_channel", "outside_window"}}` (a campaign
+//!   broadcast's also `in_handoff` and `no_campaign`).
 //!
 //! Invariants: the catalog names are stable API; each sample validates against
 //! its own schema (tested); names under a reserved prefix cannot be published
@@ -671,7 +672,9 @@ pub fn info(t: EventType) -> EventTypeInfo {
                         "properties": {
                             "opted_out": {"type": "integer", "minimum": 0},
                             "no_channel": {"type": "integer", "minimum": 0},
-                            "outside_window": {"type": "integer", "minimum": 0}
+                            "outside_window": {"type": "integer", "minimum": 0},
+                            "in_handoff": {"type": "integer", "minimum": 0, "description": "campaign broadcasts: a person answered the conversation"},
+                            "no_campaign": {"type": "integer", "minimum": 0, "description": "campaign broadcasts: the flow no longer has the campaign"}
                         }
                     }
                 }

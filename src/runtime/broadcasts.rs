@@ -5,7 +5,15 @@
 //! once, is the store's business ([`Store::send_broadcast_batch`]); this
 //! loop only paces it, so a node killed at any point loses nothing and a
 //! restarted one goes on where the database says.
+//!
+//! A campaign broadcast's recipients are chat turns instead
+//! ([`super::campaigns`]): a worker built [`BroadcastWorker::with_chat`]
+//! runs them at the same pace; one without a chat runtime leaves them to
+//! the nodes that have one.
 
+use super::campaigns::CampaignOutcome;
+use super::chat::Chat;
+use crate::delivery::http::OutboundClient;
 use crate::store::{Store, now_ms};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,14 +24,27 @@ pub const MAX_BATCH: usize = 500;
 const START_BATCH: usize = 10;
 
 /// Paces the broadcasts of one node.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct BroadcastWorker {
     /// Per running broadcast: messages it may send now, and when that was
     /// last topped up.
     buckets: HashMap<String, (f64, Instant)>,
+    /// What runs campaign broadcasts' turns (and calls their story
+    /// webhooks), when this node runs them.
+    campaigns: Option<(Chat, OutboundClient)>,
 }
 
 impl BroadcastWorker {
+    /// A worker that also runs campaign broadcasts, with `chat` (sharing
+    /// its locks and caches with the node's chat turns) and story-webhook
+    /// calls through `client`.
+    pub fn with_chat(chat: Chat, client: OutboundClient) -> Self {
+        Self {
+            buckets: HashMap::new(),
+            campaigns: Some((chat, client)),
+        }
+    }
+
     /// Starts what is due and sends one paced batch of each running
     /// broadcast. Answers how many recipients were handled.
     pub async fn step(&mut self, store: &Store) -> crate::store::Result<usize> {
@@ -44,6 +65,28 @@ impl BroadcastWorker {
             *last = at;
             let n = (*tokens as usize).min(MAX_BATCH);
             if n == 0 {
+                continue;
+            }
+            if let Some((chat, client)) = &self.campaigns
+                && let Some((b, recipients)) = store.campaign_recipients(&id, n).await?
+            {
+                let mut done = 0;
+                for r in recipients {
+                    let contact = r.contact_id.clone();
+                    match chat.campaign_recipient(store, client, &b, r, now).await {
+                        Ok(CampaignOutcome::AlreadyHandled) => {}
+                        Ok(_) => done += 1,
+                        Err(e) => {
+                            // Left pending: tried again at the next tick.
+                            tracing::warn!(broadcast = %id, contact = %contact, error = %e, "campaign recipient not handled");
+                        }
+                    }
+                }
+                *tokens -= done as f64;
+                handled += done;
+                if store.finish_broadcast_if_done(&id, now).await? {
+                    tracing::info!(broadcast = %id, "broadcast completed");
+                }
                 continue;
             }
             let out = store.send_broadcast_batch(&id, n, now).await?;

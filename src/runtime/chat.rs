@@ -808,6 +808,7 @@ pub(super) fn build_write(
         calls,
         channel: None,
         timers,
+        broadcast: None,
     }
 }
 

@@ -12,6 +12,8 @@
 //!   turns whose replies go to the channel's outbox.
 //! * [`broadcasts`] paces broadcasts: starts the due ones and sends their
 //!   recipients at each one's rate.
+//! * [`campaigns`] starts a campaign broadcast's campaign for each of its
+//!   recipients, as a turn of the recipient's conversation.
 //! * [`handoff`] lets a person answer a conversation in handoff and give it
 //!   back to the bot.
 //!
@@ -19,6 +21,7 @@
 
 pub mod bots;
 pub mod broadcasts;
+pub mod campaigns;
 pub mod chat;
 pub mod handoff;
 pub mod inbound;

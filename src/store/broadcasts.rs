@@ -132,15 +132,19 @@ fn load(c: &mut dyn Conn, id: &str) -> Result<BroadcastRow> {
 }
 
 /// A channel, the recipient on it, and when they last wrote there.
-type Reach = (Arc<ChannelRow>, String, Option<i64>);
+pub type Reach = (Arc<ChannelRow>, String, Option<i64>);
 
 /// Where a contact can be reached: the channel it last wrote on, else (with
-/// a phone) the bot's WhatsApp channel.
+/// a phone) the bot's WhatsApp channel. There, with `window_by_phone`, the
+/// window is the number's own: when that number last wrote to the channel
+/// (as another contact, the one its messages made), since WhatsApp keeps
+/// the window per number.
 fn address_of(
     c: &mut dyn Conn,
     channels: &HashMap<String, Arc<ChannelRow>>,
     contact_id: &str,
     phone: Option<&str>,
+    window_by_phone: bool,
 ) -> Result<Option<Reach>> {
     let rows = c.query(
         "SELECT channel_id, user_id, last_inbound_at FROM channel_contacts
@@ -157,7 +161,91 @@ fn address_of(
         .values()
         .filter(|ch| ch.kind() == ChannelKind::Whatsapp)
         .min_by(|a, b| a.id.cmp(&b.id));
-    Ok(wa.map(|ch| (ch.clone(), phone.trim_start_matches('+').to_owned(), None)))
+    let Some(ch) = wa else { return Ok(None) };
+    let user = phone.trim_start_matches('+').to_owned();
+    let last = if window_by_phone {
+        c.query_opt(
+            "SELECT MAX(last_inbound_at) FROM channel_contacts WHERE channel_id = $1 AND user_id = $2",
+            &[(&ch.id).into(), (&user).into()],
+        )?
+        .map(|r| r.opt_int(0))
+        .transpose()?
+        .flatten()
+    } else {
+        None
+    };
+    Ok(Some((ch.clone(), user, last)))
+}
+
+/// Completes a running broadcast that has no pending recipient left, with
+/// its `broadcast.completed`; answers whether none is left.
+fn finish_if_done(c: &mut dyn Conn, b: &BroadcastRow, now: i64) -> Result<bool> {
+    let left = c.query_opt(
+        "SELECT 1 FROM broadcast_recipients WHERE broadcast_id = $1 AND status = 'pending' LIMIT 1",
+        &[(&b.id).into()],
+    )?;
+    if left.is_some() {
+        return Ok(false);
+    }
+    let n = c.execute(
+        "UPDATE broadcasts SET state = 'completed', finished_at = $1, updated_at = $1
+         WHERE id = $2 AND state = 'running'",
+        &[now.into(), (&b.id).into()],
+    )?;
+    if n == 1 {
+        completed_event(c, b)?;
+    }
+    Ok(true)
+}
+
+/// The `Conflict` message when a recipient was handled already (by another
+/// node, or an earlier attempt).
+pub const RECIPIENT_HANDLED: &str = "this broadcast recipient was handled already";
+
+/// What a campaign turn writes besides the turn: its recipient marked sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecipientMark {
+    /// The broadcast.
+    pub broadcast_id: String,
+    /// The contact.
+    pub contact_id: String,
+    /// Its first outbox message.
+    pub message_id: Option<String>,
+}
+
+/// Marks a pending recipient sent, in the turn's transaction; `Conflict`
+/// when it is not pending any more, which rolls the turn back.
+pub(super) fn mark_sent(c: &mut dyn Conn, m: &RecipientMark) -> Result<()> {
+    let n = c.execute(
+        "UPDATE broadcast_recipients SET status = 'sent', reason = NULL, message_id = $1, updated_at = $2
+         WHERE broadcast_id = $3 AND contact_id = $4 AND status = 'pending'",
+        &[
+            m.message_id.as_deref().into(),
+            now_ms().into(),
+            (&m.broadcast_id).into(),
+            (&m.contact_id).into(),
+        ],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(RECIPIENT_HANDLED.into()));
+    }
+    Ok(())
+}
+
+/// One pending recipient of a campaign broadcast, with what deciding and
+/// starting its campaign needs.
+#[derive(Clone, Debug)]
+pub struct CampaignRecipient {
+    /// The recipient's contact id.
+    pub contact_id: String,
+    /// The contact as a chat turn reads it, and what the skip rules see of
+    /// it; `None` when it was deleted since the start.
+    pub found: Option<(
+        super::conversations::ContactRow,
+        crate::domain::people::ContactFacts,
+    )>,
+    /// Its channel, its id there and when it last wrote there.
+    pub reach: Option<Reach>,
 }
 
 fn render(ch: &ChannelRow, to: &str, d: &Decision) -> Vec<Outgoing> {
@@ -190,6 +278,10 @@ fn completed_event(c: &mut dyn Conn, b: &BroadcastRow) -> Result<()> {
     )?;
     let mut sent = 0;
     let mut skipped = json!({"opted_out": 0, "no_channel": 0, "outside_window": 0});
+    if b.message.campaign.is_some() {
+        skipped["in_handoff"] = json!(0);
+        skipped["no_campaign"] = json!(0);
+    }
     for r in rows {
         let n = r.int(2)?;
         match (r.text(0)?.as_str(), r.text(1)?) {
@@ -479,7 +571,8 @@ impl Store {
                 let b = load(c, &id)?;
                 let mut out = BatchOutcome::default();
                 let mut tickets = Vec::new();
-                if b.state != BroadcastState::Running {
+                if b.state != BroadcastState::Running || b.message.campaign.is_some() {
+                    // A campaign's recipients are chat turns: the runtime's.
                     return Ok((out, tickets));
                 }
                 let pending = c.query(
@@ -511,7 +604,7 @@ impl Store {
                         None => ("skipped", Some("no_channel"), None),
                         Some(contact) => {
                             let address =
-                                address_of(c, &channels, &contact.id, contact.phone.as_deref())?;
+                                address_of(c, &channels, &contact.id, contact.phone.as_deref(), true)?;
                             let facts = contact.facts();
                             let d = decide(
                                 &b.message,
@@ -579,25 +672,115 @@ impl Store {
                         ],
                     )?;
                 }
-                let left = c.query_opt(
-                    "SELECT 1 FROM broadcast_recipients WHERE broadcast_id = $1 AND status = 'pending' LIMIT 1",
-                    &[(&id).into()],
-                )?;
-                if left.is_none() {
-                    let n = c.execute(
-                        "UPDATE broadcasts SET state = 'completed', finished_at = $1, updated_at = $1
-                         WHERE id = $2 AND state = 'running'",
-                        &[now.into(), (&id).into()],
-                    )?;
-                    if n == 1 {
-                        completed_event(c, &b)?;
-                    }
-                    out.completed = true;
-                }
+                out.completed = finish_if_done(c, &b, now)?;
                 Ok((out, tickets))
             })
             .await?;
         self.hand_over_messages(tickets);
         Ok(outcome)
+    }
+
+    /// A running campaign broadcast and up to `limit` of its pending
+    /// recipients (in contact order), each with its contact and where it is
+    /// reached; `None` when the broadcast is not a running campaign one.
+    /// Nothing is claimed: each recipient is marked in its own turn's
+    /// transaction ([`RecipientMark`]), which fails when another node
+    /// marked it first.
+    pub async fn campaign_recipients(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Option<(BroadcastRow, Vec<CampaignRecipient>)>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            let b = load(c, &id)?;
+            if b.state != BroadcastState::Running || b.message.campaign.is_none() {
+                return Ok(None);
+            }
+            let channels: HashMap<String, Arc<ChannelRow>> = c
+                .query(
+                    &format!(
+                        "SELECT {CH_COLUMNS} FROM channels WHERE account_id = $1 AND bot_id = $2"
+                    ),
+                    &[(&b.account_id).into(), (&b.bot_id).into()],
+                )?
+                .iter()
+                .map(|r| channel_from(r).map(|ch| (ch.id.clone(), Arc::new(ch))))
+                .collect::<Result<_>>()?;
+            let pending = c.query(
+                "SELECT contact_id FROM broadcast_recipients
+                 WHERE broadcast_id = $1 AND status = 'pending'
+                 ORDER BY contact_id LIMIT $2",
+                &[(&id).into(), i64::try_from(limit).unwrap_or(1).into()],
+            )?;
+            let mut out = Vec::with_capacity(pending.len());
+            for r in pending {
+                let contact_id = r.text(0)?;
+                let rec = c
+                    .query_opt(
+                        &format!("SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.id = $1"),
+                        &[(&contact_id).into()],
+                    )?
+                    .map(|r| record_from(&r))
+                    .transpose()?;
+                let Some(rec) = rec else {
+                    // Deleted since the start: nowhere to reach it.
+                    out.push(CampaignRecipient {
+                        contact_id,
+                        found: None,
+                        reach: None,
+                    });
+                    continue;
+                };
+                let reach = address_of(c, &channels, &rec.id, rec.phone.as_deref(), false)?;
+                let row = super::conversations::ContactRow {
+                    id: rec.id.clone(),
+                    phone: rec.phone.clone(),
+                    external_id: rec.external_id.clone(),
+                    attributes: serde_json::Value::Object(rec.attributes.clone()).to_string(),
+                };
+                out.push(CampaignRecipient {
+                    contact_id,
+                    found: Some((row, rec.facts())),
+                    reach,
+                });
+            }
+            Ok(Some((b, out)))
+        })
+        .await
+    }
+
+    /// Marks a pending recipient skipped for `reason`; answers whether it
+    /// was still pending.
+    pub async fn skip_broadcast_recipient(
+        &self,
+        id: &str,
+        contact_id: &str,
+        reason: &str,
+    ) -> Result<bool> {
+        let (id, contact, reason) = (id.to_owned(), contact_id.to_owned(), reason.to_owned());
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE broadcast_recipients SET status = 'skipped', reason = $1, updated_at = $2
+                 WHERE broadcast_id = $3 AND contact_id = $4 AND status = 'pending'",
+                &[reason.into(), now_ms().into(), id.into(), contact.into()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Completes a running broadcast with no pending recipient left;
+    /// answers whether none is left.
+    pub async fn finish_broadcast_if_done(&self, id: &str, now: i64) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            let b = load(c, &id)?;
+            if b.state != BroadcastState::Running {
+                return Ok(false);
+            }
+            finish_if_done(c, &b, now)
+        })
+        .await
     }
 }

@@ -106,6 +106,9 @@ pub struct TurnWrite {
     pub channel: Option<super::channels::ChannelTurnWrite>,
     /// What the turn does to the conversation's timers.
     pub timers: super::timers::TimerChange,
+    /// For a turn a campaign broadcast started: its recipient, marked sent
+    /// with the turn (the turn is refused, `Conflict`, if it was already).
+    pub broadcast: Option<super::broadcasts::RecipientMark>,
 }
 
 /// What committing a turn did.
@@ -381,6 +384,9 @@ impl Store {
                 super::story::insert_call(c, &t.account_id, &t.bot_id, call)?;
             }
             super::timers::write_timers(c, &t.account_id, &t.bot_id, &conv.id, &t.timers)?;
+            if let Some(mark) = &t.broadcast {
+                super::broadcasts::mark_sent(c, mark)?;
+            }
             let mut tickets = Vec::new();
             for e in &t.events {
                 tickets.extend(insert_event(c, e, None, lease.as_ref())?);

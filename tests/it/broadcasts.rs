@@ -2,9 +2,12 @@
 //! (personalised text, a template outside WhatsApp's window, a skip with
 //! its reason), and exactly-once sending through `botwire serve` processes
 //! killed with SIGKILL mid-way, to a fake WhatsApp API on 127.0.0.1 that
-//! counts what each recipient receives.
+//! counts what each recipient receives. Campaign broadcasts start each
+//! recipient's conversation at a campaign of the flow: the fake receives
+//! the campaign's first messages and the contact's answer continues it.
+//! The preview renders a message for a sample recipient.
 
-use crate::common::{Db, spawn_app, test_db};
+use crate::common::{App, Db, spawn_app, spawn_app_with, test_db};
 use axum::body::Bytes;
 use axum::extract::State;
 use botwire::runtime::broadcasts::BroadcastWorker;
@@ -17,9 +20,9 @@ use std::time::{Duration, Instant};
 
 /// A fake WhatsApp Cloud API: records every message body it is sent.
 #[derive(Clone)]
-struct Fake {
-    base: String,
-    got: Arc<Mutex<Vec<Value>>>,
+pub(crate) struct Fake {
+    pub(crate) base: String,
+    pub(crate) got: Arc<Mutex<Vec<Value>>>,
 }
 
 async fn fake_answer(State(got): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -> axum::Json<Value> {
@@ -35,7 +38,7 @@ async fn fake_answer(State(got): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -> 
 }
 
 impl Fake {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let got = Arc::new(Mutex::new(Vec::new()));
         let app = axum::Router::new()
             .fallback(fake_answer)
@@ -46,8 +49,25 @@ impl Fake {
         Self { base, got }
     }
 
+    /// The texts sent to `to`, in order.
+    pub(crate) fn texts_to(&self, to: &str) -> Vec<String> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["to"] == to)
+            .map(|v| {
+                v["text"]["body"]
+                    .as_str()
+                    .or_else(|| v["interactive"]["body"]["text"].as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
     /// How many messages each recipient (`to`) received.
-    fn per_recipient(&self) -> HashMap<String, usize> {
+    pub(crate) fn per_recipient(&self) -> HashMap<String, usize> {
         let mut out = HashMap::new();
         for v in self.got.lock().unwrap().iter() {
             *out.entry(v["to"].as_str().unwrap_or("").to_owned())
@@ -57,7 +77,7 @@ impl Fake {
     }
 }
 
-fn channel_body(fake: &Fake) -> Value {
+pub(crate) fn channel_body(fake: &Fake) -> Value {
     json!({"kind": "whatsapp", "name": "Shop WhatsApp", "phone_number_id": "106540352242922",
            "access_token": "EAAG-token", "app_secret": "app-secret", "verify_token": "v",
            "api_base": fake.base})
@@ -74,6 +94,92 @@ fn contacts_csv(n: usize, no_phone: usize) -> String {
         csv.push_str(&format!(",crm-{i},Crm{i},all,false\n"));
     }
     csv
+}
+
+// ------------------------------------------------------ channel workers
+
+/// An app with the channel workers of a node beside it: the inbound
+/// processor (messages become turns) and the outbox sender (to the fake).
+pub(crate) struct Live {
+    pub(crate) app: App,
+    pub(crate) delivery: botwire::delivery::Delivery,
+    pub(crate) processor: botwire::runtime::inbound::Processor,
+    pub(crate) sender: botwire::delivery::outbox::Sender,
+}
+
+impl Live {
+    pub(crate) async fn start(kind: Db) -> Option<Live> {
+        let delivery = botwire::delivery::Delivery::new(botwire::delivery::Settings {
+            allow: botwire::delivery::ssrf::AllowList::parse(["127.0.0.0/8"]).unwrap(),
+            timeout: Duration::from_secs(5),
+            poll: None,
+            ..Default::default()
+        })
+        .unwrap();
+        let app = spawn_app_with(kind, delivery.clone()).await?;
+        let inbound = botwire::runtime::inbound::Inbound::new(
+            app.store.clone(),
+            app.chat.clone(),
+            delivery.client().clone(),
+            Arc::new(botwire::runtime::inbound::ChannelCache::default()),
+        );
+        let processor =
+            botwire::runtime::inbound::Processor::start(inbound, Duration::from_secs(120), None);
+        let sender = botwire::delivery::outbox::Sender::start(
+            app.store.clone(),
+            delivery.clone(),
+            &app.base,
+        );
+        Some(Live {
+            app,
+            delivery,
+            processor,
+            sender,
+        })
+    }
+
+    /// A worker that runs campaign broadcasts with the app's chat runtime.
+    pub(crate) fn worker(&self) -> BroadcastWorker {
+        BroadcastWorker::with_chat(self.app.chat.clone(), self.delivery.client().clone())
+    }
+
+    /// Waits until what was received is answered and what is in the outbox
+    /// is sent.
+    pub(crate) async fn settle(&self) {
+        for _ in 0..3 {
+            self.processor.idle().await;
+            self.sender.idle().await;
+        }
+    }
+
+    /// `from` (digits) writes `text` on the WhatsApp channel whose inbound
+    /// URL is `url`; waits until it is answered.
+    pub(crate) async fn whatsapp(&self, url: &str, from: &str, id: &str, text: &str) {
+        let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "contacts": [{"profile": {"name": "Customer"}, "wa_id": from}],
+            "messages": [{"from": from, "id": id, "timestamp": "1749416383", "text": {"body": text}, "type": "text"}]},
+            "field": "messages"}]}]})
+        .to_string()
+        .into_bytes();
+        let status = self
+            .app
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header(
+                "x-hub-signature-256",
+                botwire::channels::meta::signature("app-secret", &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+        self.settle().await;
+    }
 }
 
 // ------------------------------------------------------------- in-process
@@ -659,4 +765,416 @@ async fn a_broadcast_survives_two_kills(kind: Db) {
     assert_eq!(reasons.get("no_channel"), Some(&NO_PHONE));
     store.close().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+// ------------------------------------------------------------- campaigns
+
+/// A bot with a `sale` campaign (and a keyword that hands off).
+pub(crate) const CAMPAIGN_BOT: &str = r#"
+id: shop
+name: Shop
+type: support
+flow:
+  start: hello
+  keywords: { agent: human }
+  nodes:
+    hello: { ask: "Hi! Your name?", save_as: name, next: thanks }
+    thanks: { message: "Thanks {{memory.name}}", next: done }
+    done: { end: true }
+    human: { handoff: true, message: "A person will answer." }
+  campaigns:
+    sale:
+      start: s1
+      nodes:
+        s1: { message: "Sale today{{memory.name}}!", next: s2 }
+        s2: { ask: "Want a coupon: yes or no?", save_as: coupon, validate: { kind: choice, options: [yes, no] }, next: s3 }
+        s3: { message: "Coupon {{memory.coupon}} noted.", next: s4 }
+        s4: { end: true }
+"#;
+
+#[tokio::test]
+async fn a_campaign_broadcast_starts_each_conversation_sqlite() {
+    a_campaign_broadcast_starts_each_conversation(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_campaign_broadcast_starts_each_conversation_postgres() {
+    a_campaign_broadcast_starts_each_conversation(Db::Postgres).await;
+}
+
+/// A campaign broadcast to WhatsApp contacts: one waiting at a question and
+/// one whose conversation ended get the campaign's first messages at the
+/// fake platform; their next message continues the campaign. One in
+/// handoff, one outside the window and one opted out are skipped, each
+/// with its reason.
+async fn a_campaign_broadcast_starts_each_conversation(kind: Db) {
+    let Some(live) = Live::start(kind).await else {
+        return;
+    };
+    let app = &live.app;
+    app.import_yaml(CAMPAIGN_BOT.into()).await;
+    let fake = Fake::start().await;
+    let r = app
+        .admin("POST", "/v1/bots/shop/channels", Some(channel_body(&fake)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let url = r.body["inbound_url"].as_str().unwrap().to_owned();
+    // Waiting at the first question.
+    live.whatsapp(&url, "525500000001", "w1", "hi").await;
+    // Conversation over.
+    live.whatsapp(&url, "525500000002", "w2", "hi").await;
+    live.whatsapp(&url, "525500000002", "w3", "Bob").await;
+    // A person answers.
+    live.whatsapp(&url, "525500000003", "w4", "hi").await;
+    live.whatsapp(&url, "525500000003", "w5", "agent").await;
+    // Opted out.
+    live.whatsapp(&url, "525500000004", "w6", "hi").await;
+    let r = app
+        .admin(
+            "GET",
+            "/v1/bots/shop/contacts?q=whatsapp:525500000004",
+            None,
+        )
+        .await;
+    let opted = r.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .admin(
+            "PATCH",
+            &format!("/v1/contacts/{opted}"),
+            Some(json!({"opted_out": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Never wrote: outside the window.
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/shop/contacts/import",
+            Some(&app.admin_key),
+            "text/csv",
+            b"phone,plan\n+15550009999,x\n".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/shop/segments",
+            Some(json!({"name": "Everyone", "filter": "contact.channel == \"whatsapp\" || user.plan == \"x\""})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let seg = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.body["count"], 5, "{}", r.body);
+
+    // Refusals name the fields.
+    for (body, needle) in [
+        (
+            json!({"segment": seg, "campaign": "sale", "message": "hi"}),
+            "not both",
+        ),
+        (
+            json!({"segment": seg, "campaign": "nope"}),
+            "\"nope\" is not a campaign",
+        ),
+        (
+            json!({"segment": seg}),
+            "message (with an optional template) or campaign",
+        ),
+    ] {
+        let r = app
+            .admin("POST", "/v1/bots/shop/broadcasts", Some(body.clone()))
+            .await;
+        assert_eq!(r.status, 422, "{body}: {}", r.body);
+        let msg = r.body["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(needle), "{body}: {msg}");
+    }
+
+    let before = fake.got.lock().unwrap().len();
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/shop/broadcasts",
+            Some(json!({"segment": seg, "campaign": "sale"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        (r.body["campaign"].clone(), r.body["message"].clone()),
+        (json!("sale"), json!(""))
+    );
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    // A worker without a chat runtime leaves campaign recipients alone.
+    let mut plain = BroadcastWorker::default();
+    plain.step(&app.store).await.unwrap();
+    let r = app
+        .admin("GET", &format!("/v1/broadcasts/{id}"), None)
+        .await;
+    assert_eq!(r.body["counts"]["pending"], 5, "{}", r.body);
+    let mut worker = live.worker();
+    let mut handled = 0;
+    for _ in 0..50 {
+        handled += worker.step(&app.store).await.unwrap();
+        let r = app
+            .admin("GET", &format!("/v1/broadcasts/{id}"), None)
+            .await;
+        if r.body["state"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(handled, 5);
+    live.settle().await;
+    let r = app
+        .admin("GET", &format!("/v1/broadcasts/{id}"), None)
+        .await;
+    assert_eq!(
+        (r.body["state"].clone(), r.body["counts"].clone()),
+        (
+            json!("completed"),
+            json!({"pending": 0, "sent": 2, "failed": 0, "skipped": 3})
+        ),
+        "{}",
+        r.body
+    );
+    let mut reasons: HashMap<String, String> = HashMap::new();
+    for rec in app
+        .store
+        .list_broadcast_recipients(&id, None, 100)
+        .await
+        .unwrap()
+    {
+        let contact = app
+            .store
+            .get_contact(&app.account_id, &rec.contact_id)
+            .await
+            .unwrap();
+        let who = contact.external_id.or(contact.phone).unwrap_or_default();
+        reasons.insert(who, rec.reason.unwrap_or(rec.status));
+    }
+    assert_eq!(reasons["whatsapp:525500000001"], "sent");
+    assert_eq!(reasons["whatsapp:525500000002"], "sent");
+    assert_eq!(reasons["whatsapp:525500000003"], "in_handoff");
+    assert_eq!(reasons["whatsapp:525500000004"], "opted_out");
+    assert_eq!(reasons["+15550009999"], "outside_window");
+    // The campaign's first messages, once each, over the contact's channel.
+    assert_eq!(fake.got.lock().unwrap().len(), before + 4);
+    for who in ["525500000001", "525500000002"] {
+        let texts = fake.texts_to(who);
+        let n = texts.len();
+        assert_eq!(
+            texts[n - 2..],
+            [
+                "Sale today!".to_owned(),
+                "Want a coupon: yes or no?".to_owned()
+            ],
+            "{who}: {texts:?}"
+        );
+    }
+    assert!(
+        fake.texts_to("525500000003")
+            .iter()
+            .all(|t| !t.contains("Sale"))
+    );
+    assert!(fake.texts_to("15550009999").is_empty());
+    // A second pass sends nobody again.
+    assert_eq!(worker.step(&app.store).await.unwrap(), 0);
+    let r = app
+        .admin("GET", "/v1/events?type=broadcast.completed", None)
+        .await;
+    assert_eq!(
+        r.body["data"][0]["data"]["skipped"],
+        json!({"opted_out": 1, "no_channel": 0, "outside_window": 1, "in_handoff": 1, "no_campaign": 0}),
+        "{}",
+        r.body
+    );
+
+    // The contact's answer continues the campaign's flow.
+    live.whatsapp(&url, "525500000001", "w7", "yes").await;
+    live.whatsapp(&url, "525500000002", "w8", "2").await;
+    assert_eq!(
+        fake.texts_to("525500000001").last().map(String::as_str),
+        Some("Coupon yes noted.")
+    );
+    assert_eq!(
+        fake.texts_to("525500000002").last().map(String::as_str),
+        Some("Coupon no noted.")
+    );
+
+    // A campaign removed from the flow after the broadcast was made: its
+    // recipients are skipped, and the broadcast completes.
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/shop/broadcasts",
+            Some(json!({"segment": seg, "campaign": "sale"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let gone = r.body["id"].as_str().unwrap().to_owned();
+    let flow = CAMPAIGN_BOT
+        .split("\nflow:\n")
+        .nth(1)
+        .unwrap()
+        .split("  campaigns:")
+        .next()
+        .unwrap()
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let r = app
+        .raw(
+            "PUT",
+            "/v1/bots/shop/flow",
+            Some(&app.admin_key),
+            "application/yaml",
+            flow.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sent_before = fake.got.lock().unwrap().len();
+    for _ in 0..50 {
+        worker.step(&app.store).await.unwrap();
+        let r = app
+            .admin("GET", &format!("/v1/broadcasts/{gone}"), None)
+            .await;
+        if r.body["state"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    live.settle().await;
+    let r = app
+        .admin("GET", &format!("/v1/broadcasts/{gone}"), None)
+        .await;
+    assert_eq!(
+        (r.body["state"].clone(), r.body["counts"]["skipped"].clone()),
+        (json!("completed"), json!(5)),
+        "{}",
+        r.body
+    );
+    let no_campaign = app
+        .store
+        .list_broadcast_recipients(&gone, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.reason.as_deref() == Some("no_campaign"))
+        .count();
+    assert_eq!(no_campaign, 2);
+    assert_eq!(fake.got.lock().unwrap().len(), sent_before);
+}
+
+#[tokio::test]
+async fn a_preview_renders_the_message_for_a_sample_recipient() {
+    let Some(app) = spawn_app(Db::Sqlite).await else {
+        return;
+    };
+    app.create_bot("shop", "support").await;
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/shop/contacts/import",
+            Some(&app.admin_key),
+            "text/csv",
+            b"phone,first_name,plan\n+15550000001,Ada,vip\n+15550000002,Bob,vip\n+15550000003,Cy,free\n"
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/shop/segments",
+            Some(json!({"name": "VIP", "filter": "user.plan == \"vip\""})),
+        )
+        .await;
+    let seg = r.body["id"].as_str().unwrap().to_owned();
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/shop/broadcasts/preview",
+            Some(json!({"segment": seg, "message": "Hi {{user.first_name}} ({{contact.phone}})",
+                        "template": {"name": "promo", "language": "en_US", "params": ["{{user.plan}}"]}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["count"], 2);
+    let name = r.body["sample"]["contact"]["attributes"]["first_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let phone = r.body["sample"]["contact"]["phone"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(name == "Ada" || name == "Bob", "{}", r.body);
+    assert_eq!(r.body["sample"]["text"], format!("Hi {name} ({phone})"));
+    assert_eq!(r.body["sample"]["params"], json!(["vip"]));
+    // A named contact.
+    let cy = app
+        .admin("GET", "/v1/bots/shop/contacts?q=%2B15550000003", None)
+        .await;
+    let cy = cy.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/shop/broadcasts/preview",
+            Some(json!({"segment": seg, "message": "Hi {{user.first_name}}", "contact": cy})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["sample"]["text"], "Hi Cy");
+    // Nothing matches: no sample.
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/shop/segments",
+            Some(json!({"name": "None", "filter": "user.plan == \"gold\""})),
+        )
+        .await;
+    let empty = r.body["id"].as_str().unwrap().to_owned();
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/shop/broadcasts/preview",
+            Some(json!({"segment": empty, "message": "Hi"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["count"].clone(), r.body["sample"].clone()),
+        (200, json!(0), Value::Null)
+    );
+    // Refusals name what to fix.
+    for (body, needle) in [
+        (
+            json!({"segment": seg, "message": "Hi {{user.first_name}} {{memory.x}}"}),
+            "{{memory.x}}",
+        ),
+        (
+            json!({"segment": seg, "message": "Hi {{contact.email}}"}),
+            "{{contact.email}}",
+        ),
+        (json!({"segment": seg}), "give message or template"),
+        (
+            json!({"segment": "seg_nope", "message": "x"}),
+            "is not a segment",
+        ),
+        (
+            json!({"segment": seg, "message": "x", "contact": "ct_nope"}),
+            "is not a contact",
+        ),
+    ] {
+        let r = app
+            .admin(
+                "POST",
+                "/v1/bots/shop/broadcasts/preview",
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{body}: {}", r.body);
+        let msg = r.body["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(needle), "{body}: {msg}");
+    }
 }

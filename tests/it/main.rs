@@ -16,6 +16,7 @@ mod common;
 mod api;
 mod audit;
 mod backlog;
+mod broadcast_console;
 mod broadcasts;
 mod browser;
 mod builder;

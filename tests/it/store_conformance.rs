@@ -664,6 +664,7 @@ fn booking_turn(account: &str, n: usize, seat_capacity: u32) -> TurnWrite {
         calls: vec![],
         channel: None,
         timers: Default::default(),
+        broadcast: None,
     }
 }
 

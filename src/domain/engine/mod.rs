@@ -131,6 +131,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 mod answer;
+mod campaign;
 mod caps;
 mod handoff;
 mod runner;
@@ -139,6 +140,7 @@ mod tests;
 mod timers;
 mod webhook;
 
+pub use campaign::*;
 pub use caps::*;
 pub use handoff::*;
 use runner::Runner;
