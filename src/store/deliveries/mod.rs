@@ -2,22 +2,22 @@
 //!
 //! One folder, one concern per file:
 //!
-//! * [`fan_out`]: the outbox side. Inside the transaction that writes an
+//! * `fan_out.rs`: the outbox side. Inside the transaction that writes an
 //!   event, one `deliveries` row per enabled endpoint that wants it (and the
-//!   test delivery aimed at one endpoint). When this process runs a
-//!   delivery engine the rows are written already leased to it and handed to
-//!   it in memory once the commit is durable (the hot path); otherwise they
-//!   are written due now and unleased, for any worker's claim loop.
-//! * [`claims`]: leasing due rows ([`Store::claim_due`]), a manual retry's
+//!   test delivery aimed at one endpoint). When this process runs a delivery
+//!   engine the rows are written already leased to it and handed to it in
+//!   memory once the commit is durable (the hot path); otherwise they are
+//!   written due now and unleased, for any worker's claim loop.
+//! * `claims.rs`: leasing due rows ([`Store::claim_due`]), a manual retry's
 //!   lease, and recovering failed and dead deliveries. On PostgreSQL
 //!   concurrent claimers skip each other's rows; a claim takes each
 //!   endpoint's rows through its own slice of the due index and only as
 //!   many as the claimer allows that endpoint ([`ClaimLimits`]).
-//! * [`outcomes`]: results written in batches: the attempt, the delivery's
+//! * `outcomes.rs`: results written in batches: the attempt, the delivery's
 //!   new state, the endpoint's failure streak, and any disable (with its
 //!   `endpoint.disabled` event) in one transaction.
-//! * [`queries`]: what the API, the health charts and `/metrics` read.
-//! * [`bench`]: building large backlogs fast, for load tests and the
+//! * `queries.rs`: what the API, the health charts and `/metrics` read.
+//! * `bench.rs`: building large backlogs fast, for load tests and the
 //!   `bench backlog` command only.
 //!
 //! This file holds the types they share and the sink committed deliveries
