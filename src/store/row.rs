@@ -3,9 +3,9 @@
 //! A [`Row`] is a list of named [`Cell`]s, so resource code can read a
 //! column by its name ([`Row::text_at`]) and not only by its position
 //! ([`Row::text`]). The name is the column's as the backend reports it:
-//! the bare column name for `t.col`, the alias for `expr AS alias`. A slice
-//! of a row keeps its names, so a join's parts can be read one table at a
-//! time even where two tables share a column name.
+//! the bare column name for `t.col`, the alias for `expr AS alias`. A part
+//! split off a row keeps its names, so a join's parts can be read one table
+//! at a time even where two tables share a column name.
 
 use super::{Result, StoreError};
 use std::fmt::Display;
@@ -83,14 +83,10 @@ impl Row {
             .collect())
     }
 
-    /// The columns from position `from` on, with their names.
-    pub fn tail(&self, from: usize) -> Row {
-        Row(self.0.get(from..).unwrap_or_default().to_vec())
-    }
-
-    /// The columns in positions `range`, with their names.
-    pub fn slice(&self, range: std::ops::Range<usize>) -> Row {
-        Row(self.0.get(range).unwrap_or_default().to_vec())
+    /// Moves the columns from position `at` on, with their names, into a
+    /// row of their own (none when `at` is past the end).
+    pub fn split_off(&mut self, at: usize) -> Row {
+        Row(self.0.split_off(at.min(self.0.len())))
     }
 
     fn at(&self, i: usize) -> Result<&Value> {
@@ -257,11 +253,15 @@ mod tests {
     }
 
     #[test]
-    fn a_slice_keeps_its_names() {
-        let r = row();
-        assert_eq!(r.tail(3).0.len(), 2);
-        assert_eq!(r.slice(1..3).int_at("n").unwrap(), 3);
-        assert!(r.slice(1..3).text_at("id").is_err());
-        assert!(r.tail(9).0.is_empty());
+    fn a_split_keeps_its_names() {
+        let mut r = row();
+        let tail = r.split_off(3);
+        assert_eq!(tail.0.len(), 2);
+        assert_eq!(tail.json_at::<Vec<String>>("tags").unwrap(), vec!["x"]);
+        assert!(tail.text_at("id").is_err());
+        let mid = r.split_off(1);
+        assert_eq!(mid.int_at("n").unwrap(), 3);
+        assert_eq!(r.text_at("id").unwrap(), "a");
+        assert!(r.split_off(9).0.is_empty());
     }
 }

@@ -206,12 +206,13 @@ fn load_tickets(c: &mut dyn Conn, ids: &[String]) -> Result<Vec<DeliveryTicket>>
             ),
             &params,
         )?;
-        for r in &rows {
-            // The event's and the endpoint's columns share names (`id`,
-            // `bot_id`, …): each is read from its own part of the row.
-            let event = event_from(&r.slice(3..11))?;
-            let endpoint = endpoint_from(&r.tail(11))?;
+        for mut r in rows {
             debug_assert_eq!(r.0.len(), 11 + EP_WIDTH);
+            // The event's and the endpoint's columns share names (`id`,
+            // `bot_id`, …): each is read from its own part of the row,
+            // split off without copying.
+            let endpoint = endpoint_from(&r.split_off(11))?;
+            let event = event_from(&r.split_off(3))?;
             out.push(DeliveryTicket {
                 delivery_id: r.text_at("delivery_id")?,
                 attempts: u32::try_from(r.int_at("attempts")?).unwrap_or(u32::MAX),
