@@ -1,5 +1,6 @@
-//! `/v1/deliveries` (filtered), `/v1/deliveries/{id}`, its attempt log, a manual retry, and
-//! `/v1/events/{id}/deliveries`.
+//! `/v1/deliveries` (filtered), `/v1/deliveries/{id}`, its attempt log, a
+//! manual retry, `/v1/events/{id}/deliveries` and
+//! `/v1/endpoints/{id}/deliveries`.
 //!
 //! A delivery is one event on its way to one endpoint; each HTTP try is an
 //! attempt, logged with its request headers (secret-looking values
