@@ -1,17 +1,19 @@
-//! `/v1/deliveries` (filtered), `/v1/deliveries/{id}`, its attempt log, a manual retry, and
-//! `/v1/events/{id}/deliveries`.
+//! `/v1/deliveries` (filtered), `/v1/deliveries/{id}`, its attempt log, a
+//! manual retry, `/v1/events/{id}/deliveries` and
+//! `/v1/endpoints/{id}/deliveries`.
 //!
 //! A delivery is one event on its way to one endpoint; each HTTP try is an
 //! attempt, logged with its request headers (secret-looking values
 //! redacted), status, the first 16 KiB of the answer and an error kind.
 
-use super::endpoints::SendResult;
 use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
 use super::extract::{ApiQuery, Auth, PageQuery};
+use super::sends::{self, SendResult};
 use super::{AppState, List, time};
+use crate::delivery::engine::ManualSend;
 use crate::domain::outbound::CustomHeader;
 use crate::store::PageRequest;
-use crate::store::deliveries::{AttemptRow, DeliveryFilter, DeliveryRow, DeliveryTicket, Lease};
+use crate::store::deliveries::{AttemptRow, DeliveryFilter, DeliveryRow};
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -150,39 +152,6 @@ impl StatusQuery {
         .parse()?;
         Ok((status, page))
     }
-}
-
-/// The lease an API node takes on a delivery it sends itself.
-pub fn api_lease(state: &AppState) -> Lease {
-    Lease {
-        node: std::sync::Arc::from("api"),
-        ms: i64::try_from(state.delivery.settings().lease.as_millis()).unwrap_or(i64::MAX / 4),
-    }
-}
-
-/// Sends a leased delivery now, records the attempt, and answers what the
-/// receiver said.
-pub async fn send_now(state: &AppState, ticket: DeliveryTicket) -> ApiResult<SendResult> {
-    let (attempt, mut outcome) = state.delivery.attempt(&ticket).await;
-    if let Some(a) = &mut outcome.attempt {
-        a.node = Some(api_lease(state).node.to_string());
-    }
-    let disable_after =
-        i64::try_from(state.delivery.settings().disable_after.as_millis()).unwrap_or(i64::MAX / 4);
-    state
-        .store
-        .record_outcomes(vec![outcome], state.delivery.now_ms(), disable_after)
-        .await?;
-    Ok(SendResult {
-        success: attempt.is_success(),
-        status: attempt.status,
-        latency_ms: attempt.duration_ms,
-        body: attempt.response_body,
-        error_kind: attempt.error.map(|k| k.as_str().to_owned()),
-        error: attempt.error_message,
-        delivery_id: ticket.delivery_id,
-        event_id: ticket.event.id.clone(),
-    })
 }
 
 async fn delivery_for(state: &AppState, auth: &Auth, id: &str) -> ApiResult<DeliveryRow> {
@@ -343,11 +312,41 @@ pub async fn retry_delivery(
     Path(id): Path<String>,
 ) -> ApiResult<Json<SendResult>> {
     let d = delivery_for(&state, &auth, &id).await?;
-    let ticket = state
+    Ok(Json(
+        sends::send(
+            &state,
+            &auth.0.account_id,
+            ManualSend::Retry { delivery_id: &d.id },
+        )
+        .await?,
+    ))
+}
+
+/// An endpoint's deliveries, newest first, optionally by status.
+#[utoipa::path(get, path = "/v1/endpoints/{id}/deliveries", tag = "deliveries", params(("id" = String, Path), StatusQuery),
+    responses((status = 200, body = List<DeliveryView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_endpoint_deliveries(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<StatusQuery>,
+) -> ApiResult<Json<List<DeliveryView>>> {
+    let (status, page) = q.parse()?;
+    let e = auth.endpoint(&state, &id).await?;
+    let rows = state
         .store
-        .lease_for_retry(&auth.0.account_id, &d.id, api_lease(&state))
+        .list_deliveries(
+            &auth.0.account_id,
+            DeliveryFilter {
+                endpoint_id: Some(e.id),
+                status,
+                ..Default::default()
+            },
+            page,
+        )
         .await?;
-    Ok(Json(send_now(&state, ticket).await?))
+    Ok(Json(List::from_page(rows, DeliveryView::from)))
 }
 
 /// Routes of this module.
@@ -358,4 +357,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/deliveries/{id}", get(get_delivery))
         .route("/v1/deliveries/{id}/attempts", get(list_attempts))
         .route("/v1/deliveries/{id}/retry", post(retry_delivery))
+        .route(
+            "/v1/endpoints/{id}/deliveries",
+            get(list_endpoint_deliveries),
+        )
 }

@@ -10,17 +10,19 @@
 //! back on `PATCH` keeps the stored one (see [`super::headers`]).
 
 use super::bots::load;
-use super::deliveries::{DeliveryView, StatusQuery, send_now};
-use super::error::{ApiError, ApiResult, ErrorBody, OrNotFound};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::events::parse_time;
 use super::extract::{ApiJson, ApiQuery, Auth, PageQuery};
 use super::headers::{self, HeaderInput, HeaderView};
+use super::sends::{self, SendResult};
 use super::{AppState, List, time};
+use crate::delivery::engine::ManualSend;
 use crate::delivery::format::{self, PayloadFormat};
 use crate::delivery::rules;
 use crate::delivery::signing::Secret;
+use crate::domain::endpoint_health::{self, AttemptSample, HealthInput};
 use crate::domain::outbound::{self, CustomHeader};
-use crate::store::deliveries::DeliveryFilter;
+use crate::domain::secret;
 use crate::store::endpoints::{EndpointPatch, EndpointRow, NewEndpoint, kind};
 use crate::store::now_ms;
 use axum::extract::{Path, State};
@@ -210,20 +212,6 @@ fn check_body(v: Value) -> ApiResult<serde_json::Map<String, Value>> {
     }
 }
 
-/// An endpoint the caller may see, or 404.
-pub async fn endpoint_for(state: &AppState, auth: &Auth, id: &str) -> ApiResult<EndpointRow> {
-    let not_found = || ApiError::not_found(format!("endpoint {id:?} not found"));
-    let e = state
-        .store
-        .get_endpoint(&auth.0.account_id, id)
-        .await
-        .or_not_found(not_found)?;
-    if !auth.0.may_use_bot(&e.bot_id) {
-        return Err(not_found());
-    }
-    Ok(e)
-}
-
 /// Creates an endpoint for a bot.
 #[utoipa::path(post, path = "/v1/bots/{bot}/endpoints", tag = "endpoints", params(("bot" = String, Path)),
     request_body = CreateEndpoint,
@@ -303,7 +291,7 @@ pub async fn get_endpoint(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EndpointView>> {
-    Ok(Json(endpoint_for(&state, &auth, &id).await?.into()))
+    Ok(Json(auth.endpoint(&state, &id).await?.into()))
 }
 
 /// Changes an endpoint. `enabled: true` re-enables a disabled one; its held
@@ -318,7 +306,7 @@ pub async fn update_endpoint(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateEndpoint>,
 ) -> ApiResult<Json<EndpointView>> {
-    let e = endpoint_for(&state, &auth, &id).await?;
+    let e = auth.endpoint(&state, &id).await?;
     let mut patch = EndpointPatch::default();
     if let Some(u) = &body.url {
         patch.url = Some(rules::check_url("url", u).map_err(invalid)?);
@@ -368,7 +356,7 @@ pub async fn delete_endpoint(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let e = endpoint_for(&state, &auth, &id).await?;
+    let e = auth.endpoint(&state, &id).await?;
     state
         .store
         .delete_endpoint(&auth.0.account_id, &e.id, None)
@@ -389,14 +377,7 @@ fn secret_view(e: &EndpointRow) -> SecretView {
     let now = now_ms();
     SecretView {
         secret: e.current_secret().unwrap_or_default().to_owned(),
-        previous_expires_at: e
-            .secrets
-            .iter()
-            .skip(1)
-            .filter_map(|s| s.expires_at)
-            .filter(|t| *t > now)
-            .max()
-            .map(time),
+        previous_expires_at: secret::previous_expires_at(&e.secrets, now).map(time),
     }
 }
 
@@ -409,7 +390,7 @@ pub async fn get_secret(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SecretView>> {
-    let e = endpoint_for(&state, &auth, &id).await?;
+    let e = auth.endpoint(&state, &id).await?;
     Ok(Json(secret_view(&e)))
 }
 
@@ -423,7 +404,7 @@ pub async fn rotate_secret(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SecretView>> {
-    let e = endpoint_for(&state, &auth, &id).await?;
+    let e = auth.endpoint(&state, &id).await?;
     let grace =
         i64::try_from(state.delivery.settings().secret_grace.as_millis()).unwrap_or(i64::MAX / 4);
     let e = state
@@ -431,27 +412,6 @@ pub async fn rotate_secret(
         .rotate_secret(&auth.0.account_id, &e.id, grace)
         .await?;
     Ok(Json(secret_view(&e)))
-}
-
-/// What the receiver answered to a test or a manual retry.
-#[derive(Serialize, ToSchema)]
-pub struct SendResult {
-    /// Whether it answered 2xx.
-    pub success: bool,
-    /// Its HTTP status, when it answered.
-    pub status: Option<u16>,
-    /// How long it took.
-    pub latency_ms: u64,
-    /// The first 16 KiB of its answer.
-    pub body: String,
-    /// `timeout`, `connect`, `dns`, `blocked`, `tls`, `status`, `invalid`.
-    pub error_kind: Option<String>,
-    /// The failure in words.
-    pub error: Option<String>,
-    /// The delivery.
-    pub delivery_id: String,
-    /// The event (`webhook-id`).
-    pub event_id: String,
 }
 
 /// Sends a `webhook.test` event to this endpoint now (even when it is
@@ -464,16 +424,15 @@ pub async fn test_endpoint(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SendResult>> {
-    let e = endpoint_for(&state, &auth, &id).await?;
-    let ticket = state
-        .store
-        .create_test_delivery(
+    let e = auth.endpoint(&state, &id).await?;
+    Ok(Json(
+        sends::send(
+            &state,
             &auth.0.account_id,
-            &e.id,
-            super::deliveries::api_lease(&state),
+            ManualSend::Test { endpoint_id: &e.id },
         )
-        .await?;
-    Ok(Json(send_now(&state, ticket).await?))
+        .await?,
+    ))
 }
 
 /// `POST /v1/endpoints/{id}/recover` body.
@@ -503,7 +462,7 @@ pub async fn recover_endpoint(
     ApiJson(body): ApiJson<Recover>,
 ) -> ApiResult<(StatusCode, Json<Recovered>)> {
     let since = parse_time("since", &body.since)?;
-    let e = endpoint_for(&state, &auth, &id).await?;
+    let e = auth.endpoint(&state, &id).await?;
     let requeued = state
         .store
         .recover_deliveries(&auth.0.account_id, &e.id, since)
@@ -567,45 +526,45 @@ pub async fn endpoint_health(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Health>> {
-    let e = endpoint_for(&state, &auth, &id).await?;
+    let e = auth.endpoint(&state, &id).await?;
     let f = state
         .store
         .endpoint_health(&auth.0.account_id, &e.id, state.delivery.now_ms())
         .await?;
-    let ok = |a: &crate::store::deliveries::AttemptRow| a.error_kind.is_none();
-    let consecutive_failures = f.recent.iter().take_while(|a| !ok(a)).count();
-    let rate = |ok: i64, all: i64| (all > 0).then(|| ok as f64 / all as f64);
-    let mut latencies: Vec<i64> = f.recent.iter().map(|a| a.duration_ms).collect();
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
-    };
-    let state_name = if !e.enabled {
-        "disabled"
-    } else if consecutive_failures > 0 || e.first_failure_at.is_some() {
-        "failing"
-    } else {
-        "healthy"
-    };
-    Ok(Json(Health {
-        state: state_name.into(),
-        reason: e.disabled_reason.clone(),
-        success_rate_24h: rate(f.succeeded_24h, f.attempts_24h),
+    let samples: Vec<AttemptSample> = f
+        .recent
+        .iter()
+        .map(|a| AttemptSample {
+            succeeded: a.error_kind.is_none(),
+            duration_ms: a.duration_ms,
+        })
+        .collect();
+    let report = endpoint_health::assess(HealthInput {
+        enabled: e.enabled,
+        first_failure_at: e.first_failure_at,
         attempts_24h: f.attempts_24h,
-        success_rate_last_100: rate(
-            f.recent.iter().filter(|a| ok(a)).count() as i64,
-            f.recent.len() as i64,
-        ),
-        consecutive_failures,
-        last_error: f.recent.iter().find(|a| !ok(a)).map(|a| LastError {
-            at: time(a.started_at),
-            kind: a.error_kind.clone(),
-            status: a.status,
-            message: a.error_message.clone(),
-        }),
-        latency: (!latencies.is_empty()).then(|| Latency {
-            p50_ms: pct(0.50),
-            p99_ms: pct(0.99),
+        succeeded_24h: f.succeeded_24h,
+        recent: &samples,
+    });
+    Ok(Json(Health {
+        state: report.state.as_str().into(),
+        reason: e.disabled_reason.clone(),
+        success_rate_24h: report.success_rate_24h,
+        attempts_24h: f.attempts_24h,
+        success_rate_last_100: report.success_rate_recent,
+        consecutive_failures: report.consecutive_failures,
+        last_error: report
+            .last_failure
+            .map(|i| &f.recent[i])
+            .map(|a| LastError {
+                at: time(a.started_at),
+                kind: a.error_kind.clone(),
+                status: a.status,
+                message: a.error_message.clone(),
+            }),
+        latency: report.latency.map(|l| Latency {
+            p50_ms: l.p50_ms,
+            p99_ms: l.p99_ms,
         }),
         last_success_at: e.last_success_at.map(time),
         failing_since: e.first_failure_at.map(time),
@@ -623,7 +582,7 @@ pub async fn endpoint_health_chart(
     Path(id): Path<String>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
     const HOURS: i64 = 24;
-    let e = endpoint_for(&state, &auth, &id).await?;
+    let e = auth.endpoint(&state, &id).await?;
     let hours = state
         .store
         .endpoint_hours(&auth.0.account_id, &e.id, state.delivery.now_ms(), HOURS)
@@ -636,33 +595,6 @@ pub async fn endpoint_health_chart(
         ],
         svg,
     ))
-}
-
-/// An endpoint's deliveries, newest first, optionally by status.
-#[utoipa::path(get, path = "/v1/endpoints/{id}/deliveries", tag = "deliveries", params(("id" = String, Path), StatusQuery),
-    responses((status = 200, body = List<DeliveryView>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn list_endpoint_deliveries(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<StatusQuery>,
-) -> ApiResult<Json<List<DeliveryView>>> {
-    let (status, page) = q.parse()?;
-    let e = endpoint_for(&state, &auth, &id).await?;
-    let rows = state
-        .store
-        .list_deliveries(
-            &auth.0.account_id,
-            DeliveryFilter {
-                endpoint_id: Some(e.id),
-                status,
-                ..Default::default()
-            },
-            page,
-        )
-        .await?;
-    Ok(Json(List::from_page(rows, DeliveryView::from)))
 }
 
 /// Routes of this module.
@@ -687,8 +619,4 @@ pub fn routes() -> Router<AppState> {
             get(endpoint_health_chart),
         )
         .route("/v1/endpoints/{id}/recover", post(recover_endpoint))
-        .route(
-            "/v1/endpoints/{id}/deliveries",
-            get(list_endpoint_deliveries),
-        )
 }

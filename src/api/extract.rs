@@ -2,7 +2,7 @@
 //! JSON bodies, the bearer key, and paging parameters.
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, OrNotFound};
 use crate::domain::account::Principal;
 use crate::store::PageRequest;
 use axum::body::Bytes;
@@ -274,6 +274,25 @@ impl Auth {
         } else {
             Err(ApiError::not_found(format!("bot {bot:?} not found")))
         }
+    }
+
+    /// An endpoint the caller may see, or 404 (a bot-scoped key sees its
+    /// bot's only).
+    pub async fn endpoint(
+        &self,
+        state: &AppState,
+        id: &str,
+    ) -> Result<crate::store::endpoints::EndpointRow, ApiError> {
+        let not_found = || ApiError::not_found(format!("endpoint {id:?} not found"));
+        let e = state
+            .store
+            .get_endpoint(&self.0.account_id, id)
+            .await
+            .or_not_found(not_found)?;
+        if !self.0.may_use_bot(&e.bot_id) {
+            return Err(not_found());
+        }
+        Ok(e)
     }
 }
 

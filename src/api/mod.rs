@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod payload_preview;
 pub mod segments;
+pub mod sends;
 pub mod server;
 pub mod webhooks;
 pub mod widget;

@@ -65,7 +65,7 @@ use utoipa::{Modify, OpenApi};
         super::endpoints::endpoint_health,
         super::endpoints::endpoint_health_chart,
         super::endpoints::recover_endpoint,
-        super::endpoints::list_endpoint_deliveries,
+        super::deliveries::list_endpoint_deliveries,
         super::deliveries::list_deliveries,
         super::deliveries::list_event_deliveries,
         super::deliveries::get_delivery,

@@ -16,9 +16,14 @@
 //!   [`Engine::run_due_once`] with a time of their choosing and
 //!   [`Engine::idle`] to wait for the hot path, so no test sleeps through a
 //!   retry delay.
+//! * **Manual sends.** [`send_now`] is the one path for a send a person asks
+//!   for (a test ping, a manual retry): it leases or creates the delivery,
+//!   sends it at once from the calling process, and records the attempt,
+//!   with or without a running engine.
 
 use super::attempt::{Delivery, Settings};
 use super::dispatcher::{Command, Dispatcher};
+use super::http::Attempt;
 use super::recorder;
 use crate::store::Store;
 use crate::store::deliveries::{ClaimLimits, DeliverySink, DeliveryTicket, Lease};
@@ -293,4 +298,80 @@ async fn claim_loop(inner: Arc<Inner>, every: Duration) {
             Err(e) => tracing::error!(error = %e, "could not claim due deliveries"),
         }
     }
+}
+
+/// The node name a manual send's lease and attempt carry.
+pub const MANUAL_NODE: &str = "api";
+
+/// What a manual send sends.
+#[derive(Clone, Copy, Debug)]
+pub enum ManualSend<'a> {
+    /// A delivery again, whatever its state (its endpoint must be enabled).
+    Retry {
+        /// The delivery.
+        delivery_id: &'a str,
+    },
+    /// A `webhook.test` event to one endpoint (even a disabled one).
+    Test {
+        /// The endpoint.
+        endpoint_id: &'a str,
+    },
+}
+
+/// What a manual send did.
+#[derive(Debug)]
+pub struct SentNow {
+    /// The attempt as the receiver answered it.
+    pub attempt: Attempt,
+    /// The delivery sent.
+    pub delivery_id: String,
+    /// Its event (`webhook-id`).
+    pub event_id: String,
+}
+
+/// The lease a manual send holds its delivery under.
+pub fn manual_lease(delivery: &Delivery) -> Lease {
+    Lease {
+        node: Arc::from(MANUAL_NODE),
+        ms: i64::try_from(delivery.settings().lease.as_millis()).unwrap_or(i64::MAX / 4),
+    }
+}
+
+/// Sends one delivery of `account_id` now, from this process, and records
+/// the attempt (a failure of a test ping makes it dead; a retry keeps the
+/// delivery's schedule). An unknown delivery or endpoint is `NotFound`, a
+/// retry to a disabled endpoint `Invalid`.
+pub async fn send_now(
+    store: &Store,
+    delivery: &Delivery,
+    account_id: &str,
+    what: ManualSend<'_>,
+) -> crate::store::Result<SentNow> {
+    let lease = manual_lease(delivery);
+    let ticket = match what {
+        ManualSend::Retry { delivery_id } => {
+            store
+                .lease_for_retry(account_id, delivery_id, lease)
+                .await?
+        }
+        ManualSend::Test { endpoint_id } => {
+            store
+                .create_test_delivery(account_id, endpoint_id, lease)
+                .await?
+        }
+    };
+    let (attempt, mut outcome) = delivery.attempt(&ticket).await;
+    if let Some(a) = &mut outcome.attempt {
+        a.node = Some(MANUAL_NODE.to_owned());
+    }
+    let disable_after =
+        i64::try_from(delivery.settings().disable_after.as_millis()).unwrap_or(i64::MAX / 4);
+    store
+        .record_outcomes(vec![outcome], delivery.now_ms(), disable_after)
+        .await?;
+    Ok(SentNow {
+        attempt,
+        delivery_id: ticket.delivery_id,
+        event_id: ticket.event.id.clone(),
+    })
 }

@@ -26,35 +26,9 @@
 
 use crate::domain::merge;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Which JSON shape an endpoint receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PayloadFormat {
-    /// `{"type", "timestamp", "data"}` (the default).
-    #[default]
-    Standard,
-    /// Bot9's `{"event": "<camelCase>", "data": {"message", "sender", "chatbotId", …}}`.
-    Bot9,
-    /// Seed 003's flat object (`campaignId`, `label`, `phoneNumber`, `date`, …).
-    Flat,
-    /// The endpoint's own JSON template with merge tags over the event.
-    Template,
-}
-
-impl PayloadFormat {
-    /// The name used in configuration and the API (`standard`, `bot9`, `flat`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayloadFormat::Standard => "standard",
-            PayloadFormat::Bot9 => "bot9",
-            PayloadFormat::Flat => "flat",
-            PayloadFormat::Template => "template",
-        }
-    }
-}
+pub use crate::domain::endpoint::PayloadFormat;
 
 /// The parts of an event that the formats need, borrowed from wherever it lives.
 #[derive(Debug, Clone, Copy)]

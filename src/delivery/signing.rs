@@ -13,25 +13,18 @@
 //! - signature comparison is constant-time in the signature bytes;
 //! - verification never panics, whatever the header, timestamp or body.
 
-use std::fmt;
-use std::str::FromStr;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+pub use crate::domain::secret::{
+    GENERATED_SECRET_LEN, MAX_SECRET_LEN, MIN_SECRET_LEN, SECRET_PREFIX, Secret, SecretError,
+};
+
 type HmacSha256 = Hmac<Sha256>;
 
-/// Prefix of a serialised secret, as the Standard Webhooks specification names it.
-pub const SECRET_PREFIX: &str = "whsec_";
-/// Fewest secret bytes accepted (192 bits).
-pub const MIN_SECRET_LEN: usize = 24;
-/// Most secret bytes accepted (512 bits).
-pub const MAX_SECRET_LEN: usize = 64;
-/// Length of a secret made by [`Secret::generate`].
-pub const GENERATED_SECRET_LEN: usize = 32;
 /// Default allowed distance between a signature's timestamp and now: 5 minutes.
 pub const DEFAULT_TOLERANCE_SECS: u64 = 5 * 60;
 /// Signature scheme version this module produces and accepts.
@@ -44,105 +37,26 @@ pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
 /// Header carrying the space-separated signatures.
 pub const HEADER_SIGNATURE: &str = "webhook-signature";
 
-/// An endpoint signing secret: 24 to 64 random bytes.
-///
-/// Serialised as `whsec_` + standard base64; `Debug` prints `Secret(***)` so a
-/// secret never reaches a log line by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-/// Why a secret was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SecretError {
-    /// The text does not start with `whsec_`.
-    #[error("a webhook secret must start with `whsec_`")]
-    MissingPrefix,
-    /// The part after `whsec_` is not standard base64.
-    #[error("the part after `whsec_` is not valid base64")]
-    InvalidBase64,
-    /// The decoded secret has the wrong number of bytes.
-    #[error(
-        "a webhook secret must decode to {MIN_SECRET_LEN} to {MAX_SECRET_LEN} bytes, this one has {0}"
-    )]
-    BadLength(usize),
-}
-
-impl Secret {
-    /// Makes a fresh secret of [`GENERATED_SECRET_LEN`] bytes from the thread's CSPRNG.
-    pub fn generate() -> Self {
-        let mut bytes = vec![0u8; GENERATED_SECRET_LEN];
-        rand::fill(&mut bytes[..]);
-        Secret(bytes)
-    }
-
-    /// Parses `whsec_<base64>`, requiring 24 to 64 bytes once decoded.
-    pub fn parse(text: &str) -> Result<Self, SecretError> {
-        let encoded = text
-            .trim()
-            .strip_prefix(SECRET_PREFIX)
-            .ok_or(SecretError::MissingPrefix)?;
-        let bytes = BASE64
-            .decode(encoded)
-            .map_err(|_| SecretError::InvalidBase64)?;
-        Self::from_bytes(bytes)
-    }
-
-    /// Wraps raw secret bytes, requiring 24 to 64 of them.
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, SecretError> {
-        if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&bytes.len()) {
-            Ok(Secret(bytes))
-        } else {
-            Err(SecretError::BadLength(bytes.len()))
-        }
-    }
-
-    /// The raw key bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// HMAC-SHA256 of `"{id}.{ts}.{body}"`, fed piecewise so the body is not copied.
-    fn mac(&self, msg_id: &str, timestamp_secs: i64, body: &[u8]) -> [u8; 32] {
-        // HMAC takes keys of any length, so this cannot fail; the fallback keeps
-        // the function total without a panic path.
-        let Ok(mut mac) = <HmacSha256 as KeyInit>::new_from_slice(&self.0) else {
-            return [0u8; 32];
-        };
-        mac.update(msg_id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp_secs.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        mac.finalize().into_bytes().into()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    /// The serialised form, `whsec_<base64>`. This *is* the secret: show it once.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SECRET_PREFIX}{}", BASE64.encode(&self.0))
-    }
-}
-
-impl FromStr for Secret {
-    type Err = SecretError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Secret::parse(s)
-    }
+/// HMAC-SHA256 of `"{id}.{ts}.{body}"`, fed piecewise so the body is not copied.
+fn mac(secret: &Secret, msg_id: &str, timestamp_secs: i64, body: &[u8]) -> [u8; 32] {
+    // HMAC takes keys of any length, so this cannot fail; the fallback keeps
+    // the function total without a panic path.
+    let Ok(mut mac) = <HmacSha256 as KeyInit>::new_from_slice(secret.as_bytes()) else {
+        return [0u8; 32];
+    };
+    mac.update(msg_id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp_secs.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.finalize().into_bytes().into()
 }
 
 /// Signs one message: `v1,<base64 HMAC-SHA256 of "{msg_id}.{timestamp_secs}.{body}">`.
 pub fn sign(secret: &Secret, msg_id: &str, timestamp_secs: i64, body: &[u8]) -> String {
     format!(
         "{SIGNATURE_VERSION},{}",
-        BASE64.encode(secret.mac(msg_id, timestamp_secs, body))
+        BASE64.encode(mac(secret, msg_id, timestamp_secs, body))
     )
 }
 
@@ -267,7 +181,7 @@ pub fn verify(
         candidates.push(BASE64.decode(sig).ok());
     }
 
-    let macs: Vec<[u8; 32]> = secrets.iter().map(|s| s.mac(msg_id, ts, body)).collect();
+    let macs: Vec<[u8; 32]> = secrets.iter().map(|s| mac(s, msg_id, ts, body)).collect();
     let mut matched = subtle::Choice::from(0u8);
     for candidate in candidates.iter().flatten() {
         for mac in &macs {

@@ -1,6 +1,7 @@
 //! The domain: accounts, bots, flows and how conversations run through
 //! them, merge tags, answer validation, quotes, calendars, the event
-//! catalog, and the rules for outbound calls' URLs and headers.
+//! catalog, the rules for outbound calls' URLs and headers, endpoint
+//! policies (event filter, disable policy, health) and signing secrets.
 //!
 //! Nothing here does I/O, touches a database or knows about HTTP: every
 //! function is a plain computation over its arguments (the current time is
@@ -12,6 +13,8 @@ pub mod bot;
 pub mod broadcast;
 pub mod calendar;
 pub mod csv;
+pub mod endpoint;
+pub mod endpoint_health;
 pub mod engine;
 pub mod event;
 pub mod expansion;
@@ -21,4 +24,5 @@ pub mod merge;
 pub mod outbound;
 pub mod people;
 pub mod quote;
+pub mod secret;
 pub mod validate;

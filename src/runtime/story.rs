@@ -40,6 +40,7 @@ use crate::domain::flow::StoryWebhook;
 use crate::domain::ids::new_id;
 use crate::domain::merge;
 use crate::domain::outbound::{self, CustomHeader};
+use crate::domain::secret;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -342,51 +343,37 @@ pub fn would_merge(
     })
 }
 
-/// One of a bot's story-webhook secrets as stored (`bots.story_secrets`).
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct StoredSecret {
-    /// `whsec_…`
-    pub secret: String,
-    /// Unix ms after which it no longer signs; `None` for the current one.
-    pub expires_at: Option<i64>,
+/// One of a bot's story-webhook secrets as stored (`bots.story_secrets`),
+/// rotated by the same rule as an endpoint's.
+pub use crate::domain::secret::SecretEntry as StoredSecret;
+
+fn ring(stored: &str) -> Vec<StoredSecret> {
+    serde_json::from_str(stored).unwrap_or_default()
+}
+
+fn ring_json(ring: &[StoredSecret]) -> String {
+    serde_json::to_string(ring).expect("secrets serialise")
 }
 
 /// A fresh secrets document holding one new secret.
 pub fn fresh_secrets() -> String {
-    serde_json::to_string(&[StoredSecret {
-        secret: Secret::generate().to_string(),
-        expires_at: None,
-    }])
-    .expect("secrets serialise")
+    ring_json(&secret::ring_of(&Secret::generate()))
 }
 
 /// The secrets that still sign at `now_ms`, newest first.
 pub fn live_secrets(stored: &str, now_ms: i64) -> Vec<Secret> {
-    let list: Vec<StoredSecret> = serde_json::from_str(stored).unwrap_or_default();
-    list.iter()
-        .filter(|s| s.expires_at.is_none_or(|t| t > now_ms))
-        .filter_map(|s| Secret::parse(&s.secret).ok())
-        .collect()
+    secret::live(&ring(stored), now_ms)
 }
 
-/// Rotates: a new current secret; the old current one keeps signing until
-/// `now + grace`; expired ones are dropped.
+/// Rotates ([`secret::rotate`]): a new current secret; the old current one
+/// keeps signing until `now + grace`; expired ones are dropped.
 pub fn rotate_secrets(stored: &str, now_ms: i64, grace_ms: i64) -> String {
-    let list: Vec<StoredSecret> = serde_json::from_str(stored).unwrap_or_default();
-    let mut next = vec![StoredSecret {
-        secret: Secret::generate().to_string(),
-        expires_at: None,
-    }];
-    for s in list {
-        let expires_at = s.expires_at.unwrap_or(now_ms + grace_ms);
-        if expires_at > now_ms {
-            next.push(StoredSecret {
-                secret: s.secret,
-                expires_at: Some(expires_at),
-            });
-        }
-    }
-    serde_json::to_string(&next).expect("secrets serialise")
+    ring_json(&secret::rotate(
+        &ring(stored),
+        &Secret::generate(),
+        now_ms,
+        grace_ms,
+    ))
 }
 
 #[cfg(test)]

@@ -12,9 +12,10 @@
 //! creators — in this process or another sharing PostgreSQL — cannot pass
 //! it together.
 //!
-//! Secrets are kept newest first. A rotation puts a new secret in front and
-//! gives the previous one an expiry; until then both sign (the receiver may
-//! hold either).
+//! Secrets are kept newest first and rotated by the domain's one rule
+//! ([`crate::domain::secret::rotate`]): a new secret goes in front and the
+//! previous one gets an expiry; until then both sign (the receiver may hold
+//! either).
 //!
 //! Custom headers are stored as two columns: `headers`, a JSON object of
 //! name → value (as before the values could be marked plain, so an older
@@ -22,11 +23,11 @@
 //! whose values are not secrets.
 
 use super::{Page, PageRequest, Result, Row, Store, StoreError, now_ms};
-use crate::delivery::format::PayloadFormat;
-use crate::delivery::signing::Secret;
+use crate::domain::endpoint;
 use crate::domain::ids::new_id;
 use crate::domain::outbound::CustomHeader;
-use serde::{Deserialize, Serialize};
+use crate::domain::secret::{self, Secret};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -41,21 +42,8 @@ pub mod kind {
     pub const HOOK: &str = "hook";
 }
 
-/// One signing secret and, for a rotated-out one, when it stops signing.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
-pub struct SecretEntry {
-    /// `whsec_…`
-    pub secret: String,
-    /// Unix ms after which it no longer signs; `None` for the current one.
-    #[serde(default)]
-    pub expires_at: Option<i64>,
-}
-
-impl std::fmt::Debug for SecretEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SecretEntry(***, expires_at: {:?})", self.expires_at)
-    }
-}
+pub use crate::domain::endpoint::PayloadFormat;
+pub use crate::domain::secret::SecretEntry;
 
 /// An endpoint as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,28 +91,33 @@ pub struct EndpointRow {
 impl EndpointRow {
     /// Whether it receives events of this type.
     pub fn wants(&self, event_type: &str) -> bool {
-        self.event_types
-            .as_ref()
-            .is_none_or(|types| types.iter().any(|t| t == event_type))
+        endpoint::wants(self.event_types.as_deref(), event_type)
+    }
+
+    /// Whether it receives `event_type` about `bot_id` (see
+    /// [`endpoint::receives`]).
+    pub fn receives(&self, bot_id: &str, event_type: &str) -> bool {
+        endpoint::receives(
+            self.event_types.as_deref(),
+            &self.bot_id,
+            bot_id,
+            event_type,
+        )
     }
 
     /// The secrets that sign at `now`, newest first.
     pub fn live_secrets(&self, now: i64) -> Vec<Secret> {
-        self.secrets
-            .iter()
-            .filter(|s| s.expires_at.is_none_or(|t| t > now))
-            .filter_map(|s| Secret::parse(&s.secret).ok())
-            .collect()
+        secret::live(&self.secrets, now)
     }
 
     /// The current secret (`whsec_…`).
     pub fn current_secret(&self) -> Option<&str> {
-        self.secrets.first().map(|s| s.secret.as_str())
+        secret::current(&self.secrets)
     }
 }
 
-/// The endpoint columns, in the order [`endpoint_from`] reads them, for a
-/// table aliased (or named) `ep`.
+/// The endpoint columns [`endpoint_from`] reads, for a table aliased (or
+/// named) `ep`.
 pub(super) const EP_COLUMNS: &str = "ep.id, ep.account_id, ep.bot_id, ep.url, ep.description, ep.event_types, ep.enabled,
      ep.disabled_reason, ep.disabled_at, ep.headers, ep.body, ep.format, ep.rate_limit, ep.secrets, ep.kind,
      ep.first_failure_at, ep.last_success_at, ep.created_at, ep.updated_at, ep.plain_headers";
@@ -136,34 +129,35 @@ fn bad(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Database(format!("endpoint {what}: {e}"))
 }
 
-/// Reads an endpoint from `row`, starting at column `at`.
-pub(super) fn endpoint_from(row: &Row, at: usize) -> Result<EndpointRow> {
-    let event_types = match row.opt_text(at + 5)? {
+/// Reads an endpoint from `row` by column name (a row of [`EP_COLUMNS`],
+/// or that part of a joined row).
+pub(super) fn endpoint_from(row: &Row) -> Result<EndpointRow> {
+    let event_types = match row.opt_text_at("event_types")? {
         None => None,
         Some(t) => Some(serde_json::from_str(&t).map_err(|e| bad("event_types", e))?),
     };
-    let format =
-        serde_json::from_value(Value::String(row.text(at + 11)?)).map_err(|e| bad("format", e))?;
+    let format = serde_json::from_value(Value::String(row.text_at("format")?))
+        .map_err(|e| bad("format", e))?;
     Ok(EndpointRow {
-        id: row.text(at)?,
-        account_id: row.text(at + 1)?,
-        bot_id: row.text(at + 2)?,
-        url: row.text(at + 3)?,
-        description: row.text(at + 4)?,
+        id: row.text_at("id")?,
+        account_id: row.text_at("account_id")?,
+        bot_id: row.text_at("bot_id")?,
+        url: row.text_at("url")?,
+        description: row.text_at("description")?,
         event_types,
-        enabled: row.bool(at + 6)?,
-        disabled_reason: row.opt_text(at + 7)?,
-        disabled_at: row.opt_int(at + 8)?,
-        headers: headers_from(row.json(at + 9)?, row.json(at + 19)?),
-        body: row.json(at + 10)?,
+        enabled: row.bool_at("enabled")?,
+        disabled_reason: row.opt_text_at("disabled_reason")?,
+        disabled_at: row.opt_int_at("disabled_at")?,
+        headers: headers_from(row.json_at("headers")?, row.json_at("plain_headers")?),
+        body: row.json_at("body")?,
         format,
-        rate_limit: row.opt_int(at + 12)?,
-        secrets: row.json(at + 13)?,
-        kind: row.text(at + 14)?,
-        first_failure_at: row.opt_int(at + 15)?,
-        last_success_at: row.opt_int(at + 16)?,
-        created_at: row.int(at + 17)?,
-        updated_at: row.int(at + 18)?,
+        rate_limit: row.opt_int_at("rate_limit")?,
+        secrets: row.json_at("secrets")?,
+        kind: row.text_at("kind")?,
+        first_failure_at: row.opt_int_at("first_failure_at")?,
+        last_success_at: row.opt_int_at("last_success_at")?,
+        created_at: row.int_at("created_at")?,
+        updated_at: row.int_at("updated_at")?,
     })
 }
 
@@ -268,10 +262,7 @@ impl NewEndpoint {
             body: self.body,
             format: self.format,
             rate_limit: self.rate_limit,
-            secrets: vec![SecretEntry {
-                secret: self.secret.unwrap_or_else(Secret::generate).to_string(),
-                expires_at: None,
-            }],
+            secrets: secret::ring_of(&self.secret.unwrap_or_else(Secret::generate)),
             kind: self.kind.to_owned(),
             first_failure_at: None,
             last_success_at: None,
@@ -347,10 +338,10 @@ fn insert_capped(c: &mut dyn super::Conn, e: &EndpointRow, max_per_bot: usize) -
     )?;
     let count = c
         .query_one(
-            "SELECT COUNT(*) FROM endpoints WHERE account_id = $1 AND bot_id = $2",
+            "SELECT COUNT(*) AS n FROM endpoints WHERE account_id = $1 AND bot_id = $2",
             &[(&e.account_id).into(), (&e.bot_id).into()],
         )?
-        .int(0)?;
+        .int_at("n")?;
     if usize::try_from(count).is_ok_and(|n| n >= max_per_bot) {
         return Err(StoreError::LimitReached(format!(
             "bot {:?} already has {count} endpoints, the most a bot may have (limits.max_endpoints_per_bot = {max_per_bot}); delete one it no longer needs (REST hook subscriptions count too) before adding another",
@@ -394,15 +385,10 @@ pub(super) fn save(c: &mut dyn super::Conn, e: &EndpointRow) -> Result<()> {
 
 /// One endpoint of the account, inside a transaction or on a reader.
 pub(super) fn load(c: &mut dyn super::Conn, account_id: &str, id: &str) -> Result<EndpointRow> {
-    endpoint_from(
-        &c.query_one(
-            &format!(
-                "SELECT {EP_COLUMNS} FROM endpoints ep WHERE ep.account_id = $1 AND ep.id = $2"
-            ),
-            &[account_id.into(), id.into()],
-        )?,
-        0,
-    )
+    endpoint_from(&c.query_one(
+        &format!("SELECT {EP_COLUMNS} FROM endpoints ep WHERE ep.account_id = $1 AND ep.id = $2"),
+        &[account_id.into(), id.into()],
+    )?)
 }
 
 /// Deletes an endpoint with its deliveries and attempts.
@@ -462,7 +448,7 @@ impl Store {
              ORDER BY ep.id LIMIT $4"
         );
         let params = vec![account_id.into(), bot_id.into(), page.after.clone().into()];
-        self.read_page(sql, params, page, |r| endpoint_from(r, 0), |e| e.id.clone())
+        self.read_page(sql, params, page, endpoint_from, |e| e.id.clone())
             .await
     }
 
@@ -557,24 +543,7 @@ impl Store {
             .write(move |c| {
                 let mut e = load(c, &a, &id)?;
                 let now = now_ms();
-                let mut secrets = vec![SecretEntry {
-                    secret: Secret::generate().to_string(),
-                    expires_at: None,
-                }];
-                for (i, s) in e.secrets.iter().enumerate() {
-                    let expires_at = if i == 0 {
-                        Some(s.expires_at.unwrap_or(now + grace_ms).min(now + grace_ms))
-                    } else {
-                        s.expires_at
-                    };
-                    if expires_at.is_some_and(|t| t > now) {
-                        secrets.push(SecretEntry {
-                            secret: s.secret.clone(),
-                            expires_at,
-                        });
-                    }
-                }
-                e.secrets = secrets;
+                e.secrets = secret::rotate(&e.secrets, &Secret::generate(), now, grace_ms);
                 e.updated_at = now.max(e.updated_at + 1);
                 save(c, &e)?;
                 Ok(e)
@@ -606,7 +575,7 @@ impl Store {
                 )?;
                 match existing {
                     Some(row) => {
-                        let mut e = endpoint_from(&row, 0)?;
+                        let mut e = endpoint_from(&row)?;
                         e.url = url;
                         e.enabled = true;
                         e.disabled_reason = None;

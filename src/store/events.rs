@@ -53,16 +53,18 @@ impl EventRow {
 
 const COLUMNS: &str = "id, account_id, bot_id, type, conversation_id, data, created_at, trace_id";
 
+/// Reads an event from `row` by column name (a row of the event columns, or
+/// that part of a joined row).
 pub(super) fn event_from(row: &Row) -> Result<EventRow> {
     Ok(EventRow {
-        id: row.text(0)?,
-        account_id: row.text(1)?,
-        bot_id: row.text(2)?,
-        event_type: row.text(3)?,
-        conversation_id: row.opt_text(4)?,
-        data: row.text(5)?,
-        created_at: row.int(6)?,
-        trace_id: row.opt_text(7)?,
+        id: row.text_at("id")?,
+        account_id: row.text_at("account_id")?,
+        bot_id: row.text_at("bot_id")?,
+        event_type: row.text_at("type")?,
+        conversation_id: row.opt_text_at("conversation_id")?,
+        data: row.text_at("data")?,
+        created_at: row.int_at("created_at")?,
+        trace_id: row.opt_text_at("trace_id")?,
     })
 }
 
@@ -199,7 +201,7 @@ impl Store {
                         ],
                     )?;
                     if let Some(row) = existing {
-                        if row.opt_text(8)?.as_deref() == Some(hash.as_str()) {
+                        if row.opt_text_at("request_hash")?.as_deref() == Some(hash.as_str()) {
                             return Ok((Published::Replayed(event_from(&row)?), Vec::new()));
                         }
                         return Err(StoreError::Conflict(

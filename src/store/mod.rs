@@ -42,9 +42,12 @@ pub mod keys;
 pub mod migrate;
 mod pool;
 pub mod postgres;
+mod row;
 pub mod segments;
 pub mod sqlite;
 pub mod story;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod timers;
 pub mod writer;
 
@@ -52,6 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use pool::ReadPool;
+pub use row::{Cell, Row, Value};
 pub use writer::Writer;
 
 /// What went wrong in the store. Client errors (`NotFound`, `Conflict`,
@@ -81,120 +85,6 @@ pub enum StoreError {
 
 /// Shorthand for store results.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// A parameter or column value, the small common ground of both backends.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    /// SQL NULL.
-    Null,
-    /// A 64-bit integer (`BIGINT`; also booleans on SQLite).
-    Int(i64),
-    /// Text (`TEXT`).
-    Text(String),
-    /// A boolean (`BOOLEAN` on PostgreSQL, an integer on SQLite).
-    Bool(bool),
-    /// A double (`DOUBLE PRECISION` on PostgreSQL, `REAL` on SQLite); only
-    /// indexed contact attributes use it.
-    Float(f64),
-}
-
-impl From<i64> for Value {
-    fn from(v: i64) -> Self {
-        Value::Int(v)
-    }
-}
-impl From<bool> for Value {
-    fn from(v: bool) -> Self {
-        Value::Bool(v)
-    }
-}
-impl From<String> for Value {
-    fn from(v: String) -> Self {
-        Value::Text(v)
-    }
-}
-impl From<&str> for Value {
-    fn from(v: &str) -> Self {
-        Value::Text(v.to_owned())
-    }
-}
-impl From<&String> for Value {
-    fn from(v: &String) -> Self {
-        Value::Text(v.clone())
-    }
-}
-impl<T: Into<Value>> From<Option<T>> for Value {
-    fn from(v: Option<T>) -> Self {
-        v.map_or(Value::Null, Into::into)
-    }
-}
-
-/// One result row, materialised so resource code is backend-agnostic.
-#[derive(Clone, Debug)]
-pub struct Row(pub Vec<Value>);
-
-impl Row {
-    fn at(&self, i: usize) -> Result<&Value> {
-        self.0
-            .get(i)
-            .ok_or_else(|| StoreError::Database(format!("column {i} missing")))
-    }
-
-    /// A non-null text column.
-    pub fn text(&self, i: usize) -> Result<String> {
-        match self.at(i)? {
-            Value::Text(s) => Ok(s.clone()),
-            other => Err(StoreError::Database(format!(
-                "column {i}: expected text, got {other:?}"
-            ))),
-        }
-    }
-
-    /// A nullable text column.
-    pub fn opt_text(&self, i: usize) -> Result<Option<String>> {
-        match self.at(i)? {
-            Value::Null => Ok(None),
-            _ => self.text(i).map(Some),
-        }
-    }
-
-    /// A non-null integer column.
-    pub fn int(&self, i: usize) -> Result<i64> {
-        match self.at(i)? {
-            Value::Int(v) => Ok(*v),
-            Value::Bool(b) => Ok(i64::from(*b)),
-            other => Err(StoreError::Database(format!(
-                "column {i}: expected integer, got {other:?}"
-            ))),
-        }
-    }
-
-    /// A nullable integer column.
-    pub fn opt_int(&self, i: usize) -> Result<Option<i64>> {
-        match self.at(i)? {
-            Value::Null => Ok(None),
-            _ => self.int(i).map(Some),
-        }
-    }
-
-    /// A boolean column (an integer on SQLite).
-    pub fn bool(&self, i: usize) -> Result<bool> {
-        match self.at(i)? {
-            Value::Bool(b) => Ok(*b),
-            Value::Int(v) => Ok(*v != 0),
-            other => Err(StoreError::Database(format!(
-                "column {i}: expected boolean, got {other:?}"
-            ))),
-        }
-    }
-
-    /// A JSON column stored as text.
-    pub fn json<T: serde::de::DeserializeOwned>(&self, i: usize) -> Result<T> {
-        let text = self.text(i)?;
-        serde_json::from_str(&text)
-            .map_err(|e| StoreError::Database(format!("column {i}: bad JSON: {e}")))
-    }
-}
 
 /// A synchronous connection of either backend.
 ///

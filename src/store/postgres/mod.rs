@@ -9,6 +9,7 @@ use super::{Backend, BackendKind, Conn, Listener, Result, Row, StoreError, Value
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, NoTls};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Migrations for PostgreSQL, in order.
@@ -233,6 +234,9 @@ impl Conn for PgConn {
 
     fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>> {
         let rows = self.client.query(sql, &params(values)).map_err(map_err)?;
+        let names: Vec<Arc<str>> = rows.first().map_or_else(Vec::new, |r| {
+            r.columns().iter().map(|c| Arc::from(c.name())).collect()
+        });
         rows.iter()
             .map(|row| {
                 let mut out = Vec::with_capacity(row.len());
@@ -254,7 +258,7 @@ impl Conn for PgConn {
                     };
                     out.push(v.unwrap_or(Value::Null));
                 }
-                Ok(Row(out))
+                Ok(Row::new(&names, out))
             })
             .collect()
     }

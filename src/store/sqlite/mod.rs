@@ -7,6 +7,7 @@
 
 use super::{Backend, BackendKind, Conn, Result, Row, StoreError, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
+use std::sync::Arc;
 
 pub mod backup;
 
@@ -208,6 +209,7 @@ impl Conn for SqliteConn {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         let mut stmt = self.conn.prepare_cached(&dialect(sql)).map_err(map_err)?;
         let width = stmt.column_count();
+        let names: Vec<Arc<str>> = stmt.column_names().map(Arc::from).collect();
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(map_err)?;
@@ -223,7 +225,7 @@ impl Conn for SqliteConn {
                     ValueRef::Blob(b) => Value::Text(String::from_utf8_lossy(b).into_owned()),
                 });
             }
-            out.push(Row(values));
+            out.push(Row::new(&names, values));
         }
         Ok(out)
     }

@@ -1,0 +1,249 @@
+//! Fan-out: the deliveries an event creates, written in the event's own
+//! transaction, and the one-off test delivery aimed at a single endpoint.
+
+use super::{DeliveryTicket, Lease};
+use crate::domain::endpoint;
+use crate::domain::ids::new_id;
+use crate::store::endpoints::{EP_COLUMNS, EndpointRow, endpoint_from};
+use crate::store::events::EventRow;
+use crate::store::{Conn, Result, Store, now_ms};
+use serde_json::json;
+use std::sync::{Arc, LazyLock};
+
+static FAN_OUT_BOT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {EP_COLUMNS} FROM endpoints ep
+         WHERE ep.account_id = $1 AND ep.bot_id = $2 AND ep.enabled"
+    )
+});
+
+static FAN_OUT_ACCOUNT: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {EP_COLUMNS} FROM endpoints ep WHERE ep.account_id = $1 AND ep.enabled")
+});
+
+/// Inserts one delivery per enabled endpoint that wants `event`, inside the
+/// event's transaction, and returns them as tickets.
+///
+/// `endpoint.disabled` goes to every endpoint of the account that names it
+/// explicitly, and to the disabled endpoint's own bot's endpoints that take
+/// every type; other events go to their bot's endpoints only.
+pub(in crate::store) fn fan_out(
+    c: &mut dyn Conn,
+    event: &EventRow,
+    lease: Option<&Lease>,
+) -> Result<Vec<DeliveryTicket>> {
+    let account_wide = endpoint::account_wide(&event.event_type);
+    let rows = if account_wide {
+        c.query(&FAN_OUT_ACCOUNT, &[(&event.account_id).into()])?
+    } else {
+        c.query(
+            &FAN_OUT_BOT,
+            &[(&event.account_id).into(), (&event.bot_id).into()],
+        )?
+    };
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let event_arc = Arc::new(event.clone());
+    let mut tickets = Vec::new();
+    for row in &rows {
+        let ep = endpoint_from(row)?;
+        if !ep.receives(&event.bot_id, &event.event_type) {
+            continue;
+        }
+        let id = new_id("dlv");
+        insert_delivery(c, &id, &ep, event, lease)?;
+        tickets.push(DeliveryTicket {
+            delivery_id: id,
+            attempts: 0,
+            final_attempt: false,
+            endpoint: Arc::new(ep),
+            event: event_arc.clone(),
+        });
+    }
+    if lease.is_none() && !tickets.is_empty() {
+        // Written for any worker to claim: wake those in other processes.
+        c.notify_deliveries()?;
+    }
+    Ok(tickets)
+}
+
+fn insert_delivery(
+    c: &mut dyn Conn,
+    id: &str,
+    ep: &EndpointRow,
+    event: &EventRow,
+    lease: Option<&Lease>,
+) -> Result<()> {
+    let now = now_ms();
+    c.execute(
+        "INSERT INTO deliveries (id, account_id, bot_id, endpoint_id, event_id, status, attempts,
+            next_attempt_at, locked_until, locked_by, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8, $6, $6)",
+        &[
+            id.into(),
+            (&ep.account_id).into(),
+            (&event.bot_id).into(),
+            (&ep.id).into(),
+            (&event.id).into(),
+            now.into(),
+            lease.map(|l| now + l.ms).into(),
+            lease.map(|l| l.node.to_string()).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+impl Store {
+    /// Writes a `webhook.test` event with one delivery to this endpoint only,
+    /// leased to `lease`, and returns it.
+    pub async fn create_test_delivery(
+        &self,
+        account_id: &str,
+        endpoint_id: &str,
+        lease: Lease,
+    ) -> Result<DeliveryTicket> {
+        let (a, id) = (account_id.to_owned(), endpoint_id.to_owned());
+        self.write(move |c| {
+            let ep = crate::store::endpoints::load(c, &a, &id)?;
+            let event = EventRow::new(
+                &a,
+                &ep.bot_id,
+                "webhook.test",
+                None,
+                json!({"message": "A test event from botwire: if you can read this, the endpoint works."})
+                    .to_string(),
+            );
+            crate::store::events::insert_event_only(c, &event)?;
+            let delivery_id = new_id("dlv");
+            insert_delivery(c, &delivery_id, &ep, &event, Some(&lease))?;
+            Ok(DeliveryTicket {
+                delivery_id,
+                attempts: 0,
+                // A test ping is not retried: its answer is the point.
+                final_attempt: true,
+                endpoint: Arc::new(ep),
+                event: Arc::new(event),
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::endpoint::ENDPOINT_DISABLED;
+    use crate::store::deliveries::DeliveryFilter;
+    use crate::store::testing::TestStore;
+    use crate::store::{PageRequest, now_ms};
+
+    /// The endpoints that got a delivery of `event_id`, sorted.
+    async fn receivers(t: &TestStore, event_id: &str) -> Vec<String> {
+        let page = t
+            .store
+            .list_deliveries(
+                &t.account,
+                DeliveryFilter {
+                    event_id: Some(event_id.to_owned()),
+                    ..Default::default()
+                },
+                PageRequest {
+                    limit: 200,
+                    after: None,
+                },
+            )
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = page.items.into_iter().map(|d| d.endpoint_id).collect();
+        ids.sort();
+        ids
+    }
+
+    fn sorted(ids: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn fan_out_follows_each_endpoints_filter() {
+        let t = TestStore::open().await;
+        let every = t.endpoint("alpha", None).await;
+        let received = t.endpoint("alpha", Some(&["message.received"])).await;
+        let other = t.endpoint("alpha", Some(&["conversation.ended"])).await;
+        let beta_every = t.endpoint("beta", None).await;
+        let beta_named = t.endpoint("beta", Some(&[ENDPOINT_DISABLED])).await;
+
+        let e = t.publish("alpha", "message.received").await;
+        assert_eq!(
+            receivers(&t, &e.id).await,
+            sorted(&[&every.id, &received.id])
+        );
+
+        // The account-wide event: its bot's endpoints by their filters, the
+        // other bot's only where they name it.
+        let e = t.publish("alpha", ENDPOINT_DISABLED).await;
+        assert_eq!(
+            receivers(&t, &e.id).await,
+            sorted(&[&every.id, &beta_named.id])
+        );
+        let _ = (other, beta_every);
+    }
+
+    #[tokio::test]
+    async fn disabled_endpoints_get_nothing_and_rows_are_due_unleased() {
+        let t = TestStore::open().await;
+        let on = t.endpoint("alpha", None).await;
+        let off = t.endpoint("alpha", None).await;
+        t.store
+            .update_endpoint(
+                &t.account,
+                &off.id,
+                crate::store::endpoints::EndpointPatch {
+                    enabled: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let before = now_ms();
+        let e = t.publish("alpha", "message.received").await;
+        assert_eq!(receivers(&t, &e.id).await, vec![on.id.clone()]);
+        let d = t
+            .store
+            .list_deliveries(
+                &t.account,
+                DeliveryFilter::default(),
+                PageRequest {
+                    limit: 10,
+                    after: None,
+                },
+            )
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        assert_eq!(d.status, "pending");
+        assert_eq!(d.attempts, 0);
+        assert!(d.next_attempt_at.is_some_and(|at| at >= before));
+    }
+
+    #[tokio::test]
+    async fn a_test_delivery_goes_to_its_endpoint_alone_and_is_final() {
+        let t = TestStore::open().await;
+        let a = t.endpoint("alpha", None).await;
+        let _b = t.endpoint("alpha", None).await;
+        let lease = super::Lease {
+            node: "api".into(),
+            ms: 60_000,
+        };
+        let ticket = t
+            .store
+            .create_test_delivery(&t.account, &a.id, lease)
+            .await
+            .unwrap();
+        assert!(ticket.final_attempt);
+        assert_eq!(ticket.event.event_type, "webhook.test");
+        assert_eq!(receivers(&t, &ticket.event.id).await, vec![a.id]);
+    }
+}
