@@ -1352,10 +1352,7 @@ async fn a_message_stored_before_a_kill_is_processed_after_restart(kind: Db) {
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = crate::common::server_port();
     let base = format!("http://127.0.0.1:{port}");
     // Installs the TLS provider the HTTP client needs.
     Delivery::new(Settings::default()).unwrap();

@@ -209,10 +209,7 @@ fn config_prints_commented_defaults() {
 fn serve_prints_the_first_key_once_and_stops_cleanly_on_sigterm() {
     let dir = temp_dir("serve");
     let db = format!("sqlite://{}", dir.join("s.db").display());
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = crate::common::server_port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = bin()
         .args([
@@ -368,11 +365,7 @@ fn http(
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::common::server_port()
 }
 
 fn wait_for_port(addr: &str) {

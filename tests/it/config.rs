@@ -368,11 +368,7 @@ fn a_fresh_idle_server_keeps_little_anonymous_memory() {
     let dir = std::env::temp_dir().join(format!("botwire-idle-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::server_port();
     let addr = format!("127.0.0.1:{port}");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_botwire"));
     for (k, _) in std::env::vars() {

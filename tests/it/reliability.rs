@@ -37,8 +37,7 @@ fn events() -> usize {
 }
 
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    crate::common::server_port()
 }
 
 fn scratch_dir(name: &str) -> PathBuf {

@@ -332,3 +332,27 @@ pub async fn heavy() -> tokio::sync::RwLockWriteGuard<'static, ()> {
 pub async fn timed() -> tokio::sync::RwLockReadGuard<'static, ()> {
     LOAD.read().await
 }
+
+/// A free loopback port for a server a test starts (and may restart on the
+/// same port after killing it). Taken below the kernel's ephemeral range
+/// (32768-60999 by default), where the ports other tests' `bind(":0")`
+/// listeners and outgoing connections get are never handed out, so a port
+/// released for a restart is not taken by another test in between; each
+/// caller in this process gets a different one.
+pub fn server_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 1_000) as u16 * 10,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + (port - 20_000) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
