@@ -49,7 +49,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, OnceCell, mpsc};
+use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// WhatsApp's customer-service window.
@@ -375,6 +375,10 @@ impl Bucket {
     }
 }
 
+/// An outcome to record, whether its message came through the claim path,
+/// and who waits for it to be recorded (a send holds its slot until then).
+type Record = (MessageOutcome, bool, Option<oneshot::Sender<()>>);
+
 /// What a send task answers: its lane, its message, whether the lane must
 /// stop behind it (a retry, or a message this node could not mark), and
 /// whether it came through the claim path.
@@ -493,7 +497,7 @@ impl Lanes {
 async fn dispatch_loop(
     inner: Arc<Inner>,
     mut commands: mpsc::UnboundedReceiver<(Vec<OutboxTicket>, bool)>,
-    outcomes: mpsc::UnboundedSender<(MessageOutcome, bool)>,
+    outcomes: mpsc::UnboundedSender<Record>,
     global: usize,
 ) {
     let mut st = Lanes::default();
@@ -510,7 +514,7 @@ async fn dispatch_loop(
             attempt: None,
             next: MessageNext::Held,
         };
-        let _ = outcomes.send((held, claimed));
+        let _ = outcomes.send((held, claimed, None));
     };
     loop {
         let mut finished: Vec<Done> = Vec::new();
@@ -616,7 +620,12 @@ async fn dispatch_loop(
                     },
                 );
                 let retry = matches!(outcome.next, MessageNext::RetryAt(_));
-                let _ = outcomes.send((outcome, claimed));
+                // The slot (and the lane) stays taken until the outcome is
+                // recorded: what a crash can leave in doubt is bounded by
+                // the in-flight limit, however slow the records.
+                let (recorded, wait) = oneshot::channel();
+                let _ = outcomes.send((outcome, claimed, Some(recorded)));
+                let _ = wait.await;
                 (lane, ticket.id, retry, claimed)
             });
         }
@@ -633,7 +642,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 
 /// Writes outcomes in batches; wakes the claim loop when a message that
 /// came through it settled (the next in its lane may now go).
-async fn record_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(MessageOutcome, bool)>) {
+async fn record_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Record>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -645,8 +654,8 @@ async fn record_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(Message
         }
         let wake = batch
             .iter()
-            .any(|(o, claimed)| *claimed || matches!(o.next, MessageNext::Held));
-        let outcomes: Vec<MessageOutcome> = batch.iter().map(|(o, _)| o.clone()).collect();
+            .any(|(o, claimed, _)| *claimed || matches!(o.next, MessageNext::Held));
+        let outcomes: Vec<MessageOutcome> = batch.iter().map(|(o, _, _)| o.clone()).collect();
         let n = outcomes.len();
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -659,7 +668,7 @@ async fn record_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(Message
                 }
             }
         }
-        for (o, _) in &batch {
+        for (o, _, recorded) in batch.drain(..) {
             if let (MessageNext::Failed, Some(a)) = (&o.next, &o.attempt) {
                 tracing::warn!(
                     message = %o.ticket.id,
@@ -668,8 +677,10 @@ async fn record_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(Message
                     "channel message failed"
                 );
             }
+            if let Some(r) = recorded {
+                let _ = r.send(());
+            }
         }
-        batch.clear();
         inner.settle(n);
         if wake {
             inner.wake.notify_one();

@@ -577,13 +577,16 @@ fn apply_statuses(
 }
 
 /// Settles up to `limit` messages whose send was interrupted (marked
-/// sending, lease run out) as failed with [`INTERRUPTED`]: never sent again,
-/// since the platform may have taken them. Writes an attempt and the
-/// `message.failed` event of each; answers the events' deliveries.
+/// sending by another node, lease run out) as failed with [`INTERRUPTED`]:
+/// never sent again, since the platform may have taken them. `claimer`'s
+/// own sends are never in doubt to it (they are in its memory, however
+/// slow). Writes an attempt and the `message.failed` event of each;
+/// answers the events' deliveries.
 fn settle_in_doubt(
     c: &mut dyn Conn,
     now: i64,
     limit: usize,
+    claimer: &Lease,
     lease: Option<&Lease>,
 ) -> Result<Vec<DeliveryTicket>> {
     let rows = c.query(
@@ -591,8 +594,13 @@ fn settle_in_doubt(
          FROM channel_messages m JOIN channels ch ON ch.id = m.channel_id
          WHERE m.sending_at IS NOT NULL AND m.locked_until < $1
            AND m.status IN ('pending', 'retrying')
+           AND (m.locked_by IS NULL OR m.locked_by <> $3)
          ORDER BY m.locked_until LIMIT $2",
-        &[now.into(), (limit as i64).into()],
+        &[
+            now.into(),
+            (limit as i64).into(),
+            claimer.node.to_string().into(),
+        ],
     )?;
     let mut tickets = Vec::new();
     let mut settled = 0;
@@ -1063,7 +1071,7 @@ impl Store {
         let skip = self.backend.skip_locked();
         let delivery_lease = self.delivery_lease();
         let (tickets, deliveries) = self.write(move |c| {
-            let deliveries = settle_in_doubt(c, now, limit, delivery_lease.as_ref())?;
+            let deliveries = settle_in_doubt(c, now, limit, &lease, delivery_lease.as_ref())?;
             let ids = c.query(
                 &format!(
                     "UPDATE channel_messages SET locked_until = $1, locked_by = $2
