@@ -21,7 +21,9 @@
 //!   work), and only those this node still holds and marked are sent. The
 //!   recorded outcome clears the mark; a message found still marked after
 //!   its lease ran out (the process stopped mid-send) is settled as failed
-//!   (`interrupted`) by the claim, never sent again. A 429 or 5xx is an
+//!   (`interrupted`) by another node's claim, never sent again. A send
+//!   keeps its slot until its outcome is committed, so a crash leaves at
+//!   most `global` (the in-flight limit) in doubt. A 429 or 5xx is an
 //!   answer, not a doubt: it is retried as before.
 //! * **Throttled per channel.** A token bucket per channel (one second's
 //!   worth, refilled at the platform's rate from `[channels]`) spaces the
@@ -706,5 +708,35 @@ async fn claim_loop(inner: Arc<Inner>, every: Duration) {
             }
             Err(e) => tracing::error!(error = %e, "could not claim channel messages"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bucket;
+    use std::time::Duration;
+
+    #[test]
+    fn a_bucket_holds_one_seconds_worth_then_spaces_sends_at_its_rate() {
+        let t0 = tokio::time::Instant::now();
+        let mut b = Bucket::new(20, t0);
+        for _ in 0..20 {
+            assert!(b.take(t0).is_ok());
+        }
+        let next = b.take(t0).expect_err("empty after a second's worth");
+        assert_eq!(next - t0, Duration::from_millis(50));
+        assert!(b.take(t0 + Duration::from_millis(50)).is_ok());
+        assert!(b.take(t0 + Duration::from_millis(60)).is_err());
+        // Idle for long: still no more than a second's worth at once.
+        let later = t0 + Duration::from_secs(60);
+        let burst = (0..100).take_while(|_| b.take(later).is_ok()).count();
+        assert_eq!(burst, 20);
+        // A rate below one a second still lets one through, then waits.
+        let mut slow = Bucket::new(1, t0);
+        assert!(slow.take(t0).is_ok());
+        assert_eq!(
+            slow.take(t0).expect_err("one a second") - t0,
+            Duration::from_secs(1)
+        );
     }
 }

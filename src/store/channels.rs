@@ -23,7 +23,8 @@
 //!   clears the mark. The platforms take no idempotency key, so a row found
 //!   still marked once its lease ran out (its process stopped mid-send) is
 //!   in doubt: it is never sent again but settled as failed with
-//!   [`INTERRUPTED`] by the next claim, with its `message.failed` event.
+//!   [`INTERRUPTED`] by the next claim of another node (a node never
+//!   settles its own), with its `message.failed` event.
 //! * **Statuses** only move forward (sent → delivered → read; failed from
 //!   any), so a report that arrives twice or late changes nothing; each
 //!   change writes its `message.*` event.
