@@ -169,6 +169,50 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Broadcast settings.
     pub broadcasts: BroadcastsConfig,
+    /// Messaging channel settings.
+    pub channels: ChannelsConfig,
+}
+
+/// Messaging channel settings (`[channels]`): the most messages per second
+/// the outbox sends through one channel of each platform, whatever produced
+/// them (replies, handoff answers, broadcasts); 0 sends unthrottled.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsConfig {
+    /// WhatsApp Cloud API, per business phone number.
+    #[serde(deserialize_with = "channel_rate")]
+    pub rate_whatsapp: u32,
+    /// Telegram, per bot.
+    #[serde(deserialize_with = "channel_rate")]
+    pub rate_telegram: u32,
+    /// Twilio, per sender.
+    #[serde(deserialize_with = "channel_rate")]
+    pub rate_twilio: u32,
+    /// Messenger, per Page.
+    #[serde(deserialize_with = "channel_rate")]
+    pub rate_messenger: u32,
+}
+
+impl ChannelsConfig {
+    /// No channel throttled.
+    pub const UNTHROTTLED: ChannelsConfig = ChannelsConfig {
+        rate_whatsapp: 0,
+        rate_telegram: 0,
+        rate_twilio: 0,
+        rate_messenger: 0,
+    };
+
+    /// The most messages per second through one channel of `kind` (0:
+    /// unthrottled).
+    pub fn rate(&self, kind: crate::channels::ChannelKind) -> u32 {
+        use crate::channels::ChannelKind;
+        match kind {
+            ChannelKind::Whatsapp => self.rate_whatsapp,
+            ChannelKind::Telegram => self.rate_telegram,
+            ChannelKind::Twilio => self.rate_twilio,
+            ChannelKind::Messenger => self.rate_messenger,
+        }
+    }
 }
 
 /// The default of `[broadcasts] rate`.
@@ -480,6 +524,15 @@ fn broadcast_rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         n @ 1..=1000 => Ok(n),
         n => Err(custom(format!(
             "must be 1 to 1000 messages per second, got {n}"
+        ))),
+    }
+}
+
+fn channel_rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        n @ 0..=100_000 => Ok(n),
+        n => Err(custom(format!(
+            "must be 0 (unthrottled) to 100000 messages per second, got {n}"
         ))),
     }
 }

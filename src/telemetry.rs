@@ -64,6 +64,9 @@ pub const CHANNEL_INBOUND: &str = "botwire_channel_inbound_messages_total";
 /// Send attempts of channel messages, by platform kind, channel and outcome
 /// (`sent`, `failed`, `retried`).
 pub const CHANNEL_OUTBOUND: &str = "botwire_channel_outbound_sends_total";
+/// Times a channel's sends had to wait for its rate (`[channels]`), by
+/// platform kind and channel: one per pause, however long.
+pub const CHANNEL_THROTTLED: &str = "botwire_channel_throttled_total";
 /// Conversation timers claimed as due, by bot and timer kind.
 pub const TIMERS_DUE: &str = "botwire_timers_due_total";
 /// Conversation timers that ran their turn, by bot and timer kind.
@@ -76,7 +79,7 @@ pub const COMMIT_DURATION: &str = "botwire_store_commit_duration_seconds";
 /// Counter families declared on `/metrics` (`# HELP`, `# TYPE`) even
 /// before their first sample, so dashboards and alert rules find them in a
 /// process that has not yet had channel traffic or timers: name and help.
-pub const DECLARED: [(&str, &str); 4] = [
+pub const DECLARED: [(&str, &str); 5] = [
     (
         CHANNEL_INBOUND,
         "Messages received on channel webhooks, by platform kind, channel and outcome (accepted, duplicate, refused: one per refused request).",
@@ -84,6 +87,10 @@ pub const DECLARED: [(&str, &str); 4] = [
     (
         CHANNEL_OUTBOUND,
         "Channel message send attempts, by platform kind, channel and outcome (sent, failed, retried).",
+    ),
+    (
+        CHANNEL_THROTTLED,
+        "Times a channel's sends paused for its rate limit, by platform kind and channel.",
     ),
     (
         TIMERS_DUE,
@@ -255,6 +262,11 @@ pub fn channel_send(kind: &'static str, channel: &str, outcome: SendOutcome) {
     };
     counter!(CHANNEL_OUTBOUND, "kind" => kind, "channel" => channel.to_owned(), "outcome" => outcome)
         .increment(1);
+}
+
+/// The sends of a `kind` channel paused: it is out of tokens for its rate.
+pub fn channel_throttled(kind: &'static str, channel: &str) {
+    counter!(CHANNEL_THROTTLED, "kind" => kind, "channel" => channel.to_owned()).increment(1);
 }
 
 /// A conversation timer of `kind` of `bot` was claimed as due.

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// `botwire bench`
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// Messages/s a broadcast gets to a fake platform (first send → last
+    /// arrival), checking none is sent twice and all arrive.
+    Broadcast(super::bench_broadcast::BroadcastBench),
     /// Chat turns/s over HTTP on an example flow, and latency at a fixed rate.
     Chat(super::bench_chat::ChatBench),
     /// Messages/s answered through a messaging channel (signed webhook →
@@ -92,6 +95,7 @@ pub(super) async fn serve_locally(
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Broadcast(b) => super::bench_broadcast::run(b).await,
         BenchCommand::Chat(b) => super::bench_chat::run(b).await,
         BenchCommand::Channel(b) => super::bench_channel::run(b).await,
         BenchCommand::Cel(b) => super::bench_flow::run_cel(b),

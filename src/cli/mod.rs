@@ -11,6 +11,7 @@ mod admin;
 mod backup;
 mod bench;
 pub mod bench_backlog;
+mod bench_broadcast;
 mod bench_channel;
 mod bench_chat;
 mod bench_client;

@@ -203,10 +203,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let channels = std::sync::Arc::new(crate::runtime::inbound::ChannelCache::default());
     let workers = config.role.runs_workers().then(|| {
-        let sender = crate::delivery::outbox::Sender::start(
+        let sender = crate::delivery::outbox::Sender::start_throttled(
             store.clone(),
             delivery.clone(),
             &config.public_url(),
+            config.channels.clone(),
         );
         let inbound = crate::runtime::inbound::Inbound::new(
             store.clone(),

@@ -14,6 +14,21 @@
 //!   platform's `Retry-After` or `retry_after` honoured up to 24 h); a
 //!   permanent refusal (other 4xx) fails the message at once with the
 //!   platform's own error text. Every attempt is recorded, in batches.
+//! * **At most once at the platform.** The platforms take no idempotency
+//!   key, so a send that may have reached one is never repeated: just
+//!   before the calls, the messages about to go are marked sending in one
+//!   write ([`Store::mark_sending`], group-committed with the writer's other
+//!   work), and only those this node still holds and marked are sent. The
+//!   recorded outcome clears the mark; a message found still marked after
+//!   its lease ran out (the process stopped mid-send) is settled as failed
+//!   (`interrupted`) by another node's claim, never sent again. A send
+//!   keeps its slot until its outcome is committed, so a crash leaves at
+//!   most `global` (the in-flight limit) in doubt. A 429 or 5xx is an
+//!   answer, not a doubt: it is retried as before.
+//! * **Throttled per channel.** A token bucket per channel (one second's
+//!   worth, refilled at the platform's rate from `[channels]`) spaces the
+//!   sends of every producer; a channel out of tokens waits without holding
+//!   a send slot, so other channels go meanwhile.
 //! * **Guards.** Sends go through the SSRF-guarded client, so a channel's
 //!   `api_base` reaches only what event webhooks may. WhatsApp free-form
 //!   messages are refused unsent outside the 24-hour customer-service
@@ -24,6 +39,7 @@
 use super::attempt::Delivery;
 use super::http::{Attempt, ErrorKind, OutboundRequest};
 use crate::channels::{ChannelKind, SendResult};
+use crate::config::ChannelsConfig;
 use crate::domain::ids::new_id;
 use crate::store::Store;
 use crate::store::channels::{
@@ -35,7 +51,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// WhatsApp's customer-service window.
@@ -54,6 +70,7 @@ struct Inner {
     pending: AtomicUsize,
     settled: Notify,
     wake: Notify,
+    rates: ChannelsConfig,
 }
 
 impl Inner {
@@ -70,6 +87,28 @@ impl Inner {
     fn settle(&self, n: usize) {
         self.pending.fetch_sub(n, Ordering::SeqCst);
         self.settled.notify_waiters();
+    }
+
+    /// Marks `ids` as sending, retrying a failed write a few times; answers
+    /// those marked (none when the database stays unreachable: then nothing
+    /// is sent, and the leases run out).
+    async fn mark(&self, ids: Vec<String>) -> HashSet<String> {
+        let mut backoff = Duration::from_millis(50);
+        for _ in 0..5 {
+            match self
+                .store
+                .mark_sending(ids.clone(), self.lease.clone())
+                .await
+            {
+                Ok(marked) => return marked.into_iter().collect(),
+                Err(e) => {
+                    tracing::error!(error = %e, messages = ids.len(), "could not mark channel messages as sending; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        }
+        HashSet::new()
     }
 
     /// One attempt of one message, and what it becomes.
@@ -212,6 +251,17 @@ impl Sender {
     /// that report statuses per message to report them at
     /// `{public_url}/channels/{id}/webhook`; connects it to the store.
     pub fn start(store: Store, delivery: Delivery, public_url: &str) -> Self {
+        Self::start_throttled(store, delivery, public_url, ChannelsConfig::UNTHROTTLED)
+    }
+
+    /// [`Sender::start`], sending through each channel at most the rate
+    /// `rates` gives its platform.
+    pub fn start_throttled(
+        store: Store,
+        delivery: Delivery,
+        public_url: &str,
+        rates: ChannelsConfig,
+    ) -> Self {
         let settings = delivery.settings().clone();
         let lease = Lease {
             node: Arc::from(new_id("node")),
@@ -228,6 +278,7 @@ impl Sender {
             pending: AtomicUsize::new(0),
             settled: Notify::new(),
             wake: Notify::new(),
+            rates,
         });
         let mut tasks = vec![
             tokio::spawn(dispatch_loop(inner.clone(), rx, outcomes, settings.global)),
@@ -294,23 +345,181 @@ impl Drop for Sender {
     }
 }
 
-/// Lanes per conversation, one send in flight each, at most `global` in all.
+/// A channel's token bucket: up to one second's worth of sends, refilled
+/// at `rate` per second.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, now: tokio::time::Instant) -> Self {
+        let rate = f64::from(rate);
+        Self {
+            rate,
+            tokens: rate.max(1.0),
+            at: now,
+        }
+    }
+
+    /// Takes a token, or answers when the next one is there.
+    fn take(&mut self, now: tokio::time::Instant) -> Result<(), tokio::time::Instant> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
+
+/// An outcome to record, whether its message came through the claim path,
+/// and who waits for it to be recorded (a send holds its slot until then).
+type Record = (MessageOutcome, bool, Option<oneshot::Sender<()>>);
+
+/// What a send task answers: its lane, its message, whether the lane must
+/// stop behind it (a retry, or a message this node could not mark), and
+/// whether it came through the claim path.
+type Done = (String, String, bool, bool);
+
+/// The dispatcher's state: lanes per conversation, and per channel the
+/// lanes ready to send and its token bucket.
+#[derive(Default)]
+struct Lanes {
+    lanes: HashMap<String, VecDeque<(OutboxTicket, bool)>>,
+    busy: HashSet<String>,
+    /// Lanes ready to send, per channel.
+    ready: HashMap<String, VecDeque<String>>,
+    queued: HashSet<String>,
+    /// Channels with ready lanes, in turn.
+    turn: VecDeque<String>,
+    buckets: HashMap<String, Bucket>,
+    /// Channels waiting for a token.
+    throttled: HashSet<String>,
+}
+
+impl Lanes {
+    /// Queues `lane` (whose messages go through `channel`) as ready.
+    fn make_ready(&mut self, lane: String, channel: &str) {
+        if self.busy.contains(&lane) || !self.queued.insert(lane.clone()) {
+            return;
+        }
+        let q = self.ready.entry(channel.to_owned()).or_default();
+        if q.is_empty() {
+            self.turn.push_back(channel.to_owned());
+        }
+        q.push_back(lane);
+    }
+
+    /// Takes up to `room` messages to send now, one per ready lane, the
+    /// channels in turn, each within its rate; answers them and when the
+    /// earliest throttled channel has its next token.
+    fn take(
+        &mut self,
+        room: usize,
+        rates: &ChannelsConfig,
+    ) -> (
+        Vec<(String, OutboxTicket, bool)>,
+        Option<tokio::time::Instant>,
+    ) {
+        let now = tokio::time::Instant::now();
+        let mut out = Vec::new();
+        let mut waiting = Vec::new();
+        let mut wake: Option<tokio::time::Instant> = None;
+        while out.len() < room {
+            let Some(channel) = self.turn.pop_front() else {
+                break;
+            };
+            let Some(q) = self.ready.get_mut(&channel) else {
+                continue;
+            };
+            let Some(lane) = q.pop_front() else {
+                self.ready.remove(&channel);
+                continue;
+            };
+            self.queued.remove(&lane);
+            let Some((ticket, claimed)) = self.lanes.get_mut(&lane).and_then(VecDeque::pop_front)
+            else {
+                self.lanes.remove(&lane);
+                if self.ready.get(&channel).is_some_and(|q| !q.is_empty()) {
+                    self.turn.push_back(channel);
+                } else {
+                    self.ready.remove(&channel);
+                }
+                continue;
+            };
+            let rate = rates.rate(ticket.channel.config.kind());
+            if rate > 0 {
+                let bucket = self
+                    .buckets
+                    .entry(channel.clone())
+                    .or_insert_with(|| Bucket::new(rate, now));
+                if let Err(at) = bucket.take(now) {
+                    let kind = ticket.channel.config.kind().as_str();
+                    // Put it back where it was; the channel waits.
+                    if let Some(l) = self.lanes.get_mut(&lane) {
+                        l.push_front((ticket, claimed));
+                    }
+                    self.queued.insert(lane.clone());
+                    if let Some(q) = self.ready.get_mut(&channel) {
+                        q.push_front(lane);
+                    }
+                    if self.throttled.insert(channel.clone()) {
+                        crate::telemetry::channel_throttled(kind, &channel);
+                    }
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                    waiting.push(channel);
+                    continue;
+                }
+            }
+            self.throttled.remove(&channel);
+            self.busy.insert(lane.clone());
+            if self.ready.get(&channel).is_some_and(|q| !q.is_empty()) {
+                self.turn.push_back(channel);
+            } else {
+                self.ready.remove(&channel);
+            }
+            out.push((lane, ticket, claimed));
+        }
+        // Throttled channels keep their turn for when their token comes.
+        for (i, channel) in waiting.into_iter().enumerate() {
+            self.turn.insert(i, channel);
+        }
+        (out, wake)
+    }
+}
+
+/// Lanes per conversation, one send in flight each, at most `global` in
+/// all, each channel within its rate; a batch about to go is marked
+/// sending in one write first.
 async fn dispatch_loop(
     inner: Arc<Inner>,
     mut commands: mpsc::UnboundedReceiver<(Vec<OutboxTicket>, bool)>,
-    outcomes: mpsc::UnboundedSender<(MessageOutcome, bool)>,
+    outcomes: mpsc::UnboundedSender<Record>,
     global: usize,
 ) {
-    let mut lanes: HashMap<String, VecDeque<(OutboxTicket, bool)>> = HashMap::new();
-    let mut busy: HashSet<String> = HashSet::new();
-    let mut ready: VecDeque<String> = VecDeque::new();
+    let mut st = Lanes::default();
     let mut known: HashSet<String> = HashSet::new();
     // Lanes whose first message waits for a retry: new messages for them go
     // behind it, through the database, until a claimed one settles.
     let mut blocked: HashSet<String> = HashSet::new();
-    let mut sends: JoinSet<(String, String, bool, bool)> = JoinSet::new();
+    let mut sends: JoinSet<Done> = JoinSet::new();
     let mut open = true;
+    let mut wake_at: Option<tokio::time::Instant> = None;
+    let hold = |t: OutboxTicket, claimed: bool| {
+        let held = MessageOutcome {
+            ticket: t,
+            attempt: None,
+            next: MessageNext::Held,
+        };
+        let _ = outcomes.send((held, claimed, None));
+    };
     loop {
+        let mut finished: Vec<Done> = Vec::new();
         tokio::select! {
             cmd = commands.recv(), if open => match cmd {
                 Some((tickets, claimed)) => {
@@ -323,18 +532,12 @@ async fn dispatch_loop(
                         let lane = t.lane.clone();
                         if !claimed && blocked.contains(&lane) {
                             known.remove(&t.id);
-                            let held = MessageOutcome {
-                                ticket: t,
-                                attempt: None,
-                                next: MessageNext::Held,
-                            };
-                            let _ = outcomes.send((held, claimed));
+                            hold(t, claimed);
                             continue;
                         }
-                        lanes.entry(lane.clone()).or_default().push_back((t, claimed));
-                        if !busy.contains(&lane) && !ready.contains(&lane) {
-                            ready.push_back(lane);
-                        }
+                        let channel = t.channel.id.clone();
+                        st.lanes.entry(lane.clone()).or_default().push_back((t, claimed));
+                        st.make_ready(lane, &channel);
                     }
                     if dropped > 0 {
                         inner.settle(dropped);
@@ -343,49 +546,71 @@ async fn dispatch_loop(
                 None => open = false,
             },
             Some(done) = sends.join_next(), if !sends.is_empty() => {
-                if let Ok((lane, id, retry, claimed)) = done {
-                    known.remove(&id);
-                    busy.remove(&lane);
-                    if claimed && !retry {
-                        // The message the lane waited for is settled.
-                        blocked.remove(&lane);
-                    }
-                    if retry {
-                        if blocked.len() > 100_000 {
-                            blocked.clear();
-                        }
-                        blocked.insert(lane.clone());
-                        // Order: nothing behind a message that must be
-                        // retried goes first. Hand the rest back.
-                        for (t, claimed) in lanes.remove(&lane).unwrap_or_default() {
-                            known.remove(&t.id);
-                            let held = MessageOutcome {
-                                ticket: t,
-                                attempt: None,
-                                next: MessageNext::Held,
-                            };
-                            let _ = outcomes.send((held, claimed));
-                        }
-                    } else if lanes.get(&lane).is_some_and(|q| !q.is_empty()) {
-                        ready.push_back(lane);
-                    } else {
-                        lanes.remove(&lane);
-                    }
+                finished.extend(done.ok());
+                while let Some(more) = sends.try_join_next() {
+                    finished.extend(more.ok());
                 }
+            }
+            () = sleep_until(wake_at), if wake_at.is_some() => {
+                wake_at = None;
+            }
+        }
+        for (lane, id, stop, claimed) in finished {
+            known.remove(&id);
+            st.busy.remove(&lane);
+            if claimed && !stop {
+                // The message the lane waited for is settled.
+                blocked.remove(&lane);
+            }
+            if stop {
+                if blocked.len() > 100_000 {
+                    blocked.clear();
+                }
+                blocked.insert(lane.clone());
+                // Order: nothing behind a message that must be retried
+                // goes first. Hand the rest back.
+                for (t, claimed) in st.lanes.remove(&lane).unwrap_or_default() {
+                    known.remove(&t.id);
+                    hold(t, claimed);
+                }
+            } else if let Some(channel) = st
+                .lanes
+                .get(&lane)
+                .and_then(|q| q.front())
+                .map(|(t, _)| t.channel.id.clone())
+            {
+                st.make_ready(lane, &channel);
+            } else {
+                st.lanes.remove(&lane);
             }
         }
         if !open && sends.is_empty() {
             return;
         }
-        while sends.len() < global.max(1) {
-            let Some(lane) = ready.pop_front() else { break };
-            let Some((ticket, claimed)) = lanes.get_mut(&lane).and_then(VecDeque::pop_front) else {
-                lanes.remove(&lane);
-                continue;
-            };
-            busy.insert(lane.clone());
+        let (batch, wake) = st.take(global.max(1).saturating_sub(sends.len()), &inner.rates);
+        if wake.is_some() {
+            wake_at = wake;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        // One write marks the whole batch; each send waits for it.
+        let ids: Vec<String> = batch.iter().map(|(_, t, _)| t.id.clone()).collect();
+        let marked: Arc<OnceCell<HashSet<String>>> = Arc::new(OnceCell::new());
+        let ids = Arc::new(ids);
+        for (lane, ticket, claimed) in batch {
             let (inner, outcomes) = (inner.clone(), outcomes.clone());
+            let (marked, ids) = (marked.clone(), ids.clone());
             sends.spawn(async move {
+                let marked = marked
+                    .get_or_init(|| inner.mark(ids.as_ref().clone()))
+                    .await;
+                if !marked.contains(&ticket.id) {
+                    // Settled meanwhile, or no longer this node's: not ours
+                    // to send. The lane stops behind it.
+                    inner.settle(1);
+                    return (lane, ticket.id, true, claimed);
+                }
                 let outcome = inner.attempt(&ticket).await;
                 crate::telemetry::channel_send(
                     ticket.channel.config.kind().as_str(),
@@ -397,16 +622,29 @@ async fn dispatch_loop(
                     },
                 );
                 let retry = matches!(outcome.next, MessageNext::RetryAt(_));
-                let _ = outcomes.send((outcome, claimed));
+                // The slot (and the lane) stays taken until the outcome is
+                // recorded: what a crash can leave in doubt is bounded by
+                // the in-flight limit, however slow the records.
+                let (recorded, wait) = oneshot::channel();
+                let _ = outcomes.send((outcome, claimed, Some(recorded)));
+                let _ = wait.await;
                 (lane, ticket.id, retry, claimed)
             });
         }
     }
 }
 
+/// Sleeps until `at` (forever without one).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Writes outcomes in batches; wakes the claim loop when a message that
 /// came through it settled (the next in its lane may now go).
-async fn record_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(MessageOutcome, bool)>) {
+async fn record_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Record>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -418,8 +656,8 @@ async fn record_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(Message
         }
         let wake = batch
             .iter()
-            .any(|(o, claimed)| *claimed || matches!(o.next, MessageNext::Held));
-        let outcomes: Vec<MessageOutcome> = batch.iter().map(|(o, _)| o.clone()).collect();
+            .any(|(o, claimed, _)| *claimed || matches!(o.next, MessageNext::Held));
+        let outcomes: Vec<MessageOutcome> = batch.iter().map(|(o, _, _)| o.clone()).collect();
         let n = outcomes.len();
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -432,7 +670,7 @@ async fn record_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(Message
                 }
             }
         }
-        for (o, _) in &batch {
+        for (o, _, recorded) in batch.drain(..) {
             if let (MessageNext::Failed, Some(a)) = (&o.next, &o.attempt) {
                 tracing::warn!(
                     message = %o.ticket.id,
@@ -441,8 +679,10 @@ async fn record_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(Message
                     "channel message failed"
                 );
             }
+            if let Some(r) = recorded {
+                let _ = r.send(());
+            }
         }
-        batch.clear();
         inner.settle(n);
         if wake {
             inner.wake.notify_one();
@@ -468,5 +708,35 @@ async fn claim_loop(inner: Arc<Inner>, every: Duration) {
             }
             Err(e) => tracing::error!(error = %e, "could not claim channel messages"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bucket;
+    use std::time::Duration;
+
+    #[test]
+    fn a_bucket_holds_one_seconds_worth_then_spaces_sends_at_its_rate() {
+        let t0 = tokio::time::Instant::now();
+        let mut b = Bucket::new(20, t0);
+        for _ in 0..20 {
+            assert!(b.take(t0).is_ok());
+        }
+        let next = b.take(t0).expect_err("empty after a second's worth");
+        assert_eq!(next - t0, Duration::from_millis(50));
+        assert!(b.take(t0 + Duration::from_millis(50)).is_ok());
+        assert!(b.take(t0 + Duration::from_millis(60)).is_err());
+        // Idle for long: still no more than a second's worth at once.
+        let later = t0 + Duration::from_secs(60);
+        let burst = (0..100).take_while(|_| b.take(later).is_ok()).count();
+        assert_eq!(burst, 20);
+        // A rate below one a second still lets one through, then waits.
+        let mut slow = Bucket::new(1, t0);
+        assert!(slow.take(t0).is_ok());
+        assert_eq!(
+            slow.take(t0).expect_err("one a second") - t0,
+            Duration::from_secs(1)
+        );
     }
 }

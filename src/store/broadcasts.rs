@@ -13,12 +13,14 @@
 //!   transaction, writes each recipient's outbox message and marks the row
 //!   `sent` (or `skipped` with its reason). A process killed mid-batch rolls
 //!   the whole batch back; a committed row is never pending again. So no
-//!   recipient gets two outbox messages; the outbox then sends each once
-//!   (its own guarantees: per-lane order, retries, statuses).
+//!   recipient gets two outbox messages; the outbox then sends each at most
+//!   once (its own guarantees: per-lane order, retries, statuses; a send
+//!   interrupted by a kill is failed as `interrupted`, never repeated).
 //! * **Events.** `broadcast.started` is written in the start's transaction
 //!   and `broadcast.completed` in the one that handles the last recipient.
 //! * **Counts** join each recipient to its outbox message: one whose
-//!   message ended `failed` counts as failed.
+//!   message ended `failed` counts (and is listed) as failed, with the
+//!   message's error as its reason.
 
 use super::channels::{
     CH_COLUMNS, ChannelRow, OutboxTicket, OutboxWrite, channel_from, insert_outbox, lane_lease,
@@ -105,9 +107,10 @@ pub struct RecipientCounts {
 pub struct RecipientRow {
     /// The contact.
     pub contact_id: String,
-    /// `pending`, `sent` or `skipped`.
+    /// `pending`, `sent`, `failed` (its message failed) or `skipped`.
     pub status: String,
-    /// Why it was skipped.
+    /// Why it was skipped, or why its message failed (e.g.
+    /// [`super::channels::INTERRUPTED`]).
     pub reason: Option<String>,
     /// Its first outbox message.
     pub message_id: Option<String>,
@@ -417,9 +420,13 @@ impl Store {
         let id = id.to_owned();
         self.read(move |c| {
             c.query(
-                "SELECT contact_id, status, reason, message_id FROM broadcast_recipients
-                 WHERE broadcast_id = $1 AND (CAST($2 AS TEXT) IS NULL OR contact_id > $2)
-                 ORDER BY contact_id LIMIT $3",
+                "SELECT r.contact_id,
+                        CASE WHEN m.status = 'failed' THEN 'failed' ELSE r.status END,
+                        CASE WHEN m.status = 'failed' THEN m.last_error ELSE r.reason END,
+                        r.message_id
+                 FROM broadcast_recipients r LEFT JOIN channel_messages m ON m.id = r.message_id
+                 WHERE r.broadcast_id = $1 AND (CAST($2 AS TEXT) IS NULL OR r.contact_id > $2)
+                 ORDER BY r.contact_id LIMIT $3",
                 &[
                     id.into(),
                     after.into(),

@@ -17,6 +17,14 @@
 //!   only the first unfinished message of each lane ([`Store::claim_outbox`]).
 //!   Rows written by a node that sends them are leased to it and handed to
 //!   its sender in memory once durable ([`OutboxSink`]).
+//! * **Sending.** Just before calling the platform, the sender marks the
+//!   messages it is about to send `sending_at` ([`Store::mark_sending`], one
+//!   write per batch, only rows still leased to it); the recorded outcome
+//!   clears the mark. The platforms take no idempotency key, so a row found
+//!   still marked once its lease ran out (its process stopped mid-send) is
+//!   in doubt: it is never sent again but settled as failed with
+//!   [`INTERRUPTED`] by the next claim of another node (a node never
+//!   settles its own), with its `message.failed` event.
 //! * **Statuses** only move forward (sent → delivered → read; failed from
 //!   any), so a report that arrives twice or late changes nothing; each
 //!   change writes its `message.*` event.
@@ -165,6 +173,11 @@ pub struct ChannelTurnWrite {
 /// The `Conflict` message when an inbound message was processed already.
 pub const ALREADY_PROCESSED: &str = "this inbound message was processed already";
 
+/// Why a message whose send was interrupted (its process stopped between
+/// marking it and recording the platform's answer) failed.
+pub const INTERRUPTED: &str =
+    "interrupted: the process stopped during the send; it may or may not have reached the platform";
+
 /// One outbox message ready to send: everything the sender needs.
 #[derive(Clone, Debug)]
 pub struct OutboxTicket {
@@ -269,7 +282,7 @@ pub struct ChannelAttemptRow {
     /// The first 16 KiB of the answer.
     pub response_body: String,
     /// `timeout`, `connect`, `dns`, `blocked`, `tls`, `status`, `invalid`,
-    /// `window`; `None` on success.
+    /// `window`, `interrupted`; `None` on success.
     pub error_kind: Option<String>,
     /// The failure in words (the platform's, when it said).
     pub error_message: Option<String>,
@@ -560,6 +573,88 @@ fn apply_statuses(
                 lease,
             )?);
         }
+    }
+    Ok(tickets)
+}
+
+/// Settles up to `limit` messages whose send was interrupted (marked
+/// sending by another node, lease run out) as failed with [`INTERRUPTED`]:
+/// never sent again, since the platform may have taken them. `claimer`'s
+/// own sends are never in doubt to it (they are in its memory, however
+/// slow). Writes an attempt and the `message.failed` event of each;
+/// answers the events' deliveries.
+fn settle_in_doubt(
+    c: &mut dyn Conn,
+    now: i64,
+    limit: usize,
+    claimer: &Lease,
+    lease: Option<&Lease>,
+) -> Result<Vec<DeliveryTicket>> {
+    let rows = c.query(
+        "SELECT m.id, m.channel_id, m.sending_at, ch.account_id, ch.bot_id, ch.kind, m.locked_by
+         FROM channel_messages m JOIN channels ch ON ch.id = m.channel_id
+         WHERE m.sending_at IS NOT NULL AND m.locked_until < $1
+           AND m.status IN ('pending', 'retrying')
+           AND (m.locked_by IS NULL OR m.locked_by <> $3)
+         ORDER BY m.locked_until LIMIT $2",
+        &[
+            now.into(),
+            (limit as i64).into(),
+            claimer.node.to_string().into(),
+        ],
+    )?;
+    let mut tickets = Vec::new();
+    let mut settled = 0;
+    for r in rows {
+        let (id, channel_id, started_at) = (r.text(0)?, r.text(1)?, r.int(2)?);
+        let (account_id, bot_id, kind) = (r.text(3)?, r.text(4)?, r.text(5)?);
+        let n = c.execute(
+            "UPDATE channel_messages SET status = 'failed', attempts = attempts + 1, sending_at = NULL,
+                    next_attempt_at = NULL, locked_until = NULL, locked_by = NULL,
+                    last_error = $1, updated_at = $2
+             WHERE id = $3 AND status IN ('pending', 'retrying') AND sending_at IS NOT NULL",
+            &[INTERRUPTED.into(), now.into(), (&id).into()],
+        )?;
+        if n == 0 {
+            continue;
+        }
+        settled += 1;
+        c.execute(
+            "INSERT INTO channel_attempts (id, message_id, channel_id, account_id, started_at,
+                 duration_ms, status, response_body, error_kind, error_message, node)
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, '', 'interrupted', $7, $8)",
+            &[
+                new_id("catt").into(),
+                (&id).into(),
+                (&channel_id).into(),
+                (&account_id).into(),
+                started_at.into(),
+                (now - started_at).max(0).into(),
+                INTERRUPTED.into(),
+                r.opt_text(6)?.into(),
+            ],
+        )?;
+        c.execute(
+            "UPDATE channels SET last_outbound_at = $1, last_outbound_error = $2 WHERE id = $3",
+            &[now.into(), INTERRUPTED.into(), (&channel_id).into()],
+        )?;
+        tickets.extend(status_event(
+            c,
+            &account_id,
+            &bot_id,
+            &kind,
+            &channel_id,
+            &id,
+            DeliveryStatus::Failed,
+            Some(INTERRUPTED),
+            lease,
+        )?);
+    }
+    if settled > 0 {
+        tracing::warn!(
+            messages = settled,
+            "channel sends interrupted by a stopped process settled as failed"
+        );
     }
     Ok(tickets)
 }
@@ -975,7 +1070,9 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<OutboxTicket>> {
         let skip = self.backend.skip_locked();
-        self.write(move |c| {
+        let delivery_lease = self.delivery_lease();
+        let (tickets, deliveries) = self.write(move |c| {
+            let deliveries = settle_in_doubt(c, now, limit, &lease, delivery_lease.as_ref())?;
             let ids = c.query(
                 &format!(
                     "UPDATE channel_messages SET locked_until = $1, locked_by = $2
@@ -983,6 +1080,7 @@ impl Store {
                         SELECT m.id FROM channel_messages m
                         WHERE m.status IN ('pending', 'retrying') AND m.next_attempt_at <= $3
                           AND (m.locked_until IS NULL OR m.locked_until < $3)
+                          AND m.sending_at IS NULL
                           AND NOT EXISTS (SELECT 1 FROM channel_messages p
                                           WHERE p.lane = m.lane AND p.id < m.id
                                             AND p.status IN ('pending', 'retrying'))
@@ -1033,7 +1131,41 @@ impl Store {
                 });
             }
             tickets.sort_by(|a, b| a.id.cmp(&b.id));
-            Ok(tickets)
+            Ok((tickets, deliveries))
+        })
+        .await?;
+        self.hand_over(deliveries);
+        Ok(tickets)
+    }
+
+    /// Marks the messages about to be sent as sending, in one write, and
+    /// extends their lease; answers the ids marked: only rows still leased
+    /// to `lease`'s node and unsettled. Only those may be sent.
+    pub async fn mark_sending(&self, ids: Vec<String>, lease: Lease) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        self.write(move |c| {
+            let now = now_ms();
+            let node = lease.node.to_string();
+            let mut marked = Vec::with_capacity(ids.len());
+            for id in ids {
+                let n = c.execute(
+                    "UPDATE channel_messages SET sending_at = $1, locked_until = $2
+                     WHERE id = $3 AND locked_by = $4 AND status IN ('pending', 'retrying')
+                       AND sending_at IS NULL",
+                    &[
+                        now.into(),
+                        (now + lease.ms).into(),
+                        (&id).into(),
+                        (&node).into(),
+                    ],
+                )?;
+                if n == 1 {
+                    marked.push(id);
+                }
+            }
+            Ok(marked)
         })
         .await
     }
@@ -1052,25 +1184,25 @@ impl Store {
                     let error = o.attempt.as_ref().and_then(|a| a.error_message.clone());
                     let updated = match &o.next {
                         MessageNext::Held => c.execute(
-                            "UPDATE channel_messages SET locked_until = NULL, locked_by = NULL WHERE id = $1",
+                            "UPDATE channel_messages SET locked_until = NULL, locked_by = NULL, sending_at = NULL WHERE id = $1",
                             &[(&t.id).into()],
                         )?,
                         MessageNext::Sent(pid) => c.execute(
-                            "UPDATE channel_messages SET status = 'sent', attempts = attempts + 1,
+                            "UPDATE channel_messages SET status = 'sent', attempts = attempts + 1, sending_at = NULL,
                                     platform_message_id = $1, next_attempt_at = NULL, locked_until = NULL,
                                     locked_by = NULL, updated_at = $2
                              WHERE id = $3 AND status IN ('pending', 'retrying')",
                             &[pid.as_deref().into(), now.into(), (&t.id).into()],
                         )?,
                         MessageNext::RetryAt(at) => c.execute(
-                            "UPDATE channel_messages SET status = 'retrying', attempts = attempts + 1,
+                            "UPDATE channel_messages SET status = 'retrying', attempts = attempts + 1, sending_at = NULL,
                                     next_attempt_at = $1, locked_until = NULL, locked_by = NULL,
                                     last_error = $2, updated_at = $3
                              WHERE id = $4 AND status IN ('pending', 'retrying')",
                             &[(*at).into(), error.as_deref().into(), now.into(), (&t.id).into()],
                         )?,
                         MessageNext::Failed => c.execute(
-                            "UPDATE channel_messages SET status = 'failed', attempts = attempts + 1,
+                            "UPDATE channel_messages SET status = 'failed', attempts = attempts + 1, sending_at = NULL,
                                     next_attempt_at = NULL, locked_until = NULL, locked_by = NULL,
                                     last_error = $1, updated_at = $2
                              WHERE id = $3 AND status IN ('pending', 'retrying')",

@@ -14,7 +14,7 @@ type Sample = (&'static str, fn(&Config) -> bool);
 /// One sample for every key. A key added to the defaults file without a
 /// sample here fails `every_key_has_a_variable_that_is_honoured`.
 fn samples() -> BTreeMap<&'static str, Sample> {
-    let s: [(&'static str, Sample); 24] = [
+    let s: [(&'static str, Sample); 28] = [
         ("listen", ("0.0.0.0:9999", |c| c.listen == "0.0.0.0:9999")),
         (
             "public_url",
@@ -111,6 +111,22 @@ fn samples() -> BTreeMap<&'static str, Sample> {
             }),
         ),
         ("broadcasts.rate", ("50", |c| c.broadcasts.rate == 50)),
+        (
+            "channels.rate_whatsapp",
+            ("0", |c| c.channels.rate_whatsapp == 0),
+        ),
+        (
+            "channels.rate_telegram",
+            ("25", |c| c.channels.rate_telegram == 25),
+        ),
+        (
+            "channels.rate_twilio",
+            ("3", |c| c.channels.rate_twilio == 3),
+        ),
+        (
+            "channels.rate_messenger",
+            ("10", |c| c.channels.rate_messenger == 10),
+        ),
     ];
     s.into_iter().collect()
 }
@@ -170,7 +186,7 @@ fn a_bad_value_is_refused_naming_the_key_and_its_source() {
         "delivery.break_after: expected an integer, got \"x\" (from BOTWIRE_DELIVERY_BREAK_AFTER)"
     );
     // Every key but the free-text secret has a value it refuses.
-    let bad: [(&str, &str, &str); 24] = [
+    let bad: [(&str, &str, &str); 28] = [
         ("listen", "8080", "host:port"),
         ("public_url", "ftp://x", "http(s) URL"),
         ("database", "mysql://db", "sqlite://FILE"),
@@ -195,6 +211,14 @@ fn a_bad_value_is_refused_naming_the_key_and_its_source() {
         ("delivery.hosts", "h.test=10.0.0.300", "not an IP address"),
         ("retention.audit", "forever", "one span"),
         ("broadcasts.rate", "0", "1 to 1000"),
+        ("channels.rate_whatsapp", "-1", "-1"),
+        ("channels.rate_telegram", "many", "expected an integer"),
+        (
+            "channels.rate_twilio",
+            "100001",
+            "0 (unthrottled) to 100000",
+        ),
+        ("channels.rate_messenger", "1.5", "1.5"),
     ];
     for key in keys() {
         assert!(

@@ -28,6 +28,7 @@ mod conversations;
 mod delivery;
 mod hostile;
 mod inbox;
+mod outbox;
 mod people;
 mod reliability;
 mod ssrf;

@@ -56,6 +56,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "channel_trace",
         include_str!("migrations/0014_channel_trace.sql"),
     ),
+    (
+        15,
+        "outbox_sending",
+        include_str!("migrations/0015_outbox_sending.sql"),
+    ),
 ];
 
 /// A PostgreSQL database named by a URL.

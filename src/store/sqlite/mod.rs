@@ -55,6 +55,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "channel_trace",
         include_str!("migrations/0014_channel_trace.sql"),
     ),
+    (
+        15,
+        "outbox_sending",
+        include_str!("migrations/0015_outbox_sending.sql"),
+    ),
 ];
 
 /// A SQLite database file.
