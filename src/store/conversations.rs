@@ -239,7 +239,9 @@ impl Store {
         let leased = outbox_lease.is_some();
         // Replies sent over a channel continue the turn's trace.
         let trace = crate::trace::current().map(|t| t.as_str().to_owned());
-        let (commit, tickets, messages) = self.write(move |c| {
+        // The hottest write: it may run again if a batch-mate fails, and
+        // is cheaper for it (no savepoint).
+        let (commit, tickets, messages) = self.write_again(move |c| {
             if let Some(b) = &t.booking {
                 let mut booked = false;
                 for seat in 0..i64::from(b.capacity.max(1)) {

@@ -255,6 +255,18 @@ impl Store {
         self.writer.submit(f).await
     }
 
+    /// Like [`Store::write`] for a write that may be run more than once: a
+    /// batch-mate's failure rolls the transaction back and runs `f` again
+    /// (so `f` must not consume what it captures). It costs less than a
+    /// write in its own savepoint (see [`writer`]).
+    pub async fn write_again<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut dyn Conn) -> Result<R> + Send + 'static,
+    {
+        self.writer.submit_again(f).await
+    }
+
     /// Runs `f` on a read connection.
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where

@@ -12,6 +12,17 @@
 //!   not spoil the others in its batch;
 //! * a failed commit fails every write in the batch, and none is applied.
 //!
+//! **Writes that may run again** ([`Writer::submit_again`], the chat turn's
+//! commit) skip the savepoint. A savepoint is not free: SQLite copies every
+//! page a write touches into its statement journal first, so it can roll
+//! back to it (measured: 18 % of the writer's time with a savepoint per
+//! turn). These writes run first in a batch, without savepoints; if one
+//! fails, the transaction is rolled back, that write is answered with its
+//! error, and the others run again from the start (their earlier run left
+//! nothing). After two failures in one batch the rest take savepoints, so
+//! a batch never runs more than three times. Only the last run's result is
+//! answered.
+//!
 //! Closures run on the writer thread and must not block on anything but the
 //! database (no HTTP calls: a transaction is open while they run).
 
@@ -25,7 +36,54 @@ use tokio::sync::{mpsc, oneshot};
 pub const MAX_BATCH: usize = 1024;
 
 type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&mut dyn Conn) -> (bool, Finish) + Send>;
+type Once = Box<dyn FnOnce(&mut dyn Conn) -> (bool, Finish) + Send>;
+
+/// A write the writer may run more than once (after a rollback).
+trait Again: Send {
+    /// Runs the write, keeping its result; answers whether it succeeded.
+    fn run(&mut self, conn: &mut dyn Conn) -> bool;
+    /// Answers the caller with the last run's result (or the commit's
+    /// error).
+    fn finish(self: Box<Self>, commit_error: Option<&StoreError>);
+}
+
+struct Rerun<R, F> {
+    f: F,
+    outcome: Option<Result<R>>,
+    reply: oneshot::Sender<Result<R>>,
+}
+
+impl<R, F> Again for Rerun<R, F>
+where
+    R: Send + 'static,
+    F: FnMut(&mut dyn Conn) -> Result<R> + Send + 'static,
+{
+    fn run(&mut self, conn: &mut dyn Conn) -> bool {
+        let outcome = match catch_unwind(AssertUnwindSafe(|| (self.f)(conn))) {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Database("a write panicked".into())),
+        };
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit_error: Option<&StoreError>) {
+        let result = match (commit_error, self.outcome) {
+            (Some(e), _) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+            (None, Some(outcome)) => outcome,
+            (None, None) => Err(StoreError::Unavailable("the write did not run".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+enum Job {
+    /// Runs once, inside a savepoint.
+    Once(Once),
+    /// May run again; runs without a savepoint.
+    Again(Box<dyn Again>),
+}
 
 /// Counters describing the writer's batching.
 #[derive(Clone, Copy, Debug, Default)]
@@ -81,7 +139,7 @@ impl Writer {
         F: FnOnce(&mut dyn Conn) -> Result<R> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel::<Result<R>>();
-        let job: Job = Box::new(move |conn: &mut dyn Conn| {
+        let job: Once = Box::new(move |conn: &mut dyn Conn| {
             let outcome = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
                 Ok(r) => r,
                 Err(_) => Err(StoreError::Database("a write panicked".into())),
@@ -96,6 +154,33 @@ impl Writer {
             });
             (ok, finish)
         });
+        self.send(Job::Once(job))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
+    }
+
+    /// Queues `f`, which the writer may run more than once (each run after a
+    /// rollback of the one before: `f` must not consume what it captured),
+    /// and waits until the commit holding its last run is durable. Cheaper
+    /// than [`Writer::submit`]: no savepoint (see the module's notes).
+    pub async fn submit_again<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut dyn Conn) -> Result<R> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<R>>();
+        self.send(Job::Again(Box::new(Rerun {
+            f,
+            outcome: None,
+            reply,
+        })))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
         {
             let guard = self.tx.lock().expect("writer lock");
             let Some(tx) = guard.as_ref() else {
@@ -104,9 +189,7 @@ impl Writer {
             tx.send(job)
                 .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
         }
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
+        Ok(())
     }
 
     /// Stops taking writes, lets queued ones commit, and joins the thread.
@@ -167,6 +250,10 @@ fn run(
     }
 }
 
+/// Most failed re-runnable writes one batch rolls back for before the rest
+/// take savepoints.
+const MAX_RERUNS: usize = 2;
+
 fn commit_batch(
     conn: &mut dyn Conn,
     begin: &'static str,
@@ -175,16 +262,70 @@ fn commit_batch(
     counters: &Counters,
 ) -> Result<bool> {
     let started = std::time::Instant::now();
+    let single = batch.len() == 1;
+    let mut again: Vec<Box<dyn Again>> = Vec::new();
+    let mut once: Vec<Once> = Vec::new();
+    for job in batch.drain(..) {
+        match job {
+            Job::Once(j) => once.push(j),
+            Job::Again(j) => again.push(j),
+        }
+    }
     if let Err(e) = conn.batch(begin) {
         // Nothing ran: answer every job with the error via the finishes.
-        for job in batch.drain(..) {
+        for job in once {
             let (_, finish) = skip(job);
             finishes.push(finish);
         }
+        for job in again {
+            finishes.push(Box::new(move |e: Option<&StoreError>| job.finish(e)));
+        }
         return Err(e);
     }
-    let single = batch.len() == 1;
-    for job in batch.drain(..) {
+    // Re-runnable writes first, without savepoints, while they succeed.
+    let mut reruns = 0;
+    let mut guarded = false;
+    'again: while !again.is_empty() {
+        for i in 0..again.len() {
+            if guarded {
+                conn.execute("SAVEPOINT w", &[])?;
+            }
+            if again[i].run(conn) {
+                if guarded {
+                    conn.execute("RELEASE SAVEPOINT w", &[])?;
+                }
+                continue;
+            }
+            let failed = again.remove(i);
+            // Its own error, whatever the commit does.
+            failed.finish(None);
+            if guarded {
+                conn.batch("ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w")?;
+                // The ones after it still have to run, under savepoints.
+                for rest in again[i..].iter_mut() {
+                    conn.execute("SAVEPOINT w", &[])?;
+                    if rest.run(conn) {
+                        conn.execute("RELEASE SAVEPOINT w", &[])?;
+                    } else {
+                        conn.batch("ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w")?;
+                    }
+                }
+                break 'again;
+            }
+            // The others ran in a transaction that is now void: roll it back
+            // and run them again.
+            conn.batch("ROLLBACK")?;
+            conn.batch(begin)?;
+            reruns += 1;
+            guarded = reruns >= MAX_RERUNS;
+            continue 'again;
+        }
+        break;
+    }
+    for job in again {
+        finishes.push(Box::new(move |e: Option<&StoreError>| job.finish(e)));
+    }
+    for job in once {
         if single {
             // One write alone needs no savepoint: its failure rolls back the
             // transaction, which holds nothing else.
@@ -218,7 +359,7 @@ fn commit_batch(
 }
 
 /// Produces a job's answer without running it (its transaction never began).
-fn skip(job: Job) -> (bool, Finish) {
+fn skip(job: Once) -> (bool, Finish) {
     struct Refuse;
     impl Conn for Refuse {
         fn execute(&mut self, _: &str, _: &[super::Value]) -> Result<u64> {
@@ -232,4 +373,114 @@ fn skip(job: Job) -> (bool, Finish) {
         }
     }
     job(&mut Refuse)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testing::TestStore;
+    use crate::store::{Conn, Result, StoreError};
+
+    async fn count(store: &crate::store::Store, name: &str) -> i64 {
+        let name = name.to_owned();
+        store
+            .read(move |c| {
+                c.query_one("SELECT COUNT(*) FROM kv WHERE k = $1", &[name.into()])?
+                    .int(0)
+            })
+            .await
+            .unwrap()
+    }
+
+    fn put(c: &mut dyn Conn, k: &str, fail: bool) -> Result<u64> {
+        c.execute("INSERT INTO kv (k) VALUES ($1)", &[k.into()])?;
+        if fail {
+            return Err(StoreError::Invalid(format!("{k} fails after writing")));
+        }
+        Ok(1)
+    }
+
+    /// Re-runnable and once-only writes share batches: a failing write of
+    /// either kind leaves nothing behind, every other write is committed
+    /// exactly once, and each caller gets its own result.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_spoils_no_batch_mate() {
+        let t = TestStore::open().await;
+        let store = t.store.clone();
+        store
+            .write(|c| c.batch("CREATE TABLE kv (k TEXT NOT NULL)"))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for round in 0..20 {
+            for i in 0..12 {
+                let store = store.clone();
+                let key = format!("r{round}-{i}");
+                // Every fourth write fails after it wrote its row; the odd
+                // ones may run again, the even ones run once.
+                let fail = i % 4 == 3;
+                tasks.push(tokio::spawn(async move {
+                    let result = if i % 2 == 1 {
+                        let k = key.clone();
+                        store.write_again(move |c| put(c, &k, fail)).await
+                    } else {
+                        let k = key.clone();
+                        store.write(move |c| put(c, &k, fail)).await
+                    };
+                    (key, fail, result)
+                }));
+            }
+        }
+        for task in tasks {
+            let (key, fail, result) = task.await.unwrap();
+            if fail {
+                assert!(
+                    matches!(&result, Err(StoreError::Invalid(m)) if m.contains(&key)),
+                    "{key}: {result:?}"
+                );
+                assert_eq!(count(&store, &key).await, 0, "{key} left its row");
+            } else {
+                assert_eq!(result.unwrap(), 1, "{key}");
+                assert_eq!(count(&store, &key).await, 1, "{key} committed once");
+            }
+        }
+        let stats = store.writer_stats();
+        assert!(stats.commits < stats.writes, "writes shared commits: {stats:?}");
+    }
+
+    /// A batch in which many re-runnable writes fail still ends: after two
+    /// reruns the rest take savepoints.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_failures_in_one_batch_end() {
+        let t = TestStore::open().await;
+        let store = t.store.clone();
+        store
+            .write(|c| c.batch("CREATE TABLE kv (k TEXT NOT NULL)"))
+            .await
+            .unwrap();
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let (store, runs) = (store.clone(), runs.clone());
+            tasks.push(tokio::spawn(async move {
+                let key = format!("k{i}");
+                store
+                    .write_again(move |c| {
+                        runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        put(c, &key, i % 2 == 0)
+                    })
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        for task in tasks {
+            ok += usize::from(task.await.unwrap().is_ok());
+        }
+        assert_eq!(ok, 32);
+        for i in 0..64 {
+            assert_eq!(count(&store, &format!("k{i}")).await, i64::from(i % 2 == 1));
+        }
+        // Each write runs at most MAX_RERUNS + 1 times per batch it is in.
+        let runs = runs.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(runs <= 64 * (super::MAX_RERUNS + 1), "{runs} runs");
+    }
 }
