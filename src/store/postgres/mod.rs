@@ -56,6 +56,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "channel_trace",
         include_str!("migrations/0014_channel_trace.sql"),
     ),
+    (
+        16,
+        "retention",
+        include_str!("migrations/0016_retention.sql"),
+    ),
 ];
 
 /// A PostgreSQL database named by a URL.
