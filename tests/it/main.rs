@@ -30,6 +30,7 @@ mod hostile;
 mod inbox;
 mod people;
 mod reliability;
+mod retention;
 mod ssrf;
 mod store_conformance;
 mod story;
