@@ -57,14 +57,14 @@ impl Pruner {
         let started = Instant::now();
         let cutoffs = self.policy.cutoffs(self.clock.now_ms());
         let removed = self.store.prune(&cutoffs).await?;
+        // Also after a pass that removed nothing: an earlier pass may have
+        // left free pages behind (more than VACUUM_ROUNDS writes' worth).
         let mut pages_released = 0;
-        if removed.total() > 0 {
-            for _ in 0..VACUUM_ROUNDS {
-                let free = self.store.release_free_pages(VACUUM_PAGES).await?;
-                pages_released += free.min(VACUUM_PAGES as u64);
-                if free <= VACUUM_PAGES as u64 {
-                    break;
-                }
+        for _ in 0..VACUUM_ROUNDS {
+            let free = self.store.release_free_pages(VACUUM_PAGES).await?;
+            pages_released += free.min(VACUUM_PAGES as u64);
+            if free <= VACUUM_PAGES as u64 {
+                break;
             }
         }
         let took = started.elapsed();

@@ -274,3 +274,58 @@ async fn freed_pages_go_back_to_the_file_system() {
         "the file shrank from {before} to {after} bytes"
     );
 }
+
+#[tokio::test]
+async fn a_file_made_without_auto_vacuum_keeps_working() {
+    let dir = std::env::temp_dir().join(crate::domain::ids::new_id("botwire-retention-old"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("old.db");
+    // A file whose first table exists before botwire opens it: SQLite's
+    // default, auto_vacuum = NONE, sticks.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE older (x INTEGER)")
+        .unwrap();
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let mode = store
+        .read(|c| c.query_one("PRAGMA auto_vacuum", &[])?.int(0))
+        .await
+        .unwrap();
+    assert_eq!(mode, 0, "NONE");
+    let body = "y".repeat(2000);
+    store
+        .write(move |c| {
+            for i in 0..500 {
+                c.execute(
+                    "INSERT INTO audit (id, account_id, at, actor_name, action, resource_type, changes)
+                     VALUES ($1, 'acc', 0, 'cli', 'create', 'bot', $2)",
+                    &[format!("aud_{i:04}").into(), (&body).into()],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let done = store.prune(&policy(1).cutoffs(100 * MIN)).await.unwrap();
+    assert_eq!(done.get(PruneKind::Audit), 500);
+    // The pages are free for reuse but stay in the file.
+    let free = store.release_free_pages(VACUUM_PAGES).await.unwrap();
+    assert!(free > 100, "{free} free pages");
+    let (_, still_free) = store.sqlite_size().await.unwrap().unwrap();
+    assert!(still_free > 0);
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_new_file_uses_incremental_auto_vacuum() {
+    let t = TestStore::open().await;
+    let mode = t
+        .store
+        .read(|c| c.query_one("PRAGMA auto_vacuum", &[])?.int(0))
+        .await
+        .unwrap();
+    assert_eq!(mode, 2, "INCREMENTAL");
+}
