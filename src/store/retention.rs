@@ -4,7 +4,10 @@
 //! Each batch is one write through the group-commit writer and touches at
 //! most a few thousand rows, so it holds the writer for milliseconds, not
 //! for as long as a whole backlog takes; [`Store::prune`] repeats batches
-//! until nothing qualifies. The SQL is the same on both backends (`DELETE …
+//! until nothing qualifies. Events and conversations can be old and still
+//! kept (a pending delivery, an active conversation), so their batches walk
+//! the age index with a cursor and look at most one batch of rows each:
+//! however many old rows are kept, a batch never scans past them again. The SQL is the same on both backends (`DELETE …
 //! RETURNING`, `LIMIT` in a subquery). Every delete names its rule again in
 //! its own `WHERE`, so a row that changed since it was picked (a dead
 //! delivery sent again, say) is left alone.
@@ -20,7 +23,7 @@ use crate::domain::retention::{
 use std::sync::LazyLock;
 
 /// Most events, attempts or audit entries one batch removes.
-pub const BATCH_ROWS: i64 = 1000;
+pub const BATCH_ROWS: i64 = 500;
 
 /// Most conversations one batch removes (each takes its transcript along,
 /// tens of rows).
@@ -36,24 +39,19 @@ fn quoted(list: &[&str]) -> String {
         .join(", ")
 }
 
-/// Events created before `$1` none of whose deliveries is unfinished or
-/// changed at or after `$1`.
-static EVENTS_DUE: LazyLock<String> = LazyLock::new(|| {
+/// An event (`x`) none of whose deliveries is unfinished or changed at or
+/// after the cut-off `$1`.
+static EVENT_FREE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "FROM events e WHERE e.created_at < $1 AND NOT EXISTS (
-            SELECT 1 FROM deliveries d WHERE d.event_id = e.id
+        "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = x.id
                AND (d.status IN ({}) OR d.updated_at >= $1))",
         quoted(&UNFINISHED_DELIVERY)
     )
 });
 
-/// Conversations ended and last updated before `$1`.
-static CONVERSATIONS_DUE: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "FROM conversations c WHERE c.updated_at < $1 AND c.status NOT IN ({})",
-        quoted(&OPEN_CONVERSATION)
-    )
-});
+/// A conversation (`x`) that has ended.
+static CONVERSATION_ENDED: LazyLock<String> =
+    LazyLock::new(|| format!("x.status NOT IN ({})", quoted(&OPEN_CONVERSATION)));
 
 static FINISHED: LazyLock<String> =
     LazyLock::new(|| format!("status NOT IN ({})", quoted(&UNFINISHED_DELIVERY)));
@@ -70,19 +68,84 @@ fn ids(rows: Vec<super::Row>) -> Result<Vec<Value>> {
     rows.iter().map(|r| Ok(Value::Text(r.text(0)?))).collect()
 }
 
+/// Where a walk along an age index stopped: the last row looked at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// Its time (Unix ms).
+    pub at: i64,
+    /// Its id.
+    pub id: String,
+}
+
+/// What one batch did, and where the next one starts (`None`: the stage
+/// is done).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Rows removed, per kind.
+    pub removed: PruneCounts,
+    /// The cursor for the next batch of the same stage.
+    pub next: Option<Cursor>,
+}
+
+/// Looks at up to `limit` rows of `table` older than `cut`, after
+/// `after`, in age order; answers the ids of those `rule` lets go and the
+/// cursor to go on from (when `limit` rows were looked at).
+fn walk(
+    c: &mut dyn Conn,
+    table: &str,
+    at: &str,
+    rule: &str,
+    cut: i64,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> Result<(Vec<Value>, Option<Cursor>)> {
+    let (after_at, after_id) = after.map_or((i64::MIN, String::new()), |a| (a.at, a.id.clone()));
+    let rows = c.query(
+        &format!(
+            "SELECT x.id, x.{at}, CASE WHEN {rule} THEN 1 ELSE 0 END
+             FROM {table} x
+             WHERE x.{at} < $1 AND (x.{at} > $2 OR (x.{at} = $2 AND x.id > $3))
+             ORDER BY x.{at}, x.id LIMIT $4"
+        ),
+        &[cut.into(), after_at.into(), after_id.into(), limit.into()],
+    )?;
+    let next = match rows.last() {
+        Some(last) if rows.len() as i64 >= limit => Some(Cursor {
+            at: last.int(1)?,
+            id: last.text(0)?,
+        }),
+        _ => None,
+    };
+    let mut due = Vec::new();
+    for r in &rows {
+        if r.int(2)? == 1 {
+            due.push(Value::Text(r.text(0)?));
+        }
+    }
+    Ok((due, next))
+}
+
 /// Removes one batch of events with their deliveries and attempts.
-fn events_batch(c: &mut dyn Conn, cut: i64, limit: i64) -> Result<PruneCounts> {
+fn events_batch(c: &mut dyn Conn, cut: i64, after: Option<&Cursor>, limit: i64) -> Result<Batch> {
     let mut n = PruneCounts::default();
+    let (due, next) = walk(c, "events", "created_at", &EVENT_FREE, cut, after, limit)?;
+    if due.is_empty() {
+        return Ok(Batch { removed: n, next });
+    }
+    // The rule again, in the DELETE itself: a delivery sent again since
+    // the walk keeps its event.
+    let list = marks(2, due.len());
+    let mut params = vec![Value::Int(cut)];
+    params.extend(due);
     let gone = ids(c.query(
         &format!(
-            "DELETE FROM events WHERE id IN (SELECT e.id {} ORDER BY e.created_at LIMIT $2)
-             RETURNING id",
-            *EVENTS_DUE
+            "DELETE FROM events AS x WHERE x.id IN ({list}) AND {} RETURNING id",
+            *EVENT_FREE
         ),
-        &[cut.into(), limit.into()],
+        &params,
     )?)?;
     if gone.is_empty() {
-        return Ok(n);
+        return Ok(Batch { removed: n, next });
     }
     n.add(PruneKind::Events, gone.len() as u64);
     let list = marks(1, gone.len());
@@ -107,23 +170,43 @@ fn events_batch(c: &mut dyn Conn, cut: i64, limit: i64) -> Result<PruneCounts> {
             &gone,
         )?,
     );
-    Ok(n)
+    Ok(Batch { removed: n, next })
 }
 
 /// Removes one batch of ended conversations with what hangs off them.
-fn conversations_batch(c: &mut dyn Conn, cut: i64, limit: i64) -> Result<PruneCounts> {
+fn conversations_batch(
+    c: &mut dyn Conn,
+    cut: i64,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> Result<Batch> {
     let mut n = PruneCounts::default();
+    let (due, next) = walk(
+        c,
+        "conversations",
+        "updated_at",
+        &CONVERSATION_ENDED,
+        cut,
+        after,
+        limit,
+    )?;
+    if due.is_empty() {
+        return Ok(Batch { removed: n, next });
+    }
+    let list = marks(2, due.len());
+    let mut params = vec![Value::Int(cut)];
+    params.extend(due);
     let gone = ids(c.query(
         &format!(
-            "DELETE FROM conversations WHERE id IN
-                (SELECT c.id {} ORDER BY c.updated_at LIMIT $2)
+            "DELETE FROM conversations AS x
+             WHERE x.id IN ({list}) AND x.updated_at < $1 AND {}
              RETURNING id",
-            *CONVERSATIONS_DUE
+            *CONVERSATION_ENDED
         ),
-        &[cut.into(), limit.into()],
+        &params,
     )?)?;
     if gone.is_empty() {
-        return Ok(n);
+        return Ok(Batch { removed: n, next });
     }
     n.add(PruneKind::Conversations, gone.len() as u64);
     let list = marks(1, gone.len());
@@ -135,10 +218,11 @@ fn conversations_batch(c: &mut dyn Conn, cut: i64, limit: i64) -> Result<PruneCo
         let sql = format!("DELETE FROM {table} WHERE conversation_id IN ({list})");
         n.add(kind, c.execute(&sql, &gone)?);
     }
-    Ok(n)
+    Ok(Batch { removed: n, next })
 }
 
-/// Removes one batch of rows of a table with a time column.
+/// Removes one batch of rows of a table with a time column (every row
+/// older than the cut-off goes, so no cursor is needed).
 fn aged_batch(
     c: &mut dyn Conn,
     table: &str,
@@ -146,14 +230,20 @@ fn aged_batch(
     kind: PruneKind,
     cut: i64,
     limit: i64,
-) -> Result<PruneCounts> {
+) -> Result<Batch> {
     let mut n = PruneCounts::default();
     let sql = format!(
         "DELETE FROM {table} WHERE id IN
             (SELECT id FROM {table} WHERE {at} < $1 ORDER BY {at} LIMIT $2)"
     );
-    n.add(kind, c.execute(&sql, &[cut.into(), limit.into()])?);
-    Ok(n)
+    let removed = c.execute(&sql, &[cut.into(), limit.into()])?;
+    n.add(kind, removed);
+    // Not a real position: "go on" for as long as batches come back full.
+    let next = (removed as i64 >= limit).then(|| Cursor {
+        at: cut,
+        id: String::new(),
+    });
+    Ok(Batch { removed: n, next })
 }
 
 /// One stage of a prune: which rows it removes and how many a batch takes.
@@ -196,8 +286,7 @@ impl Stage {
         }
     }
 
-    /// The leading kind: a batch that removed fewer of it than
-    /// [`Stage::batch`] was the stage's last.
+    /// The kind whose rows the stage picks (others go with them).
     pub fn lead(self) -> PruneKind {
         match self {
             Stage::Events => PruneKind::Events,
@@ -207,11 +296,11 @@ impl Stage {
         }
     }
 
-    fn run(self, c: &mut dyn Conn, cut: i64, limit: i64) -> Result<PruneCounts> {
+    fn run(self, c: &mut dyn Conn, cut: i64, after: Option<&Cursor>, limit: i64) -> Result<Batch> {
         match self {
-            Stage::Events => events_batch(c, cut, limit),
+            Stage::Events => events_batch(c, cut, after, limit),
             Stage::Attempts => aged_batch(c, "attempts", "started_at", self.lead(), cut, limit),
-            Stage::Conversations => conversations_batch(c, cut, limit),
+            Stage::Conversations => conversations_batch(c, cut, after, limit),
             Stage::Audit => aged_batch(c, "audit", "at", self.lead(), cut, limit),
         }
     }
@@ -222,10 +311,18 @@ fn count(c: &mut dyn Conn, sql: &str, params: &[Value]) -> Result<u64> {
 }
 
 impl Store {
-    /// Removes one batch of `stage` at `cut` (at most `limit` leading rows);
-    /// answers what went.
-    pub async fn prune_batch(&self, stage: Stage, cut: i64, limit: i64) -> Result<PruneCounts> {
-        self.write(move |c| stage.run(c, cut, limit)).await
+    /// Removes one batch of `stage` at `cut`, looking at most at `limit`
+    /// rows from `after` on (`None`: the oldest); answers what went and
+    /// where the next batch starts.
+    pub async fn prune_batch(
+        &self,
+        stage: Stage,
+        cut: i64,
+        after: Option<Cursor>,
+        limit: i64,
+    ) -> Result<Batch> {
+        self.write(move |c| stage.run(c, cut, after.as_ref(), limit))
+            .await
     }
 
     /// Removes everything the cut-offs let go, batch by batch; answers what
@@ -236,11 +333,13 @@ impl Store {
             let Some(cut) = stage.cutoff(cutoffs) else {
                 continue;
             };
+            let mut after = None;
             loop {
-                let n = self.prune_batch(stage, cut, stage.batch()).await?;
-                total.merge(&n);
-                if (n.get(stage.lead()) as i64) < stage.batch() {
-                    break;
+                let batch = self.prune_batch(stage, cut, after, stage.batch()).await?;
+                total.merge(&batch.removed);
+                match batch.next {
+                    Some(next) => after = Some(next),
+                    None => break,
                 }
             }
         }
@@ -257,14 +356,11 @@ impl Store {
             // rule takes older ones of any delivery.
             let attempt_cut = cutoffs.attempts.unwrap_or(i64::MIN);
             if let Some(cut) = cutoffs.events {
-                let events = format!("SELECT e.id {}", *EVENTS_DUE);
+                let due = format!("FROM events x WHERE x.created_at < $1 AND {}", *EVENT_FREE);
+                let events = format!("SELECT x.id {due}");
                 n.add(
                     PruneKind::Events,
-                    count(
-                        c,
-                        &format!("SELECT COUNT(*) {}", *EVENTS_DUE),
-                        &[cut.into()],
-                    )?,
+                    count(c, &format!("SELECT COUNT(*) {due}"), &[cut.into()])?,
                 );
                 n.add(
                     PruneKind::Deliveries,
@@ -296,14 +392,14 @@ impl Store {
                 );
             }
             if let Some(cut) = cutoffs.conversations {
-                let convs = format!("SELECT c.id {}", *CONVERSATIONS_DUE);
+                let due = format!(
+                    "FROM conversations x WHERE x.updated_at < $1 AND {}",
+                    *CONVERSATION_ENDED
+                );
+                let convs = format!("SELECT x.id {due}");
                 n.add(
                     PruneKind::Conversations,
-                    count(
-                        c,
-                        &format!("SELECT COUNT(*) {}", *CONVERSATIONS_DUE),
-                        &[cut.into()],
-                    )?,
+                    count(c, &format!("SELECT COUNT(*) {due}"), &[cut.into()])?,
                 );
                 for (kind, table) in [
                     (PruneKind::Messages, "messages"),

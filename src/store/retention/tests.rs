@@ -224,8 +224,13 @@ async fn batches_stop_at_their_size_and_a_prune_takes_them_all() {
         .await
         .unwrap();
     let cut = policy(1).cutoffs(now).audit.unwrap();
-    let one = t.store.prune_batch(Stage::Audit, cut, 10).await.unwrap();
-    assert_eq!(one.get(PruneKind::Audit), 10);
+    let one = t
+        .store
+        .prune_batch(Stage::Audit, cut, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(one.removed.get(PruneKind::Audit), 10);
+    assert!(one.next.is_some(), "a full batch says more may follow");
     // The oldest go first.
     assert_eq!(left(&t, "audit").await[0], "aud_00010");
     let rest = t.store.prune(&policy(1).cutoffs(now)).await.unwrap();
@@ -328,4 +333,77 @@ async fn a_new_file_uses_incremental_auto_vacuum() {
         .await
         .unwrap();
     assert_eq!(mode, 2, "INCREMENTAL");
+}
+
+#[tokio::test]
+async fn old_rows_that_stay_are_walked_past_not_rescanned() {
+    let t = TestStore::open().await;
+    let now = 100 * MIN;
+    // 250 old active conversations, then one old ended one behind them.
+    t.store
+        .write(move |c| {
+            for i in 0..250 {
+                c.execute(
+                    "INSERT INTO conversations (id, account_id, bot_id, contact_id, flow_version,
+                         state, status, revision, created_at, updated_at)
+                     VALUES ($1, 'acc', 'alpha', 'ct', 1, '{}', 'active', 1, $2, $2)",
+                    &[format!("cnv_{i:04}").into(), (now - 50 * MIN).into()],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    conversation(&t, "cnv_zz_ended", "completed", now - 10 * MIN).await;
+    let cut = policy(1).cutoffs(now).conversations.unwrap();
+    // Each batch looks at 100 rows and moves on.
+    let first = t
+        .store
+        .prune_batch(Stage::Conversations, cut, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(first.removed.total(), 0);
+    let at = first.next.clone().expect("more to walk");
+    assert_eq!(at.id, "cnv_0099");
+    let second = t
+        .store
+        .prune_batch(Stage::Conversations, cut, Some(at), 100)
+        .await
+        .unwrap();
+    assert_eq!(second.next.as_ref().unwrap().id, "cnv_0199");
+    let third = t
+        .store
+        .prune_batch(Stage::Conversations, cut, second.next, 100)
+        .await
+        .unwrap();
+    assert_eq!(third.removed.get(PruneKind::Conversations), 1);
+    assert_eq!(third.next, None, "the walk is done");
+    assert_eq!(left(&t, "conversations").await.len(), 250);
+
+    // The same for events held by a pending delivery.
+    for i in 0..30 {
+        let id = format!("evt_{i:03}");
+        event(&t, &id, now - 20 * MIN).await;
+        delivery(&t, &format!("dlv_{i:03}"), &id, "pending", now - 20 * MIN).await;
+    }
+    event(&t, "evt_zzz", now - 10 * MIN).await;
+    let cut = policy(1).cutoffs(now).events.unwrap();
+    let mut after = None;
+    let mut batches = 0;
+    let mut removed = 0;
+    loop {
+        let b = t
+            .store
+            .prune_batch(Stage::Events, cut, after, 10)
+            .await
+            .unwrap();
+        batches += 1;
+        removed += b.removed.get(PruneKind::Events);
+        match b.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!((batches, removed), (4, 1));
+    assert_eq!(left(&t, "events").await.len(), 30);
 }
