@@ -963,3 +963,66 @@ fn prune_refuses_a_bad_retention_naming_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn serve_prunes_at_start_on_a_worker_node_and_not_on_an_api_node() {
+    let dir = temp_dir("serve-prune");
+    let path = dir.join("b.db");
+    let db = format!("sqlite://{}", path.display());
+    old_rows(&db);
+    let events = || -> Vec<String> {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut s = conn.prepare("SELECT id FROM events ORDER BY id").unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let serve = |role: &str| {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let child = bin()
+            .args([
+                "serve",
+                "--listen",
+                &listen,
+                "--database",
+                &db,
+                "--role",
+                role,
+            ])
+            .env("BOTWIRE_RETENTION_EVENTS", "1h")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, listen)
+    };
+    // An API-only node leaves retention to the workers.
+    let (mut api, listen) = serve("api");
+    wait_for_port(&listen);
+    let started = Instant::now();
+    while http(&listen, "GET", "/readyz", "", "text/plain", "").0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A worker node's first pass runs before it is ready; give this one
+    // the same time and more.
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&mut api);
+    assert_eq!(events(), ["evt_done", "evt_waiting"]);
+    // A node that runs workers prunes at start: the delivered event goes,
+    // the pending one stays.
+    let (mut all, listen) = serve("all");
+    wait_for_port(&listen);
+    let started = Instant::now();
+    while events() != ["evt_waiting"] {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not pruned: {:?}",
+            events()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop(&mut all);
+    let _ = std::fs::remove_dir_all(&dir);
+}
