@@ -1005,8 +1005,8 @@ fn serve_prunes_at_start_on_a_worker_node_and_not_on_an_api_node() {
         assert!(started.elapsed() < Duration::from_secs(20), "never ready");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // A worker node's first pass runs before it is ready; give this one
-    // the same time and more.
+    // A worker node starts its first pass before it turns ready; give this
+    // one that long and more.
     std::thread::sleep(Duration::from_millis(500));
     stop(&mut api);
     assert_eq!(events(), ["evt_done", "evt_waiting"]);
