@@ -7,10 +7,12 @@
 //! until nothing qualifies. Events and conversations can be old and still
 //! kept (a pending delivery, an active conversation), so their batches walk
 //! the age index with a cursor and look at most one batch of rows each:
-//! however many old rows are kept, a batch never scans past them again. The SQL is the same on both backends (`DELETE …
-//! RETURNING`, `LIMIT` in a subquery). Every delete names its rule again in
-//! its own `WHERE`, so a row that changed since it was picked (a dead
-//! delivery sent again, say) is left alone.
+//! however many old rows are kept, a batch never scans past them again.
+//!
+//! The SQL is the same on both backends (`DELETE … RETURNING`, `LIMIT` in a
+//! subquery). Every delete names its rule again in its own `WHERE`, so a
+//! row that changed since it was picked (a dead delivery sent again, say)
+//! is left alone.
 //!
 //! On SQLite, [`Store::release_free_pages`] then hands freed pages back to
 //! the file system (`PRAGMA incremental_vacuum`), for files created with
@@ -89,7 +91,8 @@ pub struct Batch {
 
 /// Looks at up to `limit` rows of `table` older than `cut`, after
 /// `after`, in age order; answers the ids of those `rule` lets go and the
-/// cursor to go on from (when `limit` rows were looked at).
+/// cursor to go on from (when `limit` rows were looked at). `>= $2` bounds
+/// the index range, so earlier rows are not read again.
 fn walk(
     c: &mut dyn Conn,
     table: &str,
@@ -104,7 +107,7 @@ fn walk(
         &format!(
             "SELECT x.id, x.{at}, CASE WHEN {rule} THEN 1 ELSE 0 END
              FROM {table} x
-             WHERE x.{at} < $1 AND (x.{at} > $2 OR (x.{at} = $2 AND x.id > $3))
+             WHERE x.{at} < $1 AND x.{at} >= $2 AND (x.{at} > $2 OR x.id > $3)
              ORDER BY x.{at}, x.id LIMIT $4"
         ),
         &[cut.into(), after_at.into(), after_id.into(), limit.into()],
