@@ -232,9 +232,33 @@ pub struct BroadcastsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
-    /// Audit log rows older than this are deleted.
-    #[serde(deserialize_with = "span")]
+    /// Events (with their finished deliveries) older than this are
+    /// deleted; zero keeps them forever.
+    #[serde(deserialize_with = "span_or_zero")]
+    pub events: Duration,
+    /// Delivery attempts older than this are deleted; zero keeps them.
+    #[serde(deserialize_with = "span_or_zero")]
+    pub attempts: Duration,
+    /// Ended conversations last updated longer ago than this are deleted;
+    /// zero keeps them.
+    #[serde(deserialize_with = "span_or_zero")]
+    pub conversations: Duration,
+    /// Audit log rows older than this are deleted; zero keeps them.
+    #[serde(deserialize_with = "span_or_zero")]
     pub audit: Duration,
+}
+
+impl RetentionConfig {
+    /// The retention policy these settings describe.
+    pub fn policy(&self) -> crate::domain::retention::RetentionPolicy {
+        use crate::domain::retention::kept_for;
+        crate::domain::retention::RetentionPolicy {
+            events: kept_for(self.events),
+            attempts: kept_for(self.attempts),
+            conversations: kept_for(self.conversations),
+            audit: kept_for(self.audit),
+        }
+    }
 }
 
 /// Bounds on what one account may create.

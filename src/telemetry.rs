@@ -14,7 +14,8 @@
 //! time by the server that owns the store (see `api::metrics`).
 //!
 //! Messaging channel traffic is counted per platform kind and outcome, in
-//! each direction; conversation timers per timer kind.
+//! each direction; conversation timers per timer kind; pruned rows per kind,
+//! with the last prune pass's duration.
 
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -76,10 +77,15 @@ pub const COMMIT_BATCH: &str = "botwire_store_commit_batch_size";
 /// Time from BEGIN to the end of COMMIT of one group-commit transaction.
 pub const COMMIT_DURATION: &str = "botwire_store_commit_duration_seconds";
 
+/// Rows removed by the pruner, by kind (events, deliveries, attempts, …).
+pub const PRUNED_ROWS: &str = "botwire_pruned_rows_total";
+/// How long the last prune pass took, in seconds.
+pub const PRUNE_LAST_DURATION: &str = "botwire_prune_last_duration_seconds";
+
 /// Counter families declared on `/metrics` (`# HELP`, `# TYPE`) even
 /// before their first sample, so dashboards and alert rules find them in a
 /// process that has not yet had channel traffic or timers: name and help.
-pub const DECLARED: [(&str, &str); 5] = [
+pub const DECLARED: [(&str, &str); 6] = [
     (
         CHANNEL_INBOUND,
         "Messages received on channel webhooks, by platform kind, channel and outcome (accepted, duplicate, refused: one per refused request).",
@@ -99,6 +105,10 @@ pub const DECLARED: [(&str, &str); 5] = [
     (
         TIMERS_FIRED,
         "Conversation timers that ran their turn, by bot and kind.",
+    ),
+    (
+        PRUNED_ROWS,
+        "Rows removed by the pruner (retention.*), by kind.",
     ),
 ];
 
@@ -173,6 +183,10 @@ fn describe() {
     for (name, help) in DECLARED {
         describe_counter!(name, help);
     }
+    metrics::describe_gauge!(
+        PRUNE_LAST_DURATION,
+        "Seconds the last prune pass took (all batches and the SQLite vacuum)."
+    );
     describe_histogram!(COMMIT_BATCH, "Writes per group-commit transaction.");
     describe_histogram!(
         COMMIT_DURATION,
@@ -301,6 +315,17 @@ pub fn story_call(ok: bool, elapsed: Option<Duration>) {
     if let Some(e) = elapsed {
         histogram!(STORY_DURATION, "outcome" => outcome).record(e.as_secs_f64());
     }
+}
+
+/// One prune pass: rows removed of each kind, and how long it took.
+pub fn pruned(counts: &crate::domain::retention::PruneCounts, elapsed: Duration) {
+    for kind in crate::domain::retention::PruneKind::ALL {
+        let n = counts.get(kind);
+        if n > 0 {
+            counter!(PRUNED_ROWS, "kind" => kind.as_str()).increment(n);
+        }
+    }
+    metrics::gauge!(PRUNE_LAST_DURATION).set(elapsed.as_secs_f64());
 }
 
 /// One group-commit transaction of `writes` writes.

@@ -1,6 +1,6 @@
 //! The `botwire` command line: `serve`, `migrate`, `config`, `accounts`,
-//! `keys`, `bots`, `channels`, `backup`, `restore`, `verify`, `listen`,
-//! `bench`.
+//! `keys`, `bots`, `channels`, `backup`, `restore`, `prune`, `verify`,
+//! `listen`, `bench`.
 //!
 //! Every subcommand that touches data takes the same `--database` and
 //! `--config` (and reads the same `BOTWIRE_*` environment), so what `serve`
@@ -21,6 +21,7 @@ mod bench_flow;
 mod bench_story;
 mod channels;
 pub mod listen;
+mod prune;
 mod serve;
 pub mod verify;
 
@@ -77,6 +78,8 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Put a backup in place of a SQLite database that is not in use.
     Restore(backup::RestoreArgs),
+    /// Remove records older than the retention settings (retention.*) now.
+    Prune(prune::PruneArgs),
     /// Put bots on messaging platforms (WhatsApp, Telegram, Twilio, Messenger).
     #[command(subcommand)]
     Channels(channels::ChannelsCommand),
@@ -153,6 +156,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Channels(cmd) => {
             let config = load_config(&cli.common, Overrides::default())?;
             channels::channels(cmd, &config).await
+        }
+        Command::Prune(args) => {
+            let config = load_config(&cli.common, Overrides::default())?;
+            prune::run(args, &config).await
         }
         Command::Verify(args) => verify::run(args),
         Command::Listen(args) => listen::run(args).await,

@@ -1,7 +1,8 @@
 //! `botwire serve`: the HTTP API and the workers over one database.
 //!
 //! The workers are the delivery engine (dispatcher, recorder and claim
-//! loop), the channel outbox sender and the channel inbound processor.
+//! loop), the channel outbox sender, the channel inbound processor and the
+//! pruner (retention, every minute).
 //! `--role all` (the default) runs the API and the workers; `--role api`
 //! only serves the API (its deliveries, channel messages received and test
 //! sends are written unleased, for workers to claim); `--role worker` only
@@ -176,7 +177,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = std::io::Write::write_all(&mut out, text.as_bytes());
         let _ = std::io::Write::flush(&mut out);
     }
-    let pruner = tokio::spawn(prune_audit(store.clone(), config.retention.audit));
+    // Retention: nodes that run workers prune (several may; every batch is
+    // idempotent).
+    let pruner = config.role.runs_workers().then(|| {
+        let pruner = crate::runtime::retention::Pruner::new(
+            store.clone(),
+            config.retention.policy(),
+            Arc::new(crate::delivery::clock::SystemClock),
+        );
+        tokio::spawn(pruner.run(crate::runtime::retention::EVERY))
+    });
     // Broadcasts go out from every node; the store hands each recipient to
     // one of them, once.
     let broadcast_rate = config.broadcasts.rate;
@@ -228,7 +238,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             env!("CARGO_PKG_VERSION")
         );
         shutdown_signal().await;
-        pruner.abort();
+        if let Some(p) = &pruner {
+            p.abort();
+        }
         broadcaster.abort();
         stop(engine, workers, &store).await;
         eprintln!("botwire stopped cleanly");
@@ -279,25 +291,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     server.await.context("the HTTP server task failed")??;
     timers.abort();
     tracing::info!("stopped accepting connections; closing the store");
-    pruner.abort();
+    if let Some(p) = &pruner {
+        p.abort();
+    }
     broadcaster.abort();
     stop(engine, workers, &store).await;
     eprintln!("botwire stopped cleanly");
     Ok(())
-}
-
-/// Deletes audit log rows older than `keep`, at start and every hour.
-async fn prune_audit(store: crate::store::Store, keep: Duration) {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        every.tick().await;
-        let before = crate::store::now_ms().saturating_sub(keep.as_millis() as i64);
-        match store.prune_audit(before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "pruned the audit log"),
-            Err(e) => tracing::warn!(error = %e, "could not prune the audit log"),
-        }
-    }
 }
 
 /// The channel workers of a process: the outbox sender and the inbound

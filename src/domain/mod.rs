@@ -24,5 +24,6 @@ pub mod merge;
 pub mod outbound;
 pub mod people;
 pub mod quote;
+pub mod retention;
 pub mod secret;
 pub mod validate;

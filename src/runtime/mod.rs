@@ -16,6 +16,8 @@
 //!   recipients, as a turn of the recipient's conversation.
 //! * [`handoff`] lets a person answer a conversation in handoff and give it
 //!   back to the bot.
+//! * [`retention`] prunes old events, attempts, conversations and audit
+//!   entries, so the database stays bounded.
 //!
 //! Nothing here knows about HTTP; the API and the CLI both call it.
 
@@ -25,6 +27,7 @@ pub mod campaigns;
 pub mod chat;
 pub mod handoff;
 pub mod inbound;
+pub mod retention;
 pub mod story;
 pub mod timers;
 

@@ -42,6 +42,7 @@ pub mod keys;
 pub mod migrate;
 mod pool;
 pub mod postgres;
+pub mod retention;
 mod row;
 pub mod segments;
 pub mod sqlite;

@@ -822,3 +822,200 @@ fn bench_chat_runs_the_leads_flow_over_http() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Rows an old day left: an event delivered long ago, an event still
+/// pending, an ended conversation with two messages and an active one.
+fn old_rows(db: &str) {
+    let db = db.to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let store = botwire::store::Store::open(&db).await.unwrap();
+        store
+            .write(|c| {
+                let day_ago = botwire::store::now_ms() - 86_400_000;
+                for (event, status) in [("evt_done", "succeeded"), ("evt_waiting", "pending")] {
+                    c.execute(
+                        "INSERT INTO events (id, account_id, bot_id, type, data, created_at)
+                         VALUES ($1, 'acc', 'eli', 'custom', '{}', $2)",
+                        &[event.into(), day_ago.into()],
+                    )?;
+                    c.execute(
+                        "INSERT INTO deliveries (id, account_id, bot_id, endpoint_id, event_id,
+                             status, attempts, created_at, updated_at)
+                         VALUES ($1, 'acc', 'eli', 'ep', $2, $3, 1, $4, $4)",
+                        &[
+                            format!("dlv_{event}").into(),
+                            event.into(),
+                            status.into(),
+                            day_ago.into(),
+                        ],
+                    )?;
+                }
+                for (conv, status) in [("cnv_over", "completed"), ("cnv_open", "active")] {
+                    c.execute(
+                        "INSERT INTO conversations (id, account_id, bot_id, contact_id,
+                             flow_version, state, status, revision, created_at, updated_at)
+                         VALUES ($1, 'acc', 'eli', 'ct', 1, '{}', $2, 1, $3, $3)",
+                        &[conv.into(), status.into(), day_ago.into()],
+                    )?;
+                    for n in 0..2 {
+                        c.execute(
+                            "INSERT INTO messages (id, conversation_id, direction, body, created_at)
+                             VALUES ($1, $2, 'in', 'hi', $3)",
+                            &[format!("msg_{conv}_{n}").into(), conv.into(), day_ago.into()],
+                        )?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        store.close().await;
+    });
+}
+
+#[test]
+fn prune_from_the_shell_counts_then_removes_only_what_retention_lets_go() {
+    let dir = temp_dir("prune");
+    let db = format!("sqlite://{}", dir.join("b.db").display());
+    old_rows(&db);
+    let prune = |args: &[&str], retention: &str| {
+        let out = bin()
+            .arg("prune")
+            .args(args)
+            .args(["--database", &db])
+            .env("BOTWIRE_RETENTION_EVENTS", retention)
+            .env("BOTWIRE_RETENTION_CONVERSATIONS", retention)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Within the default 30 days nothing qualifies.
+    let out = prune(&["--dry-run"], "30d");
+    assert!(out.contains("0 rows would go"), "{out}");
+    // With a one-hour retention, the finished event and ended conversation
+    // qualify; the pending delivery and active conversation never do.
+    let out = prune(&["--dry-run"], "1h");
+    for line in [
+        "dry run, nothing removed; 5 rows would go",
+        "1 events: would go",
+        "1 deliveries: would go",
+        "1 conversations: would go",
+        "2 conversation messages: would go",
+        "0 audit log entries: would go",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
+    }
+    let out = prune(&[], "1h");
+    assert!(out.starts_with("removed 5 rows in "), "{out}");
+    for line in [
+        "1 events: removed",
+        "1 deliveries: removed",
+        "1 conversations: removed",
+        "2 conversation messages: removed",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
+    }
+    // What stays stays.
+    let out = prune(&["--dry-run"], "1h");
+    assert!(out.contains("0 rows would go"), "{out}");
+    let conn = rusqlite::Connection::open(dir.join("b.db")).unwrap();
+    let ids = |sql: &str| -> Vec<String> {
+        let mut s = conn.prepare(sql).unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(ids("SELECT id FROM events"), ["evt_waiting"]);
+    assert_eq!(ids("SELECT id FROM deliveries"), ["dlv_evt_waiting"]);
+    assert_eq!(ids("SELECT id FROM conversations"), ["cnv_open"]);
+    assert_eq!(ids("SELECT COUNT(*) || '' FROM messages"), ["2"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn prune_refuses_a_bad_retention_naming_the_key() {
+    let out = bin()
+        .args(["prune", "--dry-run", "--database", "sqlite://unused.db"])
+        .env("BOTWIRE_RETENTION_EVENTS", "a while")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("retention.events:") && err.contains("BOTWIRE_RETENTION_EVENTS"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_prunes_at_start_on_a_worker_node_and_not_on_an_api_node() {
+    let dir = temp_dir("serve-prune");
+    let path = dir.join("b.db");
+    let db = format!("sqlite://{}", path.display());
+    old_rows(&db);
+    let events = || -> Vec<String> {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut s = conn.prepare("SELECT id FROM events ORDER BY id").unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let serve = |role: &str| {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let child = bin()
+            .args([
+                "serve",
+                "--listen",
+                &listen,
+                "--database",
+                &db,
+                "--role",
+                role,
+            ])
+            .env("BOTWIRE_RETENTION_EVENTS", "1h")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, listen)
+    };
+    // An API-only node leaves retention to the workers.
+    let (mut api, listen) = serve("api");
+    wait_for_port(&listen);
+    let started = Instant::now();
+    while http(&listen, "GET", "/readyz", "", "text/plain", "").0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A worker node starts its first pass before it turns ready; give this
+    // one that long and more.
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&mut api);
+    assert_eq!(events(), ["evt_done", "evt_waiting"]);
+    // A node that runs workers prunes at start: the delivered event goes,
+    // the pending one stays.
+    let (mut all, listen) = serve("all");
+    wait_for_port(&listen);
+    let started = Instant::now();
+    while events() != ["evt_waiting"] {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not pruned: {:?}",
+            events()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop(&mut all);
+    let _ = std::fs::remove_dir_all(&dir);
+}

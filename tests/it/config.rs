@@ -14,7 +14,7 @@ type Sample = (&'static str, fn(&Config) -> bool);
 /// One sample for every key. A key added to the defaults file without a
 /// sample here fails `every_key_has_a_variable_that_is_honoured`.
 fn samples() -> BTreeMap<&'static str, Sample> {
-    let s: [(&'static str, Sample); 28] = [
+    let s: [(&'static str, Sample); 31] = [
         ("listen", ("0.0.0.0:9999", |c| c.listen == "0.0.0.0:9999")),
         (
             "public_url",
@@ -105,6 +105,20 @@ fn samples() -> BTreeMap<&'static str, Sample> {
             }),
         ),
         (
+            "retention.events",
+            ("1m", |c| c.retention.events == Duration::from_secs(60)),
+        ),
+        (
+            "retention.attempts",
+            ("0", |c| c.retention.attempts.is_zero()),
+        ),
+        (
+            "retention.conversations",
+            ("7d", |c| {
+                c.retention.conversations == Duration::from_secs(7 * 86_400)
+            }),
+        ),
+        (
             "retention.audit",
             ("30d", |c| {
                 c.retention.audit == Duration::from_secs(30 * 86_400)
@@ -186,7 +200,7 @@ fn a_bad_value_is_refused_naming_the_key_and_its_source() {
         "delivery.break_after: expected an integer, got \"x\" (from BOTWIRE_DELIVERY_BREAK_AFTER)"
     );
     // Every key but the free-text secret has a value it refuses.
-    let bad: [(&str, &str, &str); 28] = [
+    let bad: [(&str, &str, &str); 31] = [
         ("listen", "8080", "host:port"),
         ("public_url", "ftp://x", "http(s) URL"),
         ("database", "mysql://db", "sqlite://FILE"),
@@ -209,6 +223,9 @@ fn a_bad_value_is_refused_naming_the_key_and_its_source() {
         ("delivery.system_dns", "maybe", "true or false"),
         ("delivery.hosts", "a..b=10.0.0.1", "not a hostname"),
         ("delivery.hosts", "h.test=10.0.0.300", "not an IP address"),
+        ("retention.events", "30", "one span"),
+        ("retention.attempts", "a month", "one span"),
+        ("retention.conversations", "1d,2d", "one span"),
         ("retention.audit", "forever", "one span"),
         ("broadcasts.rate", "0", "1 to 1000"),
         ("channels.rate_whatsapp", "-1", "-1"),

@@ -31,6 +31,7 @@ mod inbox;
 mod outbox;
 mod people;
 mod reliability;
+mod retention;
 mod ssrf;
 mod store_conformance;
 mod story;

@@ -61,6 +61,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox_sending",
         include_str!("migrations/0015_outbox_sending.sql"),
     ),
+    (
+        16,
+        "retention",
+        include_str!("migrations/0016_retention.sql"),
+    ),
 ];
 
 /// A PostgreSQL database named by a URL.

@@ -3,7 +3,8 @@
 //! Durability: `synchronous = FULL`, so a commit is on disk when it returns
 //! (the group-commit writer makes that affordable). Readers use their own
 //! connections and see every committed write (WAL). `busy_timeout` covers
-//! the moments a checkpoint holds the file.
+//! the moments a checkpoint holds the file. New files use `auto_vacuum =
+//! INCREMENTAL`, so the pruner can shrink them.
 
 use super::{Backend, BackendKind, Conn, Result, Row, StoreError, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -59,6 +60,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         15,
         "outbox_sending",
         include_str!("migrations/0015_outbox_sending.sql"),
+    ),
+    (
+        16,
+        "retention",
+        include_str!("migrations/0016_retention.sql"),
     ),
 ];
 
@@ -119,8 +125,13 @@ impl Sqlite {
             // temp_store = MEMORY: the sub-journal each write's savepoint
             // keeps (see `writer`) stays in memory instead of a temporary
             // file; its pwrite calls took a tenth of a chat turn's CPU.
+            // auto_vacuum = INCREMENTAL takes effect only on a file with no
+            // table yet (a new one): pruned pages can then be handed back
+            // to the file system (see `store::retention`). On an older file
+            // it changes nothing until a `VACUUM` converts it.
             c.batch(
-                "PRAGMA journal_mode = WAL;
+                "PRAGMA auto_vacuum = INCREMENTAL;
+                 PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
                  PRAGMA foreign_keys = ON;
                  PRAGMA wal_autocheckpoint = 4000;
