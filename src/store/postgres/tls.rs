@@ -100,12 +100,7 @@ pub fn settings(url: &str) -> Result<Settings> {
     let mut rest = Vec::new();
     for part in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = part.split_once('=').unwrap_or((part, ""));
-        let decoded = || -> String {
-            url::form_urlencoded::parse(format!("v={value}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
+        let decoded = || percent_decode(value);
         match key {
             "sslmode" => mode = Some(SslMode::parse(&decoded())?),
             "sslrootcert" => root = Some(decoded()),
@@ -148,6 +143,31 @@ pub fn settings(url: &str) -> Result<Settings> {
         tls: MakeRustls::new(check)?,
         mode,
     })
+}
+
+/// Decodes a URL parameter's `%XX` escapes (a `+` stays a `+`, as in
+/// libpq's URLs); a malformed escape is kept as written.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| s.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The full text of a tokio-postgres error: its own text says only which
@@ -415,6 +435,18 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("sslmode=\"bogus\""), "{e}");
+        let e = settings("postgres://u@h/db?sslmod=require")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sslmod"), "{e}");
+    }
+
+    #[test]
+    fn parameter_values_are_percent_decoded() {
+        assert_eq!(percent_decode("%2Fetc%2Fca+1.pem"), "/etc/ca+1.pem");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
     }
 
     #[test]
