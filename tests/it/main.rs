@@ -29,7 +29,7 @@ mod delivery;
 mod hostile;
 mod inbox;
 mod people;
-mod pg_tls;
+mod pg_client;
 mod reliability;
 mod ssrf;
 mod store_conformance;

@@ -1,31 +1,48 @@
 //! One PostgreSQL connection behind the store's synchronous [`Conn`] trait.
 //!
-//! The connection is a tokio-postgres client whose connection task runs on
-//! the server's runtime; each call blocks the calling thread (the writer's
-//! own thread or a blocking-pool thread, never a runtime worker) on that
-//! runtime's handle until the answer is in. Every statement is prepared once
+//! The connection is a tokio-postgres client on the server's runtime; each
+//! call blocks the calling thread (the writer's own thread or a
+//! blocking-pool thread, never a runtime worker) on that runtime's handle
+//! until the answer is in. A pooled read connection is driven by a task;
+//! the writer's connection by the writer thread itself, during its calls. Every statement is prepared once
 //! per connection and kept, keyed by its SQL text, so a repeated statement
 //! costs one round trip (bind and execute) and no parse or plan.
 
 use super::super::{Conn, Result, Row, StoreError, Value};
 use super::CHANNEL;
-use super::tls::describe;
-use deadpool_postgres::ClientWrapper;
+use super::tls::{RustlsStream, describe};
+use std::collections::HashMap;
+use std::future::{Future, poll_fn};
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::runtime::Handle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{AsyncMessage, Statement};
 
 /// Statements kept per connection before the cache is emptied and refilled:
 /// the store's SQL is a fixed set of texts, but a few are built with a
 /// variable number of placeholders.
 const STATEMENT_CACHE_LIMIT: usize = 512;
 
+/// The writer's connection: the socket side of its client.
+pub(super) type Connection =
+    tokio_postgres::Connection<tokio_postgres::Socket, RustlsStream<tokio_postgres::Socket>>;
+
 /// Where a connection came from.
 pub(super) enum Client {
-    /// The writer's own connection.
-    Own(ClientWrapper),
-    /// A read connection borrowed from the pool; dropping it returns it.
+    /// The writer's own connection. Nothing else uses it, so instead of a
+    /// task of its own it is polled by the writer thread while a call
+    /// waits: a round trip then wakes one thread, not a task and a thread.
+    Own {
+        client: tokio_postgres::Client,
+        /// `None` once the connection has ended (later calls then fail as
+        /// closed). Boxed: it holds the socket's buffers.
+        connection: Option<Box<Connection>>,
+        statements: HashMap<String, Statement>,
+    },
+    /// A read connection borrowed from the pool (its connection runs as a
+    /// task); dropping it returns it.
     Pooled(deadpool_postgres::Object),
 }
 
@@ -35,15 +52,58 @@ pub(super) struct PgConn {
     pub(super) handle: Handle,
 }
 
-impl PgConn {
-    fn wrapper(&self) -> &ClientWrapper {
-        match &self.client {
-            Client::Own(c) => c,
-            Client::Pooled(o) => o,
+/// Runs `call` on `handle`'s runtime, polling `connection` beside it until
+/// `call` is done. A connection that ends is dropped, which fails the
+/// calls waiting on it.
+fn drive<T>(
+    handle: &Handle,
+    connection: &mut Option<Box<Connection>>,
+    call: impl Future<Output = T>,
+) -> T {
+    handle.block_on(async {
+        let mut call = std::pin::pin!(call);
+        poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(out) = call.as_mut().poll(cx) {
+                    return Poll::Ready(out);
+                }
+                let Some(conn) = connection.as_mut() else {
+                    return Poll::Pending;
+                };
+                match conn.poll_message(cx) {
+                    Poll::Ready(Some(Ok(AsyncMessage::Notice(notice)))) => {
+                        tracing::info!(notice = %notice.message(), "PostgreSQL notice");
+                    }
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::warn!(error = %describe(&e), "PostgreSQL write connection failed");
+                        *connection = None;
+                    }
+                    Poll::Ready(None) => *connection = None,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await
+    })
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // The writer's connection sends its goodbye (Terminate) and closes
+        // once the client is gone; a runtime that has shut down drops it.
+        if let Client::Own { connection, .. } = &mut self.client
+            && let Some(connection) = connection.take()
+        {
+            self.handle.spawn(async move {
+                let _ = (*connection).await;
+            });
         }
     }
+}
 
-    /// Runs `sql` as a cached prepared statement through `run`.
+impl PgConn {
+    /// Runs `sql` as a kept prepared statement through `run`.
     fn prepared<T, F>(&mut self, sql: &str, values: &[Value], run: F) -> Result<T>
     where
         F: AsyncFnOnce(
@@ -52,26 +112,57 @@ impl PgConn {
             &[&(dyn ToSql + Sync)],
         ) -> std::result::Result<T, tokio_postgres::Error>,
     {
-        let client = self.wrapper();
-        let cache = &client.statement_cache;
         let params: Vec<&(dyn ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let result = self.handle.block_on(async {
-            if cache.size() >= STATEMENT_CACHE_LIMIT {
-                cache.clear();
+        let result = match &mut self.client {
+            Client::Own {
+                client,
+                connection,
+                statements,
+            } => {
+                let result = drive(&self.handle, connection, async {
+                    let statement = match statements.get(sql) {
+                        Some(s) => s.clone(),
+                        None => {
+                            if statements.len() >= STATEMENT_CACHE_LIMIT {
+                                statements.clear();
+                            }
+                            let s = client.prepare(sql).await?;
+                            statements.insert(sql.to_owned(), s.clone());
+                            s
+                        }
+                    };
+                    run(client, &statement, &params).await
+                });
+                if is_stale_plan(&result) {
+                    statements.clear();
+                }
+                result
             }
-            let statement = client.prepare_cached(sql).await?;
-            run(client, &statement, &params).await
-        });
-        result.map_err(|e| {
-            // Another process changed the schema under a kept plan: forget
-            // the plans so the next call prepares afresh.
-            if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) {
-                cache.clear();
+            Client::Pooled(object) => {
+                let cache = &object.statement_cache;
+                let result = self.handle.block_on(async {
+                    if cache.size() >= STATEMENT_CACHE_LIMIT {
+                        cache.clear();
+                    }
+                    let statement = object.prepare_cached(sql).await?;
+                    run(object, &statement, &params).await
+                });
+                if is_stale_plan(&result) {
+                    cache.clear();
+                }
+                result
             }
-            map_err(&e)
-        })
+        };
+        result.map_err(|e| map_err(&e))
     }
+}
+
+/// Whether a call failed because another process changed the schema under
+/// a kept plan ("cached plan must not change result type"): the plans are
+/// then forgotten, so the next call prepares afresh.
+fn is_stale_plan<T>(result: &std::result::Result<T, tokio_postgres::Error>) -> bool {
+    matches!(result, Err(e) if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED))
 }
 
 impl ToSql for Value {
@@ -183,9 +274,12 @@ impl Conn for PgConn {
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
-        let client = self.wrapper();
-        self.handle
-            .block_on(client.batch_execute(sql))
-            .map_err(|e| map_err(&e))
+        match &mut self.client {
+            Client::Own {
+                client, connection, ..
+            } => drive(&self.handle, connection, client.batch_execute(sql)),
+            Client::Pooled(object) => self.handle.block_on(object.batch_execute(sql)),
+        }
+        .map_err(|e| map_err(&e))
     }
 }

@@ -1,10 +1,13 @@
 //! The PostgreSQL backend: several botwire processes may share one server.
 //!
-//! Connections are tokio-postgres clients driven by the runtime the backend
-//! was built on (no runtime or thread per connection); the store's
-//! synchronous [`Conn`] calls block on that runtime's handle from the
-//! writer's thread or the blocking pool ([`conn`]). Read connections come
-//! from a deadpool-postgres pool; every connection keeps its prepared
+//! Connections are tokio-postgres clients on the runtime the backend was
+//! built on (no runtime or thread per connection); the store's synchronous
+//! [`Conn`] calls block on that runtime's handle from the writer's thread or
+//! the blocking pool ([`conn`]). Read connections come from a
+//! deadpool-postgres pool and run as tasks, as does the `LISTEN` connection
+//! ([`listen`]); the writer's connection is polled by the writer thread
+//! while its calls wait (between calls the server has nothing to say to it
+//! that cannot wait in the socket). Every connection keeps its prepared
 //! statements. The URL's `sslmode` and `sslrootcert` choose TLS ([`tls`]).
 //! Each process has its own group-commit writer; rows contested between
 //! processes are guarded by constraints and row locks, never by
@@ -16,7 +19,7 @@ pub mod tls;
 
 use super::{Backend, BackendKind, Conn, Listener, Result, StoreError};
 use conn::{Client, PgConn};
-use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tls::describe;
 use tokio::runtime::Handle;
 
@@ -126,13 +129,12 @@ impl Backend for Postgres {
             .handle
             .block_on(config.connect(tls))
             .map_err(|e| unavailable(&e))?;
-        let task = self.handle.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %describe(&e), "PostgreSQL write connection failed");
-            }
-        });
         Ok(Box::new(PgConn {
-            client: Client::Own(ClientWrapper::new(client, task)),
+            client: Client::Own {
+                client,
+                connection: Some(Box::new(connection)),
+                statements: Default::default(),
+            },
             handle: self.handle.clone(),
         }))
     }

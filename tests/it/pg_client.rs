@@ -1,16 +1,21 @@
-//! PostgreSQL over TLS: a throwaway PostgreSQL server of the test's own
-//! (never the shared one), on a free loopback port, that accepts TLS
-//! connections only, with a certificate signed by a certificate authority
-//! made for the test with the `openssl` command. The store opens it with
-//! each `sslmode` and reads, writes and listens through it; a wrong root
-//! certificate or a certificate for another name is refused, saying why.
+//! The PostgreSQL client: TLS and connections that break.
+//!
+//! TLS: a throwaway PostgreSQL server of the test's own (never the shared
+//! one), on a free loopback port, that accepts TLS connections only, with a
+//! certificate signed by a certificate authority made for the test with the
+//! `openssl` command. The store opens it with each `sslmode` and reads,
+//! writes and listens through it; a wrong root certificate or a certificate
+//! for another name is refused, saying why. It needs the server's `initdb`
+//! and `pg_ctl` (Debian's /usr/lib/postgresql/N/bin) and `openssl`.
+//!
+//! Broken connections: the server ends every connection of a store; the
+//! next write fails as unavailable instead of waiting, and reads heal.
 //!
 //! Runs where the PostgreSQL tests run (`BOTWIRE_TEST_POSTGRES_URL`, and
-//! never skipped under `BOTWIRE_REQUIRE_POSTGRES=1`); it needs the server's
-//! `initdb` and `pg_ctl` (Debian's /usr/lib/postgresql/N/bin) and `openssl`.
+//! never skipped under `BOTWIRE_REQUIRE_POSTGRES=1`).
 
 use crate::common;
-use botwire::store::{Conn, Listener, Store};
+use botwire::store::{Conn, Listener, Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -368,4 +373,55 @@ async fn store_over_tls_checks_the_server_certificate_as_sslmode_asks() {
     tokio::task::spawn_blocking(move || drop(server))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn connections_the_server_ends_fail_writes_promptly_and_reads_heal() {
+    let Some(db) = common::test_db(common::Db::Postgres) else {
+        return;
+    };
+    let store = Store::open(&db.url).await.unwrap();
+    let pepper = botwire::auth::Pepper::new(b"pepper".to_vec());
+    store.bootstrap(&pepper).await.unwrap().expect("fresh db");
+    // Several read connections in the pool, and the writer's.
+    tokio::join!(
+        encrypted(&store),
+        encrypted(&store),
+        encrypted(&store),
+        encrypted(&store)
+    );
+    let ended = store
+        .read(|c: &mut dyn Conn| {
+            c.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+        })
+        .await
+        .unwrap();
+    assert!(!ended.is_empty(), "the writer's connection at least");
+
+    let write = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.create_account("after", &pepper),
+    )
+    .await
+    .expect("a write on an ended connection answers");
+    assert!(
+        matches!(write, Err(StoreError::Unavailable(_))),
+        "{write:?}"
+    );
+
+    // A pooled connection the server ended is dropped, not lent again.
+    let mut failed = 0;
+    for _ in 0..10 {
+        match store.first_account().await {
+            Ok(a) => assert!(a.is_some()),
+            Err(StoreError::Unavailable(_)) => failed += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(failed <= 1, "{failed} of 10 reads failed");
+    store.close().await;
 }
