@@ -107,11 +107,6 @@ impl Postgres {
             handle,
         })
     }
-
-    /// The TLS mode the URL asked for.
-    pub fn ssl_mode(&self) -> tls::SslMode {
-        self.settings.mode
-    }
 }
 
 fn unavailable(e: &(dyn std::error::Error + 'static)) -> StoreError {
