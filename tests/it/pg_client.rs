@@ -413,15 +413,23 @@ async fn connections_the_server_ends_fail_writes_promptly_and_reads_heal() {
         "{write:?}"
     );
 
-    // A pooled connection the server ended is dropped, not lent again.
-    let mut failed = 0;
-    for _ in 0..10 {
+    // A read on a pooled connection whose session the server ended fails
+    // as unavailable (not as a database error), and the pool replaces it:
+    // at most one failure per connection the pool held, then reads work.
+    let (mut failed, mut ok_in_a_row) = (0, 0);
+    while ok_in_a_row < 5 {
         match store.first_account().await {
-            Ok(a) => assert!(a.is_some()),
-            Err(StoreError::Unavailable(_)) => failed += 1,
-            Err(e) => panic!("{e}"),
+            Ok(a) => {
+                assert!(a.is_some());
+                ok_in_a_row += 1;
+            }
+            Err(StoreError::Unavailable(_)) => {
+                failed += 1;
+                ok_in_a_row = 0;
+            }
+            Err(e) => panic!("{e:?}"),
         }
+        assert!(failed <= 8, "reads keep failing");
     }
-    assert!(failed <= 1, "{failed} of 10 reads failed");
     store.close().await;
 }

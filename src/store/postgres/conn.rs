@@ -208,9 +208,9 @@ impl ToSql for Value {
 }
 
 /// Sorts a database error into the store's kinds: a refused write (unique,
-/// exclusion, foreign-key, check or not-null rule) is a `Conflict`, any other
-/// answer of the server a `Database` error, and everything else (a closed
-/// or broken connection) `Unavailable`.
+/// exclusion, foreign-key, check or not-null rule) is a `Conflict`; a
+/// session the server ended or a broken or closed connection is
+/// `Unavailable`; any other answer of the server a `Database` error.
 pub(super) fn map_err(e: &tokio_postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
         let code = db.code();
@@ -221,6 +221,15 @@ pub(super) fn map_err(e: &tokio_postgres::Error) -> StoreError {
             || *code == SqlState::NOT_NULL_VIOLATION
         {
             return StoreError::Conflict(db.message().to_owned());
+        }
+        // The server ended the session (shut down, administrator command)
+        // or the connection broke: the connection is gone, not the query.
+        if code.code().starts_with("08")
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+        {
+            return StoreError::Unavailable(format!("{}: {}", code.code(), db.message()));
         }
         return StoreError::Database(format!("{}: {}", code.code(), db.message()));
     }
