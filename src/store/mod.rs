@@ -137,6 +137,12 @@ pub trait Backend: Send + Sync + 'static {
     fn migrations(&self) -> &'static [(i64, &'static str, &'static str)];
     /// How many read connections to keep.
     fn read_pool_size(&self) -> usize;
+    /// Whether [`Backend::open_reader`] lends a connection from a pool of
+    /// the backend's own, which dropping the connection gives back (the
+    /// read pool then keeps none itself).
+    fn pools_readers(&self) -> bool {
+        false
+    }
     /// What a claiming subquery appends so concurrent claimers skip each
     /// other's rows instead of waiting (`FOR UPDATE SKIP LOCKED` on
     /// PostgreSQL; nothing on SQLite, whose single writer already excludes

@@ -1,8 +1,11 @@
 //! The read pool: a few read connections used from the blocking thread pool.
 //!
-//! Connections are opened lazily, up to the backend's pool size, and a
-//! connection whose query failed for an operational reason is dropped rather
-//! than returned, so a broken connection heals by reconnecting.
+//! At most the backend's pool size of reads run at once. SQLite's
+//! connections are opened lazily and kept here; a connection whose query
+//! failed for an operational reason is dropped rather than returned, so a
+//! broken connection heals by reconnecting. PostgreSQL lends its connections
+//! from its own pool (deadpool-postgres, [`Backend::pools_readers`]), which
+//! takes each back when the read is done and checks it on the next loan.
 
 use super::{Backend, Conn, Result, StoreError};
 use std::sync::{Arc, Mutex};
@@ -51,6 +54,10 @@ impl ReadPool {
         let pool = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            if pool.backend.pools_readers() {
+                let mut conn = pool.backend.open_reader()?;
+                return f(&mut *conn);
+            }
             let existing = pool.idle.lock().expect("pool lock").pop();
             let mut conn = match existing {
                 Some(c) => c,
@@ -67,19 +74,5 @@ impl ReadPool {
         })
         .await
         .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
-    }
-}
-
-impl Drop for ReadPool {
-    fn drop(&mut self) {
-        // The synchronous PostgreSQL client blocks when it closes, which is
-        // not allowed on an async runtime thread: close idle connections on
-        // a thread of their own.
-        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
-        if !idle.is_empty() {
-            let _ = std::thread::Builder::new()
-                .name("botwire-pool-close".into())
-                .spawn(move || drop(idle));
-        }
     }
 }

@@ -30,6 +30,7 @@ mod hostile;
 mod inbox;
 mod outbox;
 mod people;
+mod pg_client;
 mod reliability;
 mod retention;
 mod ssrf;

@@ -1,0 +1,294 @@
+//! One PostgreSQL connection behind the store's synchronous [`Conn`] trait.
+//!
+//! The connection is a tokio-postgres client on the server's runtime; each
+//! call blocks the calling thread (the writer's own thread or a
+//! blocking-pool thread, never a runtime worker) on that runtime's handle
+//! until the answer is in. A pooled read connection is driven by a task;
+//! the writer's connection by the writer thread itself, during its calls. Every statement is prepared once
+//! per connection and kept, keyed by its SQL text, so a repeated statement
+//! costs one round trip (bind and execute) and no parse or plan.
+
+use super::super::{Conn, Result, Row, StoreError, Value};
+use super::CHANNEL;
+use super::tls::{RustlsStream, describe};
+use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::sync::Arc;
+use std::task::Poll;
+use tokio::runtime::Handle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{AsyncMessage, Statement};
+
+/// Statements kept per connection before the cache is emptied and refilled:
+/// the store's SQL is a fixed set of texts, but a few are built with a
+/// variable number of placeholders.
+const STATEMENT_CACHE_LIMIT: usize = 512;
+
+/// The writer's connection: the socket side of its client.
+pub(super) type Connection =
+    tokio_postgres::Connection<tokio_postgres::Socket, RustlsStream<tokio_postgres::Socket>>;
+
+/// Where a connection came from.
+pub(super) enum Client {
+    /// The writer's own connection. Nothing else uses it, so instead of a
+    /// task of its own it is polled by the writer thread while a call
+    /// waits: a round trip then wakes one thread, not a task and a thread.
+    Own {
+        client: tokio_postgres::Client,
+        /// `None` once the connection has ended (later calls then fail as
+        /// closed). Boxed: it holds the socket's buffers.
+        connection: Option<Box<Connection>>,
+        statements: HashMap<String, Statement>,
+    },
+    /// A read connection borrowed from the pool (its connection runs as a
+    /// task); dropping it returns it.
+    Pooled(deadpool_postgres::Object),
+}
+
+/// A PostgreSQL connection driven by the server's runtime.
+pub(super) struct PgConn {
+    pub(super) client: Client,
+    pub(super) handle: Handle,
+}
+
+/// Runs `call` on `handle`'s runtime, polling `connection` beside it until
+/// `call` is done. A connection that ends is dropped, which fails the
+/// calls waiting on it.
+fn drive<T>(
+    handle: &Handle,
+    connection: &mut Option<Box<Connection>>,
+    call: impl Future<Output = T>,
+) -> T {
+    handle.block_on(async {
+        let mut call = std::pin::pin!(call);
+        poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(out) = call.as_mut().poll(cx) {
+                    return Poll::Ready(out);
+                }
+                let Some(conn) = connection.as_mut() else {
+                    return Poll::Pending;
+                };
+                match conn.poll_message(cx) {
+                    Poll::Ready(Some(Ok(AsyncMessage::Notice(notice)))) => {
+                        tracing::info!(notice = %notice.message(), "PostgreSQL notice");
+                    }
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::warn!(error = %describe(&e), "PostgreSQL write connection failed");
+                        *connection = None;
+                    }
+                    Poll::Ready(None) => *connection = None,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await
+    })
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // The writer's connection sends its goodbye (Terminate) and closes
+        // once the client is gone; a runtime that has shut down drops it.
+        if let Client::Own { connection, .. } = &mut self.client
+            && let Some(connection) = connection.take()
+        {
+            self.handle.spawn(async move {
+                let _ = (*connection).await;
+            });
+        }
+    }
+}
+
+impl PgConn {
+    /// Runs `sql` as a kept prepared statement through `run`.
+    fn prepared<T, F>(&mut self, sql: &str, values: &[Value], run: F) -> Result<T>
+    where
+        F: AsyncFnOnce(
+            &tokio_postgres::Client,
+            &tokio_postgres::Statement,
+            &[&(dyn ToSql + Sync)],
+        ) -> std::result::Result<T, tokio_postgres::Error>,
+    {
+        let params: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        let result = match &mut self.client {
+            Client::Own {
+                client,
+                connection,
+                statements,
+            } => {
+                let result = drive(&self.handle, connection, async {
+                    let statement = match statements.get(sql) {
+                        Some(s) => s.clone(),
+                        None => {
+                            if statements.len() >= STATEMENT_CACHE_LIMIT {
+                                statements.clear();
+                            }
+                            let s = client.prepare(sql).await?;
+                            statements.insert(sql.to_owned(), s.clone());
+                            s
+                        }
+                    };
+                    run(client, &statement, &params).await
+                });
+                if is_stale_plan(&result) {
+                    statements.clear();
+                }
+                result
+            }
+            Client::Pooled(object) => {
+                let cache = &object.statement_cache;
+                let result = self.handle.block_on(async {
+                    if cache.size() >= STATEMENT_CACHE_LIMIT {
+                        cache.clear();
+                    }
+                    let statement = object.prepare_cached(sql).await?;
+                    run(object, &statement, &params).await
+                });
+                if is_stale_plan(&result) {
+                    cache.clear();
+                }
+                result
+            }
+        };
+        result.map_err(|e| map_err(&e))
+    }
+}
+
+/// Whether a call failed because another process changed the schema under
+/// a kept plan ("cached plan must not change result type"): the plans are
+/// then forgotten, so the next call prepares afresh.
+fn is_stale_plan<T>(result: &std::result::Result<T, tokio_postgres::Error>) -> bool {
+    matches!(result, Err(e) if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED))
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut tokio_postgres::types::private::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => match *ty {
+                Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*v)?.to_sql(ty, out),
+                Type::BOOL => (*v != 0).to_sql(ty, out),
+                _ => v.to_sql(ty, out),
+            },
+            Value::Bool(b) => match *ty {
+                Type::INT8 => i64::from(*b).to_sql(ty, out),
+                _ => b.to_sql(ty, out),
+            },
+            Value::Text(s) => s.as_str().to_sql(ty, out),
+            Value::Float(f) => f.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(
+            *ty,
+            Type::INT8
+                | Type::FLOAT8
+                | Type::INT4
+                | Type::INT2
+                | Type::BOOL
+                | Type::TEXT
+                | Type::VARCHAR
+                | Type::BPCHAR
+                | Type::NAME
+                | Type::UNKNOWN
+        )
+    }
+
+    to_sql_checked!();
+}
+
+/// Sorts a database error into the store's kinds: a refused write (unique,
+/// exclusion, foreign-key, check or not-null rule) is a `Conflict`; a
+/// session the server ended or a broken or closed connection is
+/// `Unavailable`; any other answer of the server a `Database` error.
+pub(super) fn map_err(e: &tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::UNIQUE_VIOLATION
+            || *code == SqlState::EXCLUSION_VIOLATION
+            || *code == SqlState::FOREIGN_KEY_VIOLATION
+            || *code == SqlState::CHECK_VIOLATION
+            || *code == SqlState::NOT_NULL_VIOLATION
+        {
+            return StoreError::Conflict(db.message().to_owned());
+        }
+        // The server ended the session (shut down, administrator command)
+        // or the connection broke: the connection is gone, not the query.
+        if code.code().starts_with("08")
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+        {
+            return StoreError::Unavailable(format!("{}: {}", code.code(), db.message()));
+        }
+        return StoreError::Database(format!("{}: {}", code.code(), db.message()));
+    }
+    StoreError::Unavailable(describe(e))
+}
+
+fn decode(row: &tokio_postgres::Row, names: &[Arc<str>]) -> Result<Row> {
+    let mut out = Vec::with_capacity(row.len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let v = match *col.type_() {
+            Type::INT8 => row.get::<_, Option<i64>>(i).map(Value::Int),
+            Type::INT4 => row.get::<_, Option<i32>>(i).map(|v| Value::Int(v.into())),
+            Type::INT2 => row.get::<_, Option<i16>>(i).map(|v| Value::Int(v.into())),
+            Type::BOOL => row.get::<_, Option<bool>>(i).map(Value::Bool),
+            Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => {
+                row.get::<_, Option<String>>(i).map(Value::Text)
+            }
+            ref other => {
+                return Err(StoreError::Database(format!(
+                    "column {} has unsupported type {other}",
+                    col.name()
+                )));
+            }
+        };
+        out.push(v.unwrap_or(Value::Null));
+    }
+    Ok(Row::new(names, out))
+}
+
+impl Conn for PgConn {
+    fn notify_deliveries(&mut self) -> Result<()> {
+        self.batch(&format!("NOTIFY {CHANNEL}"))
+    }
+
+    fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64> {
+        self.prepared(sql, values, async |client, statement, params| {
+            client.execute(statement, params).await
+        })
+    }
+
+    fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>> {
+        let (names, rows) = self.prepared(sql, values, async |client, statement, params| {
+            let names: Vec<Arc<str>> = statement
+                .columns()
+                .iter()
+                .map(|c| Arc::from(c.name()))
+                .collect();
+            Ok((names, client.query(statement, params).await?))
+        })?;
+        rows.iter().map(|row| decode(row, &names)).collect()
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        match &mut self.client {
+            Client::Own {
+                client, connection, ..
+            } => drive(&self.handle, connection, client.batch_execute(sql)),
+            Client::Pooled(object) => self.handle.block_on(object.batch_execute(sql)),
+        }
+        .map_err(|e| map_err(&e))
+    }
+}
