@@ -15,7 +15,11 @@
 # tables and indexes the run left. WAL bytes do not depend on the build
 # profile; events/s and CPU do. Only loopback is used.
 # Usage: scripts/wal-per-event.sh [BINARY] [EVENTS]
-#   (default target/debug/botwire, 5000; ADMIN_URL overrides the server)
+#   (default target/debug/botwire, 5000; ADMIN_URL overrides the server;
+#   CHECKPOINT_EVERY=S runs a CHECKPOINT every S seconds during the bench,
+#   so the full-page images written after each checkpoint are counted too;
+#   checkpoints recycle WAL segments, so then only the cluster-wide figure
+#   is printed)
 set -eu
 bin=${1:-target/debug/botwire}
 events=${2:-5000}
@@ -39,9 +43,15 @@ sample() {
 }
 sample >"/tmp/$db.samples" &
 sampler=$!
+checkpointer=
+if [ -n "${CHECKPOINT_EVERY:-}" ]; then
+    (while sleep "$CHECKPOINT_EVERY"; do psql "$admin" -qAtc "CHECKPOINT"; done) &
+    checkpointer=$!
+fi
 /usr/bin/time -f "botwire process CPU: %U s user, %S s system, %e s wall" \
     "$bin" bench deliver --database "$base/$db" --events "$events" --rate 0 >"/tmp/$db.out" 2>&1
 kill "$sampler"
+[ -z "$checkpointer" ] || kill "$checkpointer"
 # The statistics collector flushes about once a second.
 sleep 2
 lsn1=$(psql "$admin" -qAtc "SELECT pg_current_wal_lsn()")
