@@ -91,9 +91,13 @@ pub fn looks_like_key(s: &str) -> bool {
 /// Recently verified keys, so a busy client costs one hash, not one
 /// database read, per request.
 ///
-/// Entries live for [`KeyCache::TTL`]. Revoking a key through this process
-/// forgets it at once; a revocation made by another process (another node,
-/// or the CLI) takes effect within the TTL.
+/// Entries live for [`KeyCache::TTL`], counted from the moment the
+/// database lookup that verified the key *began*, not from when its answer
+/// arrived: a lookup that raced a revocation cannot stretch the key's life
+/// past the TTL. Revoking a key through this process forgets it at once; a
+/// revocation committed by another process (another node, or the CLI) is
+/// refused here at most one TTL after its commit, with no cross-node
+/// message: every node asks the database again once its entry expires.
 #[derive(Default)]
 pub struct KeyCache {
     entries: Mutex<HashMap<String, (Principal, Instant)>>,
@@ -112,13 +116,13 @@ impl KeyCache {
             .map(|(p, _)| p.clone())
     }
 
-    /// Remembers a verified key.
-    pub fn put(&self, hash: String, principal: Principal) {
+    /// Remembers a key verified by a lookup that began at `checked_at`.
+    pub fn put(&self, hash: String, principal: Principal, checked_at: Instant) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() > 100_000 {
             entries.retain(|_, (_, at)| at.elapsed() < Self::TTL);
         }
-        entries.insert(hash, (principal, Instant::now()));
+        entries.insert(hash, (principal, checked_at));
     }
 
     /// Forgets every cached key (after a revocation or a bot deletion).
@@ -149,5 +153,28 @@ mod tests {
         assert!(!p2.verify(&a.plaintext, &h));
         assert_eq!(format!("{p1:?}"), "Pepper(***)");
         assert!(!format!("{a:?}").contains(&a.plaintext));
+    }
+
+    #[test]
+    fn a_cached_key_expires_one_ttl_after_its_lookup_began() {
+        let cache = KeyCache::default();
+        let p = Principal {
+            account_id: "acc".into(),
+            key_id: "key".into(),
+            bot_id: None,
+            publishable: false,
+            origins: Vec::new(),
+        };
+        let now = Instant::now();
+        cache.put("fresh".into(), p.clone(), now);
+        assert!(cache.get("fresh").is_some());
+        // A lookup that began a TTL ago (and answered late) is not trusted.
+        let Some(long_ago) = now.checked_sub(KeyCache::TTL) else {
+            return;
+        };
+        cache.put("slow".into(), p, long_ago);
+        assert!(cache.get("slow").is_none());
+        cache.clear();
+        assert!(cache.get("fresh").is_none());
     }
 }

@@ -236,13 +236,15 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
     let p = if let Some(p) = state.keys.get(&hash) {
         p
     } else {
+        // Taken before the lookup: the cache entry's age counts from here.
+        let checked_at = std::time::Instant::now();
         match state
             .store
             .authenticate_hash(key, hash.clone(), &state.pepper)
             .await?
         {
             Some(p) => {
-                state.keys.put(hash, p.clone());
+                state.keys.put(hash, p.clone(), checked_at);
                 p
             }
             None => return Err(ApiError::unauthorized("invalid or revoked API key")),

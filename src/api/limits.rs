@@ -3,8 +3,10 @@
 //! a bounded number of chat messages a minute, and a 429 with `Retry-After`
 //! answers the rest. Secret keys are not limited here.
 //!
-//! Counting is per process and per fixed one-minute window; with several
-//! nodes behind a balancer the bound is per node.
+//! Counting is per process and per fixed one-minute window; with N nodes
+//! behind a balancer a visitor may send up to N times the limit, unless the
+//! balancer sends each client address to one node (docs/SCALING.md: kept
+//! per node on purpose, with what sharing it would cost).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -22,6 +22,9 @@
 //!   million due deliveries costs one request per probe delay instead of
 //!   `per_endpoint` requests all the time, and the claim loop takes none of
 //!   its deliveries meanwhile ([`Dispatcher::claim_limits`]).
+//!   The circuit is this process's own: N worker nodes each probe a dead
+//!   endpoint, so it gets up to N probes per delay (docs/SCALING.md says
+//!   why that is kept rather than shared through the database).
 //! * A lane holds at most [`LANE_CAP`] tickets, waiting or in flight; claims
 //!   ask how much room each lane has.
 //!

@@ -23,6 +23,7 @@ mod builder;
 mod channels;
 mod chaos;
 mod cli;
+mod cluster;
 mod config;
 mod conversations;
 mod delivery;
