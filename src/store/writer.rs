@@ -444,7 +444,10 @@ mod tests {
             }
         }
         let stats = store.writer_stats();
-        assert!(stats.commits < stats.writes, "writes shared commits: {stats:?}");
+        assert!(
+            stats.commits < stats.writes,
+            "writes shared commits: {stats:?}"
+        );
     }
 
     /// A batch in which many re-runnable writes fail still ends: after two
