@@ -42,6 +42,10 @@ pub enum BenchCommand {
         /// Folder for the scratch database (on the disk you want to measure).
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
+        /// Measure on this PostgreSQL database instead (`postgres://…`;
+        /// the bench makes and drops its own table there).
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Events/s end to end through the API, the store and the delivery engine.
     Deliver(super::bench_deliver::DeliverArgs),
@@ -108,16 +112,24 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             writers,
             seconds,
             dir,
+            database,
         } => {
             let duration = Duration::from_secs_f64(seconds.max(0.5));
+            let on = match &database {
+                Some(url) => StoreOn::Url(url.clone()),
+                None => StoreOn::Dir(dir),
+            };
             eprintln!(
-                "bench store: {writers} concurrent writers, {:.1} s per run, SQLite in {} (synchronous=FULL)",
+                "bench store: {writers} concurrent writers, {:.1} s per run, {}",
                 duration.as_secs_f64(),
-                dir.display()
+                match &on {
+                    StoreOn::Dir(dir) => format!("SQLite in {} (synchronous=FULL)", dir.display()),
+                    StoreOn::Url(_) => "PostgreSQL (the server's synchronous_commit)".to_owned(),
+                }
             );
-            let single = measure(&dir, writers, duration, 1).await?;
+            let single = measure(&on, writers, duration, 1).await?;
             report("one commit per write", &single);
-            let group = measure(&dir, writers, duration, crate::store::writer::MAX_BATCH).await?;
+            let group = measure(&on, writers, duration, crate::store::writer::MAX_BATCH).await?;
             report("group commit", &group);
             println!(
                 "group commit: {:.0} acknowledged durable writes/s; one commit per write: {:.0}/s ({:.1}x)",
@@ -162,23 +174,38 @@ fn report(label: &str, b: &StoreBench) {
     );
 }
 
+/// Where `bench store` measures.
+pub enum StoreOn {
+    /// A scratch SQLite file in this folder.
+    Dir(std::path::PathBuf),
+    /// This database (PostgreSQL), in a table of the bench's own.
+    Url(String),
+}
+
 /// Runs `writers` tasks inserting rows for `duration` through a store whose
 /// transactions take at most `max_batch` writes.
 pub async fn measure(
-    dir: &std::path::Path,
+    on: &StoreOn,
     writers: usize,
     duration: Duration,
     max_batch: usize,
 ) -> anyhow::Result<StoreBench> {
-    let path = dir.join(format!(
-        "botwire-bench-{}.db",
-        crate::domain::ids::new_id("b")
-    ));
-    let path_s = path.display().to_string();
-    let store = Store::open_with(Arc::new(Sqlite::new(&path_s)?), max_batch).await?;
+    let (backend, path_s) = match on {
+        StoreOn::Dir(dir) => {
+            let path = dir.join(format!(
+                "botwire-bench-{}.db",
+                crate::domain::ids::new_id("b")
+            ));
+            let path_s = path.display().to_string();
+            let backend: Arc<dyn crate::store::Backend> = Arc::new(Sqlite::new(&path_s)?);
+            (backend, Some(path_s))
+        }
+        StoreOn::Url(url) => (crate::store::backend_for_url(url)?, None),
+    };
+    let store = Store::open_with(backend, max_batch).await?;
     store
         .write(|c| {
-            c.batch("CREATE TABLE IF NOT EXISTS bench_writes (id TEXT PRIMARY KEY, writer BIGINT NOT NULL, body TEXT NOT NULL, at BIGINT NOT NULL)")
+            c.batch("DROP TABLE IF EXISTS bench_writes; CREATE TABLE bench_writes (id TEXT PRIMARY KEY, writer BIGINT NOT NULL, body TEXT NOT NULL, at BIGINT NOT NULL)")
         })
         .await?;
     let before = store.writer_stats();
@@ -221,9 +248,14 @@ pub async fn measure(
                 .int(0)
         })
         .await?;
+    if path_s.is_none() {
+        store.write(|c| c.batch("DROP TABLE bench_writes")).await?;
+    }
     store.close().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{path_s}{suffix}"));
+    if let Some(path_s) = path_s {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path_s}{suffix}"));
+        }
     }
     let writes = count.load(Ordering::Relaxed);
     anyhow::ensure!(

@@ -1019,3 +1019,58 @@ fn serve_prunes_at_start_on_a_worker_node_and_not_on_an_api_node() {
     stop(&mut all);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `bench store --database postgres://…` measures on that database: both
+/// runs store every write they acknowledged (the bench checks the count)
+/// and report their commits; its table is gone afterwards.
+#[test]
+fn bench_store_measures_on_postgresql() {
+    let Some(db) = crate::common::test_db(crate::common::Db::Postgres) else {
+        return;
+    };
+    let out = bin()
+        .args(["bench", "store", "--writers", "8", "--seconds", "0.5"])
+        .args(["--database", &db.url])
+        .output()
+        .expect("run bench store");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench store failed: {stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("PostgreSQL"), "{stderr}");
+    for label in ["one commit per write", "group commit"] {
+        let line = stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in {stderr}"));
+        let writes: u64 = line
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no write count in {line}"));
+        assert!(writes > 0, "{line}");
+    }
+    assert!(stdout.contains("acknowledged durable writes/s"), "{stdout}");
+    let (code, tables) = psql(
+        &db.url,
+        "SELECT count(*) FROM pg_tables WHERE tablename = 'bench_writes'",
+    );
+    assert_eq!(
+        (code, tables.trim()),
+        (0, "0"),
+        "the bench's table is dropped"
+    );
+}
+
+fn psql(url: &str, sql: &str) -> (i32, String) {
+    let out = Command::new("psql")
+        .args([url, "-tAc", sql])
+        .output()
+        .expect("run psql");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
