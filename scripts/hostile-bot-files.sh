@@ -18,7 +18,7 @@ for _ in $(seq 1 100); do
     grep -qoE 'bw_[A-Za-z0-9_-]{43}' "$dir/out.txt" 2>/dev/null && break
     sleep 0.1
 done
-key="$(grep -oE 'bw_[A-Za-z0-9_-]{43}' "$dir/out.txt" | head -n 1)"
+key="$(grep -oE 'bw_[A-Za-z0-9_-]{43}' "$dir/out.txt" | head -n 1 || true)"
 [ -n "$key" ] || { echo "no admin key" >&2; cat "$dir/err.txt" >&2; exit 1; }
 
 hwm() { awk '/VmHWM/ {printf "%d MB", $2 / 1024}' "/proc/$server/status"; }

@@ -5,6 +5,9 @@
 # Webhooks library; a tampered request must be refused with 401.
 #   scripts/receivers.sh [BINARY]
 set -euo pipefail
+# A port nothing listens on, chosen by the kernel (a random one could be
+# taken: another service, or a test's server).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 [ -n "${RECEIVERS_TRACE:-}" ] && set -x
 bin="$(realpath "${1:-target/release/botwire}")"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,7 +20,7 @@ echo "-- installing the receivers' pinned libraries"
 pip install -q --root-user-action=ignore -r "$root/examples/receivers/python/requirements.txt"
 (cd "$root/examples/receivers/node" && npm ci --no-audit --no-fund --silent)
 
-port=$((20000 + RANDOM % 20000))
+port="$(free_port)"
 BOTWIRE_DELIVERY_SYSTEM_DNS=false "$bin" serve --listen "127.0.0.1:$port" --database "sqlite://$dir/r.db" --allow-net 127.0.0.1 \
     >"$dir/out.txt" 2>"$dir/err.txt" &
 pids+=($!)
@@ -25,7 +28,7 @@ for _ in $(seq 1 100); do
     grep -qoE 'bw_[A-Za-z0-9_-]{43}' "$dir/out.txt" 2>/dev/null && break
     sleep 0.1
 done
-key="$(grep -oE 'bw_[A-Za-z0-9_-]{43}' "$dir/out.txt" | head -n 1)"
+key="$(grep -oE 'bw_[A-Za-z0-9_-]{43}' "$dir/out.txt" | head -n 1 || true)"
 [ -n "$key" ] || { echo "receivers.sh: the server printed no admin key" >&2; cat "$dir/err.txt" >&2; exit 1; }
 api="http://127.0.0.1:$port"
 call() { curl -sS --fail-with-body -H "Authorization: Bearer $key" "$@"; }
@@ -38,7 +41,7 @@ call -X POST "$api/v1/bots/import" -H 'Content-Type: application/yaml' \
 failed=0
 check() { # name, command…
     local name="$1"; shift
-    local rport=$((20000 + RANDOM % 20000))
+    local rport="$(free_port)"
     local ep secret
     ep="$(post "$api/v1/bots/elipackage/endpoints" -d "{\"url\": \"http://127.0.0.1:$rport/hook\"}")"
     local id; id="$(echo "$ep" | json "['id']")"

@@ -102,6 +102,35 @@ fn contacts_csv(n: usize, no_phone: usize) -> String {
     csv
 }
 
+/// Bot `shop` with a WhatsApp channel to `fake`, [`contacts_csv`]`(n,
+/// no_phone)` imported, and a segment "All" of them: answers its id.
+async fn shop_with_all_segment(app: &App, fake: &Fake, n: usize, no_phone: usize) -> String {
+    app.create_bot("shop", "support").await;
+    let r = app
+        .admin("POST", "/v1/bots/shop/channels", Some(channel_body(fake)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = app
+        .raw(
+            "POST",
+            "/v1/bots/shop/contacts/import",
+            Some(&app.admin_key),
+            "text/csv",
+            contacts_csv(n, no_phone).into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = app
+        .admin(
+            "POST",
+            "/v1/bots/shop/segments",
+            Some(json!({"name": "All", "filter": "user.group == \"all\""})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
 // ------------------------------------------------------ channel workers
 
 /// An app with the channel workers of a node beside it: the inbound
@@ -208,31 +237,8 @@ async fn broadcast_api_and_recipients(kind: Db) {
     let Some(app) = spawn_app(kind).await else {
         return;
     };
-    app.create_bot("shop", "support").await;
     let fake = Fake::start().await;
-    let r = app
-        .admin("POST", "/v1/bots/shop/channels", Some(channel_body(&fake)))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let r = app
-        .raw(
-            "POST",
-            "/v1/bots/shop/contacts/import",
-            Some(&app.admin_key),
-            "text/csv",
-            contacts_csv(30, 5).into_bytes(),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = app
-        .admin(
-            "POST",
-            "/v1/bots/shop/segments",
-            Some(json!({"name": "All", "filter": "user.group == \"all\""})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let seg = r.body["id"].as_str().unwrap().to_owned();
+    let seg = shop_with_all_segment(&app, &fake, 30, 5).await;
     let template = json!({"name": "promo", "language": "en_US", "params": ["{{user.first_name}}"]});
 
     // Bad input: 4xx saying what to fix.
@@ -513,31 +519,9 @@ async fn a_channel_sends_no_faster_than_its_rate() {
     let Some(app) = spawn_app(Db::Sqlite).await else {
         return;
     };
-    app.create_bot("shop", "support").await;
     let fake = Fake::start().await;
-    let r = app
-        .admin("POST", "/v1/bots/shop/channels", Some(channel_body(&fake)))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
     // 70 with phones, 7 of them opted out: 63 to send.
-    let r = app
-        .raw(
-            "POST",
-            "/v1/bots/shop/contacts/import",
-            Some(&app.admin_key),
-            "text/csv",
-            contacts_csv(70, 0).into_bytes(),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = app
-        .admin(
-            "POST",
-            "/v1/bots/shop/segments",
-            Some(json!({"name": "All", "filter": "user.group == \"all\""})),
-        )
-        .await;
-    let seg = r.body["id"].as_str().unwrap().to_owned();
+    let seg = shop_with_all_segment(&app, &fake, 70, 0).await;
     let delivery = botwire::delivery::Delivery::new(botwire::delivery::Settings {
         allow: botwire::delivery::ssrf::AllowList::parse(["127.0.0.0/8"]).unwrap(),
         ..Default::default()
