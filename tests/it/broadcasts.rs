@@ -714,7 +714,7 @@ async fn a_broadcast_survives_two_kills_postgres() {
     a_broadcast_survives_two_kills(Db::Postgres).await;
 }
 
-/// 10,000 contacts with phones (a tenth opted out) and
+/// 10,000 contacts with phones (4,000 on PostgreSQL; a tenth opted out) and
 /// 20 without a channel; the serving process is killed with SIGKILL twice
 /// while messages are reaching the fake platform, and started again on the
 /// same database. Every recipient gets exactly one outbox message, and the
@@ -725,8 +725,13 @@ async fn a_broadcast_survives_two_kills_postgres() {
 /// sends in flight at each kill end so; the opted out and unreachable ones
 /// carry their reasons and receive nothing; the counts add up.
 async fn a_broadcast_survives_two_kills(kind: Db) {
-    // About 12 s on SQLite and 31 s on PostgreSQL here (debug build).
-    let (n, rate): (usize, u32) = (10_000, 1000);
+    // 10,000 on SQLite (about 12 s here, debug build). PostgreSQL, where
+    // the same run took 31-54 s, sends 4,000 to keep CI short: the kills
+    // land at the same fractions and the checks are the same.
+    let (n, rate): (usize, u32) = match kind {
+        Db::Sqlite => (10_000, 1000),
+        Db::Postgres => (4_000, 1000),
+    };
     const NO_PHONE: usize = 20;
     // Sends in flight per process at most (delivery.max_in_flight).
     const IN_FLIGHT: usize = 256;
