@@ -7,6 +7,7 @@
 //! the campaign's first messages and the contact's answer continues it.
 //! The preview renders a message for a sample recipient.
 
+use crate::common::node::Node;
 use crate::common::{App, Db, spawn_app, spawn_app_with, test_db};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -627,82 +628,13 @@ fn bench_broadcast_reports_none_doubled_postgres() {
 
 // ------------------------------------------------------------ crash test
 
-/// A `botwire serve` process; killed with SIGKILL when dropped.
-struct Node(std::process::Child);
-
-impl Node {
-    fn start(
-        db: &str,
-        port: u16,
-        log: std::path::PathBuf,
-    ) -> (Node, std::sync::mpsc::Receiver<String>) {
-        use std::io::BufRead;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_botwire"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("BOTWIRE_") {
-                cmd.env_remove(k);
-            }
-        }
-        let listen = format!("127.0.0.1:{port}");
-        cmd.args([
-            "serve",
-            "--database",
-            db,
-            "--allow-net",
-            "127.0.0.0/8",
-            "--listen",
-            &listen,
-        ])
-        .env("BOTWIRE_LOG", "warn")
-        // A dead node's leased outbox rows are taken over quickly.
-        .env("BOTWIRE_DELIVERY_LEASE", "2s")
-        // As fast as the fake platform answers: the kills must catch sends
-        // in flight.
-        .env("BOTWIRE_CHANNELS_RATE_WHATSAPP", "0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::from(file));
-        let mut child = cmd.spawn().expect("spawn botwire");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let line = line.trim();
-                if line.starts_with("bw_") && line.len() == 46 {
-                    let _ = tx.send(line.to_owned());
-                }
-            }
-        });
-        let started = Instant::now();
-        while std::net::TcpStream::connect(&listen).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "botwire did not start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        (Node(child), rx)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+/// The crash test's server: a dead node's leased outbox rows are taken over
+/// quickly, and sends go as fast as the fake platform answers (the kills
+/// must catch sends in flight).
+const NODE_ENV: &[(&str, &str)] = &[
+    ("BOTWIRE_DELIVERY_LEASE", "2s"),
+    ("BOTWIRE_CHANNELS_RATE_WHATSAPP", "0"),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_survives_two_kills_sqlite() {
@@ -749,7 +681,7 @@ async fn a_broadcast_survives_two_kills(kind: Db) {
     // Installs the TLS provider the HTTP client needs.
     botwire::delivery::Delivery::new(Default::default()).unwrap();
     let fake = Fake::start().await;
-    let (mut node, keys) = Node::start(&db.url, port, dir.join("1.log"));
+    let (mut node, keys) = Node::start(&db.url, port, dir.join("1.log"), &[], NODE_ENV);
     let key = keys
         .recv_timeout(Duration::from_secs(30))
         .expect("admin key");
@@ -829,7 +761,14 @@ async fn a_broadcast_survives_two_kills(kind: Db) {
             "everything arrived before kill {}",
             round - 1
         );
-        node = Node::start(&db.url, port, dir.join(format!("{round}.log"))).0;
+        node = Node::start(
+            &db.url,
+            port,
+            dir.join(format!("{round}.log")),
+            &[],
+            NODE_ENV,
+        )
+        .0;
     }
     // Done when every reachable recipient's message arrived or failed.
     let counts = |b: &Value| b["counts"].clone();

@@ -11,6 +11,7 @@
 //! waits out a delay.
 
 use crate::common;
+use crate::common::node::Node;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -1253,82 +1254,6 @@ async fn channel_crud_keeps_secrets_write_only() {
 
 // ------------------------------------------------------------ crash test
 
-/// A `botwire serve` process; killed with SIGKILL when dropped.
-struct Node(std::process::Child);
-
-impl Node {
-    fn start(
-        db: &str,
-        port: u16,
-        role: &str,
-        log: std::path::PathBuf,
-    ) -> (Node, std::sync::mpsc::Receiver<String>) {
-        use std::io::BufRead;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_botwire"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("BOTWIRE_") {
-                cmd.env_remove(k);
-            }
-        }
-        let listen = format!("127.0.0.1:{port}");
-        cmd.args([
-            "serve",
-            "--database",
-            db,
-            "--role",
-            role,
-            "--allow-net",
-            "127.0.0.0/8",
-            "--listen",
-            &listen,
-        ])
-        .env("BOTWIRE_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::from(file));
-        let mut child = cmd.spawn().expect("spawn botwire");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let line = line.trim();
-                if line.starts_with("bw_") && line.len() == 46 {
-                    let _ = tx.send(line.to_owned());
-                }
-            }
-        });
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(&listen).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "botwire did not start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        (Node(child), rx)
-    }
-
-    /// `kill -9`.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// A message answered 200 and then lost to a `kill -9` before any worker
 /// processed it is processed when a worker starts on the same database.
 /// The first process serves the API only (`--role api`), as a node of a
@@ -1357,7 +1282,8 @@ async fn a_message_stored_before_a_kill_is_processed_after_restart(kind: Db) {
     // Installs the TLS provider the HTTP client needs.
     Delivery::new(Settings::default()).unwrap();
     let fake = Platform::start("whatsapp").await;
-    let (mut api_node, keys) = Node::start(&db.url, port, "api", dir.join("api.log"));
+    let (mut api_node, keys) =
+        Node::start(&db.url, port, dir.join("api.log"), &["--role", "api"], &[]);
     let key = keys
         .recv_timeout(Duration::from_secs(30))
         .expect("admin key");
@@ -1400,7 +1326,7 @@ async fn a_message_stored_before_a_kill_is_processed_after_restart(kind: Db) {
         "nothing was processed before the kill"
     );
 
-    let (_worker, _) = Node::start(&db.url, port, "all", dir.join("all.log"));
+    let (_worker, _) = Node::start(&db.url, port, dir.join("all.log"), &["--role", "all"], &[]);
     let started = std::time::Instant::now();
     while fake.got().is_empty() {
         assert!(

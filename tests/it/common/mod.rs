@@ -314,6 +314,7 @@ impl App {
     }
 }
 
+pub mod node;
 pub mod webdriver;
 
 /// Tests that load the machine (backlogs, crash and scale-out runs, the
