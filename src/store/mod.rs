@@ -97,6 +97,20 @@ pub trait Conn: Send {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>>;
     /// Runs several `;`-separated statements without parameters.
     fn batch(&mut self, sql: &str) -> Result<()>;
+    /// Runs a statement whose answer the caller does not need. A backend
+    /// may hold it and send it with the next statement that needs an
+    /// answer: the PostgreSQL writer pipelines them, one round trip for
+    /// all. A held statement's error then comes back from that next
+    /// statement, or from [`Conn::flush`]; so a caller that handles a later
+    /// statement's error itself (rather than failing the write) flushes
+    /// first. The writer flushes after every write.
+    fn send(&mut self, sql: &str, params: &[Value]) -> Result<()> {
+        self.execute(sql, params).map(|_| ())
+    }
+    /// Sends every held statement and answers the first error among them.
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Tells other processes, when this transaction commits, that
     /// deliveries are due (PostgreSQL `NOTIFY`; nothing on SQLite, whose
     /// file has one writing process).

@@ -23,6 +23,12 @@
 //! a batch never runs more than three times. Only the last run's result is
 //! answered.
 //!
+//! **Held statements.** A write may hand statements whose answers it does
+//! not need to [`Conn::send`]; on PostgreSQL they go out pipelined with the
+//! next statement that needs an answer. The writer flushes them at the end
+//! of each write (with its savepoint's release held for the next one), so a
+//! held statement's error is its own write's, never a batch-mate's.
+//!
 //! Closures run on the writer thread and must not block on anything but the
 //! database (no HTTP calls: a transaction is open while they run).
 
@@ -59,7 +65,7 @@ where
     F: FnMut(&mut dyn Conn) -> Result<R> + Send + 'static,
 {
     fn run(&mut self, conn: &mut dyn Conn) -> bool {
-        let outcome = match catch_unwind(AssertUnwindSafe(|| (self.f)(conn))) {
+        let outcome = match catch_unwind(AssertUnwindSafe(|| settled(conn, &mut self.f))) {
             Ok(r) => r,
             Err(_) => Err(StoreError::Database("a write panicked".into())),
         };
@@ -76,6 +82,15 @@ where
         };
         let _ = self.reply.send(result);
     }
+}
+
+/// Runs a write and sends what it left held ([`Conn::send`]), so that its
+/// result is known before the next write runs: a held statement's error is
+/// this write's.
+fn settled<R>(conn: &mut dyn Conn, f: impl FnOnce(&mut dyn Conn) -> Result<R>) -> Result<R> {
+    let out = f(conn)?;
+    conn.flush()?;
+    Ok(out)
 }
 
 enum Job {
@@ -140,7 +155,7 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel::<Result<R>>();
         let job: Once = Box::new(move |conn: &mut dyn Conn| {
-            let outcome = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
+            let outcome = match catch_unwind(AssertUnwindSafe(|| settled(conn, f))) {
                 Ok(r) => r,
                 Err(_) => Err(StoreError::Database("a write panicked".into())),
             };
@@ -288,11 +303,11 @@ fn commit_batch(
     'again: while !again.is_empty() {
         for i in 0..again.len() {
             if guarded {
-                conn.execute("SAVEPOINT w", &[])?;
+                conn.send("SAVEPOINT w", &[])?;
             }
             if again[i].run(conn) {
                 if guarded {
-                    conn.execute("RELEASE SAVEPOINT w", &[])?;
+                    conn.send("RELEASE SAVEPOINT w", &[])?;
                 }
                 continue;
             }
@@ -303,9 +318,9 @@ fn commit_batch(
                 conn.batch("ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w")?;
                 // The ones after it still have to run, under savepoints.
                 for rest in again[i..].iter_mut() {
-                    conn.execute("SAVEPOINT w", &[])?;
+                    conn.send("SAVEPOINT w", &[])?;
                     if rest.run(conn) {
-                        conn.execute("RELEASE SAVEPOINT w", &[])?;
+                        conn.send("RELEASE SAVEPOINT w", &[])?;
                     } else {
                         conn.batch("ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w")?;
                     }
@@ -338,11 +353,11 @@ fn commit_batch(
             continue;
         }
         // Prepared (and cached) statements: these run twice per write.
-        conn.execute("SAVEPOINT w", &[])?;
+        conn.send("SAVEPOINT w", &[])?;
         let (ok, finish) = job(conn);
         finishes.push(finish);
         if ok {
-            conn.execute("RELEASE SAVEPOINT w", &[])?;
+            conn.send("RELEASE SAVEPOINT w", &[])?;
         } else {
             conn.batch("ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w")?;
         }

@@ -10,7 +10,7 @@ use botwire::store::conversations::{
     BookingWrite, ContactRow, ConversationRow, TurnCommit, TurnWrite,
 };
 use botwire::store::events::EventRow;
-use botwire::store::{PageRequest, Store, StoreError};
+use botwire::store::{Conn, PageRequest, Store, StoreError};
 use common::{Db, test_db};
 
 async fn suite(kind: Db) {
@@ -22,6 +22,7 @@ async fn suite(kind: Db) {
     bots(&store, &pepper).await;
     group_commit(&store).await;
     failed_write_spares_its_batch(&store).await;
+    sent_statements_answer_for_their_own_write(&store).await;
     migrations_are_idempotent(&store, &db.url).await;
     one_booking_per_slot(&store, &db.url).await;
     claims_take_only_due_work_of_enabled_endpoints(&store).await;
@@ -517,6 +518,81 @@ async fn failed_write_spares_its_batch(store: &Store) {
         .unwrap();
     assert_eq!(ok_rows, 45, "the 45 good writes landed");
     assert_eq!(orphan, 0, "a failed write left none of its own changes");
+}
+
+/// Statements given to `send` (held and pipelined on PostgreSQL) fail the
+/// write that sent them, not the next one in the batch or the commit; a
+/// later query of the same write sees them; once-only and re-runnable writes
+/// alike.
+async fn sent_statements_answer_for_their_own_write(store: &Store) {
+    let mut tasks = Vec::new();
+    for i in 0..60i64 {
+        let s = store.clone();
+        // Every sixth write clashes with a row of group_commit's (ids 0..400).
+        let id = if i % 6 == 0 { i } else { 500_000 + i };
+        tasks.push(tokio::spawn(async move {
+            let write = move |c: &mut dyn Conn| {
+                c.send(
+                    "INSERT INTO gc_probe (id, v) VALUES ($1, $2)",
+                    &[id.into(), "sent".into()],
+                )?;
+                c.send(
+                    "INSERT INTO gc_probe (id, v) VALUES ($1, $2)",
+                    &[(id + 1_000_000).into(), "sent".into()],
+                )?;
+                Ok(())
+            };
+            let result = if i % 2 == 0 {
+                s.write(write).await
+            } else {
+                s.write_again(write).await
+            };
+            (id, result)
+        }));
+    }
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (id, Ok(())) => assert!(id >= 500_000, "write {id} should have clashed"),
+            (id, Err(StoreError::Conflict(_))) => {
+                assert!(id < 400, "write {id} failed for another's row");
+                conflicts += 1;
+            }
+            (id, Err(e)) => panic!("write {id}: unexpected {e:?}"),
+        }
+    }
+    assert_eq!(conflicts, 10);
+    let (sent, orphans) = store
+        .read(|c| {
+            let sent = c
+                .query_one("SELECT COUNT(*) FROM gc_probe WHERE v = 'sent'", &[])?
+                .int(0)?;
+            let orphans = c
+                .query_one(
+                    "SELECT COUNT(*) FROM gc_probe WHERE id >= 1000000 AND id < 1000400",
+                    &[],
+                )?
+                .int(0)?;
+            Ok((sent, orphans))
+        })
+        .await
+        .unwrap();
+    assert_eq!(sent, 100, "the 50 good writes landed, two rows each");
+    assert_eq!(orphans, 0, "a failed write left none of its rows");
+
+    // A query after a sent statement, in the same write, sees it.
+    let seen = store
+        .write(|c| {
+            c.send(
+                "INSERT INTO gc_probe (id, v) VALUES ($1, $2)",
+                &[700_000i64.into(), "ordered".into()],
+            )?;
+            c.query_one("SELECT v FROM gc_probe WHERE id = $1", &[700_000i64.into()])?
+                .text(0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, "ordered");
 }
 
 async fn migrations_are_idempotent(store: &Store, url: &str) {

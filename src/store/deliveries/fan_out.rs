@@ -6,14 +6,17 @@ use crate::domain::endpoint;
 use crate::domain::ids::new_id;
 use crate::store::endpoints::{EP_COLUMNS, EndpointRow, endpoint_from};
 use crate::store::events::EventRow;
-use crate::store::{Conn, Result, Store, now_ms};
+use crate::store::{Conn, Result, Store, StoreError, now_ms};
 use serde_json::json;
 use std::sync::{Arc, LazyLock};
 
+/// The bot's enabled endpoints, joined to the bot itself: no row at all
+/// means there is no such bot; one row of nulls, that it has no endpoint.
 static FAN_OUT_BOT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {EP_COLUMNS} FROM endpoints ep
-         WHERE ep.account_id = $1 AND ep.bot_id = $2 AND ep.enabled"
+        "SELECT {EP_COLUMNS} FROM bots b
+         LEFT JOIN endpoints ep ON ep.account_id = b.account_id AND ep.bot_id = b.id AND ep.enabled
+         WHERE b.account_id = $1 AND b.id = $2"
     )
 });
 
@@ -22,7 +25,9 @@ static FAN_OUT_ACCOUNT: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Inserts one delivery per enabled endpoint that wants `event`, inside the
-/// event's transaction, and returns them as tickets.
+/// event's transaction, and returns them as tickets. With `require_bot`, an
+/// event of a bot that does not exist is `NotFound` (an account-wide one is
+/// not checked).
 ///
 /// `endpoint.disabled` goes to every endpoint of the account that names it
 /// explicitly, and to the disabled endpoint's own bot's endpoints that take
@@ -31,22 +36,28 @@ pub(in crate::store) fn fan_out(
     c: &mut dyn Conn,
     event: &EventRow,
     lease: Option<&Lease>,
+    require_bot: bool,
 ) -> Result<Vec<DeliveryTicket>> {
     let account_wide = endpoint::account_wide(&event.event_type);
     let rows = if account_wide {
         c.query(&FAN_OUT_ACCOUNT, &[(&event.account_id).into()])?
     } else {
-        c.query(
+        let rows = c.query(
             &FAN_OUT_BOT,
             &[(&event.account_id).into(), (&event.bot_id).into()],
-        )?
+        )?;
+        if rows.is_empty() && require_bot {
+            return Err(StoreError::NotFound);
+        }
+        rows
     };
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
     let event_arc = Arc::new(event.clone());
     let mut tickets = Vec::new();
     for row in &rows {
+        if row.opt_text_at("id")?.is_none() {
+            // The bot's row, with no endpoint joined.
+            continue;
+        }
         let ep = endpoint_from(row)?;
         if !ep.receives(&event.bot_id, &event.event_type) {
             continue;
@@ -76,7 +87,7 @@ fn insert_delivery(
     lease: Option<&Lease>,
 ) -> Result<()> {
     let now = now_ms();
-    c.execute(
+    c.send(
         "INSERT INTO deliveries (id, account_id, bot_id, endpoint_id, event_id, status, attempts,
             next_attempt_at, locked_until, locked_by, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8, $6, $6)",
@@ -90,8 +101,7 @@ fn insert_delivery(
             lease.map(|l| now + l.ms).into(),
             lease.map(|l| l.node.to_string()).into(),
         ],
-    )?;
-    Ok(())
+    )
 }
 
 impl Store {

@@ -9,6 +9,16 @@ use crate::store::events::{EventRow, insert_event};
 use crate::store::{Conn, Result, Store, now_ms};
 use serde_json::json;
 use std::collections::HashMap;
+use std::sync::LazyLock;
+
+static INSERT_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO attempts ({A_COLUMNS}, account_id)
+         SELECT $1, $2, $3, CAST($4 AS BIGINT), CAST($5 AS BIGINT), $6, CAST($7 AS BIGINT),
+                $8, $9, $10, $11, $12
+         WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $2)"
+    )
+});
 
 fn disable(
     c: &mut dyn Conn,
@@ -88,8 +98,9 @@ fn apply_outcomes(
     };
     let mut streaks: HashMap<&str, Streak> = HashMap::new();
     for o in outcomes {
-        let updated = match &o.next {
-            NextState::Held => c.execute(
+        // Sent without waiting for answers (pipelined on PostgreSQL).
+        match &o.next {
+            NextState::Held => c.send(
                 "UPDATE deliveries SET locked_until = NULL, locked_by = NULL WHERE id = $1",
                 &[(&o.delivery_id).into()],
             )?,
@@ -100,7 +111,7 @@ fn apply_outcomes(
                     _ => ("dead", None),
                 };
                 let last_error = o.attempt.as_ref().and_then(|a| a.error_message.clone());
-                c.execute(
+                c.send(
                     "UPDATE deliveries SET status = $1, attempts = attempts + 1, next_attempt_at = $2,
                         locked_until = NULL, locked_by = NULL,
                         last_error = CASE WHEN $1 = 'succeeded' THEN last_error ELSE $3 END,
@@ -117,15 +128,10 @@ fn apply_outcomes(
             }
         };
         let Some(a) = &o.attempt else { continue };
-        if updated == 0 {
-            // The delivery is gone (its endpoint was deleted meanwhile).
-            continue;
-        }
-        c.execute(
-            &format!(
-                "INSERT INTO attempts ({A_COLUMNS}, account_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-            ),
+        // No attempt for a delivery that is gone (its endpoint was deleted
+        // meanwhile).
+        c.send(
+            &INSERT_ATTEMPT,
             &[
                 (&a.id).into(),
                 (&a.delivery_id).into(),
@@ -157,13 +163,13 @@ fn apply_outcomes(
         let s = &streaks[id];
         match (s.last_success, s.failing_since) {
             (Some(ok), failing) => {
-                c.execute(
+                c.send(
                     "UPDATE endpoints SET last_success_at = $1, first_failure_at = $2 WHERE id = $3",
                     &[ok.into(), failing.map(|_| now).into(), id.into()],
                 )?;
             }
             (None, Some(_)) => {
-                c.execute(
+                c.send(
                     "UPDATE endpoints SET first_failure_at = COALESCE(first_failure_at, $1) WHERE id = $2",
                     &[now.into(), id.into()],
                 )?;

@@ -4,12 +4,20 @@
 //! call blocks the calling thread (the writer's own thread or a
 //! blocking-pool thread, never a runtime worker) on that runtime's handle
 //! until the answer is in. A pooled read connection is driven by a task;
-//! the writer's connection by the writer thread itself, during its calls. Every statement is prepared once
-//! per connection and kept, keyed by its SQL text, so a repeated statement
-//! costs one round trip (bind and execute) and no parse or plan.
+//! the writer's connection by the writer thread itself, during its calls.
+//! Every statement is prepared once per connection and kept, keyed by its
+//! SQL text, so a repeated statement costs one round trip (bind and
+//! execute) and no parse or plan.
+//!
+//! The writer's connection pipelines: a statement given to [`Conn::send`]
+//! is held, and goes out with the next statement that needs an answer, all
+//! of them in one round trip (tokio-postgres sends requests in the order
+//! their futures are first polled, and they are polled together). Inside a
+//! transaction a failed statement aborts it, so everything after it fails
+//! too; the first error in order is the one answered.
 
 use super::super::{Conn, Result, Row, StoreError, Value};
-use super::CHANNEL;
+use super::NOTIFY;
 use super::tls::{RustlsStream, describe};
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
@@ -50,6 +58,56 @@ pub(super) enum Client {
 pub(super) struct PgConn {
     pub(super) client: Client,
     pub(super) handle: Handle,
+    /// Statements given to [`Conn::send`] and not yet sent (the writer's
+    /// connection only; a pooled one runs them at once).
+    pub(super) held: Vec<(String, Vec<Value>)>,
+}
+
+type Answer<T> = std::result::Result<T, tokio_postgres::Error>;
+type Pending<'a> = std::pin::Pin<Box<dyn Future<Output = Answer<u64>> + Send + 'a>>;
+
+/// Polls `held` (in order) and then `call` together until all are done, so
+/// their requests go out back to back; answers the first error among
+/// `held`, then `call`'s own answer.
+async fn pipelined<T>(
+    held: Vec<Pending<'_>>,
+    call: impl Future<Output = Answer<T>>,
+) -> (Answer<()>, Answer<T>) {
+    let mut held: Vec<Option<Pending<'_>>> = held.into_iter().map(Some).collect();
+    let mut errors: Vec<Option<tokio_postgres::Error>> = held.iter().map(|_| None).collect();
+    let mut call = std::pin::pin!(call);
+    let mut answer = None;
+    poll_fn(|cx| {
+        let mut waiting = false;
+        for (slot, error) in held.iter_mut().zip(errors.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(r) => {
+                        *error = r.err();
+                        *slot = None;
+                    }
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if answer.is_none() {
+            match call.as_mut().poll(cx) {
+                Poll::Ready(r) => answer = Some(r),
+                Poll::Pending => waiting = true,
+            }
+        }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    let first = errors.into_iter().flatten().next();
+    (
+        first.map_or(Ok(()), Err),
+        answer.expect("polled to completion"),
+    )
 }
 
 /// Runs `call` on `handle`'s runtime, polling `connection` beside it until
@@ -103,58 +161,100 @@ impl Drop for PgConn {
 }
 
 impl PgConn {
-    /// Runs `sql` as a kept prepared statement through `run`.
-    fn prepared<T, F>(&mut self, sql: &str, values: &[Value], run: F) -> Result<T>
+    /// Runs `sql` (a kept prepared statement; `None`: `run` needs none)
+    /// through `run`, after the held statements and pipelined with them.
+    /// Answers the first held statement's error, if any, else `run`'s;
+    /// `ignore_held` answers `run`'s whatever the held ones did (a
+    /// rollback, which undoes them anyway).
+    fn prepared<T, F>(
+        &mut self,
+        sql: Option<&str>,
+        values: &[Value],
+        ignore_held: bool,
+        run: F,
+    ) -> Result<T>
     where
         F: AsyncFnOnce(
             &tokio_postgres::Client,
-            &tokio_postgres::Statement,
+            Option<&tokio_postgres::Statement>,
             &[&(dyn ToSql + Sync)],
-        ) -> std::result::Result<T, tokio_postgres::Error>,
+        ) -> Answer<T>,
     {
         let params: Vec<&(dyn ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let result = match &mut self.client {
+        let held = std::mem::take(&mut self.held);
+        let (held_answer, result) = match &mut self.client {
             Client::Own {
                 client,
                 connection,
                 statements,
             } => {
-                let result = drive(&self.handle, connection, async {
-                    let statement = match statements.get(sql) {
-                        Some(s) => s.clone(),
-                        None => {
+                let answers = drive(&self.handle, connection, async {
+                    let texts = held.iter().map(|(text, _)| text.as_str()).chain(sql);
+                    for text in texts {
+                        if !statements.contains_key(text) {
                             if statements.len() >= STATEMENT_CACHE_LIMIT {
                                 statements.clear();
                             }
-                            let s = client.prepare(sql).await?;
-                            statements.insert(sql.to_owned(), s.clone());
-                            s
+                            let s = match client.prepare(text).await {
+                                Ok(s) => s,
+                                Err(e) => return (Err(e), None),
+                            };
+                            statements.insert(text.to_owned(), s);
                         }
-                    };
-                    run(client, &statement, &params).await
+                    }
+                    let statements = &*statements;
+                    let client = &*client;
+                    let pending: Vec<Pending<'_>> = held
+                        .iter()
+                        .map(|(text, values)| {
+                            let statement = &statements[text.as_str()];
+                            Box::pin(async move {
+                                let params: Vec<&(dyn ToSql + Sync)> =
+                                    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                                client.execute(statement, &params).await
+                            }) as Pending<'_>
+                        })
+                        .collect();
+                    let statement = sql.map(|text| &statements[text]);
+                    let (held, result) = pipelined(pending, run(client, statement, &params)).await;
+                    (held, Some(result))
                 });
-                if is_stale_plan(&result) {
+                let (held_answer, result) = match answers {
+                    // A statement could not be prepared: nothing ran.
+                    (Err(e), None) => (Ok(()), Err(e)),
+                    (held_answer, Some(result)) => (held_answer, result),
+                    (Ok(()), None) => unreachable!("a run always answers"),
+                };
+                if is_stale_plan(&result) || is_stale_plan(&held_answer) {
                     statements.clear();
                 }
-                result
+                (held_answer, result)
             }
             Client::Pooled(object) => {
                 let cache = &object.statement_cache;
                 let result = self.handle.block_on(async {
-                    if cache.size() >= STATEMENT_CACHE_LIMIT {
-                        cache.clear();
-                    }
-                    let statement = object.prepare_cached(sql).await?;
-                    run(object, &statement, &params).await
+                    let statement = match sql {
+                        Some(text) => {
+                            if cache.size() >= STATEMENT_CACHE_LIMIT {
+                                cache.clear();
+                            }
+                            Some(object.prepare_cached(text).await?)
+                        }
+                        None => None,
+                    };
+                    run(object, statement.as_ref(), &params).await
                 });
                 if is_stale_plan(&result) {
                     cache.clear();
                 }
-                result
+                (Ok(()), result)
             }
         };
-        result.map_err(|e| map_err(&e))
+        match held_answer {
+            Err(e) if !ignore_held => Err(map_err(&e)),
+            _ => result.map_err(|e| map_err(&e)),
+        }
     }
 }
 
@@ -261,34 +361,59 @@ fn decode(row: &tokio_postgres::Row, names: &[Arc<str>]) -> Result<Row> {
 
 impl Conn for PgConn {
     fn notify_deliveries(&mut self) -> Result<()> {
-        self.batch(&format!("NOTIFY {CHANNEL}"))
+        self.send(NOTIFY, &[])
     }
 
     fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64> {
-        self.prepared(sql, values, async |client, statement, params| {
-            client.execute(statement, params).await
-        })
+        self.prepared(
+            Some(sql),
+            values,
+            false,
+            async |client, statement, params| {
+                client.execute(statement.expect("prepared"), params).await
+            },
+        )
     }
 
     fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>> {
-        let (names, rows) = self.prepared(sql, values, async |client, statement, params| {
-            let names: Vec<Arc<str>> = statement
-                .columns()
-                .iter()
-                .map(|c| Arc::from(c.name()))
-                .collect();
-            Ok((names, client.query(statement, params).await?))
-        })?;
+        let (names, rows) = self.prepared(
+            Some(sql),
+            values,
+            false,
+            async |client, statement, params| {
+                let statement = statement.expect("prepared");
+                let names: Vec<Arc<str>> = statement
+                    .columns()
+                    .iter()
+                    .map(|c| Arc::from(c.name()))
+                    .collect();
+                Ok((names, client.query(statement, params).await?))
+            },
+        )?;
         rows.iter().map(|row| decode(row, &names)).collect()
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
-        match &mut self.client {
-            Client::Own {
-                client, connection, ..
-            } => drive(&self.handle, connection, client.batch_execute(sql)),
-            Client::Pooled(object) => self.handle.block_on(object.batch_execute(sql)),
+        let rollback = sql.trim_start().starts_with("ROLLBACK");
+        self.prepared(None, &[], rollback, async |client, _, _| {
+            client.batch_execute(sql).await
+        })
+    }
+
+    fn send(&mut self, sql: &str, values: &[Value]) -> Result<()> {
+        match self.client {
+            Client::Own { .. } => {
+                self.held.push((sql.to_owned(), values.to_vec()));
+                Ok(())
+            }
+            Client::Pooled(_) => self.execute(sql, values).map(|_| ()),
         }
-        .map_err(|e| map_err(&e))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        self.prepared(None, &[], false, async |_, _, _| Ok(()))
     }
 }

@@ -141,6 +141,7 @@ impl Backend for Postgres {
                 statements: Default::default(),
             },
             handle: self.handle.clone(),
+            held: Vec::new(),
         }))
     }
     fn open_reader(&self) -> Result<Box<dyn Conn>> {
@@ -151,6 +152,7 @@ impl Backend for Postgres {
         Ok(Box::new(PgConn {
             client: Client::Pooled(object),
             handle: self.handle.clone(),
+            held: Vec::new(),
         }))
     }
     fn pools_readers(&self) -> bool {
@@ -177,5 +179,16 @@ impl Backend for Postgres {
     }
 }
 
+/// Names the channel deliveries are announced on (a macro so that the
+/// `NOTIFY` statement can be a constant too).
+macro_rules! channel {
+    () => {
+        "botwire_deliveries"
+    };
+}
+
 /// The channel deliveries are announced on.
-const CHANNEL: &str = "botwire_deliveries";
+const CHANNEL: &str = channel!();
+
+/// The statement that announces them (sent pipelined, like any other).
+const NOTIFY: &str = concat!("NOTIFY ", channel!());
