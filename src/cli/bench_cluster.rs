@@ -795,6 +795,9 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         .or(settings.config.get_user())
         .unwrap_or("postgres")
         .to_owned();
+    // The bench's own HTTP client (readiness, set-up calls) needs the
+    // process's TLS provider, as the delivery client does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let admin = connect(&args.database).await?;
     let ticks = clock_ticks();
     let logs = std::env::temp_dir().join(format!(
