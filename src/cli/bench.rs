@@ -51,6 +51,9 @@ pub enum BenchCommand {
     Deliver(super::bench_deliver::DeliverArgs),
     /// A healthy endpoint's rate beside a large backlog for a dead one.
     Backlog(super::bench_backlog::BacklogArgs),
+    /// One API node and N worker nodes on one PostgreSQL database beside
+    /// one worker: events/s, the split over the workers, CPU per event.
+    Cluster(super::bench_cluster::ClusterArgs),
 }
 
 /// Runs a bench subcommand.
@@ -108,6 +111,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Contacts(b) => super::bench_contacts::run(b).await,
         BenchCommand::Deliver(args) => super::bench_deliver::run(args).await,
         BenchCommand::Backlog(args) => super::bench_backlog::run(args).await,
+        BenchCommand::Cluster(args) => super::bench_cluster::run(args).await,
         BenchCommand::Store {
             writers,
             seconds,

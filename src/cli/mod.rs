@@ -15,6 +15,7 @@ mod bench_broadcast;
 mod bench_channel;
 mod bench_chat;
 mod bench_client;
+mod bench_cluster;
 mod bench_contacts;
 mod bench_deliver;
 mod bench_flow;

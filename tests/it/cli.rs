@@ -1064,6 +1064,63 @@ fn bench_store_measures_on_postgresql() {
     );
 }
 
+/// `bench cluster` runs one API node with one worker, then with two, each
+/// on a database of its own: every event arrives once, both workers of the
+/// second configuration deliver some, and its databases are gone after.
+#[test]
+fn bench_cluster_splits_the_work_over_two_workers() {
+    let Some(db) = crate::common::test_db(crate::common::Db::Postgres) else {
+        return;
+    };
+    let out = bin()
+        .args(["bench", "cluster", "--database", &db.url])
+        .args(["--workers", "2", "--events", "300", "--in-flight", "16"])
+        .output()
+        .expect("run bench cluster");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench cluster failed: {stdout}\n{stderr}"
+    );
+    for (label, workers) in [("api + 1 worker:", 1), ("api + 2 workers:", 2)] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in {stdout}"));
+        assert!(
+            line.contains("500 published, 500 arrived once, 0 lost, 0 doubled"),
+            "{line}"
+        );
+        let split: Vec<u64> = line
+            .rsplit_once("deliveries per worker: ")
+            .map(|(_, s)| s.split(", ").map(|n| n.parse().unwrap()).collect())
+            .unwrap_or_else(|| panic!("no split in {line}"));
+        assert_eq!(split.len(), workers, "{line}");
+        assert!(
+            split.iter().all(|&n| n > 0),
+            "every worker delivered: {line}"
+        );
+        assert_eq!(split.iter().sum::<u64>(), 500, "{line}");
+    }
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("api + 2 workers "))
+        .unwrap_or_else(|| panic!("no table row in {stdout}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[cells.len() - 2..], ["0", "0"], "lost, doubled: {row}");
+    let name = db.url.rsplit('/').next().unwrap();
+    let (code, left) = psql(
+        &db.url,
+        &format!("SELECT count(*) FROM pg_database WHERE datname LIKE '{name}_c%'"),
+    );
+    assert_eq!(
+        (code, left.trim()),
+        (0, "0"),
+        "the bench's databases are dropped"
+    );
+}
+
 fn psql(url: &str, sql: &str) -> (i32, String) {
     let out = Command::new("psql")
         .args([url, "-tAc", sql])
