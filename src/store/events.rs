@@ -2,7 +2,7 @@
 //! change that caused them (a chat turn, a cancellation, a publish), so no
 //! event is lost and none is invented.
 
-use super::deliveries::{DeliveryTicket, Lease, fan_out};
+use super::deliveries::{Audiences, DeliveryTicket, Lease, fan_out};
 use super::{Conn, Page, PageRequest, Result, Row, Store, StoreError, now_ms};
 use crate::domain::endpoint;
 use crate::domain::ids::new_id;
@@ -78,7 +78,23 @@ pub(super) fn insert_event(
     lease: Option<&Lease>,
 ) -> Result<Vec<DeliveryTicket>> {
     insert_row(c, e, idempotency)?;
-    fan_out(c, e, lease, false)
+    fan_out(c, &mut Audiences::default(), e, lease, false)
+}
+
+/// Inserts several events inside the caller's transaction (a turn's), with
+/// their deliveries; each bot's endpoints are read once for all of them.
+pub(super) fn insert_events(
+    c: &mut dyn Conn,
+    events: &[EventRow],
+    lease: Option<&Lease>,
+) -> Result<Vec<DeliveryTicket>> {
+    let mut audiences = Audiences::default();
+    let mut tickets = Vec::new();
+    for e in events {
+        insert_row(c, e, None)?;
+        tickets.extend(fan_out(c, &mut audiences, e, lease, false)?);
+    }
+    Ok(tickets)
 }
 
 /// Inserts an event without fanning it out (a test event aimed at one
@@ -218,7 +234,7 @@ impl Store {
                     &event,
                     idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str())),
                 )?;
-                let tickets = fan_out(c, &event, lease.as_ref(), true)?;
+                let tickets = fan_out(c, &mut Audiences::default(), &event, lease.as_ref(), true)?;
                 Ok((Published::Created(event), tickets))
             })
             .await?;

@@ -42,7 +42,7 @@ pub(super) fn insert_call(
     bot_id: &str,
     call: &CallRow,
 ) -> Result<()> {
-    c.execute(
+    c.send(
         "INSERT INTO webhook_calls (id, account_id, bot_id, webhook, conversation_id, outcome, record, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
@@ -55,8 +55,7 @@ pub(super) fn insert_call(
             (&call.record).into(),
             call.created_at.into(),
         ],
-    )?;
-    Ok(())
+    )
 }
 
 impl Store {

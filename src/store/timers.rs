@@ -62,17 +62,17 @@ pub(crate) fn write_timers(
     change: &TimerChange,
 ) -> Result<()> {
     if let Some(id) = &change.fired {
-        c.execute("DELETE FROM timers WHERE id = $1", &[id.into()])?;
+        c.send("DELETE FROM timers WHERE id = $1", &[id.into()])?;
     }
     let Some(list) = &change.replace else {
         return Ok(());
     };
-    c.execute(
+    c.send(
         "DELETE FROM timers WHERE conversation_id = $1",
         &[conversation.into()],
     )?;
     for t in list {
-        c.execute(
+        c.send(
             "INSERT INTO timers (id, account_id, bot_id, conversation_id, kind, node, due_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[

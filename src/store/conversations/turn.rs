@@ -4,7 +4,7 @@
 //! A turn that loses a race writes nothing and answers [`STALE`].
 
 use super::{CONV_COLUMNS, ContactRow, ConversationRow};
-use crate::store::events::{EventRow, insert_event};
+use crate::store::events::{EventRow, insert_events};
 use crate::store::{Result, Store, StoreError, now_ms};
 
 /// A slot to book with the turn.
@@ -141,7 +141,7 @@ impl Store {
                     expected + 1
                 }
                 None => {
-                    c.execute(
+                    c.send(
                         &format!(
                             "INSERT INTO conversations (account_id, {CONV_COLUMNS})
                              VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8, $9)"
@@ -182,14 +182,14 @@ impl Store {
                     other => other,
                 })?;
             } else if t.contact_changed {
-                c.execute(
+                c.send(
                     "UPDATE contacts SET attributes = $1, updated_at = $2, last_seen = $2 WHERE id = $3",
                     &[(&t.contact.attributes).into(), now.into(), (&t.contact.id).into()],
                 )?;
             } else {
                 // Kept to the minute: a turn within a minute of the last
                 // one finds the row as it is and writes no page.
-                c.execute(
+                c.send(
                     "UPDATE contacts SET last_seen = $1
                      WHERE id = $2 AND (last_seen IS NULL OR last_seen < $3)",
                     &[
@@ -209,7 +209,7 @@ impl Store {
                 )?;
             }
             for (direction, body) in &t.messages {
-                c.execute(
+                c.send(
                     "INSERT INTO messages (id, conversation_id, direction, body, created_at)
                      VALUES ($1, $2, $3, $4, $5)",
                     &[
@@ -222,7 +222,7 @@ impl Store {
                 )?;
             }
             if let Some(id) = &t.cancel {
-                c.execute(
+                c.send(
                     "UPDATE appointments SET status = 'cancelled', cancelled_at = $1
                      WHERE account_id = $2 AND bot_id = $3 AND id = $4 AND status = 'booked'",
                     &[now.into(), (&t.account_id).into(), (&t.bot_id).into(), id.into()],
@@ -235,10 +235,7 @@ impl Store {
             if let Some(mark) = &t.broadcast {
                 crate::store::broadcasts::mark_sent(c, mark)?;
             }
-            let mut tickets = Vec::new();
-            for e in &t.events {
-                tickets.extend(insert_event(c, e, None, lease.as_ref())?);
-            }
+            let tickets = insert_events(c, &t.events, lease.as_ref())?;
             let messages = match &t.channel {
                 Some(ch) => crate::store::channels::write_channel_turn(
                     c,

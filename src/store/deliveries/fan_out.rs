@@ -8,6 +8,7 @@ use crate::store::endpoints::{EP_COLUMNS, EndpointRow, endpoint_from};
 use crate::store::events::EventRow;
 use crate::store::{Conn, Result, Store, StoreError, now_ms};
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 /// The bot's enabled endpoints, joined to the bot itself: no row at all
@@ -24,52 +25,90 @@ static FAN_OUT_ACCOUNT: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {EP_COLUMNS} FROM endpoints ep WHERE ep.account_id = $1 AND ep.enabled")
 });
 
+/// Endpoints read for the events of one write, by account and bot (`None`:
+/// the account-wide reading), so that several events of a turn cost one
+/// query.
+#[derive(Default)]
+pub(in crate::store) struct Audiences(HashMap<(String, Option<String>), Endpoints>);
+
+/// Endpoints shared by the tickets made from them.
+type Endpoints = Arc<[Arc<EndpointRow>]>;
+
+impl Audiences {
+    /// The enabled endpoints `event` may go to (before each one's filter).
+    /// With `require_bot`, a bot that does not exist is `NotFound`.
+    fn candidates(
+        &mut self,
+        c: &mut dyn Conn,
+        event: &EventRow,
+        require_bot: bool,
+    ) -> Result<Endpoints> {
+        let account_wide = endpoint::account_wide(&event.event_type);
+        let key = (
+            event.account_id.clone(),
+            (!account_wide).then(|| event.bot_id.clone()),
+        );
+        if let Some(found) = self.0.get(&key) {
+            return Ok(found.clone());
+        }
+        let rows = if account_wide {
+            c.query(&FAN_OUT_ACCOUNT, &[(&event.account_id).into()])?
+        } else {
+            let rows = c.query(
+                &FAN_OUT_BOT,
+                &[(&event.account_id).into(), (&event.bot_id).into()],
+            )?;
+            if rows.is_empty() && require_bot {
+                return Err(StoreError::NotFound);
+            }
+            rows
+        };
+        let mut endpoints = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // The bot's row alone has no endpoint joined.
+            if row.opt_text_at("id")?.is_some() {
+                endpoints.push(Arc::new(endpoint_from(row)?));
+            }
+        }
+        let endpoints: Endpoints = endpoints.into();
+        self.0.insert(key, endpoints.clone());
+        Ok(endpoints)
+    }
+}
+
 /// Inserts one delivery per enabled endpoint that wants `event`, inside the
 /// event's transaction, and returns them as tickets. With `require_bot`, an
 /// event of a bot that does not exist is `NotFound` (an account-wide one is
-/// not checked).
+/// not checked). `audiences` keeps the endpoints read for the write's
+/// earlier events.
 ///
 /// `endpoint.disabled` goes to every endpoint of the account that names it
 /// explicitly, and to the disabled endpoint's own bot's endpoints that take
 /// every type; other events go to their bot's endpoints only.
 pub(in crate::store) fn fan_out(
     c: &mut dyn Conn,
+    audiences: &mut Audiences,
     event: &EventRow,
     lease: Option<&Lease>,
     require_bot: bool,
 ) -> Result<Vec<DeliveryTicket>> {
-    let account_wide = endpoint::account_wide(&event.event_type);
-    let rows = if account_wide {
-        c.query(&FAN_OUT_ACCOUNT, &[(&event.account_id).into()])?
-    } else {
-        let rows = c.query(
-            &FAN_OUT_BOT,
-            &[(&event.account_id).into(), (&event.bot_id).into()],
-        )?;
-        if rows.is_empty() && require_bot {
-            return Err(StoreError::NotFound);
-        }
-        rows
-    };
-    let event_arc = Arc::new(event.clone());
+    let candidates = audiences.candidates(c, event, require_bot)?;
     let mut tickets = Vec::new();
-    for row in &rows {
-        if row.opt_text_at("id")?.is_none() {
-            // The bot's row, with no endpoint joined.
-            continue;
-        }
-        let ep = endpoint_from(row)?;
+    let mut event_arc: Option<Arc<EventRow>> = None;
+    for ep in candidates.iter() {
         if !ep.receives(&event.bot_id, &event.event_type) {
             continue;
         }
         let id = new_id("dlv");
-        insert_delivery(c, &id, &ep, event, lease)?;
+        insert_delivery(c, &id, ep, event, lease)?;
         tickets.push(DeliveryTicket {
             delivery_id: id,
             attempts: 0,
             final_attempt: false,
-            endpoint: Arc::new(ep),
-            event: event_arc.clone(),
+            endpoint: ep.clone(),
+            event: event_arc
+                .get_or_insert_with(|| Arc::new(event.clone()))
+                .clone(),
         });
     }
     if lease.is_none() && !tickets.is_empty() {

@@ -36,7 +36,7 @@ mod queries;
 mod rows;
 
 pub use claims::ClaimLimits;
-pub(super) use fan_out::fan_out;
+pub(super) use fan_out::{Audiences, fan_out};
 pub use queries::{Backlog, DeliveryFilter, EndpointBacklog, HealthFigures, HourFigures};
 pub use rows::{AttemptRow, DeliveryRow};
 

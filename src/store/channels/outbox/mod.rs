@@ -113,7 +113,7 @@ pub(in crate::store) fn insert_outbox(
 ) -> Result<()> {
     let now = now_ms();
     for m in rows {
-        c.execute(
+        c.send(
             "INSERT INTO channel_messages (id, account_id, bot_id, channel_id, lane, conversation_id,
                     contact_id, recipient, op, body, status, attempts, next_attempt_at, locked_until,
                     locked_by, created_at, updated_at, trace_id)
