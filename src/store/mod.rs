@@ -111,6 +111,11 @@ pub trait Conn: Send {
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Whether the connection is gone for good (the server ended it), so
+    /// that its owner should open another.
+    fn is_broken(&self) -> bool {
+        false
+    }
     /// Tells other processes, when this transaction commits, that
     /// deliveries are due (PostgreSQL `NOTIFY`; nothing on SQLite, whose
     /// file has one writing process).
@@ -246,7 +251,9 @@ impl Store {
         let writer = tokio::task::spawn_blocking(move || -> Result<Writer> {
             let mut conn = b.open_writer()?;
             migrate::run(&mut *conn, &*b)?;
-            Ok(Writer::start(conn, b.begin_sql(), max_batch))
+            let again = b.clone();
+            let reopen: writer::Reopen = Box::new(move || again.open_writer());
+            Ok(Writer::start(conn, reopen, b.begin_sql(), max_batch))
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("writer start-up failed: {e}")))??;

@@ -121,6 +121,9 @@ struct Counters {
     commit_us: AtomicU64,
 }
 
+/// Opens a new write connection (on the writer's thread).
+pub type Reopen = Box<dyn Fn() -> Result<Box<dyn Conn>> + Send>;
+
 /// Handle to the writer thread.
 pub struct Writer {
     tx: std::sync::Mutex<Option<mpsc::UnboundedSender<Job>>>,
@@ -131,14 +134,21 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread over `conn`; `begin` opens a transaction;
     /// a transaction takes at most `max_batch` writes (1 disables group
-    /// commit, for comparison).
-    pub fn start(conn: Box<dyn Conn>, begin: &'static str, max_batch: usize) -> Self {
+    /// commit, for comparison). When `conn` breaks (the server ended the
+    /// session), `reopen` makes a new one before the next batch.
+    pub fn start(
+        conn: Box<dyn Conn>,
+        reopen: Reopen,
+        begin: &'static str,
+        max_batch: usize,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
+        let max_batch = max_batch.clamp(1, MAX_BATCH);
         let thread = std::thread::Builder::new()
             .name("botwire-writer".into())
-            .spawn(move || run(conn, begin, max_batch.clamp(1, MAX_BATCH), rx, &c))
+            .spawn(move || run(conn, &reopen, begin, max_batch, rx, &c))
             .expect("spawn writer thread");
         Self {
             tx: std::sync::Mutex::new(Some(tx)),
@@ -229,6 +239,7 @@ impl Writer {
 
 fn run(
     mut conn: Box<dyn Conn>,
+    reopen: &Reopen,
     begin: &'static str,
     max_batch: usize,
     mut rx: mpsc::UnboundedReceiver<Job>,
@@ -242,6 +253,18 @@ fn run(
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
+            }
+        }
+        if conn.is_broken() {
+            // The server ended the session (a restart, a failover): a new
+            // connection for this batch. If none can be had, this batch
+            // fails on the broken one, and the next tries again.
+            match reopen() {
+                Ok(fresh) => {
+                    tracing::info!("write connection reopened");
+                    conn = fresh;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot reopen the write connection"),
             }
         }
         let n = batch.len() as u64;

@@ -376,7 +376,7 @@ async fn store_over_tls_checks_the_server_certificate_as_sslmode_asks() {
 }
 
 #[tokio::test]
-async fn connections_the_server_ends_fail_writes_promptly_and_reads_heal() {
+async fn connections_the_server_ends_fail_writes_promptly_and_both_heal() {
     let Some(db) = common::test_db(common::Db::Postgres) else {
         return;
     };
@@ -431,5 +431,24 @@ async fn connections_the_server_ends_fail_writes_promptly_and_reads_heal() {
         }
         assert!(failed <= 8, "reads keep failing");
     }
+
+    // The writer opens a new connection for the next batch: writes work
+    // again without a restart, and what they wrote is there.
+    let account = store
+        .create_account("healed", &pepper)
+        .await
+        .expect("the write after the failed one goes through");
+    let names = store
+        .read(|c: &mut dyn Conn| {
+            c.query("SELECT name FROM accounts ORDER BY name", &[])?
+                .iter()
+                .map(|r| r.text(0))
+                .collect::<botwire::store::Result<Vec<_>>>()
+        })
+        .await
+        .unwrap();
+    assert!(names.contains(&"healed".to_owned()), "{names:?}");
+    assert!(!names.contains(&"after".to_owned()), "{names:?}");
+    let _ = account;
     store.close().await;
 }

@@ -410,6 +410,15 @@ impl Conn for PgConn {
         }
     }
 
+    fn is_broken(&self) -> bool {
+        match &self.client {
+            Client::Own {
+                client, connection, ..
+            } => connection.is_none() || client.is_closed(),
+            Client::Pooled(object) => object.is_closed(),
+        }
+    }
+
     fn flush(&mut self) -> Result<()> {
         if self.held.is_empty() {
             return Ok(());
