@@ -195,8 +195,10 @@ impl Store {
         idempotency: Option<(String, String)>,
     ) -> Result<Published> {
         let lease = self.delivery_lease();
+        // Without a savepoint: a write that may run again (see
+        // `Store::write_again`).
         let (published, tickets) = self
-            .write(move |c| {
+            .write_again(move |c| {
                 // The bot is checked in the transaction, not by a read
                 // before it: no event for a bot deleted in between. For an
                 // event of one bot the fan-out's own query checks it (one
@@ -235,7 +237,7 @@ impl Store {
                     idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str())),
                 )?;
                 let tickets = fan_out(c, &mut Audiences::default(), &event, lease.as_ref(), true)?;
-                Ok((Published::Created(event), tickets))
+                Ok((Published::Created(event.clone()), tickets))
             })
             .await?;
         self.hand_over(tickets);

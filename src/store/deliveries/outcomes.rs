@@ -76,7 +76,9 @@ impl Store {
     ) -> Result<Vec<DisabledEndpoint>> {
         let lease = self.delivery_lease();
         let (disabled, tickets) = self
-            .write(move |c| apply_outcomes(c, &outcomes, now, disable_after_ms, lease.as_ref()))
+            .write_again(move |c| {
+                apply_outcomes(c, &outcomes, now, disable_after_ms, lease.as_ref())
+            })
             .await?;
         for d in &disabled {
             self.endpoint_changed(&d.endpoint.id, (!d.deleted).then_some(&d.endpoint));

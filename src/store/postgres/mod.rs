@@ -128,21 +128,7 @@ impl Backend for Postgres {
         BackendKind::Postgres
     }
     fn open_writer(&self) -> Result<Box<dyn Conn>> {
-        let config = self.settings.config.clone();
-        let tls = self.settings.tls.clone();
-        let (client, connection) = self
-            .handle
-            .block_on(config.connect(tls))
-            .map_err(|e| unavailable(&e))?;
-        Ok(Box::new(PgConn {
-            client: Client::Own {
-                client,
-                connection: Some(Box::new(connection)),
-                statements: Default::default(),
-            },
-            handle: self.handle.clone(),
-            held: Vec::new(),
-        }))
+        Ok(Box::new(conn::open_own(&self.settings)?))
     }
     fn open_reader(&self) -> Result<Box<dyn Conn>> {
         let object = self
