@@ -111,6 +111,16 @@ pub trait Conn: Send {
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Marks the statements sent from now on as write `owner`'s (the writer
+    /// numbers the writes of a batch), so that a held statement's error can
+    /// be traced to the write that sent it.
+    fn set_owner(&mut self, owner: usize) {
+        let _ = owner;
+    }
+    /// When the last call failed because of a held statement: its owner.
+    fn failed_owner(&self) -> Option<usize> {
+        None
+    }
     /// Whether the connection is gone for good (the server ended it), so
     /// that its owner should open another.
     fn is_broken(&self) -> bool {

@@ -25,9 +25,14 @@
 //!
 //! **Held statements.** A write may hand statements whose answers it does
 //! not need to [`Conn::send`]; on PostgreSQL they go out pipelined with the
-//! next statement that needs an answer. The writer flushes them at the end
-//! of each write (with its savepoint's release held for the next one), so a
-//! held statement's error is its own write's, never a batch-mate's.
+//! next statement that needs an answer, whoever's it is. A write in a
+//! savepoint is flushed before the next one runs (its release is held for
+//! the next), so its held statements' errors are its own. Writes that may
+//! run again are not waited for: the writer numbers them
+//! ([`Conn::set_owner`]), flushes once after the last, and a held
+//! statement's error is charged to the write that sent it
+//! ([`Conn::failed_owner`]), which fails alone while the rest run again. A
+//! published event then costs one round trip, not two.
 //!
 //! Closures run on the writer thread and must not block on anything but the
 //! database (no HTTP calls: a transaction is open while they run).
@@ -47,7 +52,14 @@ type Once = Box<dyn FnOnce(&mut dyn Conn) -> (bool, Finish) + Send>;
 /// A write the writer may run more than once (after a rollback).
 trait Again: Send {
     /// Runs the write, keeping its result; answers whether it succeeded.
-    fn run(&mut self, conn: &mut dyn Conn) -> bool;
+    /// With `settle`, sends what the write left held before answering (so
+    /// that the answer covers them).
+    fn run(&mut self, conn: &mut dyn Conn, settle: bool) -> bool;
+    /// Takes the last run's error, if it failed.
+    fn take_error(&mut self) -> Option<StoreError>;
+    /// Makes `error` this write's result (a held statement of its failed
+    /// after it ran).
+    fn fail(&mut self, error: StoreError);
     /// Answers the caller with the last run's result (or the commit's
     /// error).
     fn finish(self: Box<Self>, commit_error: Option<&StoreError>);
@@ -64,14 +76,31 @@ where
     R: Send + 'static,
     F: FnMut(&mut dyn Conn) -> Result<R> + Send + 'static,
 {
-    fn run(&mut self, conn: &mut dyn Conn) -> bool {
-        let outcome = match catch_unwind(AssertUnwindSafe(|| settled(conn, &mut self.f))) {
+    fn run(&mut self, conn: &mut dyn Conn, settle: bool) -> bool {
+        let f = &mut self.f;
+        let outcome = match catch_unwind(AssertUnwindSafe(|| {
+            if settle { settled(conn, f) } else { f(conn) }
+        })) {
             Ok(r) => r,
             Err(_) => Err(StoreError::Database("a write panicked".into())),
         };
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
+    }
+
+    fn take_error(&mut self) -> Option<StoreError> {
+        match self.outcome.take() {
+            Some(Err(e)) => Some(e),
+            other => {
+                self.outcome = other;
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, error: StoreError) {
+        self.outcome = Some(Err(error));
     }
 
     fn finish(self: Box<Self>, commit_error: Option<&StoreError>) {
@@ -320,45 +349,41 @@ fn commit_batch(
         }
         return Err(e);
     }
-    // Re-runnable writes first, without savepoints, while they succeed.
+    // Re-runnable writes first, without savepoints and without waiting
+    // for their held statements, while they succeed.
     let mut reruns = 0;
-    let mut guarded = false;
-    'again: while !again.is_empty() {
-        for i in 0..again.len() {
-            if guarded {
-                conn.send("SAVEPOINT w", &[])?;
-            }
-            if again[i].run(conn) {
-                if guarded {
-                    conn.send("RELEASE SAVEPOINT w", &[])?;
+    while !again.is_empty() {
+        let (culprit, error) = match run_unguarded(conn, &mut again) {
+            Ok(()) => break,
+            Err(Failure::Unknown(e)) => {
+                // A held statement failed and nobody owns it: the batch
+                // cannot be sorted out; it fails whole.
+                for job in again.drain(..) {
+                    finishes.push(Box::new(move |e: Option<&StoreError>| job.finish(e)));
                 }
-                continue;
-            }
-            let failed = again.remove(i);
-            // Its own error, whatever the commit does.
-            failed.finish(None);
-            if guarded {
-                conn.batch("ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w")?;
-                // The ones after it still have to run, under savepoints.
-                for rest in again[i..].iter_mut() {
-                    conn.send("SAVEPOINT w", &[])?;
-                    if rest.run(conn) {
-                        conn.send("RELEASE SAVEPOINT w", &[])?;
-                    } else {
-                        conn.batch("ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w")?;
-                    }
+                for job in once {
+                    let (_, finish) = skip(job);
+                    finishes.push(finish);
                 }
-                break 'again;
+                return Err(e);
             }
-            // The others ran in a transaction that is now void: roll it back
-            // and run them again.
-            conn.batch("ROLLBACK")?;
-            conn.batch(begin)?;
-            reruns += 1;
-            guarded = reruns >= MAX_RERUNS;
-            continue 'again;
+            Err(Failure::Write(culprit, error)) => (culprit, error),
+        };
+        let mut failed = again.remove(culprit);
+        if let Some(e) = error {
+            failed.fail(e);
         }
-        break;
+        // Its own error, whatever the commit does.
+        failed.finish(None);
+        // The others ran in a transaction that is now void: roll it back
+        // and run them again.
+        conn.batch("ROLLBACK")?;
+        conn.batch(begin)?;
+        reruns += 1;
+        if reruns >= MAX_RERUNS {
+            run_guarded(conn, &mut again)?;
+            break;
+        }
     }
     for job in again {
         finishes.push(Box::new(move |e: Option<&StoreError>| job.finish(e)));
@@ -394,6 +419,57 @@ fn commit_batch(
         .commit_us
         .fetch_add(applied.elapsed().as_micros() as u64, Ordering::Relaxed);
     committed
+}
+
+/// Why a pass of re-runnable writes stopped.
+enum Failure {
+    /// The write at this index failed; with an error when it is not the one
+    /// its run kept (a held statement of its failed during a later call).
+    Write(usize, Option<StoreError>),
+    /// A held statement failed that no write owns.
+    Unknown(StoreError),
+}
+
+/// Runs every write in `again` once, in one go, without savepoints; their
+/// held statements go out with later calls and a last flush. Stops at the
+/// first failure, naming the write it belongs to (the owner the connection
+/// reports for a held statement, else the write that was running).
+fn run_unguarded(conn: &mut dyn Conn, again: &mut [Box<dyn Again>]) -> Result<(), Failure> {
+    for (i, job) in again.iter_mut().enumerate() {
+        conn.set_owner(i);
+        if job.run(conn, false) {
+            continue;
+        }
+        return Err(match conn.failed_owner() {
+            Some(k) if k < i => Failure::Write(k, job.take_error()),
+            _ => Failure::Write(i, None),
+        });
+    }
+    match conn.flush() {
+        Ok(()) => Ok(()),
+        Err(e) => Err(match conn.failed_owner() {
+            Some(k) if k < again.len() => Failure::Write(k, Some(e)),
+            _ => Failure::Unknown(e),
+        }),
+    }
+}
+
+/// Runs every write in `again` once, each in its own savepoint and settled
+/// before the next: a failure rolls back that write alone.
+fn run_guarded(conn: &mut dyn Conn, again: &mut Vec<Box<dyn Again>>) -> Result<()> {
+    let mut i = 0;
+    while i < again.len() {
+        conn.send("SAVEPOINT w", &[])?;
+        if again[i].run(conn, true) {
+            conn.send("RELEASE SAVEPOINT w", &[])?;
+            i += 1;
+        } else {
+            conn.batch("ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w")?;
+            // Its own error, whatever the commit does.
+            again.remove(i).finish(None);
+        }
+    }
+    Ok(())
 }
 
 /// Produces a job's answer without running it (its transaction never began).

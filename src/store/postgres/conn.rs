@@ -66,7 +66,18 @@ pub(super) struct PgConn {
     pub(super) handle: Handle,
     /// Statements given to [`Conn::send`] and not yet sent (the writer's
     /// connection only; a pooled one runs them at once).
-    pub(super) held: Vec<(String, Vec<Value>)>,
+    pub(super) held: Vec<Held>,
+    /// Who sends statements now ([`Conn::set_owner`]).
+    pub(super) owner: usize,
+    /// Whose held statement the last call's error came from.
+    pub(super) failed_owner: Option<usize>,
+}
+
+/// A statement waiting to be sent.
+pub(super) struct Held {
+    sql: String,
+    values: Vec<Value>,
+    owner: usize,
 }
 
 type Answer<T> = std::result::Result<T, tokio_postgres::Error>;
@@ -74,11 +85,11 @@ type Pending<'a> = std::pin::Pin<Box<dyn Future<Output = Answer<u64>> + Send + '
 
 /// Polls `held` (in order) and then `call` together until all are done, so
 /// their requests go out back to back; answers the first error among
-/// `held`, then `call`'s own answer.
+/// `held` with its place, then `call`'s own answer.
 async fn pipelined<T>(
     held: Vec<Pending<'_>>,
     call: impl Future<Output = Answer<T>>,
-) -> (Answer<()>, Answer<T>) {
+) -> (HeldAnswer, Answer<T>) {
     let mut held: Vec<Option<Pending<'_>>> = held.into_iter().map(Some).collect();
     let mut errors: Vec<Option<tokio_postgres::Error>> = held.iter().map(|_| None).collect();
     let mut call = std::pin::pin!(call);
@@ -109,12 +120,18 @@ async fn pipelined<T>(
         }
     })
     .await;
-    let first = errors.into_iter().flatten().next();
+    let first = errors
+        .into_iter()
+        .enumerate()
+        .find_map(|(i, e)| e.map(|e| (i, e)));
     (
         first.map_or(Ok(()), Err),
         answer.expect("polled to completion"),
     )
 }
+
+/// How the held statements went: the first failure and its place.
+type HeldAnswer = std::result::Result<(), (usize, tokio_postgres::Error)>;
 
 /// Runs `call` on `runtime`, polling `connection` beside it until `call`
 /// is done. A connection that ends is dropped, which fails the calls
@@ -196,6 +213,8 @@ pub(super) fn open_own(settings: &super::tls::Settings) -> Result<PgConn> {
         },
         handle,
         held: Vec::new(),
+        owner: 0,
+        failed_owner: None,
     })
 }
 
@@ -221,8 +240,23 @@ impl PgConn {
     {
         let params: Vec<&(dyn ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        self.failed_owner = None;
+        if let Err((place, e)) = self.keep_statements(sql) {
+            match place {
+                Some(i) => {
+                    // Nothing ran. The ones before it go with the next call.
+                    let owner = self.held[i].owner;
+                    self.held.truncate(i);
+                    if !ignore_held {
+                        self.failed_owner = Some(owner);
+                        return Err(map_err(&e));
+                    }
+                }
+                None => return Err(map_err(&e)),
+            }
+        }
         let held = std::mem::take(&mut self.held);
-        let (held_answer, result) = match &mut self.client {
+        let (held_answer, result): (HeldAnswer, Answer<T>) = match &mut self.client {
             Client::Own {
                 client,
                 connection,
@@ -230,46 +264,22 @@ impl PgConn {
                 runtime,
             } => {
                 let client = client.as_ref().expect("open until dropped");
-                let answers = drive(runtime, connection, async {
-                    let texts = held.iter().map(|(text, _)| text.as_str()).chain(sql);
-                    for text in texts {
-                        if !statements.contains_key(text) {
-                            if statements.len() >= STATEMENT_CACHE_LIMIT {
-                                statements.clear();
-                            }
-                            let s = match client.prepare(text).await {
-                                Ok(s) => s,
-                                Err(e) => return (Err(e), None),
-                            };
-                            statements.insert(text.to_owned(), s);
-                        }
-                    }
-                    let statements = &*statements;
+                let statements = &*statements;
+                drive(runtime, connection, async {
                     let pending: Vec<Pending<'_>> = held
                         .iter()
-                        .map(|(text, values)| {
-                            let statement = &statements[text.as_str()];
+                        .map(|h| {
+                            let statement = &statements[h.sql.as_str()];
                             Box::pin(async move {
                                 let params: Vec<&(dyn ToSql + Sync)> =
-                                    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                                    h.values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
                                 client.execute(statement, &params).await
                             }) as Pending<'_>
                         })
                         .collect();
                     let statement = sql.map(|text| &statements[text]);
-                    let (held, result) = pipelined(pending, run(client, statement, &params)).await;
-                    (held, Some(result))
-                });
-                let (held_answer, result) = match answers {
-                    // A statement could not be prepared: nothing ran.
-                    (Err(e), None) => (Ok(()), Err(e)),
-                    (held_answer, Some(result)) => (held_answer, result),
-                    (Ok(()), None) => unreachable!("a run always answers"),
-                };
-                if is_stale_plan(&result) || is_stale_plan(&held_answer) {
-                    statements.clear();
-                }
-                (held_answer, result)
+                    pipelined(pending, run(client, statement, &params)).await
+                })
             }
             Client::Pooled(object) => {
                 let cache = &object.statement_cache;
@@ -291,10 +301,60 @@ impl PgConn {
                 (Ok(()), result)
             }
         };
+        let stale = is_stale_plan(&result) || matches!(&held_answer, Err((_, e)) if stale_plan(e));
+        if stale && let Client::Own { statements, .. } = &mut self.client {
+            statements.clear();
+        }
         match held_answer {
-            Err(e) if !ignore_held => Err(map_err(&e)),
+            Err((i, e)) if !ignore_held => {
+                self.failed_owner = Some(held[i].owner);
+                Err(map_err(&e))
+            }
             _ => result.map_err(|e| map_err(&e)),
         }
+    }
+
+    /// Prepares and keeps what the held statements and `sql` need that is
+    /// not kept yet (the writer's connection; rarely anything). A failure
+    /// names the held statement's place, or `None` for `sql`.
+    fn keep_statements(
+        &mut self,
+        sql: Option<&str>,
+    ) -> std::result::Result<(), (Option<usize>, tokio_postgres::Error)> {
+        let Client::Own {
+            client,
+            connection,
+            statements,
+            runtime,
+        } = &mut self.client
+        else {
+            return Ok(());
+        };
+        let missing: Vec<(Option<usize>, &str)> = self
+            .held
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (Some(i), h.sql.as_str()))
+            .chain(sql.map(|text| (None, text)))
+            .filter(|(_, text)| !statements.contains_key(*text))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let client = client.as_ref().expect("open until dropped");
+        drive(runtime, connection, async {
+            for (place, text) in missing {
+                if statements.contains_key(text) {
+                    continue;
+                }
+                if statements.len() >= STATEMENT_CACHE_LIMIT {
+                    statements.clear();
+                }
+                let statement = client.prepare(text).await.map_err(|e| (place, e))?;
+                statements.insert(text.to_owned(), statement);
+            }
+            Ok(())
+        })
     }
 }
 
@@ -302,7 +362,11 @@ impl PgConn {
 /// a kept plan ("cached plan must not change result type"): the plans are
 /// then forgotten, so the next call prepares afresh.
 fn is_stale_plan<T>(result: &std::result::Result<T, tokio_postgres::Error>) -> bool {
-    matches!(result, Err(e) if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED))
+    matches!(result, Err(e) if stale_plan(e))
+}
+
+fn stale_plan(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
 }
 
 impl ToSql for Value {
@@ -443,11 +507,23 @@ impl Conn for PgConn {
     fn send(&mut self, sql: &str, values: &[Value]) -> Result<()> {
         match self.client {
             Client::Own { .. } => {
-                self.held.push((sql.to_owned(), values.to_vec()));
+                self.held.push(Held {
+                    sql: sql.to_owned(),
+                    values: values.to_vec(),
+                    owner: self.owner,
+                });
                 Ok(())
             }
             Client::Pooled(_) => self.execute(sql, values).map(|_| ()),
         }
+    }
+
+    fn set_owner(&mut self, owner: usize) {
+        self.owner = owner;
+    }
+
+    fn failed_owner(&self) -> Option<usize> {
+        self.failed_owner
     }
 
     fn is_broken(&self) -> bool {

@@ -139,6 +139,8 @@ impl Backend for Postgres {
             client: Client::Pooled(object),
             handle: self.handle.clone(),
             held: Vec::new(),
+            owner: 0,
+            failed_owner: None,
         }))
     }
     fn pools_readers(&self) -> bool {
