@@ -5,7 +5,9 @@
 //! delivered; new rows land in their own period's partition, not in
 //! DEFAULT; two processes making partitions at once both succeed, and rows
 //! that landed in DEFAULT move into their period's partition when it is
-//! made. (PostgreSQL only: on SQLite none of this exists.)
+//! made (PostgreSQL only: on SQLite none of this exists). On both
+//! backends: a database of the version before keeps its rows and
+//! Idempotency-Keys when it is upgraded, and a key goes with its event.
 
 use crate::common::{self, Db};
 use axum::body::Bytes;
@@ -20,7 +22,7 @@ use botwire::domain::retention::{PruneKind, RetentionPolicy};
 use botwire::runtime::retention::Pruner;
 use botwire::store::events::{EventRow, Published};
 use botwire::store::retention::partitions::{
-    ATTEMPTS, DELIVERIES, EVENTS, PartitionPlan, partition_name,
+    ATTEMPTS, DAY_MS, DELIVERIES, EVENTS, PartitionPlan, partition_name,
 };
 use botwire::store::{Store, Value};
 use serde_json::json;
@@ -396,4 +398,177 @@ async fn two_processes_make_partitions_at_once_and_strays_move_in() {
     }
     a.close().await;
     b.close().await;
+}
+
+/// A database of the version before partitions, with rows in it (one
+/// event with an Idempotency-Key, one with an id of another shape), then
+/// opened by this version: the rows are all there, on PostgreSQL each in
+/// its day's partition (the odd one in DEFAULT), and the key still
+/// answers with its event, or a conflict for another body.
+async fn upgrade_keeps_rows_and_keys(kind: Db) {
+    let Some(db) = common::test_db(kind) else {
+        return;
+    };
+    let backend = botwire::store::backend_for_url(&db.url).unwrap();
+    let day = botwire::store::now_ms().div_euclid(DAY_MS) * DAY_MS - 3 * DAY_MS;
+    let keyed = new_id_at("evt", day + 5_000);
+    let dlv = new_id_at("dlv", day + 5_001);
+    let att = new_id_at("att", day + 5_002);
+    let b = backend.clone();
+    let rows = (keyed.clone(), dlv.clone(), att.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut c = b.open_writer().unwrap();
+        c.batch(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL,
+                 applied_at BIGINT NOT NULL)",
+        )
+        .unwrap();
+        for &(version, name, sql) in b.migrations().iter().filter(|m| m.0 < 17) {
+            c.batch(sql).unwrap();
+            c.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, 0)",
+                &[version.into(), name.into()],
+            )
+            .unwrap();
+        }
+        let (keyed, dlv, att) = rows;
+        c.batch(
+            "INSERT INTO accounts (id, name, created_at) VALUES ('acc_1', 'Acme', 0);
+             INSERT INTO bots (account_id, id, name, type, created_at, updated_at)
+                 VALUES ('acc_1', 'shop', 'Shop', 'support', 0, 0)",
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO events (id, account_id, bot_id, type, data, created_at,
+                 idempotency_key, request_hash)
+             VALUES ($1, 'acc_1', 'shop', 'order.paid', '{}', $2, 'k-1', 'h-1'),
+                    ('evt_legacy', 'acc_1', 'shop', 'order.paid', '{}', $2, NULL, NULL)",
+            &[keyed.as_str().into(), (day + 5_000).into()],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO deliveries (id, account_id, bot_id, endpoint_id, event_id, status,
+                 attempts, created_at, updated_at)
+             VALUES ($1, 'acc_1', 'shop', 'ep_1', $2, 'succeeded', 1, $3, $3)",
+            &[
+                dlv.as_str().into(),
+                keyed.as_str().into(),
+                (day + 5_001).into(),
+            ],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO attempts (id, delivery_id, endpoint_id, account_id, started_at,
+                 duration_ms, request_headers)
+             VALUES ($1, $2, 'ep_1', 'acc_1', $3, 5, '{}')",
+            &[
+                att.as_str().into(),
+                dlv.as_str().into(),
+                (day + 5_002).into(),
+            ],
+        )
+        .unwrap();
+    })
+    .await
+    .unwrap();
+
+    let store = Store::open_backend(backend).await.unwrap();
+    assert_eq!(
+        scalar(&store, "SELECT COUNT(*) FROM events", vec![]).await,
+        2
+    );
+    if matches!(kind, Db::Postgres) {
+        assert_eq!(
+            home(&store, "events", &keyed).await,
+            partition_name("events", day, DAY_MS)
+        );
+        assert_eq!(home(&store, "events", "evt_legacy").await, "events_default");
+        assert_eq!(
+            home(&store, "deliveries", &dlv).await,
+            partition_name("deliveries", day, DAY_MS)
+        );
+        assert_eq!(
+            home(&store, "attempts", &att).await,
+            partition_name("attempts", day, DAY_MS)
+        );
+    }
+    let publish = |hash: &str| {
+        let e = EventRow::new("acc_1", "shop", "order.paid", None, "{}".into());
+        store.publish_event(e, Some(("k-1".into(), hash.into())))
+    };
+    match publish("h-1").await.unwrap() {
+        Published::Replayed(e) => assert_eq!(e.id, keyed),
+        Published::Created(e) => panic!("created {} again", e.id),
+    }
+    assert!(matches!(
+        publish("h-2").await,
+        Err(botwire::store::StoreError::Conflict(_))
+    ));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn an_upgraded_database_keeps_its_rows_and_keys_postgres() {
+    upgrade_keeps_rows_and_keys(Db::Postgres).await;
+}
+
+#[tokio::test]
+async fn an_upgraded_database_keeps_its_rows_and_keys_sqlite() {
+    upgrade_keeps_rows_and_keys(Db::Sqlite).await;
+}
+
+/// An Idempotency-Key lives exactly as long as its event: the prune that
+/// removes the event removes the key, and the key can then be used again.
+async fn keys_go_with_their_events(kind: Db) {
+    let Some(app) = common::spawn_app(kind).await else {
+        return;
+    };
+    app.create_bot("shop", "support").await;
+    let store = app.store.clone();
+    let clock = ManualClock::now();
+    let publish = |hash: &str, at: i64| {
+        let mut e = EventRow::new(&app.account_id, "shop", "order.paid", None, "{}".into());
+        e.created_at = at;
+        store.publish_event(e, Some(("k-1".into(), hash.into())))
+    };
+    let old = clock.now_ms() - 10 * W;
+    let first = match publish("h-1", old).await.unwrap() {
+        Published::Created(e) => e,
+        Published::Replayed(e) => panic!("replayed {}", e.id),
+    };
+    assert!(matches!(
+        publish("h-1", old).await.unwrap(),
+        Published::Replayed(e) if e.id == first.id
+    ));
+    assert!(matches!(
+        publish("h-2", old).await,
+        Err(botwire::store::StoreError::Conflict(_))
+    ));
+    let policy = RetentionPolicy {
+        events: Some(Duration::from_secs(300)),
+        ..Default::default()
+    };
+    let pass = Pruner::new(store.clone(), policy, Arc::new(clock.clone()))
+        .prune_once()
+        .await
+        .unwrap();
+    assert_eq!(pass.removed.get(PruneKind::Events), 1);
+    assert_eq!(
+        scalar(&store, "SELECT COUNT(*) FROM event_keys", vec![]).await,
+        0
+    );
+    assert!(matches!(
+        publish("h-2", clock.now_ms()).await.unwrap(),
+        Published::Created(e) if e.id != first.id
+    ));
+}
+
+#[tokio::test]
+async fn idempotency_keys_go_with_their_events_postgres() {
+    keys_go_with_their_events(Db::Postgres).await;
+}
+
+#[tokio::test]
+async fn idempotency_keys_go_with_their_events_sqlite() {
+    keys_go_with_their_events(Db::Sqlite).await;
 }
