@@ -87,3 +87,25 @@ pub async fn run(args: PruneArgs, config: &Config) -> anyhow::Result<()> {
     print!("{}", outcome?);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dry_run_names_each_partition_with_its_rows_and_period() {
+        assert_eq!(partition_lines(&[]), "");
+        let text = partition_lines(&[Partition {
+            table: "events",
+            name: "events_p20261028".into(),
+            from_ms: 1_793_145_600_000,
+            to_ms: 1_793_232_000_000,
+            rows: 34_710,
+        }]);
+        assert_eq!(
+            text,
+            "1 partitions would be dropped\n\
+             events_p20261028 (34710 rows, 2026-10-28 00:00:00 to 2026-10-29 00:00:00 UTC): would be dropped\n"
+        );
+    }
+}
