@@ -19,9 +19,10 @@
 //!   partition of the same period, once its whole range is older than the
 //!   events cut-off and no delivery of its events is unfinished or changed
 //!   at or after the cut-off; the attempts of those deliveries go with
-//!   them. The rule is checked again inside the write that drops, with
-//!   both partitions locked, so a delivery sent again meanwhile keeps its
-//!   partition.
+//!   them. The rule is checked in full on a reader, then again (what can
+//!   have changed since, through small indexes) inside the write that
+//!   drops, with the tables locked, so a delivery sent again meanwhile
+//!   keeps its partition and no partition is scanned under the lock.
 //! * SQLite has none of this: everything here is a no-op there.
 
 use super::super::{BackendKind, Conn, Result, Store, StoreError, Value};
@@ -35,8 +36,9 @@ pub const DAY_MS: i64 = 86_400_000;
 const ADVISORY_LOCK: i64 = 7_280_418;
 
 /// How long a drop waits for the tables' locks before it gives up (and
-/// tries again on the next pass), so the writer is never held for long.
-const LOCK_TIMEOUT: &str = "2s";
+/// tries again on the next pass). While it waits, other statements on the
+/// tables queue behind it, so the wait is kept short.
+const LOCK_TIMEOUT: &str = "500ms";
 
 /// A partitioned table and the prefix of its ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,6 +294,37 @@ impl EventPeriod {
         )?;
         Ok(Some(()))
     }
+
+    /// After [`EventPeriod::count_if_free`] found the period free: whether
+    /// it still is, looking only at what can have changed since. A
+    /// finished delivery changes only by being sent again, which makes it
+    /// unfinished, so the partition's unfinished deliveries (through the
+    /// partial due index, small) and the deliveries of its events made
+    /// after the period (an index range) are all there is to read: no
+    /// partition is scanned while the tables are locked.
+    fn still_free(&self, c: &mut dyn Conn, cut: i64) -> Result<bool> {
+        let held = c.query_opt(
+            &format!(
+                "SELECT 1 FROM {} WHERE status IN ({}) LIMIT 1",
+                self.deliveries.name,
+                unfinished()
+            ),
+            &[],
+        )?;
+        if held.is_some() {
+            return Ok(false);
+        }
+        let (lo, hi, dhi) = self.bounds();
+        let later = c.query_opt(
+            &format!(
+                "SELECT 1 FROM deliveries WHERE id >= $2 AND event_id >= $3 AND event_id < $4
+                   AND (status IN ({}) OR updated_at >= $1) LIMIT 1",
+                unfinished()
+            ),
+            &[cut.into(), dhi.into(), lo.into(), hi.into()],
+        )?;
+        Ok(later.is_none())
+    }
 }
 
 /// The event periods whose whole range is older than `cut`, each with the
@@ -314,6 +347,17 @@ fn old_event_periods(c: &mut dyn Conn, cut: i64) -> Result<Vec<EventPeriod>> {
         .collect())
 }
 
+/// The attempts partitions whose whole range is older than `cut`, with
+/// their rows.
+fn old_attempts(c: &mut dyn Conn, cut: i64) -> Result<Vec<Partition>> {
+    let mut out = Vec::new();
+    for mut p in list(c, ATTEMPTS)?.into_iter().filter(|p| p.to_ms <= cut) {
+        p.rows = count(c, &format!("SELECT COUNT(*) FROM {}", p.name), &[])?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
 fn detach_and_drop(c: &mut dyn Conn, p: &Partition) -> Result<()> {
     c.batch(&format!(
         "ALTER TABLE {} DETACH PARTITION {}; DROP TABLE {}",
@@ -321,27 +365,27 @@ fn detach_and_drop(c: &mut dyn Conn, p: &Partition) -> Result<()> {
     ))
 }
 
-/// Drops one attempts partition; answers its rows.
-fn drop_attempts(c: &mut dyn Conn, mut p: Partition) -> Result<Partition> {
+/// Drops one attempts partition (its rows counted before: no attempt is
+/// added to a past period's partition).
+fn drop_attempts(c: &mut dyn Conn, p: &Partition) -> Result<()> {
     c.batch(&format!(
-        "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; LOCK TABLE attempts, {} IN ACCESS EXCLUSIVE MODE",
-        p.name
+        "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; LOCK TABLE attempts IN ACCESS EXCLUSIVE MODE"
     ))?;
-    p.rows = count(c, &format!("SELECT COUNT(*) FROM {}", p.name), &[])?;
-    detach_and_drop(c, &p)?;
-    c.batch("SET LOCAL lock_timeout TO DEFAULT")?;
-    Ok(p)
+    detach_and_drop(c, p)?;
+    c.batch("SET LOCAL lock_timeout TO DEFAULT")
 }
 
-/// Drops one event period if its rule still holds; answers the rows gone.
-fn drop_event_period(c: &mut dyn Conn, mut p: EventPeriod, cut: i64) -> Result<PruneCounts> {
+/// Drops one event period found free (and counted) on a reader, if it
+/// still is; answers the rows gone.
+fn drop_event_period(c: &mut dyn Conn, p: EventPeriod, cut: i64) -> Result<PruneCounts> {
     let mut n = PruneCounts::default();
+    // The parents (which locks their partitions too), in the order every
+    // statement on both tables takes them.
     c.batch(&format!(
         "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}';
-         LOCK TABLE events, deliveries, {}, {} IN ACCESS EXCLUSIVE MODE",
-        p.events.name, p.deliveries.name
+         LOCK TABLE events, deliveries IN ACCESS EXCLUSIVE MODE"
     ))?;
-    if p.count_if_free(c, cut)?.is_none() {
+    if !p.still_free(c, cut)? {
         c.batch("SET LOCAL lock_timeout TO DEFAULT")?;
         return Ok(n);
     }
@@ -406,10 +450,7 @@ impl Store {
         self.read(move |c| {
             let mut out = Vec::new();
             if let Some(cut) = cutoffs.attempts {
-                for mut p in list(c, ATTEMPTS)?.into_iter().filter(|p| p.to_ms <= cut) {
-                    p.rows = count(c, &format!("SELECT COUNT(*) FROM {}", p.name), &[])?;
-                    out.push(p);
-                }
+                out.extend(old_attempts(c, cut)?);
             }
             if let Some(cut) = cutoffs.events {
                 for mut p in old_event_periods(c, cut)? {
@@ -433,12 +474,10 @@ impl Store {
             return Ok(total);
         }
         if let Some(cut) = cutoffs.attempts {
-            for p in self.partitions(ATTEMPTS).await? {
-                if p.to_ms > cut {
-                    continue;
-                }
-                let p = self.write(move |c| drop_attempts(c, p)).await?;
-                total.add(PruneKind::Attempts, p.rows);
+            for p in self.read(move |c| old_attempts(c, cut)).await? {
+                let rows = p.rows;
+                self.write(move |c| drop_attempts(c, &p)).await?;
+                total.add(PruneKind::Attempts, rows);
                 total.add_partitions(1);
             }
         }
