@@ -13,7 +13,9 @@
 //!   processes at once (a transaction-scoped advisory lock, and a period
 //!   that any partition already overlaps is left as it is). Rows that
 //!   landed in `DEFAULT` for a period move into its partition when it is
-//!   made.
+//!   made. Making a partition locks its table briefly; like a drop, it
+//!   waits at most [`LOCK_TIMEOUT`] for that and is otherwise tried again
+//!   on the next pass (partitions are made days ahead).
 //! * An attempts partition goes once its whole range is older than the
 //!   attempts cut-off. An events partition goes, with the deliveries
 //!   partition of the same period, once its whole range is older than the
@@ -216,7 +218,9 @@ fn create(c: &mut dyn Conn, table: PartitionedTable, from: i64, to: i64, width: 
 /// Makes the partitions `plan` wants at `now_ms` that are missing;
 /// answers how many it made.
 fn ensure(c: &mut dyn Conn, now_ms: i64, plan: PartitionPlan) -> Result<u64> {
-    c.batch(&format!("SELECT pg_advisory_xact_lock({ADVISORY_LOCK})"))?;
+    c.batch(&format!(
+        "SELECT pg_advisory_xact_lock({ADVISORY_LOCK}); SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"
+    ))?;
     let mut made = 0;
     for table in TABLES {
         let have = list(c, table)?;
@@ -228,6 +232,7 @@ fn ensure(c: &mut dyn Conn, now_ms: i64, plan: PartitionPlan) -> Result<u64> {
             made += 1;
         }
     }
+    c.batch("SET LOCAL lock_timeout TO DEFAULT")?;
     Ok(made)
 }
 
