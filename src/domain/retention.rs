@@ -150,28 +150,42 @@ pub fn conversation_may_go(status: &str, updated_at: i64, cut: i64) -> bool {
     !OPEN_CONVERSATION.contains(&status) && updated_at < cut
 }
 
-/// Rows removed (or, in a dry run, that would be), per kind.
+/// Rows removed (or, in a dry run, that would be), per kind, and the
+/// PostgreSQL partitions dropped whole (their rows are counted by kind
+/// too).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PruneCounts([u64; 8]);
+pub struct PruneCounts {
+    rows: [u64; 8],
+    partitions: u64,
+}
 
 impl PruneCounts {
     /// Adds `n` rows of `kind`.
     pub fn add(&mut self, kind: PruneKind, n: u64) {
-        self.0[kind.index()] += n;
+        self.rows[kind.index()] += n;
     }
     /// Rows of `kind`.
     pub fn get(&self, kind: PruneKind) -> u64 {
-        self.0[kind.index()]
+        self.rows[kind.index()]
+    }
+    /// Adds `n` partitions dropped.
+    pub fn add_partitions(&mut self, n: u64) {
+        self.partitions += n;
+    }
+    /// Partitions dropped.
+    pub fn partitions(&self) -> u64 {
+        self.partitions
     }
     /// Adds every count of `other`.
     pub fn merge(&mut self, other: &PruneCounts) {
         for k in PruneKind::ALL {
             self.add(k, other.get(k));
         }
+        self.partitions += other.partitions;
     }
     /// Rows of every kind together.
     pub fn total(&self) -> u64 {
-        self.0.iter().sum()
+        self.rows.iter().sum()
     }
 }
 
@@ -225,9 +239,11 @@ mod tests {
         a.add(PruneKind::Audit, 1);
         let mut b = PruneCounts::default();
         b.add(PruneKind::Events, 2);
+        b.add_partitions(2);
         a.merge(&b);
         assert_eq!(a.get(PruneKind::Events), 5);
         assert_eq!(a.get(PruneKind::Messages), 0);
         assert_eq!(a.total(), 6);
+        assert_eq!(a.partitions(), 2);
     }
 }

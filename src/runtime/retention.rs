@@ -7,10 +7,17 @@
 //! turns and deliveries interleave with it), then on SQLite hands the freed
 //! pages back to the file system. Several nodes may prune at once: every
 //! batch is idempotent and re-checks its rule in its own `DELETE`.
+//!
+//! On PostgreSQL a pass first makes sure the time partitions of the coming
+//! periods exist (see [`crate::store::retention::partitions`]); the first
+//! pass runs as the pruner starts, so a node that runs workers has them
+//! before its first delivery. A pass then drops whole partitions before
+//! it deletes rows.
 
 use crate::delivery::clock::Clock;
 use crate::domain::retention::{PruneCounts, RetentionPolicy};
 use crate::store::retention::VACUUM_PAGES;
+use crate::store::retention::partitions::PartitionPlan;
 use crate::store::{Result, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +36,8 @@ pub struct PassReport {
     pub removed: PruneCounts,
     /// SQLite pages handed back to the file system (0 on PostgreSQL).
     pub pages_released: u64,
+    /// PostgreSQL partitions made ahead (0 on SQLite).
+    pub partitions_made: u64,
     /// How long the pass took.
     pub took: Duration,
 }
@@ -39,6 +48,7 @@ pub struct Pruner {
     store: Store,
     policy: RetentionPolicy,
     clock: Arc<dyn Clock>,
+    plan: PartitionPlan,
 }
 
 impl Pruner {
@@ -48,14 +58,33 @@ impl Pruner {
             store,
             policy,
             clock,
+            plan: PartitionPlan::default(),
         }
     }
 
-    /// One pass at the clock's now: prune, then release free pages.
-    /// Records the rows removed and the pass's duration on `/metrics`.
+    /// The same pruner, cutting PostgreSQL partitions by `plan` rather
+    /// than one a day.
+    pub fn with_partitions(mut self, plan: PartitionPlan) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    /// One pass at the clock's now: make the coming partitions, prune,
+    /// then release free pages. Records the rows removed and the pass's
+    /// duration on `/metrics`.
     pub async fn prune_once(&self) -> Result<PassReport> {
         let started = Instant::now();
-        let cutoffs = self.policy.cutoffs(self.clock.now_ms());
+        let now = self.clock.now_ms();
+        // Partitions are made days ahead: one pass that cannot (the tables
+        // were busy) leaves it to the next, and prunes anyway.
+        let partitions_made = match self.store.ensure_partitions(now, self.plan).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not make the coming partitions");
+                0
+            }
+        };
+        let cutoffs = self.policy.cutoffs(now);
         let removed = self.store.prune(&cutoffs).await?;
         // Also after a pass that removed nothing: an earlier pass may have
         // left free pages behind (more than VACUUM_ROUNDS writes' worth).
@@ -72,6 +101,7 @@ impl Pruner {
         Ok(PassReport {
             removed,
             pages_released,
+            partitions_made,
             took,
         })
     }
@@ -91,6 +121,7 @@ impl Pruner {
                     conversations = r
                         .removed
                         .get(crate::domain::retention::PruneKind::Conversations),
+                    partitions_dropped = r.removed.partitions(),
                     pages_released = r.pages_released,
                     took_ms = r.took.as_millis() as u64,
                     "pruned old records"

@@ -156,6 +156,7 @@ impl Store {
                 "contacts",
                 "flows",
                 "events",
+                "event_keys",
                 "appointments",
                 "deliveries",
                 "endpoints",

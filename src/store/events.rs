@@ -105,8 +105,8 @@ pub(super) fn insert_event_only(c: &mut dyn Conn, e: &EventRow) -> Result<()> {
 
 fn insert_row(c: &mut dyn Conn, e: &EventRow, idempotency: Option<(&str, &str)>) -> Result<()> {
     c.send(
-        "INSERT INTO events (id, account_id, bot_id, type, conversation_id, data, created_at, idempotency_key, request_hash, trace_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO events (id, account_id, bot_id, type, conversation_id, data, created_at, trace_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
             (&e.id).into(),
             (&e.account_id).into(),
@@ -115,11 +115,35 @@ fn insert_row(c: &mut dyn Conn, e: &EventRow, idempotency: Option<(&str, &str)>)
             e.conversation_id.as_deref().into(),
             (&e.data).into(),
             e.created_at.into(),
-            idempotency.map(|i| i.0).into(),
-            idempotency.map(|i| i.1).into(),
             e.trace_id.as_deref().into(),
         ],
-    )
+    )?;
+    if let Some((key, hash)) = idempotency {
+        // The key lives in its own table (a partitioned events table takes
+        // no unique index without the id). A key whose event was pruned is
+        // free again; one whose event is kept was taken in between by a
+        // concurrent publish.
+        let taken = c.execute(
+            "INSERT INTO event_keys (account_id, bot_id, idempotency_key, event_id, request_hash)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (account_id, bot_id, idempotency_key) DO UPDATE
+                SET event_id = excluded.event_id, request_hash = excluded.request_hash
+                WHERE NOT EXISTS (SELECT 1 FROM events WHERE events.id = event_keys.event_id)",
+            &[
+                (&e.account_id).into(),
+                (&e.bot_id).into(),
+                key.into(),
+                (&e.id).into(),
+                hash.into(),
+            ],
+        )?;
+        if taken == 0 {
+            return Err(StoreError::Conflict(
+                "this Idempotency-Key is being used by a concurrent request".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Filters for listing events.
@@ -213,7 +237,9 @@ impl Store {
                     let existing = c.query_opt(
                         &format!(
                             "SELECT {COLUMNS}, request_hash FROM events
-                             WHERE account_id = $1 AND bot_id = $2 AND idempotency_key = $3"
+                             JOIN (SELECT event_id, request_hash FROM event_keys
+                                   WHERE account_id = $1 AND bot_id = $2 AND idempotency_key = $3) k
+                               ON k.event_id = id"
                         ),
                         &[
                             (&event.account_id).into(),

@@ -30,6 +30,7 @@ mod delivery;
 mod hostile;
 mod inbox;
 mod outbox;
+mod partitions;
 mod people;
 mod pg_client;
 mod reliability;

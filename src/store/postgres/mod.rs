@@ -80,6 +80,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "retention",
         include_str!("migrations/0016_retention.sql"),
     ),
+    (
+        17,
+        "partitions",
+        include_str!("migrations/0017_partitions.sql"),
+    ),
 ];
 
 /// A PostgreSQL database named by a URL.

@@ -66,6 +66,11 @@ static MIGRATIONS: &[(i64, &str, &str)] = &[
         "retention",
         include_str!("migrations/0016_retention.sql"),
     ),
+    (
+        17,
+        "event_keys",
+        include_str!("migrations/0017_event_keys.sql"),
+    ),
 ];
 
 /// A SQLite database file.
