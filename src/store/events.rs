@@ -4,7 +4,6 @@
 
 use super::deliveries::{Audiences, DeliveryTicket, Lease, fan_out};
 use super::{Conn, Page, PageRequest, Result, Row, Store, StoreError, now_ms};
-use crate::domain::endpoint;
 use crate::domain::ids::new_id;
 
 /// An event as stored.
@@ -52,7 +51,8 @@ impl EventRow {
     }
 }
 
-const COLUMNS: &str = "id, account_id, bot_id, type, conversation_id, data, created_at, trace_id";
+pub(super) const COLUMNS: &str =
+    "id, account_id, bot_id, type, conversation_id, data, created_at, trace_id";
 
 /// Reads an event from `row` by column name (a row of the event columns, or
 /// that part of a joined row).
@@ -103,7 +103,11 @@ pub(super) fn insert_event_only(c: &mut dyn Conn, e: &EventRow) -> Result<()> {
     insert_row(c, e, None)
 }
 
-fn insert_row(c: &mut dyn Conn, e: &EventRow, idempotency: Option<(&str, &str)>) -> Result<()> {
+pub(super) fn insert_row(
+    c: &mut dyn Conn,
+    e: &EventRow,
+    idempotency: Option<(&str, &str)>,
+) -> Result<()> {
     c.send(
         "INSERT INTO events (id, account_id, bot_id, type, conversation_id, data, created_at, trace_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -208,65 +212,5 @@ impl Store {
             )?)
         })
         .await
-    }
-
-    /// Publishes an event from outside. With an idempotency key, the same
-    /// key and body return the first event; the same key with another body
-    /// is a `Conflict`. A bot that does not exist is `NotFound`.
-    pub async fn publish_event(
-        &self,
-        event: EventRow,
-        idempotency: Option<(String, String)>,
-    ) -> Result<Published> {
-        let lease = self.delivery_lease();
-        // Without a savepoint: a write that may run again (see
-        // `Store::write_again`).
-        let (published, tickets) = self
-            .write_again(move |c| {
-                // The bot is checked in the transaction, not by a read
-                // before it: no event for a bot deleted in between. For an
-                // event of one bot the fan-out's own query checks it (one
-                // round trip fewer per event).
-                if endpoint::account_wide(&event.event_type) {
-                    c.query_one(
-                        "SELECT 1 FROM bots WHERE account_id = $1 AND id = $2",
-                        &[(&event.account_id).into(), (&event.bot_id).into()],
-                    )?;
-                }
-                if let Some((key, hash)) = &idempotency {
-                    let existing = c.query_opt(
-                        &format!(
-                            "SELECT {COLUMNS}, request_hash FROM events
-                             JOIN (SELECT event_id, request_hash FROM event_keys
-                                   WHERE account_id = $1 AND bot_id = $2 AND idempotency_key = $3) k
-                               ON k.event_id = id"
-                        ),
-                        &[
-                            (&event.account_id).into(),
-                            (&event.bot_id).into(),
-                            key.into(),
-                        ],
-                    )?;
-                    if let Some(row) = existing {
-                        if row.opt_text_at("request_hash")?.as_deref() == Some(hash.as_str()) {
-                            return Ok((Published::Replayed(event_from(&row)?), Vec::new()));
-                        }
-                        return Err(StoreError::Conflict(
-                            "this Idempotency-Key was already used with a different request body"
-                                .into(),
-                        ));
-                    }
-                }
-                insert_row(
-                    c,
-                    &event,
-                    idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str())),
-                )?;
-                let tickets = fan_out(c, &mut Audiences::default(), &event, lease.as_ref(), true)?;
-                Ok((Published::Created(event.clone()), tickets))
-            })
-            .await?;
-        self.hand_over(tickets);
-        Ok(published)
     }
 }

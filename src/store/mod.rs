@@ -42,6 +42,7 @@ pub mod keys;
 pub mod migrate;
 mod pool;
 pub mod postgres;
+mod publish;
 pub mod retention;
 mod row;
 pub mod segments;
@@ -61,7 +62,7 @@ pub use writer::Writer;
 
 /// What went wrong in the store. Client errors (`NotFound`, `Conflict`,
 /// `Invalid`) are the caller's to explain; the rest are operational.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The row asked for does not exist (or belongs to someone else).
     #[error("not found")]
@@ -226,6 +227,8 @@ pub struct Store {
     /// Where inbound messages go once stored (the inbound processor, when
     /// this process runs one).
     inbound_sink: Arc<std::sync::RwLock<Option<Arc<dyn channels::InboundSink>>>>,
+    /// Publishes waiting for their shared write ([`publish`]).
+    publishes: Arc<publish::PublishQueue>,
 }
 
 impl std::fmt::Debug for Store {
@@ -275,6 +278,7 @@ impl Store {
             sink: Arc::default(),
             outbox_sink: Arc::default(),
             inbound_sink: Arc::default(),
+            publishes: Arc::default(),
         })
     }
 

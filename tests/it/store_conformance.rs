@@ -9,7 +9,7 @@ use botwire::store::bots::BotPatch;
 use botwire::store::conversations::{
     BookingWrite, ContactRow, ConversationRow, TurnCommit, TurnWrite,
 };
-use botwire::store::events::EventRow;
+use botwire::store::events::{EventRow, Published};
 use botwire::store::{Conn, PageRequest, Store, StoreError};
 use common::{Db, test_db};
 
@@ -23,6 +23,7 @@ async fn suite(kind: Db) {
     group_commit(&store).await;
     failed_write_spares_its_batch(&store).await;
     sent_statements_answer_for_their_own_write(&store).await;
+    publishes_waiting_together_share_a_write(&store).await;
     migrations_are_idempotent(&store, &db.url).await;
     one_booking_per_slot(&store, &db.url).await;
     claims_take_only_due_work_of_enabled_endpoints(&store).await;
@@ -594,6 +595,81 @@ async fn sent_statements_answer_for_their_own_write(store: &Store) {
         .await
         .unwrap();
     assert_eq!(seen, "ordered");
+}
+
+/// Publishes queued while the writer is busy go in as one write; each
+/// caller still gets its own answer: an unknown bot is `NotFound`, a second
+/// body under one Idempotency-Key a `Conflict`, the rest written once.
+async fn publishes_waiting_together_share_a_write(store: &Store) {
+    let account = store.first_account().await.unwrap().unwrap().id;
+    store
+        .create_bot(
+            &account,
+            BotId::parse("pub").unwrap(),
+            "p",
+            BotType::Support,
+        )
+        .await
+        .unwrap();
+    let publish = |bot: &str, key: Option<(String, String)>| {
+        let store = store.clone();
+        let event = EventRow::new(&account, bot, "order.paid", None, "{}".into());
+        tokio::spawn(async move { store.publish_event(event, key).await })
+    };
+    // Hold the writer while 100 publishes queue up.
+    let busy = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let before = store.writer_stats();
+    let tasks: Vec<_> = (0..100).map(|_| publish("pub", None)).collect();
+    busy.await.unwrap().unwrap();
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), Ok(Published::Created(_))));
+    }
+    let writes = store.writer_stats().writes - before.writes;
+    assert!(writes <= 3, "100 queued publishes took {writes} writes");
+
+    // Failures mixed in: each gets its own answer, the others go in once.
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let task = match i % 6 {
+            0 => publish("nobody", None),
+            1 => publish("pub", Some(("dup".into(), format!("body-{i}")))),
+            _ => publish("pub", None),
+        };
+        tasks.push((i % 6, task));
+    }
+    let (mut created, mut dup_created, mut dup_conflicts, mut missing) = (0, 0, 0, 0);
+    for (kind, t) in tasks {
+        match (kind, t.await.unwrap()) {
+            (0, Err(StoreError::NotFound)) => missing += 1,
+            (1, Ok(Published::Created(_))) => dup_created += 1,
+            (1, Err(StoreError::Conflict(_))) => dup_conflicts += 1,
+            (k, Ok(Published::Created(_))) if k > 1 => created += 1,
+            (k, other) => panic!("publish of kind {k}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        (missing, dup_created, dup_conflicts, created),
+        (10, 1, 9, 40)
+    );
+    let n = store
+        .read(|c| {
+            c.query_one("SELECT COUNT(*) FROM events WHERE bot_id = 'pub'", &[])?
+                .int(0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 100 + 1 + 40, "every created event is written once");
 }
 
 async fn migrations_are_idempotent(store: &Store, url: &str) {

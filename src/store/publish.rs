@@ -1,0 +1,208 @@
+//! Publishing events from outside (`POST /v1/bots/{bot}/events`): the
+//! publishes that wait at the same moment go into the database as one
+//! write.
+//!
+//! Each publish joins a queue; the one that finds it empty submits a write
+//! that, when the writer runs it, takes everything queued by then. So a
+//! busy API turns N concurrent publishes into one write whose fan-out
+//! reads each bot's endpoints once (on PostgreSQL: one round trip for the
+//! lot instead of one each), and an idle one still writes a lone publish at
+//! once. Each caller is answered with its own result once the commit is
+//! durable.
+//!
+//! A publish that fails (an unknown bot, an Idempotency-Key used with
+//! another body) fails the shared write. Its caller gets that error and
+//! the others are written again one by one, so nobody pays for another's
+//! mistake with more than a retry.
+
+use super::deliveries::{Audiences, DeliveryTicket, Lease, fan_out};
+use super::events::{COLUMNS, EventRow, Published, event_from, insert_row};
+use super::{Conn, Result, Store, StoreError};
+use crate::domain::endpoint;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// One publish waiting for its write.
+struct Queued {
+    event: EventRow,
+    idempotency: Option<(String, String)>,
+    reply: oneshot::Sender<Result<Published>>,
+}
+
+/// Publishes waiting to be taken by a write.
+#[derive(Default)]
+pub(super) struct PublishQueue(Mutex<Vec<Queued>>);
+
+/// The publishes one write took, and which of them failed it.
+#[derive(Default)]
+struct Taken {
+    items: Vec<Queued>,
+    failed: Option<usize>,
+}
+
+impl Store {
+    /// Publishes an event from outside. With an idempotency key, the same
+    /// key and body return the first event; the same key with another body
+    /// is a `Conflict`. A bot that does not exist is `NotFound`.
+    pub async fn publish_event(
+        &self,
+        event: EventRow,
+        idempotency: Option<(String, String)>,
+    ) -> Result<Published> {
+        let (reply, answer) = oneshot::channel();
+        let lead = {
+            let mut queue = self.publishes.0.lock().expect("publish queue");
+            queue.push(Queued {
+                event,
+                idempotency,
+                reply,
+            });
+            queue.len() == 1
+        };
+        if lead {
+            // Its own task: the write must be answered even if this
+            // caller goes away (a client that hangs up).
+            let store = self.clone();
+            tokio::spawn(async move { store.write_queued().await });
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the publish was not answered".into()))?
+    }
+
+    /// Writes what is queued when the writer gets to it, and answers each.
+    async fn write_queued(&self) {
+        let lease = self.delivery_lease();
+        let queue = self.publishes.clone();
+        let taken = Arc::new(Mutex::new(Taken::default()));
+        let state = taken.clone();
+        // Without a savepoint: a write that may run again (see
+        // `Store::write_again`). Its first run takes the queue; a run
+        // again writes the same publishes.
+        let outcome = self
+            .write_again(move |c| {
+                let mut state = state.lock().expect("taken publishes");
+                if state.items.is_empty() {
+                    state.items = std::mem::take(&mut *queue.0.lock().expect("publish queue"));
+                }
+                state.failed = None;
+                let mut audiences = Audiences::default();
+                let mut results = Vec::with_capacity(state.items.len());
+                for (i, q) in state.items.iter().enumerate() {
+                    let idempotency = q
+                        .idempotency
+                        .as_ref()
+                        .map(|(k, h)| (k.as_str(), h.as_str()));
+                    match publish_one(c, &mut audiences, &q.event, idempotency, lease.as_ref()) {
+                        Ok(r) => results.push(r),
+                        Err(e) => {
+                            state.failed = Some(i);
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(results)
+            })
+            .await;
+        let Taken { items, failed } = std::mem::take(&mut *taken.lock().expect("taken publishes"));
+        match (outcome, failed) {
+            (Ok(results), _) => {
+                let mut tickets = Vec::new();
+                for (q, (published, t)) in items.into_iter().zip(results) {
+                    tickets.extend(t);
+                    let _ = q.reply.send(Ok(published));
+                }
+                self.hand_over(tickets);
+            }
+            (Err(e), Some(bad)) => {
+                // One publish failed the write: it gets the error, the
+                // others go again, each in a write of its own.
+                for (i, q) in items.into_iter().enumerate() {
+                    if i == bad {
+                        let _ = q.reply.send(Err(e.clone()));
+                        continue;
+                    }
+                    let store = self.clone();
+                    tokio::spawn(async move { store.write_alone(q).await });
+                }
+            }
+            (Err(e), None) => {
+                // The commit failed: nothing was written.
+                for q in items {
+                    let _ = q.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes one publish on its own.
+    async fn write_alone(&self, q: Queued) {
+        let lease = self.delivery_lease();
+        let Queued {
+            event,
+            idempotency,
+            reply,
+        } = q;
+        let outcome = self
+            .write_again(move |c| {
+                let idempotency = idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str()));
+                publish_one(
+                    c,
+                    &mut Audiences::default(),
+                    &event,
+                    idempotency,
+                    lease.as_ref(),
+                )
+            })
+            .await;
+        let _ = reply.send(outcome.map(|(published, tickets)| {
+            self.hand_over(tickets);
+            published
+        }));
+    }
+}
+
+/// Writes one publish inside the caller's transaction.
+fn publish_one(
+    c: &mut dyn Conn,
+    audiences: &mut Audiences,
+    event: &EventRow,
+    idempotency: Option<(&str, &str)>,
+    lease: Option<&Lease>,
+) -> Result<(Published, Vec<DeliveryTicket>)> {
+    // The bot is checked in the transaction, not by a read before it: no
+    // event for a bot deleted in between. For an event of one bot the
+    // fan-out's own query checks it.
+    if endpoint::account_wide(&event.event_type) {
+        c.query_one(
+            "SELECT 1 FROM bots WHERE account_id = $1 AND id = $2",
+            &[(&event.account_id).into(), (&event.bot_id).into()],
+        )?;
+    }
+    if let Some((key, hash)) = idempotency {
+        let existing = c.query_opt(
+            &format!(
+                "SELECT {COLUMNS}, request_hash FROM events
+                 JOIN (SELECT event_id, request_hash FROM event_keys
+                       WHERE account_id = $1 AND bot_id = $2 AND idempotency_key = $3) k
+                   ON k.event_id = id"
+            ),
+            &[
+                (&event.account_id).into(),
+                (&event.bot_id).into(),
+                key.into(),
+            ],
+        )?;
+        if let Some(row) = existing {
+            if row.opt_text_at("request_hash")?.as_deref() == Some(hash) {
+                return Ok((Published::Replayed(event_from(&row)?), Vec::new()));
+            }
+            return Err(StoreError::Conflict(
+                "this Idempotency-Key was already used with a different request body".into(),
+            ));
+        }
+    }
+    insert_row(c, event, idempotency)?;
+    let tickets = fan_out(c, audiences, event, lease, true)?;
+    Ok((Published::Created(event.clone()), tickets))
+}
