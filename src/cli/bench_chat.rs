@@ -1,7 +1,7 @@
 //! `botwire bench chat`: chat turns per second over HTTP.
 //!
 //! Starts the real server in this process on a fresh SQLite database in
-//! `--dir`, imports an example (`--example elipackage`, seed 003's bot, or
+//! `--dir` (or the empty PostgreSQL database `--database` names), imports an example (`--example elipackage`, seed 003's bot, or
 //! `leads`, whose every turn evaluates CEL conditions, its scoring turn a
 //! `set` node too), and has many contacts chat through it at once, every turn writing its events in the
 //! same transaction as the conversation change. Then a paced run at a fixed
@@ -53,6 +53,9 @@ pub struct ChatBench {
     /// The example bot: `elipackage` or `leads`.
     #[arg(long, default_value = "elipackage")]
     example: String,
+    /// Use this (empty) database instead, e.g. postgres://…
+    #[arg(long)]
+    database: Option<String>,
 }
 
 struct Server {
@@ -61,7 +64,8 @@ struct Server {
     /// `Bearer <key>`.
     auth: String,
     store: Store,
-    path: String,
+    /// The scratch SQLite file, removed at the end (none on PostgreSQL).
+    path: Option<String>,
 }
 
 impl Server {
@@ -72,24 +76,30 @@ impl Server {
             addr: self.addr,
             auth: self.auth.clone(),
             store: self.store.clone(),
-            path: String::new(),
+            path: None,
         }
     }
 }
 
 async fn start(
     dir: &std::path::Path,
+    database: Option<&str>,
     example: &str,
 ) -> anyhow::Result<(Server, &'static [&'static str])> {
     let Some(&(bot, source, script)) = EXAMPLES.iter().find(|(name, _, _)| *name == example) else {
         anyhow::bail!("--example must be elipackage or leads, not {example:?}");
     };
-    let path = dir.join(format!(
-        "botwire-bench-chat-{}.db",
-        crate::domain::ids::new_id("b")
-    ));
-    let path = path.display().to_string();
-    let store = Store::open(&format!("sqlite://{path}")).await?;
+    let (store, path) = match database {
+        Some(url) => (Store::open(url).await?, None),
+        None => {
+            let path = dir.join(format!(
+                "botwire-bench-chat-{}.db",
+                crate::domain::ids::new_id("b")
+            ));
+            let path = path.display().to_string();
+            (Store::open(&format!("sqlite://{path}")).await?, Some(path))
+        }
+    };
     let (pepper, account, key) = super::bench::fresh_account(&store).await?;
     let file = crate::runtime::bots::parse_bot_file(source, true)?;
     crate::runtime::bots::import(&store, &account.id, &file).await?;
@@ -128,9 +138,13 @@ pub(super) fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(b: ChatBench) -> anyhow::Result<()> {
-    let (server, script) = start(&b.dir, &b.example).await?;
+    let (server, script) = start(&b.dir, b.database.as_deref(), &b.example).await?;
+    let on = match &b.database {
+        Some(url) => crate::cli::redact_url(url),
+        None => "SQLite (synchronous=FULL)".into(),
+    };
     eprintln!(
-        "bench chat: {} flow over HTTP, SQLite (synchronous=FULL), {} contacts, {:.0} s",
+        "bench chat: {} flow over HTTP, {on}, {} contacts, {:.0} s",
         server.bot, b.contacts, b.seconds
     );
     // Throughput: every contact chats as fast as the server answers.
@@ -226,8 +240,10 @@ pub async fn run(b: ChatBench) -> anyhow::Result<()> {
         paced.last().copied().unwrap_or(0) as f64 / 1000.0
     );
     server.store.close().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", server.path));
+    if let Some(path) = &server.path {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
     }
     Ok(())
 }

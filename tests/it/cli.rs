@@ -782,11 +782,28 @@ fn channels_add_list_and_remove_from_the_shell() {
 #[test]
 fn bench_chat_runs_the_leads_flow_over_http() {
     let dir = temp_dir("bench-chat");
+    check_bench_chat(&["--dir".as_ref(), dir.as_os_str()]);
+    // The scratch database is removed afterwards.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same on PostgreSQL (`--database`).
+#[test]
+fn bench_chat_runs_on_postgres() {
+    let Some(db) = crate::common::test_db(crate::common::Db::Postgres) else {
+        return;
+    };
+    check_bench_chat(&["--database".as_ref(), db.url.as_ref()]);
+}
+
+/// Runs `bench chat` on leads with the database flags `db` and checks both
+/// runs answered every turn.
+fn check_bench_chat(db: &[&std::ffi::OsStr]) {
     let out = bin()
         .args(["bench", "chat", "--example", "leads", "--contacts", "4"])
         .args(["--seconds", "1", "--rate", "40", "--paced-seconds", "1"])
-        .arg("--dir")
-        .arg(&dir)
+        .args(db)
         .output()
         .expect("run bench chat");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -818,9 +835,6 @@ fn bench_chat_runs_the_leads_flow_over_http() {
         stdout.contains("paced at 40 turns/s: 40 turns in"),
         "paced run: {stdout}"
     );
-    // The scratch database is removed afterwards.
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Rows an old day left: an event delivered long ago, an event still

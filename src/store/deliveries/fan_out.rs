@@ -29,7 +29,12 @@ static FAN_OUT_ACCOUNT: LazyLock<String> = LazyLock::new(|| {
 /// the account-wide reading), so that several events of a turn cost one
 /// query.
 #[derive(Default)]
-pub(in crate::store) struct Audiences(HashMap<(String, Option<String>), Endpoints>);
+pub(in crate::store) struct Audiences {
+    read: HashMap<(String, Option<String>), Endpoints>,
+    /// Whether this write already tells other processes (one `NOTIFY` per
+    /// write is enough: it is delivered at the commit).
+    notified: bool,
+}
 
 /// Endpoints shared by the tickets made from them.
 type Endpoints = Arc<[Arc<EndpointRow>]>;
@@ -48,7 +53,7 @@ impl Audiences {
             event.account_id.clone(),
             (!account_wide).then(|| event.bot_id.clone()),
         );
-        if let Some(found) = self.0.get(&key) {
+        if let Some(found) = self.read.get(&key) {
             return Ok(found.clone());
         }
         let rows = if account_wide {
@@ -71,7 +76,7 @@ impl Audiences {
             }
         }
         let endpoints: Endpoints = endpoints.into();
-        self.0.insert(key, endpoints.clone());
+        self.read.insert(key, endpoints.clone());
         Ok(endpoints)
     }
 }
@@ -111,9 +116,10 @@ pub(in crate::store) fn fan_out(
                 .clone(),
         });
     }
-    if lease.is_none() && !tickets.is_empty() {
+    if lease.is_none() && !tickets.is_empty() && !audiences.notified {
         // Written for any worker to claim: wake those in other processes.
         c.notify_deliveries()?;
+        audiences.notified = true;
     }
     Ok(tickets)
 }
