@@ -13,6 +13,7 @@
 //!   to the receiver (one hop instead of two, no database);
 //! * a fixed-rate run (open loop, default 2,000 events/s) for its latency.
 
+use super::bench_client::Connection;
 use crate::delivery::ssrf::AllowList;
 use crate::delivery::{Delivery, Engine, Settings};
 use crate::domain::bot::{BotId, BotType};
@@ -121,12 +122,14 @@ fn body(n: usize) -> String {
     serde_json::json!({"type": "bench.event", "data": {"t": micros(), "n": n}}).to_string()
 }
 
-/// Posts `n` bodies to `url` with `in_flight` concurrent requests; answers
+/// Posts `n` bodies to `path` on `addr` with `in_flight` concurrent
+/// requests, each over its own keep-alive connection (the benches' light
+/// client: the load generator shares the cores with the server); answers
 /// the elapsed time.
 async fn closed_loop(
-    client: &reqwest::Client,
-    url: &str,
-    key: Option<&str>,
+    addr: std::net::SocketAddr,
+    path: &str,
+    auth: &str,
     n: usize,
     in_flight: usize,
 ) -> anyhow::Result<Duration> {
@@ -134,28 +137,16 @@ async fn closed_loop(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..in_flight {
-        let (client, url, next) = (client.clone(), url.to_owned(), next.clone());
-        let key = key.map(str::to_owned);
+        let (path, auth, next) = (path.to_owned(), auth.to_owned(), next.clone());
         tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::new(addr);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     return anyhow::Ok(());
                 }
-                let mut req = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body(i));
-                if let Some(k) = &key {
-                    req = req.bearer_auth(k);
-                }
-                let resp = req.send().await?;
-                anyhow::ensure!(
-                    resp.status().is_success(),
-                    "POST {url} answered {}",
-                    resp.status()
-                );
-                resp.bytes().await?;
+                let (status, _) = conn.post_json(&path, &auth, body(i).into()).await?;
+                anyhow::ensure!(status.is_success(), "POST {path} answered {status}");
             }
         }));
     }
@@ -237,7 +228,9 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.in_flight * 2)
         .build()?;
-    let publish = format!("http://{addr}/v1/bots/bench/events");
+    let publish_path = "/v1/bots/bench/events";
+    let publish = format!("http://{addr}{publish_path}");
+    let auth = format!("Bearer {key}");
     let fan = args.endpoints;
     eprintln!(
         "bench deliver: {} events, {} in flight, {} endpoint(s) with up to {} requests in flight each, {}",
@@ -249,14 +242,14 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
     );
 
     // Warm-up: connections, statement caches.
-    closed_loop(&client, &publish, Some(&key), 500, args.in_flight).await?;
+    closed_loop(addr, publish_path, &auth, 500, args.in_flight).await?;
     wait_for(&arrivals, 500 * fan, Duration::from_secs(60)).await?;
     engine.idle().await;
     arrivals.reset();
 
     // Throughput.
     let started = Instant::now();
-    let ingest = closed_loop(&client, &publish, Some(&key), args.events, args.in_flight).await?;
+    let ingest = closed_loop(addr, publish_path, &auth, args.events, args.in_flight).await?;
     wait_for(&arrivals, args.events * fan, Duration::from_secs(300)).await?;
     let e2e = started.elapsed();
     engine.idle().await;
@@ -282,8 +275,7 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
     );
 
     // Loopback ceiling: the same client straight to the receiver.
-    let echo_url = format!("http://{raddr}/echo");
-    let ceiling = closed_loop(&client, &echo_url, None, args.events, args.in_flight).await?;
+    let ceiling = closed_loop(raddr, "/echo", &auth, args.events, args.in_flight).await?;
     let ceiling_rate = args.events as f64 / ceiling.as_secs_f64();
     println!(
         "loopback:    {ceiling_rate:>9.0} requests/s one hop, same client, no database (end to end is {:.0} % of it)",

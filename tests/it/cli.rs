@@ -788,6 +788,42 @@ fn bench_chat_runs_the_leads_flow_over_http() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `bench deliver` publishes over HTTP and waits for every delivery at its
+/// receiver, then runs at a fixed rate: on SQLite and PostgreSQL, every
+/// event arrives and none fails.
+#[test]
+fn bench_deliver_delivers_every_event() {
+    let dir = temp_dir("bench-deliver");
+    check_bench_deliver(&["--dir".as_ref(), dir.as_os_str()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(db) = crate::common::test_db(crate::common::Db::Postgres) {
+        check_bench_deliver(&["--database".as_ref(), db.url.as_ref()]);
+    }
+}
+
+fn check_bench_deliver(db: &[&std::ffi::OsStr]) {
+    let out = bin()
+        .args(["bench", "deliver", "--events", "300", "--in-flight", "8"])
+        .args(["--rate", "100", "--seconds", "1"])
+        .args(db)
+        .output()
+        .expect("run bench deliver");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench deliver failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("deliveries/s arrived (300 in"),
+        "throughput run: {stdout}"
+    );
+    assert!(
+        stdout.contains("fixed rate:") && stdout.contains("(0 failed)"),
+        "fixed-rate run: {stdout}"
+    );
+}
+
 /// The same on PostgreSQL (`--database`).
 #[test]
 fn bench_chat_runs_on_postgres() {
