@@ -141,6 +141,7 @@ impl Store {
                 return Err(StoreError::NotFound);
             }
             let scope = [(&account_id).into(), (&id).into()];
+            super::deliveries::endpoints_changed(c);
             c.execute(
                 "DELETE FROM messages WHERE conversation_id IN
                  (SELECT id FROM conversations WHERE account_id = $1 AND bot_id = $2)",

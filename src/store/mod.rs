@@ -122,6 +122,11 @@ pub trait Conn: Send {
     fn failed_owner(&self) -> Option<usize> {
         None
     }
+    /// The endpoints this write transaction has read, for later writes in
+    /// it to reuse; `None` where reads are cheap enough not to keep.
+    fn endpoint_memo(&mut self) -> Option<&mut deliveries::EndpointMemo> {
+        None
+    }
     /// Whether the connection is gone for good (the server ended it), so
     /// that its owner should open another.
     fn is_broken(&self) -> bool {

@@ -24,6 +24,7 @@ async fn suite(kind: Db) {
     failed_write_spares_its_batch(&store).await;
     sent_statements_answer_for_their_own_write(&store).await;
     publishes_waiting_together_share_a_write(&store).await;
+    an_endpoint_changed_in_a_batch_is_seen_by_the_turns_after_it(&store).await;
     migrations_are_idempotent(&store, &db.url).await;
     one_booking_per_slot(&store, &db.url).await;
     claims_take_only_due_work_of_enabled_endpoints(&store).await;
@@ -670,6 +671,134 @@ async fn publishes_waiting_together_share_a_write(store: &Store) {
         .await
         .unwrap();
     assert_eq!(n, 100 + 1 + 40, "every created event is written once");
+}
+
+/// Turns, an endpoint change and turns again, all in one transaction (the
+/// writer held busy while they queue, in this order): the turns before the
+/// change fan out to the endpoint, those after it see it disabled.
+/// PostgreSQL's writer keeps the endpoints a transaction read for its later
+/// writes; the change (a 410 Gone in an outcome batch) must make it read
+/// them again.
+async fn an_endpoint_changed_in_a_batch_is_seen_by_the_turns_after_it(store: &Store) {
+    use botwire::store::deliveries::{AttemptRow, DeliveryFilter, NextState, Outcome};
+    use botwire::store::endpoints::{NewEndpoint, kind};
+    let account = store.first_account().await.unwrap().unwrap().id;
+    store
+        .create_bot(
+            &account,
+            BotId::parse("memo").unwrap(),
+            "m",
+            BotType::Support,
+        )
+        .await
+        .unwrap();
+    let ep = store
+        .create_endpoint(
+            &account,
+            NewEndpoint::new("memo", "https://memo.example/h", kind::ENDPOINT),
+            100,
+        )
+        .await
+        .unwrap();
+    let turn = |n: usize| {
+        let mut t = booking_turn(&account, 9_000 + n, 1);
+        t.bot_id = "memo".into();
+        t.conversation.bot_id = "memo".into();
+        t.booking = None;
+        t.events = vec![EventRow::new(
+            &account,
+            "memo",
+            "message.received",
+            Some(&t.conversation.id),
+            "{}".into(),
+        )];
+        let id = t.events[0].id.clone();
+        let store = store.clone();
+        (id, tokio::spawn(async move { store.commit_turn(t).await }))
+    };
+    let deliveries_of = |event: String| {
+        let (store, account) = (store.clone(), account.clone());
+        async move {
+            let filter = DeliveryFilter {
+                event_id: Some(event),
+                ..Default::default()
+            };
+            let page = PageRequest {
+                limit: 10,
+                after: None,
+            };
+            store
+                .list_deliveries(&account, filter, page)
+                .await
+                .unwrap()
+                .items
+        }
+    };
+    // A delivery to answer 410 for later.
+    let (first, task) = turn(0);
+    task.await.unwrap().unwrap();
+    let delivery = deliveries_of(first).await.remove(0);
+
+    let busy = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(400));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(40));
+    pause().await;
+    let before: Vec<_> = (1..4).map(turn).collect();
+    pause().await;
+    let gone = {
+        let store = store.clone();
+        let outcome = Outcome {
+            delivery_id: delivery.id.clone(),
+            endpoint_id: ep.id.clone(),
+            account_id: account.clone(),
+            attempt: Some(AttemptRow {
+                id: botwire::domain::ids::new_id("att"),
+                delivery_id: delivery.id.clone(),
+                endpoint_id: ep.id.clone(),
+                started_at: botwire::store::now_ms(),
+                duration_ms: 1,
+                request_headers: "{}".into(),
+                status: Some(410),
+                response_body: String::new(),
+                error_kind: Some("status".into()),
+                error_message: Some("410 Gone".into()),
+                node: None,
+            }),
+            next: NextState::Dead,
+            gone: true,
+        };
+        tokio::spawn(async move {
+            store
+                .record_outcomes(vec![outcome], botwire::store::now_ms(), 60_000)
+                .await
+        })
+    };
+    pause().await;
+    let after: Vec<_> = (4..7).map(turn).collect();
+    let before_writes = store.writer_stats();
+    busy.await.unwrap().unwrap();
+    let disabled = gone.await.unwrap().unwrap();
+    assert_eq!(disabled.len(), 1, "the 410 disabled the endpoint");
+    let mut counts = Vec::new();
+    for (event, task) in before.into_iter().chain(after) {
+        task.await.unwrap().unwrap();
+        counts.push(deliveries_of(event).await.len());
+    }
+    assert_eq!(counts, [1, 1, 1, 0, 0, 0]);
+    let commits = store.writer_stats().commits - before_writes.commits;
+    assert!(
+        commits <= 3,
+        "the turns and the outcome shared a commit ({commits})"
+    );
 }
 
 async fn migrations_are_idempotent(store: &Store, url: &str) {

@@ -25,12 +25,35 @@ static FAN_OUT_ACCOUNT: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {EP_COLUMNS} FROM endpoints ep WHERE ep.account_id = $1 AND ep.enabled")
 });
 
-/// Endpoints read for the events of one write, by account and bot (`None`:
-/// the account-wide reading), so that several events of a turn cost one
-/// query.
+/// Endpoints read in a write transaction, by account and bot (`None`: the
+/// account-wide reading), for its later writes to reuse (the PostgreSQL
+/// writer's connection keeps one per transaction, [`Conn::endpoint_memo`]):
+/// a batch of chat turns of one bot reads its endpoints once, not once per
+/// turn. A write that changes endpoints forgets it ([`endpoints_changed`]);
+/// so does the start or rollback of a transaction or savepoint.
+#[derive(Default)]
+pub struct EndpointMemo(HashMap<(String, Option<String>), Endpoints>);
+
+impl EndpointMemo {
+    /// Forgets everything read.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Tells the transaction's memo that endpoints changed.
+pub(in crate::store) fn endpoints_changed(c: &mut dyn Conn) {
+    if let Some(memo) = c.endpoint_memo() {
+        memo.clear();
+    }
+}
+
+/// Endpoints read for the events of one write, where the connection keeps
+/// no [`EndpointMemo`] (SQLite, where a read costs no round trip), so that
+/// several events of a turn still cost one query.
 #[derive(Default)]
 pub(in crate::store) struct Audiences {
-    read: HashMap<(String, Option<String>), Endpoints>,
+    read: EndpointMemo,
     /// Whether this write already tells other processes (one `NOTIFY` per
     /// write is enough: it is delivered at the commit).
     notified: bool,
@@ -53,8 +76,12 @@ impl Audiences {
             event.account_id.clone(),
             (!account_wide).then(|| event.bot_id.clone()),
         );
-        if let Some(found) = self.read.get(&key) {
-            return Ok(found.clone());
+        let kept = match c.endpoint_memo() {
+            Some(memo) => memo.0.get(&key).cloned(),
+            None => self.read.0.get(&key).cloned(),
+        };
+        if let Some(found) = kept {
+            return Ok(found);
         }
         let rows = if account_wide {
             c.query(&FAN_OUT_ACCOUNT, &[(&event.account_id).into()])?
@@ -76,7 +103,10 @@ impl Audiences {
             }
         }
         let endpoints: Endpoints = endpoints.into();
-        self.read.insert(key, endpoints.clone());
+        match c.endpoint_memo() {
+            Some(memo) => memo.0.insert(key, endpoints.clone()),
+            None => self.read.0.insert(key, endpoints.clone()),
+        };
         Ok(endpoints)
     }
 }

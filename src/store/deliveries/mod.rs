@@ -36,7 +36,8 @@ mod queries;
 mod rows;
 
 pub use claims::ClaimLimits;
-pub(super) use fan_out::{Audiences, fan_out};
+pub use fan_out::EndpointMemo;
+pub(super) use fan_out::{Audiences, endpoints_changed, fan_out};
 pub use queries::{Backlog, DeliveryFilter, EndpointBacklog, HealthFigures, HourFigures};
 pub use rows::{AttemptRow, DeliveryRow};
 

@@ -5,6 +5,7 @@
 
 use super::EndpointRow;
 use crate::domain::outbound::CustomHeader;
+use crate::store::deliveries::endpoints_changed;
 use crate::store::{Conn, Result, Row, StoreError};
 use serde::Serialize;
 use serde_json::Value;
@@ -95,6 +96,7 @@ fn plain_names(headers: &BTreeMap<String, CustomHeader>) -> String {
 }
 
 fn insert(c: &mut dyn Conn, e: &EndpointRow) -> Result<()> {
+    endpoints_changed(c);
     c.execute(
         "INSERT INTO endpoints (id, account_id, bot_id, url, description, event_types, enabled,
             disabled_reason, disabled_at, headers, body, format, rate_limit, secrets, kind,
@@ -153,6 +155,7 @@ pub(super) fn insert_capped(c: &mut dyn Conn, e: &EndpointRow, max_per_bot: usiz
 
 /// Writes every configuration column of `e` back (inside a transaction).
 pub(in crate::store) fn save(c: &mut dyn Conn, e: &EndpointRow) -> Result<()> {
+    endpoints_changed(c);
     let n = c.execute(
         "UPDATE endpoints SET url = $1, description = $2, event_types = $3, enabled = $4,
             disabled_reason = $5, disabled_at = $6, headers = $7, body = $8, format = $9,
@@ -193,6 +196,7 @@ pub(in crate::store) fn load(c: &mut dyn Conn, account_id: &str, id: &str) -> Re
 
 /// Deletes an endpoint with its deliveries and attempts.
 pub(in crate::store) fn remove(c: &mut dyn Conn, id: &str) -> Result<()> {
+    endpoints_changed(c);
     for sql in [
         "DELETE FROM attempts WHERE endpoint_id = $1",
         "DELETE FROM deliveries WHERE endpoint_id = $1",

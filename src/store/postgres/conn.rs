@@ -19,6 +19,7 @@
 //! transaction a failed statement aborts it, so everything after it fails
 //! too; the first error in order is the one answered.
 
+use super::super::deliveries::EndpointMemo;
 use super::super::{Conn, Result, Row, StoreError, Value};
 use super::NOTIFY;
 use super::tls::{RustlsStream, describe};
@@ -71,6 +72,9 @@ pub(super) struct PgConn {
     pub(super) owner: usize,
     /// Whose held statement the last call's error came from.
     pub(super) failed_owner: Option<usize>,
+    /// What the current write transaction read of endpoints (the writer's
+    /// connection; forgotten at each `BEGIN` and `ROLLBACK`).
+    pub(super) memo: EndpointMemo,
 }
 
 /// A statement waiting to be sent.
@@ -215,6 +219,7 @@ pub(super) fn open_own(settings: &super::tls::Settings) -> Result<PgConn> {
         held: Vec::new(),
         owner: 0,
         failed_owner: None,
+        memo: EndpointMemo::default(),
     })
 }
 
@@ -499,6 +504,11 @@ impl Conn for PgConn {
 
     fn batch(&mut self, sql: &str) -> Result<()> {
         let rollback = sql.trim_start().starts_with("ROLLBACK");
+        if rollback || sql.trim_start().starts_with("BEGIN") {
+            // A new transaction, or one (or a savepoint) undone: what was
+            // read may no longer hold.
+            self.memo.clear();
+        }
         self.prepared(None, &[], rollback, async |client, _, _| {
             client.batch_execute(sql).await
         })
@@ -516,6 +526,10 @@ impl Conn for PgConn {
             }
             Client::Pooled(_) => self.execute(sql, values).map(|_| ()),
         }
+    }
+
+    fn endpoint_memo(&mut self) -> Option<&mut EndpointMemo> {
+        matches!(self.client, Client::Own { .. }).then_some(&mut self.memo)
     }
 
     fn set_owner(&mut self, owner: usize) {

@@ -146,6 +146,7 @@ impl Backend for Postgres {
             held: Vec::new(),
             owner: 0,
             failed_owner: None,
+            memo: Default::default(),
         }))
     }
     fn pools_readers(&self) -> bool {
