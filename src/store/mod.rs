@@ -108,6 +108,22 @@ pub trait Conn: Send {
     fn send(&mut self, sql: &str, params: &[Value]) -> Result<()> {
         self.execute(sql, params).map(|_| ())
     }
+    /// Like [`Conn::send`] for a statement that must change exactly `rows`
+    /// rows; when it changes another number, the write fails with
+    /// `otherwise` (then, or where a held statement's error comes back).
+    fn send_expecting(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        rows: u64,
+        otherwise: StoreError,
+    ) -> Result<()> {
+        if self.execute(sql, params)? == rows {
+            Ok(())
+        } else {
+            Err(otherwise)
+        }
+    }
     /// Sends every held statement and answers the first error among them.
     fn flush(&mut self) -> Result<()> {
         Ok(())

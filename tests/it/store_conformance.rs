@@ -25,6 +25,7 @@ async fn suite(kind: Db) {
     sent_statements_answer_for_their_own_write(&store).await;
     publishes_waiting_together_share_a_write(&store).await;
     an_endpoint_changed_in_a_batch_is_seen_by_the_turns_after_it(&store).await;
+    a_stale_turn_fails_alone_in_its_batch(&store).await;
     migrations_are_idempotent(&store, &db.url).await;
     one_booking_per_slot(&store, &db.url).await;
     claims_take_only_due_work_of_enabled_endpoints(&store).await;
@@ -799,6 +800,69 @@ async fn an_endpoint_changed_in_a_batch_is_seen_by_the_turns_after_it(store: &St
         commits <= 3,
         "the turns and the outcome shared a commit ({commits})"
     );
+}
+
+/// Two turns based on the same revision of one conversation, queued in
+/// one transaction with others: one commits, the other is refused as stale
+/// (the revision check runs held, with the rest of the turn, on
+/// PostgreSQL), and the others commit.
+async fn a_stale_turn_fails_alone_in_its_batch(store: &Store) {
+    let account = store.first_account().await.unwrap().unwrap().id;
+    store
+        .create_bot(
+            &account,
+            BotId::parse("stale").unwrap(),
+            "s",
+            BotType::Support,
+        )
+        .await
+        .unwrap();
+    let turn = |n: usize, revision: Option<i64>| {
+        let mut t = booking_turn(&account, 20_000 + n, 1);
+        t.bot_id = "stale".into();
+        t.conversation.bot_id = "stale".into();
+        t.booking = None;
+        t.events = vec![];
+        if revision.is_some() {
+            t.contact_is_new = false;
+        }
+        t.expected_revision = revision;
+        t
+    };
+    // The conversation, at revision 1.
+    store.commit_turn(turn(0, None)).await.unwrap();
+    let busy = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    let spawn = |t: TurnWrite| {
+        let store = store.clone();
+        tokio::spawn(async move { store.commit_turn(t).await })
+    };
+    let others: Vec<_> = (1..4).map(|n| spawn(turn(n, None))).collect();
+    let racing: Vec<_> = (0..2).map(|_| spawn(turn(0, Some(1)))).collect();
+    let more: Vec<_> = (4..7).map(|n| spawn(turn(n, None))).collect();
+    busy.await.unwrap().unwrap();
+    let (mut committed, mut stale) = (0, 0);
+    for t in racing {
+        match t.await.unwrap() {
+            Ok(TurnCommit::Committed(2)) => committed += 1,
+            Err(StoreError::Conflict(m)) if m == botwire::store::conversations::STALE => stale += 1,
+            other => panic!("racing turn: {other:?}"),
+        }
+    }
+    assert_eq!((committed, stale), (1, 1));
+    for t in others.into_iter().chain(more) {
+        assert!(matches!(t.await.unwrap(), Ok(TurnCommit::Committed(1))));
+    }
 }
 
 async fn migrations_are_idempotent(store: &Store, url: &str) {

@@ -122,7 +122,10 @@ impl Store {
             let conv = &t.conversation;
             let revision = match t.expected_revision {
                 Some(expected) => {
-                    let n = c.execute(
+                    // Held, like the rest of the turn: if another turn
+                    // moved the conversation first, this one fails when
+                    // the statement runs.
+                    c.send_expecting(
                         "UPDATE conversations SET flow_version = $1, state = $2, status = $3,
                                 revision = revision + 1, updated_at = $4
                          WHERE id = $5 AND revision = $6",
@@ -134,10 +137,9 @@ impl Store {
                             (&conv.id).into(),
                             expected.into(),
                         ],
+                        1,
+                        StoreError::Conflict(STALE.into()),
                     )?;
-                    if n == 0 {
-                        return Err(StoreError::Conflict(STALE.into()));
-                    }
                     expected + 1
                 }
                 None => {

@@ -82,10 +82,22 @@ pub(super) struct Held {
     sql: String,
     values: Vec<Value>,
     owner: usize,
+    /// The rows it must change, and the error its write fails with when it
+    /// does not ([`Conn::send_expecting`]).
+    expect: Option<(u64, StoreError)>,
+}
+
+/// Why a held statement failed.
+enum Refused {
+    /// The server refused it.
+    Server(tokio_postgres::Error),
+    /// It changed another number of rows than it had to.
+    Rows(StoreError),
 }
 
 type Answer<T> = std::result::Result<T, tokio_postgres::Error>;
-type Pending<'a> = std::pin::Pin<Box<dyn Future<Output = Answer<u64>> + Send + 'a>>;
+type Pending<'a> =
+    std::pin::Pin<Box<dyn Future<Output = std::result::Result<u64, Refused>> + Send + 'a>>;
 
 /// Polls `held` (in order) and then `call` together until all are done, so
 /// their requests go out back to back; answers the first error among
@@ -95,7 +107,7 @@ async fn pipelined<T>(
     call: impl Future<Output = Answer<T>>,
 ) -> (HeldAnswer, Answer<T>) {
     let mut held: Vec<Option<Pending<'_>>> = held.into_iter().map(Some).collect();
-    let mut errors: Vec<Option<tokio_postgres::Error>> = held.iter().map(|_| None).collect();
+    let mut errors: Vec<Option<Refused>> = held.iter().map(|_| None).collect();
     let mut call = std::pin::pin!(call);
     let mut answer = None;
     poll_fn(|cx| {
@@ -135,7 +147,7 @@ async fn pipelined<T>(
 }
 
 /// How the held statements went: the first failure and its place.
-type HeldAnswer = std::result::Result<(), (usize, tokio_postgres::Error)>;
+type HeldAnswer = std::result::Result<(), (usize, Refused)>;
 
 /// Runs `call` on `runtime`, polling `connection` beside it until `call`
 /// is done. A connection that ends is dropped, which fails the calls
@@ -278,7 +290,16 @@ impl PgConn {
                             Box::pin(async move {
                                 let params: Vec<&(dyn ToSql + Sync)> =
                                     h.values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-                                client.execute(statement, &params).await
+                                let n = client
+                                    .execute(statement, &params)
+                                    .await
+                                    .map_err(Refused::Server)?;
+                                match &h.expect {
+                                    Some((rows, error)) if *rows != n => {
+                                        Err(Refused::Rows(error.clone()))
+                                    }
+                                    _ => Ok(n),
+                                }
                             }) as Pending<'_>
                         })
                         .collect();
@@ -306,14 +327,18 @@ impl PgConn {
                 (Ok(()), result)
             }
         };
-        let stale = is_stale_plan(&result) || matches!(&held_answer, Err((_, e)) if stale_plan(e));
+        let stale = is_stale_plan(&result)
+            || matches!(&held_answer, Err((_, Refused::Server(e))) if stale_plan(e));
         if stale && let Client::Own { statements, .. } = &mut self.client {
             statements.clear();
         }
         match held_answer {
-            Err((i, e)) if !ignore_held => {
+            Err((i, refused)) if !ignore_held => {
                 self.failed_owner = Some(held[i].owner);
-                Err(map_err(&e))
+                Err(match refused {
+                    Refused::Server(e) => map_err(&e),
+                    Refused::Rows(e) => e,
+                })
             }
             _ => result.map_err(|e| map_err(&e)),
         }
@@ -521,10 +546,38 @@ impl Conn for PgConn {
                     sql: sql.to_owned(),
                     values: values.to_vec(),
                     owner: self.owner,
+                    expect: None,
                 });
                 Ok(())
             }
             Client::Pooled(_) => self.execute(sql, values).map(|_| ()),
+        }
+    }
+
+    fn send_expecting(
+        &mut self,
+        sql: &str,
+        values: &[Value],
+        rows: u64,
+        otherwise: StoreError,
+    ) -> Result<()> {
+        match self.client {
+            Client::Own { .. } => {
+                self.held.push(Held {
+                    sql: sql.to_owned(),
+                    values: values.to_vec(),
+                    owner: self.owner,
+                    expect: Some((rows, otherwise)),
+                });
+                Ok(())
+            }
+            Client::Pooled(_) => {
+                if self.execute(sql, values)? == rows {
+                    Ok(())
+                } else {
+                    Err(otherwise)
+                }
+            }
         }
     }
 
