@@ -88,10 +88,14 @@ pub(super) fn insert_events(
     events: &[EventRow],
     lease: Option<&Lease>,
 ) -> Result<Vec<DeliveryTicket>> {
+    // Every event first, then every fan-out: the same inserts one after
+    // another go out as multi-row statements.
+    for e in events {
+        insert_row(c, e, None)?;
+    }
     let mut audiences = Audiences::default();
     let mut tickets = Vec::new();
     for e in events {
-        insert_row(c, e, None)?;
         tickets.extend(fan_out(c, &mut audiences, e, lease, false)?);
     }
     Ok(tickets)

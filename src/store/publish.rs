@@ -86,15 +86,31 @@ impl Store {
                     state.items = std::mem::take(&mut *queue.0.lock().expect("publish queue"));
                 }
                 state.failed = None;
-                let mut audiences = Audiences::default();
-                let mut results = Vec::with_capacity(state.items.len());
+                // Every event first, then every fan-out: the same inserts
+                // one after another go out as multi-row statements.
+                let mut admitted = Vec::with_capacity(state.items.len());
                 for (i, q) in state.items.iter().enumerate() {
                     let idempotency = q
                         .idempotency
                         .as_ref()
                         .map(|(k, h)| (k.as_str(), h.as_str()));
-                    match publish_one(c, &mut audiences, &q.event, idempotency, lease.as_ref()) {
-                        Ok(r) => results.push(r),
+                    match admit(c, &q.event, idempotency) {
+                        Ok(replayed) => admitted.push(replayed),
+                        Err(e) => {
+                            state.failed = Some(i);
+                            return Err(e);
+                        }
+                    }
+                }
+                let mut audiences = Audiences::default();
+                let mut results = Vec::with_capacity(state.items.len());
+                for ((i, q), replayed) in state.items.iter().enumerate().zip(admitted) {
+                    if let Some(earlier) = replayed {
+                        results.push((Published::Replayed(earlier), Vec::new()));
+                        continue;
+                    }
+                    match fan_out(c, &mut audiences, &q.event, lease.as_ref(), true) {
+                        Ok(tickets) => results.push((Published::Created(q.event.clone()), tickets)),
                         Err(e) => {
                             state.failed = Some(i);
                             return Err(e);
@@ -170,6 +186,20 @@ fn publish_one(
     idempotency: Option<(&str, &str)>,
     lease: Option<&Lease>,
 ) -> Result<(Published, Vec<DeliveryTicket>)> {
+    if let Some(earlier) = admit(c, event, idempotency)? {
+        return Ok((Published::Replayed(earlier), Vec::new()));
+    }
+    let tickets = fan_out(c, audiences, event, lease, true)?;
+    Ok((Published::Created(event.clone()), tickets))
+}
+
+/// Checks a publish and writes its event (not its deliveries); answers
+/// the earlier event when its Idempotency-Key replays one.
+fn admit(
+    c: &mut dyn Conn,
+    event: &EventRow,
+    idempotency: Option<(&str, &str)>,
+) -> Result<Option<EventRow>> {
     // The bot is checked in the transaction, not by a read before it: no
     // event for a bot deleted in between. For an event of one bot the
     // fan-out's own query checks it.
@@ -195,7 +225,7 @@ fn publish_one(
         )?;
         if let Some(row) = existing {
             if row.opt_text_at("request_hash")?.as_deref() == Some(hash) {
-                return Ok((Published::Replayed(event_from(&row)?), Vec::new()));
+                return Ok(Some(event_from(&row)?));
             }
             return Err(StoreError::Conflict(
                 "this Idempotency-Key was already used with a different request body".into(),
@@ -203,6 +233,5 @@ fn publish_one(
         }
     }
     insert_row(c, event, idempotency)?;
-    let tickets = fan_out(c, audiences, event, lease, true)?;
-    Ok((Published::Created(event.clone()), tickets))
+    Ok(None)
 }

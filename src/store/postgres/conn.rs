@@ -85,6 +85,102 @@ pub(super) struct Held {
     /// The rows it must change, and the error its write fails with when it
     /// does not ([`Conn::send_expecting`]).
     expect: Option<(u64, StoreError)>,
+    /// For a one-row `INSERT … VALUES (…)`: its parameters per row, so the
+    /// same statement sent next by the same write joins it as another row.
+    per_row: Option<usize>,
+    /// Rows joined so far.
+    rows: usize,
+}
+
+/// Most rows one held `INSERT` takes (each count is a prepared statement of
+/// its own, so this also bounds how many one text can make).
+const MERGE_ROWS: usize = 16;
+
+impl Held {
+    /// Turns joined rows into one multi-row statement.
+    fn seal(&mut self) {
+        if self.rows > 1
+            && let Some(k) = self.per_row
+        {
+            self.sql = multi_row(&self.sql, self.rows, k);
+        }
+        self.rows = 1;
+        self.per_row = None;
+    }
+}
+
+/// The parameters per row of a one-row `INSERT INTO … VALUES (…)` whose
+/// placeholders all sit in its one row (and that has no `SELECT`,
+/// `ON CONFLICT` or `RETURNING`), or `None`.
+fn insert_row_width(sql: &str) -> Option<usize> {
+    let t = sql.trim();
+    if !t.starts_with("INSERT INTO")
+        || t.contains("SELECT")
+        || t.contains("ON CONFLICT")
+        || t.contains("RETURNING")
+    {
+        return None;
+    }
+    let at = t.find("VALUES (")? + "VALUES ".len();
+    let (head, tuple) = t.split_at(at);
+    if head.contains('$') || t.matches("VALUES (").count() != 1 {
+        return None;
+    }
+    // The row is the whole rest: its opening parenthesis closes at the end
+    // (and no `$` hides in a quoted literal).
+    let (mut depth, mut quoted) = (0usize, false);
+    for (i, ch) in tuple.char_indices() {
+        match ch {
+            '\'' => quoted = !quoted,
+            '$' if quoted => return None,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 && i + 1 != tuple.len() {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+    }
+    placeholders(tuple).max().filter(|&k| k > 0)
+}
+
+/// The numbers of the `$n` placeholders in `text`.
+fn placeholders(text: &str) -> impl Iterator<Item = usize> + '_ {
+    text.split('$').skip(1).filter_map(|rest| {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    })
+}
+
+/// `sql` (a one-row insert of `k` parameters per row) for `rows` rows: the
+/// row repeated with its placeholders renumbered.
+fn multi_row(sql: &str, rows: usize, k: usize) -> String {
+    let t = sql.trim();
+    let at = t.find("VALUES (").map_or(t.len(), |i| i + "VALUES ".len());
+    let (head, tuple) = t.split_at(at);
+    let mut out = String::with_capacity(head.len() + (tuple.len() + 8) * rows);
+    out.push_str(head);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        let mut chars = tuple.chars().peekable();
+        while let Some(ch) = chars.next() {
+            out.push(ch);
+            if ch != '$' {
+                continue;
+            }
+            let mut n = 0usize;
+            while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+                n = n * 10 + d as usize;
+                chars.next();
+            }
+            out.push_str(&(n + r * k).to_string());
+        }
+    }
+    out
 }
 
 /// Why a held statement failed.
@@ -258,6 +354,9 @@ impl PgConn {
         let params: Vec<&(dyn ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
         self.failed_owner = None;
+        for h in &mut self.held {
+            h.seal();
+        }
         if let Err((place, e)) = self.keep_statements(sql) {
             match place {
                 Some(i) => {
@@ -542,11 +641,25 @@ impl Conn for PgConn {
     fn send(&mut self, sql: &str, values: &[Value]) -> Result<()> {
         match self.client {
             Client::Own { .. } => {
+                // The same insert again from the same write: one more row
+                // of the held one (the order of statements is kept).
+                if let Some(last) = self.held.last_mut()
+                    && last.owner == self.owner
+                    && last.rows < MERGE_ROWS
+                    && last.per_row == Some(values.len())
+                    && last.sql == sql
+                {
+                    last.values.extend_from_slice(values);
+                    last.rows += 1;
+                    return Ok(());
+                }
                 self.held.push(Held {
                     sql: sql.to_owned(),
                     values: values.to_vec(),
                     owner: self.owner,
                     expect: None,
+                    per_row: insert_row_width(sql).filter(|&k| k == values.len()),
+                    rows: 1,
                 });
                 Ok(())
             }
@@ -568,6 +681,8 @@ impl Conn for PgConn {
                     values: values.to_vec(),
                     owner: self.owner,
                     expect: Some((rows, otherwise)),
+                    per_row: None,
+                    rows: 1,
                 });
                 Ok(())
             }
@@ -607,5 +722,47 @@ impl Conn for PgConn {
             return Ok(());
         }
         self.prepared(None, &[], false, async |_, _, _| Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{insert_row_width, multi_row};
+
+    const DELIVERY: &str = "INSERT INTO deliveries (id, status, at, until, created_at)
+         VALUES ($1, 'pending', $2, $3, $2)";
+
+    #[test]
+    fn one_row_inserts_are_recognised_with_their_width() {
+        assert_eq!(insert_row_width(DELIVERY), Some(3));
+        assert_eq!(
+            insert_row_width("INSERT INTO t (a) VALUES (COALESCE($1, $2))"),
+            Some(2)
+        );
+        for refused in [
+            "INSERT INTO t (a) SELECT $1 WHERE EXISTS (SELECT 1)",
+            "INSERT INTO t (a) VALUES ($1) ON CONFLICT (a) DO NOTHING",
+            "INSERT INTO t (a) VALUES ($1) RETURNING a",
+            "INSERT INTO t (a) VALUES ($1), ($2)",
+            "INSERT INTO t (a) VALUES ('$1')",
+            "UPDATE t SET a = $1",
+            "INSERT INTO t (a) VALUES ('x')",
+        ] {
+            assert_eq!(insert_row_width(refused), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn rows_are_repeated_with_their_placeholders_renumbered() {
+        assert_eq!(
+            multi_row(DELIVERY, 3, 3),
+            "INSERT INTO deliveries (id, status, at, until, created_at)
+         VALUES ($1, 'pending', $2, $3, $2), ($4, 'pending', $5, $6, $5), ($7, 'pending', $8, $9, $8)"
+        );
+        let wide = "INSERT INTO t (a, b, c, d, e, f, g, h, i, j, k) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        assert!(
+            multi_row(wide, 2, 11)
+                .ends_with("($12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)")
+        );
     }
 }
