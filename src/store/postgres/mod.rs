@@ -15,6 +15,7 @@
 
 mod conn;
 mod listen;
+mod pipeline;
 pub mod tls;
 
 use super::{Backend, BackendKind, Conn, Listener, Result, StoreError};
