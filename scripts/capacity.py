@@ -18,18 +18,23 @@ import math
 # ---------------------------------------------------------------- measured
 # scripts/wal-per-event.sh on 2026-12-07, PostgreSQL 15.20, 2 cores shared
 # by the database, botwire and the bench's publisher and receiver; 10,000
-# events (and 2 x 5,000). WAL of the scratch database alone, summed with
-# pg_walinspect: 3,281-3,498 bytes/event; no checkpoint fell in the runs, so
-# no full-page images are in it (see FPI_FACTOR). Build-independent.
-WAL_BYTES_PER_EVENT = 3_300
+# events, release build, after the writer's pipelining, joined inserts and
+# one write per batch of publishes (and the partitioned tables). WAL of the
+# scratch database alone, summed with pg_walinspect: 3,459-3,486
+# bytes/event (3,281-3,498 before those changes: the rows and index
+# entries are the same); no checkpoint fell in the runs, so no full-page
+# images are in it (see FPI_FACTOR). Build-independent.
+WAL_BYTES_PER_EVENT = 3_470
 # Same runs: commits of the scratch database (pg_stat_database.xact_commit,
 # read-only ones included) per event, with 64 publishes in flight; group
-# commit makes this fall as load rises.
-COMMITS_PER_EVENT = 0.10
+# commit makes this fall as load rises (0.06-0.12 before).
+COMMITS_PER_EVENT = 0.05
 # Same run: CPU time of the PostgreSQL server processes serving the scratch
-# database, sampled from /proc (WAL writer and checkpointer not included).
-# Build-independent (the same statements whatever botwire's build).
-PG_CPU_MS_PER_EVENT = 0.566
+# database, sampled from /proc (WAL writer and checkpointer not included):
+# 1.24 s / 10,000 events. It was 0.566-0.605 ms with one statement and one
+# round trip at a time, a savepoint per write and a query of the endpoints
+# per event: the server's work per statement, not the rows, was most of it.
+PG_CPU_MS_PER_EVENT = 0.124
 # Same run: CPU of the botwire process per event, DEBUG build (API, store,
 # engine, plus the bench's own publisher and receiver): 9.31 s / 10,000.
 APP_CPU_MS_PER_EVENT_DEBUG = 0.93

@@ -11,9 +11,18 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-/// The bot's enabled endpoints, joined to the bot itself: no row at all
-/// means there is no such bot; one row of nulls, that it has no endpoint.
+/// The bot's enabled endpoints.
 static FAN_OUT_BOT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {EP_COLUMNS} FROM endpoints ep
+         WHERE ep.account_id = $1 AND ep.bot_id = $2 AND ep.enabled"
+    )
+});
+
+/// The same joined to the bot itself, for a write that must check the bot
+/// exists: no row at all means there is no such bot; one row of nulls,
+/// that it has no endpoint.
+static FAN_OUT_BOT_CHECKED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {EP_COLUMNS} FROM bots b
          LEFT JOIN endpoints ep ON ep.account_id = b.account_id AND ep.bot_id = b.id AND ep.enabled
@@ -86,10 +95,12 @@ impl Audiences {
         let rows = if account_wide {
             c.query(&FAN_OUT_ACCOUNT, &[(&event.account_id).into()])?
         } else {
-            let rows = c.query(
-                &FAN_OUT_BOT,
-                &[(&event.account_id).into(), (&event.bot_id).into()],
-            )?;
+            let sql: &str = if require_bot {
+                &FAN_OUT_BOT_CHECKED
+            } else {
+                &FAN_OUT_BOT
+            };
+            let rows = c.query(sql, &[(&event.account_id).into(), (&event.bot_id).into()])?;
             if rows.is_empty() && require_bot {
                 return Err(StoreError::NotFound);
             }
