@@ -120,7 +120,13 @@ impl Store {
                 Ok(results)
             })
             .await;
-        let Taken { items, failed } = std::mem::take(&mut *taken.lock().expect("taken publishes"));
+        let Taken { mut items, failed } =
+            std::mem::take(&mut *taken.lock().expect("taken publishes"));
+        if items.is_empty() {
+            // The write never ran (the writer has stopped): what waits is
+            // answered with its error, or the queue would never empty.
+            items = std::mem::take(&mut *self.publishes.0.lock().expect("publish queue"));
+        }
         match (outcome, failed) {
             (Ok(results), _) => {
                 let mut tickets = Vec::new();
@@ -234,4 +240,31 @@ fn admit(
     }
     insert_row(c, event, idempotency)?;
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::StoreError;
+    use crate::store::events::EventRow;
+    use crate::store::testing::TestStore;
+    use std::time::Duration;
+
+    /// A publish to a store whose writer has stopped is answered with the
+    /// error, and so is the next: the queue does not stay full.
+    #[tokio::test]
+    async fn publishes_after_the_writer_stopped_are_answered() {
+        let t = TestStore::open().await;
+        t.store.close().await;
+        for _ in 0..2 {
+            let event = EventRow::new(&t.account, "alpha", "order.paid", None, "{}".into());
+            let answer =
+                tokio::time::timeout(Duration::from_secs(5), t.store.publish_event(event, None))
+                    .await
+                    .expect("answered");
+            assert!(
+                matches!(answer, Err(StoreError::Unavailable(_))),
+                "{answer:?}"
+            );
+        }
+    }
 }
