@@ -34,14 +34,15 @@ static FAN_OUT_ACCOUNT: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {EP_COLUMNS} FROM endpoints ep WHERE ep.account_id = $1 AND ep.enabled")
 });
 
-/// Endpoints read in a write transaction, by account and bot (`None`: the
-/// account-wide reading), for its later writes to reuse (the PostgreSQL
+/// Endpoints read in a write transaction, by account, bot (`None`: the
+/// account-wide reading) and whether the reading checked the bot exists,
+/// for its later writes to reuse (the PostgreSQL
 /// writer's connection keeps one per transaction, [`Conn::endpoint_memo`]):
 /// a batch of chat turns of one bot reads its endpoints once, not once per
 /// turn. A write that changes endpoints forgets it ([`endpoints_changed`]);
 /// so does the start or rollback of a transaction or savepoint.
 #[derive(Default)]
-pub struct EndpointMemo(HashMap<(String, Option<String>), Endpoints>);
+pub struct EndpointMemo(HashMap<(String, Option<String>, bool), Endpoints>);
 
 impl EndpointMemo {
     /// Forgets everything read.
@@ -84,6 +85,7 @@ impl Audiences {
         let key = (
             event.account_id.clone(),
             (!account_wide).then(|| event.bot_id.clone()),
+            require_bot && !account_wide,
         );
         let kept = match c.endpoint_memo() {
             Some(memo) => memo.0.get(&key).cloned(),
