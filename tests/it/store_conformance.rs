@@ -599,6 +599,20 @@ async fn sent_statements_answer_for_their_own_write(store: &Store) {
     assert_eq!(seen, "ordered");
 }
 
+/// Keeps `store`'s writer busy for `ms` (a write that sleeps), so that the
+/// writes queued meanwhile share the next transaction.
+fn hold_writer(store: &Store, ms: u64) -> tokio::task::JoinHandle<botwire::store::Result<()>> {
+    let store = store.clone();
+    tokio::spawn(async move {
+        store
+            .write(move |_| {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(())
+            })
+            .await
+    })
+}
+
 /// Publishes queued while the writer is busy go in as one write; each
 /// caller still gets its own answer: an unknown bot is `NotFound`, a second
 /// body under one Idempotency-Key a `Conflict`, the rest written once.
@@ -619,17 +633,7 @@ async fn publishes_waiting_together_share_a_write(store: &Store) {
         tokio::spawn(async move { store.publish_event(event, key).await })
     };
     // Hold the writer while 100 publishes queue up.
-    let busy = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .write(|_| {
-                    std::thread::sleep(std::time::Duration::from_millis(300));
-                    Ok(())
-                })
-                .await
-        })
-    };
+    let busy = hold_writer(store, 300);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let before = store.writer_stats();
     let tasks: Vec<_> = (0..100).map(|_| publish("pub", None)).collect();
@@ -740,17 +744,7 @@ async fn an_endpoint_changed_in_a_batch_is_seen_by_the_turns_after_it(store: &St
     task.await.unwrap().unwrap();
     let delivery = deliveries_of(first).await.remove(0);
 
-    let busy = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .write(|_| {
-                    std::thread::sleep(std::time::Duration::from_millis(400));
-                    Ok(())
-                })
-                .await
-        })
-    };
+    let busy = hold_writer(store, 400);
     let pause = || tokio::time::sleep(std::time::Duration::from_millis(40));
     pause().await;
     let before: Vec<_> = (1..4).map(turn).collect();
@@ -831,17 +825,7 @@ async fn a_stale_turn_fails_alone_in_its_batch(store: &Store) {
     };
     // The conversation, at revision 1.
     store.commit_turn(turn(0, None)).await.unwrap();
-    let busy = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .write(|_| {
-                    std::thread::sleep(std::time::Duration::from_millis(300));
-                    Ok(())
-                })
-                .await
-        })
-    };
+    let busy = hold_writer(store, 300);
     tokio::time::sleep(std::time::Duration::from_millis(40)).await;
     let spawn = |t: TurnWrite| {
         let store = store.clone();
