@@ -57,6 +57,27 @@ pub enum BenchCommand {
 }
 
 /// Runs a bench subcommand.
+/// Waits until `count` reaches `n`, polling every 2 ms; fails after
+/// `limit`, saying how many of the `what` arrived.
+pub(super) async fn wait_count(
+    count: &std::sync::atomic::AtomicUsize,
+    n: usize,
+    limit: std::time::Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let deadline = std::time::Instant::now() + limit;
+    while count.load(Ordering::SeqCst) < n {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} {what} arrived within {limit:?}",
+            count.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
 /// Makes the first account of a bench's empty database; answers the
 /// pepper, the account and its admin key.
 pub(super) async fn fresh_account(

@@ -261,19 +261,6 @@ async fn publish(
     Ok(())
 }
 
-async fn wait_arrived(r: &Receiver, n: usize, limit: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while r.arrived.load(Ordering::SeqCst) < n {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {n} healthy deliveries arrived within {limit:?}",
-            r.arrived.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    Ok(())
-}
-
 /// Runs one backlog measurement and answers its figures. Fails when a
 /// publish is refused or a healthy delivery does not arrive in time; the
 /// caller judges the figures.
@@ -384,7 +371,13 @@ pub async fn measure(plan: BacklogPlan) -> anyhow::Result<BacklogReport> {
     // Warm-up: connections, statement caches.
     let warm = 500usize;
     publish(&client, &publish_url, &key, 0, warm, plan.in_flight).await?;
-    wait_arrived(&receiver, warm, Duration::from_secs(60)).await?;
+    super::bench::wait_count(
+        &receiver.arrived,
+        warm,
+        Duration::from_secs(60),
+        "healthy deliveries",
+    )
+    .await?;
     let mut next = warm as u64;
 
     let phase = |id: usize, label: &str| {
@@ -413,7 +406,13 @@ pub async fn measure(plan: BacklogPlan) -> anyhow::Result<BacklogReport> {
                 plan.in_flight,
             )
             .await?;
-            wait_arrived(&receiver, expected, Duration::from_secs(600)).await?;
+            super::bench::wait_count(
+                &receiver.arrived,
+                expected,
+                Duration::from_secs(600),
+                "healthy deliveries",
+            )
+            .await?;
             anyhow::Ok(started.elapsed().as_secs_f64())
         }
     };

@@ -419,19 +419,6 @@ async fn publish(
     Ok(())
 }
 
-async fn wait_arrived(r: &Receiver, n: usize, limit: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while r.arrived.load(Ordering::SeqCst) < n {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {n} deliveries arrived within {limit:?}",
-            r.arrived.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    Ok(())
-}
-
 /// Successful attempts per node, and attempts that failed.
 async fn attempts_by_node(
     db: &tokio_postgres::Client,
@@ -604,7 +591,7 @@ async fn measure_with(
     let warm = WARM_UP.min(plan.events);
     eprintln!("{label}: warming up with {warm} events…");
     publish(addr, &auth, 0, warm, plan.in_flight).await?;
-    wait_arrived(receiver, warm, plan.timeout).await?;
+    super::bench::wait_count(&receiver.arrived, warm, plan.timeout, "deliveries").await?;
     wait_recorded(&db, warm as u64, Duration::from_secs(60)).await?;
 
     // The measured run.
@@ -622,7 +609,7 @@ async fn measure_with(
     publish(addr, &auth, warm as u64, plan.events, plan.in_flight).await?;
     let published = warm + plan.events;
     eprintln!("{label}: waiting for {published} arrivals (warm-up included)…");
-    wait_arrived(receiver, published, plan.timeout).await?;
+    super::bench::wait_count(&receiver.arrived, published, plan.timeout, "deliveries").await?;
     let last_us = receiver.last_us.load(Ordering::SeqCst);
     let seconds = last_us.saturating_sub(first_us) as f64 / 1e6;
     wait_recorded(&db, published as u64, Duration::from_secs(120)).await?;

@@ -156,19 +156,6 @@ async fn closed_loop(
     Ok(started.elapsed())
 }
 
-async fn wait_for(arrivals: &Arrivals, n: usize, limit: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while arrivals.count.load(Ordering::SeqCst) < n {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {n} deliveries arrived within {limit:?}",
-            arrivals.count.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    Ok(())
-}
-
 fn latencies(arrivals: &Arrivals) -> Vec<u64> {
     let mut l = arrivals.latencies_us.lock().expect("lock").clone();
     l.sort_unstable();
@@ -243,14 +230,26 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
 
     // Warm-up: connections, statement caches.
     closed_loop(addr, publish_path, &auth, 500, args.in_flight).await?;
-    wait_for(&arrivals, 500 * fan, Duration::from_secs(60)).await?;
+    super::bench::wait_count(
+        &arrivals.count,
+        500 * fan,
+        Duration::from_secs(60),
+        "deliveries",
+    )
+    .await?;
     engine.idle().await;
     arrivals.reset();
 
     // Throughput.
     let started = Instant::now();
     let ingest = closed_loop(addr, publish_path, &auth, args.events, args.in_flight).await?;
-    wait_for(&arrivals, args.events * fan, Duration::from_secs(300)).await?;
+    super::bench::wait_count(
+        &arrivals.count,
+        args.events * fan,
+        Duration::from_secs(300),
+        "deliveries",
+    )
+    .await?;
     let e2e = started.elapsed();
     engine.idle().await;
     let recorded = started.elapsed();
@@ -312,7 +311,13 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
             });
         }
         let failed = failures.load(Ordering::Relaxed);
-        wait_for(&arrivals, (total - failed) * fan, Duration::from_secs(120)).await?;
+        super::bench::wait_count(
+            &arrivals.count,
+            (total - failed) * fan,
+            Duration::from_secs(120),
+            "deliveries",
+        )
+        .await?;
         let lat = latencies(&arrivals);
         println!(
             "fixed rate:  {} events/s for {:.0} s: ingest→arrival p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({failed} failed)",
